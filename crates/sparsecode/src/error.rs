@@ -1,0 +1,85 @@
+//! The one error type of the library. Every variant names the file, field or flag at fault,
+//! what was found and what was expected, so the CLI can print it as it is.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in sparsecode.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system level failure on a path.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose content is not what its format requires (npy header, safetensors, JSON, ...).
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    /// An array or tensor whose shape does not match what the operation needs.
+    #[error("{context}: expected {expected}, found {found}")]
+    Shape {
+        context: String,
+        expected: String,
+        found: String,
+    },
+    /// A NaN or infinity in input data.
+    #[error("{context}: non-finite value {value} at row {row}, column {col}")]
+    NonFinite {
+        context: String,
+        row: usize,
+        col: usize,
+        value: f32,
+    },
+    /// A hyper-parameter or option outside its valid range.
+    #[error("invalid `{field}`: {reason}")]
+    InvalidParam { field: String, reason: String },
+    /// An input with no rows, or an otherwise empty collection that an operation needs non-empty.
+    #[error("{context}: empty input ({reason})")]
+    Empty { context: String, reason: String },
+    /// An output location that already exists and was not allowed to be replaced.
+    #[error("{path}: already exists (pass --force to replace it)")]
+    OutputExists { path: PathBuf },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidParam`].
+    pub fn param(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidParam {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Format`].
+    pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Shape`].
+    pub fn shape(
+        context: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        Error::Shape {
+            context: context.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+}

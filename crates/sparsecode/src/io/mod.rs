@@ -1,0 +1,11 @@
+//! Files in and out: `.npy` arrays, SAELens folders, safetensors tensors, atomic writes and run
+//! records.
+
+pub mod atomic;
+pub mod npy;
+pub mod record;
+pub mod saelens;
+pub mod tensors;
+
+pub use atomic::{write_atomic, write_json_atomic, OutputDir};
+pub use npy::{read_matrix, read_npy, write_matrix};

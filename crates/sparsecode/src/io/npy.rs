@@ -1,0 +1,329 @@
+//! NumPy `.npy` files: versions 1-3, little-endian `f4`/`f8`/`f2`, C order. Everything else is
+//! refused with an error naming the file and what was found.
+//!
+//! Written by hand rather than through `ndarray-npy`/`npyz`: the format is a 10-line header plus raw
+//! data, we need exact diagnostics for every kind of malformed header, and we read through a memory
+//! map so large files are not copied twice.
+
+use crate::{Error, Matrix, Result};
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Element types we accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    F32,
+    F64,
+}
+
+impl DType {
+    fn size(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            DType::F32 => 4,
+            DType::F64 => 8,
+        }
+    }
+}
+
+/// A parsed `.npy` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Offset of the first data byte.
+    pub data_offset: usize,
+}
+
+/// Parses the header of `bytes` (the whole file); `path` is only used in errors.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let bad = |reason: String| Error::format(path, format!("not a valid .npy file: {reason}"));
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(bad("missing the \\x93NUMPY magic bytes".into()));
+    }
+    let major = bytes[6];
+    let (len, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(bad("truncated header".into()));
+            }
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        }
+        v => return Err(bad(format!("unsupported format version {v} (expected 1, 2 or 3)"))),
+    };
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad(format!("header says {len} bytes but the file ends first (truncated)")))?;
+    let text = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text".into()))?;
+    let dict = parse_dict(text).map_err(|r| bad(format!("malformed header {text:?}: {r}")))?;
+    let descr = dict.descr.ok_or_else(|| bad("header has no 'descr'".into()))?;
+    let dtype = match descr.as_str() {
+        "<f4" | "=f4" => DType::F32,
+        "<f8" | "=f8" => DType::F64,
+        "<f2" | "=f2" => DType::F16,
+        other => {
+            return Err(Error::format(
+                path,
+                format!("unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"),
+            ))
+        }
+    };
+    if dict.fortran_order.ok_or_else(|| bad("header has no 'fortran_order'".into()))? {
+        return Err(Error::format(
+            path,
+            "array is in Fortran (column-major) order; save it in C order (np.ascontiguousarray)",
+        ));
+    }
+    let shape = dict.shape.ok_or_else(|| bad("header has no 'shape'".into()))?;
+    Ok(Header { dtype, shape, data_offset: end })
+}
+
+#[derive(Default)]
+struct Dict {
+    descr: Option<String>,
+    fortran_order: Option<bool>,
+    shape: Option<Vec<usize>>,
+}
+
+/// Parses the Python dict literal of an npy header: `{'descr': '<f4', 'fortran_order': False,
+/// 'shape': (3, 4), }`.
+fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
+    let t = text.trim().trim_end_matches('\n').trim();
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|s| s.trim_end().strip_suffix('}'))
+        .ok_or("not a {...} dictionary")?;
+    let mut dict = Dict::default();
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let (key, after) = parse_str(rest).ok_or("expected a quoted key")?;
+        let after = after.trim_start().strip_prefix(':').ok_or("expected ':' after a key")?.trim_start();
+        let after = match key.as_str() {
+            "descr" => {
+                let (v, a) = parse_str(after).ok_or("'descr' must be a string")?;
+                dict.descr = Some(v);
+                a
+            }
+            "fortran_order" => {
+                if let Some(a) = after.strip_prefix("True") {
+                    dict.fortran_order = Some(true);
+                    a
+                } else if let Some(a) = after.strip_prefix("False") {
+                    dict.fortran_order = Some(false);
+                    a
+                } else {
+                    return Err("'fortran_order' must be True or False".into());
+                }
+            }
+            "shape" => {
+                let a = after.strip_prefix('(').ok_or("'shape' must be a tuple")?;
+                let close = a.find(')').ok_or("unclosed shape tuple")?;
+                let mut shape = Vec::new();
+                for part in a[..close].split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let part = part.trim_end_matches('L');
+                    shape.push(part.parse::<usize>().map_err(|_| format!("bad dimension '{part}'"))?);
+                }
+                dict.shape = Some(shape);
+                &a[close + 1..]
+            }
+            other => return Err(format!("unknown key '{other}'")),
+        };
+        rest = after.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Ok(dict)
+}
+
+fn parse_str(s: &str) -> Option<(String, &str)> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let body = &s[1..];
+    let end = body.find(q)?;
+    Some((body[..end].to_string(), &body[end + 1..]))
+}
+
+/// Reads any-rank array as `(shape, values as f32)`, through a memory map.
+pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.len() == 0 {
+        return Err(Error::format(path, "not a valid .npy file: the file is empty"));
+    }
+    // SAFETY: the map is read-only and dropped before we return; a concurrent writer truncating
+    // the file is outside what we can defend against (as with every mmap reader).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let header = parse_header(path, &map)?;
+    let count = header
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::format(path, "shape overflows"))?;
+    let need = count * header.dtype.size();
+    let have = map.len() - header.data_offset;
+    if have < need {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: shape {:?} needs {need} data bytes, the file has {have}",
+                header.shape
+            ),
+        ));
+    }
+    if have > need {
+        return Err(Error::format(
+            path,
+            format!("{} bytes of trailing data after the array of shape {:?}", have - need, header.shape),
+        ));
+    }
+    let data = &map[header.data_offset..];
+    let values: Vec<f32> = match header.dtype {
+        DType::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")) as f32)
+            .collect(),
+        DType::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+    };
+    Ok((header.shape, values))
+}
+
+/// Reads a rank-2 array as a [`Matrix`], refusing other ranks and non-finite values (the error
+/// names the first bad row).
+pub fn read_matrix(path: &Path) -> Result<Matrix> {
+    let (shape, values) = read_npy(path)?;
+    if shape.len() != 2 {
+        return Err(Error::shape(
+            path.display().to_string(),
+            "a 2-D array [rows, columns]",
+            format!("{}-D array of shape {shape:?}", shape.len()),
+        ));
+    }
+    let m = Matrix::from_vec(shape[0], shape[1], values)?;
+    m.check_finite(&path.display().to_string())?;
+    Ok(m)
+}
+
+/// Encodes an f32 array as `.npy` version 1 bytes.
+pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Pad so that magic + version + length + header is a multiple of 64, ending in '\n'.
+    let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes a matrix as an f32 `.npy` file, atomically.
+pub fn write_matrix(path: &Path, m: &Matrix) -> Result<()> {
+    super::write_atomic(path, &to_npy_bytes(&[m.rows(), m.cols()], m.as_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(dict: &str, major: u8) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[major, 0]);
+        if major == 1 {
+            out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(dict.as_bytes());
+        out
+    }
+
+    #[test]
+    fn round_trip_and_alignment() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.npy");
+        let m = Matrix::from_fn(3, 5, |r, c| r as f32 * 10.0 + c as f32 - 0.5);
+        write_matrix(&p, &m).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(parse_header(&p, &bytes).unwrap().data_offset % 64, 0);
+        assert_eq!(read_matrix(&p).unwrap(), m);
+    }
+
+    #[test]
+    fn reads_v2_f64_and_f16() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("b.npy");
+        let mut bytes = header_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1), }\n", 2);
+        bytes.extend_from_slice(&1.5f64.to_le_bytes());
+        bytes.extend_from_slice(&(-2.0f64).to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(read_matrix(&p).unwrap().as_slice(), &[1.5, -2.0]);
+        let mut bytes = header_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2), }\n", 3);
+        bytes.extend_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+        bytes.extend_from_slice(&half::f16::from_f32(3.0).to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(read_matrix(&p).unwrap().as_slice(), &[0.25, 3.0]);
+    }
+
+    fn err_of(bytes: &[u8]) -> String {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("bad.npy");
+        std::fs::write(&p, bytes).unwrap();
+        let e = read_matrix(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.npy"), "error must name the file: {e}");
+        e
+    }
+
+    #[test]
+    fn rejects_malformed_files_with_reasons() {
+        assert!(err_of(b"").contains("empty"));
+        assert!(err_of(b"hello world, not numpy").contains("magic"));
+        let good = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n";
+        let mut trunc = header_bytes(good, 1);
+        trunc.extend_from_slice(&[0u8; 12]);
+        assert!(err_of(&trunc).contains("truncated"));
+        let short_header = &header_bytes(good, 1)[..20];
+        assert!(err_of(short_header).contains("truncated"));
+        let mut ints = header_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }\n", 1);
+        ints.extend_from_slice(&[0u8; 8]);
+        assert!(err_of(&ints).contains("unsupported dtype '<i8'"));
+        let mut big = header_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }\n", 1);
+        big.extend_from_slice(&[0u8; 4]);
+        assert!(err_of(&big).contains("'>f4'"));
+        let mut fortran = header_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }\n", 1);
+        fortran.extend_from_slice(&[0u8; 4]);
+        assert!(err_of(&fortran).contains("Fortran"));
+        let mut rank1 = header_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n", 1);
+        rank1.extend_from_slice(&[0u8; 12]);
+        assert!(err_of(&rank1).contains("2-D"));
+        let mut nan = header_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n", 1);
+        for v in [1.0f32, 2.0, 3.0, f32::NAN] {
+            nan.extend_from_slice(&v.to_le_bytes());
+        }
+        let e = err_of(&nan);
+        assert!(e.contains("row 1") && e.contains("NaN"), "{e}");
+        assert!(err_of(&header_bytes("{'descr': '<f4' 'shape'", 1)).contains("malformed"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_garbage(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..200), major in 0u8..5) {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path().join("g.npy");
+            let mut bytes = MAGIC.to_vec();
+            bytes.push(major);
+            bytes.extend(tail);
+            std::fs::write(&p, &bytes).unwrap();
+            let _ = read_npy(&p);
+        }
+    }
+}

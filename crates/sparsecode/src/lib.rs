@@ -1,0 +1,26 @@
+//! sparsecode: recover sparse features from activations in superposition.
+//!
+//! Activations `y = z D` (rows are samples, `D` has one unit-norm atom per row) with `z` sparse are
+//! decomposed again by sparse autoencoders ([`sae`]) or by classical sparse inference ([`coding`]),
+//! and the result is measured against planted ground truth ([`eval`]). The library never prints and
+//! never exits; every failure is an [`Error`] naming the file, field or flag at fault.
+//!
+//! Layout conventions: matrices are row-major `f32`; activations are `[samples, d_in]`; every latent
+//! owns one row of the encoder and one row of the decoder (`[d_sae, d_in]` both), so that a latent
+//! shard is a contiguous block of rows. The SAELens export transposes the encoder on the way out.
+
+pub mod coding;
+pub mod data;
+pub mod demo;
+pub mod error;
+pub mod eval;
+pub mod io;
+pub mod linalg;
+pub mod sae;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use linalg::{Matrix, Parallelism};
+
+/// The library version, recorded in every run record.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

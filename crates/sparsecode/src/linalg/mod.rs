@@ -1,0 +1,42 @@
+//! Dense and sparse kernels: the row-major [`Matrix`], GEMM through the `gemm` crate with an explicit
+//! [`Parallelism`] knob, per-row top-k selection, and small helpers (row norms, power iteration).
+
+mod gemm;
+mod matrix;
+mod power;
+mod rows;
+mod topk;
+
+pub use self::gemm::{matmul, MatRef};
+pub use matrix::Matrix;
+pub use power::spectral_norm_sq;
+pub use rows::{normalize_rows, row_norms};
+pub use topk::{topk_row, TopK};
+
+/// How many threads a kernel may use. Results are identical for the same value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Parallelism {
+    /// Run on the calling thread only.
+    Serial,
+    /// Use up to this many threads of the current rayon pool.
+    Threads(usize),
+}
+
+impl Parallelism {
+    /// `Serial` for 0 or 1 thread, else `Threads(n)`.
+    pub fn threads(n: usize) -> Self {
+        if n <= 1 {
+            Parallelism::Serial
+        } else {
+            Parallelism::Threads(n)
+        }
+    }
+
+    /// Number of threads this allows (at least 1).
+    pub fn count(self) -> usize {
+        match self {
+            Parallelism::Serial => 1,
+            Parallelism::Threads(n) => n.max(1),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Top-k selection per row without sorting the whole row.
+//!
+//! `select_nth_unstable_by` partitions in O(n); ties are broken by the lower index so the result
+//! does not depend on the order of equal values (and is identical across thread counts).
+
+use std::cmp::Ordering;
+
+/// Sparse codes with exactly `k` slots per row: `indices[r*k + s]`, `values[r*k + s]`.
+/// A slot whose value is 0 is inactive (TopK keeps the k largest, then applies ReLU).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopK {
+    /// Slots per row.
+    pub k: usize,
+    /// Latent index of each slot.
+    pub indices: Vec<u32>,
+    /// Value of each slot (>= 0).
+    pub values: Vec<f32>,
+}
+
+impl TopK {
+    /// Storage for `rows` rows of `k` slots.
+    pub fn with_rows(rows: usize, k: usize) -> Self {
+        TopK {
+            k,
+            indices: vec![0; rows * k],
+            values: vec![0.0; rows * k],
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.indices.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// Writes the codes densely into `out` (`rows x n`, zero elsewhere).
+    pub fn to_dense(&self, n: usize) -> crate::Matrix {
+        let rows = self.rows();
+        let mut out = crate::Matrix::zeros(rows, n);
+        for r in 0..rows {
+            let row = out.row_mut(r);
+            for s in 0..self.k {
+                row[self.indices[r * self.k + s] as usize] = self.values[r * self.k + s];
+            }
+        }
+        out
+    }
+}
+
+fn desc(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Writes the `k` largest entries of `row` (ReLU applied: negatives become 0) into
+/// `indices`/`values`, ordered by decreasing value. `scratch` is reused between calls.
+/// Requires `1 <= k <= row.len()`.
+pub fn topk_row(
+    row: &[f32],
+    k: usize,
+    scratch: &mut Vec<(f32, u32)>,
+    indices: &mut [u32],
+    values: &mut [f32],
+) {
+    debug_assert!(k >= 1 && k <= row.len());
+    scratch.clear();
+    scratch.extend(row.iter().enumerate().map(|(i, &v)| (v, i as u32)));
+    if k < scratch.len() {
+        scratch.select_nth_unstable_by(k - 1, desc);
+    }
+    let top = &mut scratch[..k];
+    top.sort_unstable_by(desc);
+    for (s, &(v, i)) in top.iter().enumerate() {
+        indices[s] = i;
+        values[s] = v.max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_full_sort(row in prop::collection::vec(-5i32..5, 1..70), kf in 0.0f64..1.0) {
+            let row: Vec<f32> = row.into_iter().map(|v| v as f32 * 0.5).collect();
+            let k = 1 + ((row.len() - 1) as f64 * kf) as usize;
+            let mut idx = vec![0u32; k];
+            let mut val = vec![0f32; k];
+            topk_row(&row, k, &mut Vec::new(), &mut idx, &mut val);
+            let mut all: Vec<(f32, u32)> = row.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
+            all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
+            for s in 0..k {
+                prop_assert_eq!(idx[s], all[s].1);
+                prop_assert_eq!(val[s], all[s].0.max(0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn dense_round_trip() {
+        let mut t = TopK::with_rows(2, 2);
+        topk_row(&[0.1, 3.0, -1.0, 2.0], 2, &mut Vec::new(), &mut t.indices[0..2], &mut t.values[0..2]);
+        topk_row(&[-0.1, -3.0, -1.0, -2.0], 2, &mut Vec::new(), &mut t.indices[2..4], &mut t.values[2..4]);
+        let d = t.to_dense(4);
+        assert_eq!(d.row(0), &[0.0, 3.0, 0.0, 2.0]);
+        assert_eq!(d.row(1), &[0.0, 0.0, 0.0, 0.0]);
+    }
+}

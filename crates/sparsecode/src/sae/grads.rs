@@ -1,0 +1,117 @@
+//! Gradient buffers shaped like the parameters of an [`super::Sae`], and the parts of a loss.
+
+/// Gradients of the loss with respect to every parameter (same layouts as [`super::Sae`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Grads {
+    pub w_enc: Vec<f32>,
+    pub b_enc: Vec<f32>,
+    pub w_dec: Vec<f32>,
+    pub b_dec: Vec<f32>,
+}
+
+impl Grads {
+    /// Zeroed gradients for `d_sae` latents of width `d_in`.
+    pub fn zeros(d_in: usize, d_sae: usize) -> Self {
+        Grads {
+            w_enc: vec![0.0; d_in * d_sae],
+            b_enc: vec![0.0; d_sae],
+            w_dec: vec![0.0; d_in * d_sae],
+            b_dec: vec![0.0; d_in],
+        }
+    }
+
+    /// Sets every gradient to zero, keeping the allocations.
+    pub fn clear(&mut self) {
+        for v in [&mut self.w_enc, &mut self.b_enc, &mut self.w_dec, &mut self.b_dec] {
+            v.fill(0.0);
+        }
+    }
+}
+
+/// The terms of one loss evaluation (all averaged over the batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LossParts {
+    /// Total loss that was differentiated.
+    pub loss: f64,
+    /// `1/B sum ||x_hat - x||^2`.
+    pub recon: f64,
+    /// The sparsity term (L1 penalty or AuxK loss, with its coefficient).
+    pub sparsity: f64,
+    /// Sum over the batch of `||x - mean_batch(x)||^2 / B`, for the batch FVU.
+    pub variance: f64,
+    /// Mean number of non-zero codes per sample.
+    pub l0: f64,
+}
+
+impl LossParts {
+    /// Fraction of variance unexplained on this batch.
+    pub fn fvu(&self) -> f64 {
+        if self.variance > 0.0 {
+            self.recon / self.variance
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// `1/B sum_b ||x_b - mean(x)||^2` for a row-major batch.
+pub(crate) fn batch_variance(x: &[f32], d: usize) -> f64 {
+    let b = x.len() / d.max(1);
+    if b == 0 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f64; d];
+    for row in x.chunks_exact(d) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += *v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= b as f64);
+    let mut s = 0.0;
+    for row in x.chunks_exact(d) {
+        s += row.iter().zip(&mean).map(|(v, m)| (*v as f64 - m).powi(2)).sum::<f64>();
+    }
+    s / b as f64
+}
+
+/// Scratch buffers for one training step, grown on first use and reused afterwards so that the
+/// step allocates nothing in steady state.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub(crate) xc: Vec<f32>,
+    pub(crate) pre: Vec<f32>,
+    pub(crate) xhat: Vec<f32>,
+    pub(crate) de: Vec<f32>,
+    pub(crate) dpre: Vec<f32>,
+    pub(crate) norms: Vec<f32>,
+    pub(crate) colsum: Vec<f32>,
+    pub(crate) topk: crate::linalg::TopK,
+    pub(crate) aux: crate::linalg::TopK,
+    pub(crate) dval: Vec<f32>,
+    pub(crate) dval_aux: Vec<f32>,
+    pub(crate) by_latent: Vec<u32>,
+    pub(crate) latent_start: Vec<u32>,
+    pub(crate) fired: Vec<bool>,
+    pub(crate) tmp_m: Vec<f32>,
+}
+
+pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// The input is centred by `b_dec` before the encoder, so `b_dec` also receives
+/// `-(sum_b dpre_b) W_enc = -db_enc W_enc`. Call after `g.b_enc` holds its final value.
+pub(crate) fn subtract_encoder_path(sae: &super::Sae, g: &mut Grads, tmp: &mut Vec<f32>) {
+    if !sae.apply_b_dec_to_input {
+        return;
+    }
+    let (n, m) = sae.w_enc.shape();
+    let through = sized(tmp, m);
+    crate::linalg::matmul(
+        through,
+        crate::linalg::MatRef::new(&g.b_enc, 1, n),
+        sae.w_enc.view(),
+        0.0,
+        crate::Parallelism::Serial,
+    );
+    g.b_dec.iter_mut().zip(through.iter()).for_each(|(a, v)| *a -= v);
+}

@@ -1,0 +1,23 @@
+//! Sparse autoencoders: the model ([`Sae`]), and per architecture its loss with a hand-written
+//! backward pass (no autograd tape), checked against finite differences in the tests.
+//!
+//! Objective (`B` samples, `x_c = x - b_dec` when `apply_b_dec_to_input`):
+//! - ReLU-L1 ("standard"): `z = ReLU(x_c W_enc^T + b_enc)`, `x_hat = z W_dec + b_dec`,
+//!   `L = 1/B sum_b ||x_hat_b - x_b||^2 + l1/B sum_bj z_bj ||W_dec_j||`.
+//! - TopK: `z` keeps the k largest pre-activations of each sample (then ReLU);
+//!   `L = 1/B sum_b ||x_hat_b - x_b||^2 + aux_coef * scale * 1/B sum_b ||e_aux_b - (x_b - x_hat_b)||^2`
+//!   where `e_aux` reconstructs the residual from the top `k_aux` pre-activations among dead
+//!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
+
+mod grads;
+mod model;
+mod relu;
+mod topk;
+
+pub use grads::{Grads, LossParts, Workspace};
+pub use model::{Activation, Codes, EncoderInit, Sae};
+pub use relu::relu_loss_grad;
+pub use topk::{topk_loss_grad, AuxK};
+
+#[cfg(test)]
+mod gradcheck;

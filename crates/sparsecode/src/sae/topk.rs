@@ -1,0 +1,213 @@
+//! TopK SAE with the AuxK dead-latent loss. Only the encoder forward is a dense product: the
+//! decoder is a gather-sum over the k active rows, and the weight gradients touch only the rows of
+//! latents that fired (or were used by AuxK) in the batch, accumulated per latent in parallel.
+
+use super::grads::{batch_variance, sized, subtract_encoder_path, Grads, LossParts, Workspace};
+use super::Sae;
+use crate::linalg::{topk_row, TopK};
+use crate::Parallelism;
+use rayon::prelude::*;
+
+/// The auxiliary loss on dead latents.
+#[derive(Clone, Copy, Debug)]
+pub struct AuxK<'a> {
+    /// How many dead latents reconstruct the residual.
+    pub k_aux: usize,
+    /// Coefficient of the auxiliary loss (1/32 in arXiv 2406.04093).
+    pub coef: f32,
+    /// Which latents count as dead (length d_sae).
+    pub dead: &'a [bool],
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Selects the top `k` per row of `pre` restricted to the latents where `mask` is true.
+fn select(pre: &[f32], n: usize, k: usize, mask: Option<&[bool]>, out: &mut TopK) {
+    let b = pre.len() / n;
+    out.k = k;
+    out.indices.resize(b * k, 0);
+    out.values.resize(b * k, 0.0);
+    pre.par_chunks(n)
+        .zip(out.indices.par_chunks_mut(k).zip(out.values.par_chunks_mut(k)))
+        .for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(scratch, masked, map): &mut (Vec<(f32, u32)>, Vec<f32>, Vec<u32>), (row, (idx, val))| match mask {
+                None => topk_row(row, k, scratch, idx, val),
+                Some(mask) => {
+                    masked.clear();
+                    map.clear();
+                    for (j, (&v, _)) in row.iter().zip(mask).enumerate().filter(|(_, (_, &d))| d) {
+                        masked.push(v);
+                        map.push(j as u32);
+                    }
+                    topk_row(masked, k, scratch, idx, val);
+                    idx.iter_mut().for_each(|i| *i = map[*i as usize]);
+                }
+            },
+        );
+}
+
+/// Adds `sum_s val_bs W_dec[idx_bs]` to every row `b` of `out` (`[B, d_in]`).
+fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
+    let m = sae.d_in();
+    let k = codes.k;
+    out.par_chunks_mut(m)
+        .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
+        .for_each(|(row, (idx, val))| {
+            for (&j, &v) in idx.iter().zip(val) {
+                if v > 0.0 {
+                    row.iter_mut().zip(sae.w_dec.row(j as usize)).for_each(|(o, w)| *o += v * w);
+                }
+            }
+        });
+}
+
+/// `dval_bs = grad_b . W_dec[idx_bs]` for active slots, 0 otherwise.
+fn slot_grads(sae: &Sae, codes: &TopK, grad: &[f32], dval: &mut Vec<f32>) {
+    let m = sae.d_in();
+    let k = codes.k;
+    dval.resize(codes.values.len(), 0.0);
+    dval.par_chunks_mut(k)
+        .zip(grad.par_chunks(m))
+        .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
+        .for_each(|((d, gr), (idx, val))| {
+            for s in 0..k {
+                d[s] = if val[s] > 0.0 { dot(gr, sae.w_dec.row(idx[s] as usize)) } else { 0.0 };
+            }
+        });
+}
+
+/// Loss and gradients of the TopK SAE (with AuxK when `aux` is given and some latent is dead) on
+/// the row-major batch `x`. Gradients are written into `g` (overwritten); `ws.fired` receives
+/// which latents fired.
+pub fn topk_loss_grad(sae: &Sae, x: &[f32], k: usize, aux: Option<AuxK<'_>>, ws: &mut Workspace, g: &mut Grads, par: Parallelism) -> LossParts {
+    let (n, m) = sae.w_dec.shape();
+    let b = x.len() / m;
+    let inv_b = 1.0 / b as f32;
+    let xc = sized(&mut ws.xc, b * m);
+    let pre = sized(&mut ws.pre, b * n);
+    sae.pre_activations(x, xc, pre, par);
+    select(pre, n, k, None, &mut ws.topk);
+
+    // Reconstruction: x_hat = b_dec + gather-sum; de = 2 (x_hat - x) / B.
+    let xhat = sized(&mut ws.xhat, b * m);
+    xhat.par_chunks_mut(m).for_each(|r| r.copy_from_slice(&sae.b_dec));
+    gather_sum(sae, &ws.topk, xhat);
+    let de = sized(&mut ws.de, b * m);
+    let mut recon = 0.0f64;
+    for ((d, xh), xv) in de.iter_mut().zip(xhat.iter()).zip(x) {
+        let e = xh - xv;
+        recon += (e as f64) * (e as f64);
+        *d = 2.0 * e * inv_b;
+    }
+    recon /= b as f64;
+    slot_grads(sae, &ws.topk, de, &mut ws.dval);
+
+    // AuxK: reconstruct the (detached) residual x - x_hat = -e from the top dead latents.
+    let mut aux_loss = 0.0f64;
+    let mut aux_used = false;
+    if let Some(a) = aux {
+        let dead = a.dead.iter().filter(|d| **d).count();
+        let ka = a.k_aux.min(dead);
+        if ka > 0 && a.coef > 0.0 {
+            aux_used = true;
+            let scale = (dead as f32 / a.k_aux as f32).min(1.0);
+            select(pre, n, ka, Some(a.dead), &mut ws.aux);
+            // Reuse x_hat's buffer for e_aux, then turn it into d e_aux.
+            xhat.fill(0.0);
+            gather_sum(sae, &ws.aux, xhat);
+            let c = a.coef * scale;
+            for (ea, d) in xhat.iter_mut().zip(de.iter()) {
+                let diff = *ea + *d / (2.0 * inv_b); // e_aux - (x - x_hat) = e_aux + e
+                aux_loss += (diff as f64) * (diff as f64);
+                *ea = 2.0 * c * diff * inv_b;
+            }
+            aux_loss *= c as f64 / b as f64;
+            slot_grads(sae, &ws.aux, xhat, &mut ws.dval_aux);
+        }
+    }
+
+    // Group slots by latent (counting sort) so each latent's rows are summed by one thread in a
+    // fixed order: no atomics, identical results for any thread count.
+    let main_slots = b * k;
+    let aux_slots = if aux_used { ws.aux.values.len() } else { 0 };
+    let ka = if aux_used { ws.aux.k } else { 1 };
+    let start = &mut ws.latent_start;
+    start.clear();
+    start.resize(n + 1, 0);
+    for s in 0..main_slots {
+        start[ws.topk.indices[s] as usize + 1] += 1;
+    }
+    for s in 0..aux_slots {
+        start[ws.aux.indices[s] as usize + 1] += 1;
+    }
+    for j in 0..n {
+        start[j + 1] += start[j];
+    }
+    let by = &mut ws.by_latent;
+    by.resize(main_slots + aux_slots, 0);
+    let mut fill: Vec<u32> = start[..n].to_vec();
+    for s in 0..main_slots {
+        let j = ws.topk.indices[s] as usize;
+        by[fill[j] as usize] = s as u32;
+        fill[j] += 1;
+    }
+    for s in 0..aux_slots {
+        let j = ws.aux.indices[s] as usize;
+        by[fill[j] as usize] = (main_slots + s) as u32;
+        fill[j] += 1;
+    }
+    let (start, by) = (&ws.latent_start, &ws.by_latent);
+    let (topk, auxc, dval, dval_aux) = (&ws.topk, &ws.aux, &ws.dval, &ws.dval_aux);
+    let (de, dea, xc) = (&*de, &*xhat, &*xc);
+    g.w_dec
+        .par_chunks_mut(m)
+        .zip(g.w_enc.par_chunks_mut(m))
+        .zip(g.b_enc.par_iter_mut())
+        .enumerate()
+        .for_each(|(j, ((gd, ge), gb))| {
+            gd.fill(0.0);
+            ge.fill(0.0);
+            *gb = 0.0;
+            for &e in &by[start[j] as usize..start[j + 1] as usize] {
+                let e = e as usize;
+                let (row, val, dv, grad) = if e < main_slots {
+                    (e / k, topk.values[e], dval[e], de)
+                } else {
+                    let s = e - main_slots;
+                    (s / ka, auxc.values[s], dval_aux[s], dea)
+                };
+                if val > 0.0 {
+                    gd.iter_mut().zip(&grad[row * m..(row + 1) * m]).for_each(|(a, v)| *a += val * v);
+                    ge.iter_mut().zip(&xc[row * m..(row + 1) * m]).for_each(|(a, v)| *a += dv * v);
+                    *gb += dv;
+                }
+            }
+        });
+
+    g.b_dec.fill(0.0);
+    for row in de.chunks_exact(m) {
+        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+    subtract_encoder_path(sae, g, &mut ws.tmp_m);
+
+    let fired = &mut ws.fired;
+    fired.clear();
+    fired.resize(n, false);
+    let mut active = 0usize;
+    for (&j, &v) in ws.topk.indices.iter().zip(&ws.topk.values) {
+        if v > 0.0 {
+            fired[j as usize] = true;
+            active += 1;
+        }
+    }
+    LossParts {
+        loss: recon + aux_loss,
+        recon,
+        sparsity: aux_loss,
+        variance: batch_variance(x, m),
+        l0: active as f64 / b as f64,
+    }
+}
