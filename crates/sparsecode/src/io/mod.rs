@@ -7,5 +7,5 @@ pub mod record;
 pub mod saelens;
 pub mod tensors;
 
-pub use atomic::{write_atomic, write_json_atomic, OutputDir};
+pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};
 pub use npy::{read_matrix, read_npy, write_matrix};

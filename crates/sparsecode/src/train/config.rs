@@ -1,0 +1,256 @@
+//! The training configuration: one serde type, validated in one place.
+
+use crate::sae::{Activation, EncoderInit};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Architecture and its sparsity hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArchConfig {
+    /// ReLU + L1 penalty weighted by decoder row norms.
+    Relu {
+        /// L1 coefficient (on `1/B sum_bj z_bj ||W_dec_j||`).
+        l1: f32,
+        /// Steps over which the L1 coefficient ramps linearly from 0.
+        #[serde(default)]
+        l1_warmup_steps: u64,
+    },
+    /// TopK with the AuxK loss.
+    #[serde(rename = "topk")]
+    TopK {
+        /// Active latents per sample.
+        k: usize,
+        /// Dead latents used by AuxK (0 disables AuxK).
+        #[serde(default = "default_aux_k")]
+        aux_k: usize,
+        /// AuxK coefficient.
+        #[serde(default = "default_aux_coef")]
+        aux_coef: f32,
+    },
+}
+
+fn default_aux_k() -> usize {
+    256
+}
+fn default_aux_coef() -> f32 {
+    1.0 / 32.0
+}
+
+impl ArchConfig {
+    /// The inference-time activation of this architecture.
+    pub fn activation(&self) -> Activation {
+        match *self {
+            ArchConfig::Relu { .. } => Activation::Relu,
+            ArchConfig::TopK { k, .. } => Activation::TopK { k },
+        }
+    }
+}
+
+/// How the decoder bias starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BDecInit {
+    /// Zero.
+    Zero,
+    /// Mean of the data.
+    #[default]
+    Mean,
+    /// Geometric median of (up to 8192 rows of) the data, by Weiszfeld's iteration.
+    GeometricMedian,
+}
+
+/// Everything that determines a training run (with the data and the thread count).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: ArchConfig,
+    /// Number of latents (d_sae).
+    pub latents: usize,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Linear warm-up of the learning rate from 0, in steps.
+    #[serde(default)]
+    pub lr_warmup_steps: u64,
+    /// Linear decay of the learning rate to 0 over the last this many steps.
+    #[serde(default)]
+    pub lr_decay_steps: u64,
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f32,
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f32,
+    #[serde(default = "default_eps")]
+    pub adam_eps: f32,
+    /// Seed of every random choice (initialisation, shuffling).
+    pub seed: u64,
+    #[serde(default)]
+    pub encoder_init: EncoderInit,
+    #[serde(default)]
+    pub b_dec_init: BDecInit,
+    /// Keep decoder rows at unit norm (the gradient's parallel part is removed before each step).
+    #[serde(default = "yes")]
+    pub unit_norm_decoder: bool,
+    /// Learn the decoder; `false` keeps a given dictionary fixed (known-dictionary setting).
+    #[serde(default = "yes")]
+    pub train_decoder: bool,
+    /// Learn `b_enc` and `b_dec`; `false` fixes both at zero (a bias-free linear encoder).
+    #[serde(default = "yes")]
+    pub biases: bool,
+    /// Write a checkpoint every this many steps (0: never).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Log metrics every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// A latent that has not fired in this many training samples is dead (for AuxK and logs).
+    #[serde(default = "default_dead_window")]
+    pub dead_window: u64,
+    /// Threads for the kernels (results are identical for the same value).
+    #[serde(default = "one")]
+    pub threads: usize,
+}
+
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.999
+}
+fn default_eps() -> f32 {
+    1e-8
+}
+fn yes() -> bool {
+    true
+}
+fn default_log_every() -> u64 {
+    100
+}
+fn default_dead_window() -> u64 {
+    1_000_000
+}
+fn one() -> usize {
+    1
+}
+
+impl TrainConfig {
+    /// A config with the defaults for everything but the essentials.
+    pub fn new(arch: ArchConfig, latents: usize, steps: u64, batch_size: usize, lr: f32, seed: u64) -> Self {
+        TrainConfig {
+            arch,
+            latents,
+            steps,
+            batch_size,
+            lr,
+            lr_warmup_steps: 0,
+            lr_decay_steps: 0,
+            adam_beta1: default_beta1(),
+            adam_beta2: default_beta2(),
+            adam_eps: default_eps(),
+            seed,
+            encoder_init: EncoderInit::default(),
+            b_dec_init: BDecInit::default(),
+            unit_norm_decoder: true,
+            train_decoder: true,
+            biases: true,
+            checkpoint_every: 0,
+            log_every: default_log_every(),
+            dead_window: default_dead_window(),
+            threads: 1,
+        }
+    }
+
+    /// Checks every field against the data it will train on (`samples x d_in`). The error names
+    /// the field and the allowed range.
+    pub fn validate(&self, samples: usize, d_in: usize) -> Result<()> {
+        let bad = |f: &str, r: String| Err(Error::param(f, r));
+        if samples == 0 || d_in == 0 {
+            return Err(Error::Empty {
+                context: "training data".into(),
+                reason: format!("{samples} samples of width {d_in}"),
+            });
+        }
+        if self.latents == 0 {
+            return bad("latents", "must be at least 1".into());
+        }
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.batch_size > samples {
+            return bad("batch_size", format!("{} must be in 1..={samples} (the number of samples)", self.batch_size));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("{} must be a positive number", self.lr));
+        }
+        for (name, b) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(name, format!("{b} must be in [0, 1)"));
+            }
+        }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            return bad("adam_eps", format!("{} must be positive", self.adam_eps));
+        }
+        if self.lr_warmup_steps + self.lr_decay_steps > self.steps {
+            return bad(
+                "lr_warmup_steps",
+                format!("warm-up ({}) + decay ({}) exceed the {} steps", self.lr_warmup_steps, self.lr_decay_steps, self.steps),
+            );
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "must be at least 1".into());
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1".into());
+        }
+        match self.arch {
+            ArchConfig::Relu { l1, .. } => {
+                if !(l1.is_finite() && l1 >= 0.0) {
+                    return bad("l1", format!("{l1} must be a non-negative number"));
+                }
+            }
+            ArchConfig::TopK { k, aux_k, aux_coef } => {
+                if k == 0 || k > self.latents {
+                    return bad("k", format!("{k} must be in 1..={} (the number of latents)", self.latents));
+                }
+                if aux_k > self.latents {
+                    return bad("aux_k", format!("{aux_k} must be at most {} (the number of latents)", self.latents));
+                }
+                if !(aux_coef.is_finite() && aux_coef >= 0.0) {
+                    return bad("aux_coef", format!("{aux_coef} must be a non-negative number"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let mut v = serde_json::to_value(TrainConfig::new(ArchConfig::TopK { k: 4, aux_k: 8, aux_coef: 0.1 }, 16, 10, 8, 1e-3, 0)).unwrap();
+        let ok: TrainConfig = serde_json::from_value(v.clone()).unwrap();
+        assert!(ok.validate(100, 4).is_ok());
+        v["learning_rate"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<TrainConfig>(v).unwrap_err().to_string().contains("learning_rate"));
+        let cases: Vec<(TrainConfig, &str)> = vec![
+            (TrainConfig { lr: 0.0, ..ok.clone() }, "lr"),
+            (TrainConfig { lr: -1.0, ..ok.clone() }, "lr"),
+            (TrainConfig { batch_size: 101, ..ok.clone() }, "batch_size"),
+            (TrainConfig { arch: ArchConfig::TopK { k: 17, aux_k: 0, aux_coef: 0.0 }, ..ok.clone() }, "k"),
+            (TrainConfig { arch: ArchConfig::Relu { l1: f32::NAN, l1_warmup_steps: 0 }, ..ok.clone() }, "l1"),
+            (TrainConfig { latents: 0, ..ok.clone() }, "latents"),
+            (TrainConfig { adam_beta2: 1.0, ..ok.clone() }, "adam_beta2"),
+        ];
+        for (c, field) in cases {
+            let e = c.validate(100, 4).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
+        }
+        assert!(ok.validate(0, 4).unwrap_err().to_string().contains("empty"));
+    }
+}

@@ -1,0 +1,265 @@
+//! The training loop: shuffled mini-batches, loss and hand-written gradients, decoder-norm
+//! constraint, Adam, dead-latent tracking, logging and checkpoint hooks.
+//!
+//! Determinism: the data order of epoch `e` is a ChaCha8 permutation seeded by `(seed, e)`, the
+//! initialisation by `(seed, "init")`, and every kernel gives identical results for a given thread
+//! count. So the state after step `s` is a pure function of (config, data, threads), and a run
+//! resumed from a checkpoint ends with exactly the bytes of an uninterrupted one.
+
+use super::observer::{Control, Observer, StepRecord};
+use super::{Adam, ArchConfig, BDecInit, Schedule, TrainConfig};
+use crate::linalg::normalize_rows;
+use crate::sae::{relu_loss_grad, topk_loss_grad, AuxK, Grads, Sae, Workspace};
+use crate::{Error, Matrix, Parallelism, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// Everything needed to continue training exactly where it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub sae: Sae,
+    pub adam: Adam,
+    /// Steps completed.
+    pub step: u64,
+    /// Training samples since each latent last fired.
+    pub since_fired: Vec<u64>,
+}
+
+/// The result of [`train`].
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub state: TrainState,
+    /// The last logged metrics.
+    pub last: Option<StepRecord>,
+    /// True when the observer asked to stop before the last step.
+    pub stopped_early: bool,
+    /// Seconds spent in this call.
+    pub seconds: f64,
+}
+
+/// A sub-seed for one component, so that components draw independent streams from one seed.
+pub(crate) fn sub_seed(seed: u64, stream: u64) -> u64 {
+    // splitmix64 finaliser over the pair.
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const STREAM_INIT: u64 = 1;
+const STREAM_SHUFFLE: u64 = 2;
+
+/// Geometric median of the rows by Weiszfeld's iteration, started at the mean.
+pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
+    let (s, m) = x.shape();
+    let mut y: Vec<f64> = (0..m).map(|c| (0..s).map(|r| x.get(r, c) as f64).sum::<f64>() / s as f64).collect();
+    for _ in 0..200 {
+        let mut num = vec![0.0f64; m];
+        let mut den = 0.0;
+        for r in 0..s {
+            let d = x.row(r).iter().zip(&y).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt();
+            let w = 1.0 / d.max(1e-8);
+            num.iter_mut().zip(x.row(r)).for_each(|(n, v)| *n += w * *v as f64);
+            den += w;
+        }
+        let new: Vec<f64> = num.iter().map(|n| n / den).collect();
+        let moved = new.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let scale = new.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+        y = new;
+        if moved <= 1e-7 * scale {
+            break;
+        }
+    }
+    y.into_iter().map(|v| v as f32).collect()
+}
+
+fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix>) -> TrainState {
+    let d_in = data.cols();
+    let mut rng = ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, STREAM_INIT));
+    let mut sae = Sae::init(d_in, cfg.latents, cfg.arch.activation(), cfg.encoder_init, &mut rng);
+    if let Some(d) = fixed_decoder {
+        sae.w_dec = d.clone();
+        if cfg.unit_norm_decoder {
+            normalize_rows(sae.w_dec.as_mut_slice(), d_in);
+        }
+        if cfg.encoder_init == crate::sae::EncoderInit::Tied {
+            sae.w_enc = sae.w_dec.clone();
+        }
+    }
+    if cfg.biases {
+        let head = data.slice_rows(0, data.rows().min(8192));
+        sae.b_dec = match cfg.b_dec_init {
+            BDecInit::Zero => vec![0.0; d_in],
+            BDecInit::Mean => (0..d_in)
+                .map(|c| ((0..data.rows()).map(|r| data.get(r, c) as f64).sum::<f64>() / data.rows() as f64) as f32)
+                .collect(),
+            BDecInit::GeometricMedian => geometric_median(&head),
+        };
+    }
+    TrainState {
+        adam: Adam::new(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, d_in, cfg.latents),
+        sae,
+        step: 0,
+        since_fired: vec![0; cfg.latents],
+    }
+}
+
+/// Removes from each decoder-row gradient its component along the (unit) row, so a step moves
+/// along the sphere to first order.
+fn project_decoder_grad(w_dec: &Matrix, g: &mut [f32]) {
+    let m = w_dec.cols();
+    for (j, gr) in g.chunks_mut(m).enumerate() {
+        let d = w_dec.row(j);
+        let dot: f32 = gr.iter().zip(d).map(|(a, b)| a * b).sum();
+        gr.iter_mut().zip(d).for_each(|(a, b)| *a -= dot * b);
+    }
+}
+
+/// Trains an SAE on `data` (`[samples, d_in]`). With `fixed_decoder` the decoder starts as that
+/// dictionary (and stays fixed when `train_decoder` is false). With `resume` training continues
+/// from that state. The observer sees logs and checkpoints and may stop the run.
+pub fn train(
+    cfg: &TrainConfig,
+    data: &Matrix,
+    fixed_decoder: Option<&Matrix>,
+    resume: Option<TrainState>,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let (samples, d_in) = data.shape();
+    cfg.validate(samples, d_in)?;
+    data.check_finite("training data")?;
+    if let Some(d) = fixed_decoder {
+        if d.shape() != (cfg.latents, d_in) {
+            return Err(Error::shape(
+                "fixed decoder (dictionary)",
+                format!("[{}, {d_in}] (latents x data width)", cfg.latents),
+                format!("{:?}", d.shape()),
+            ));
+        }
+    }
+    if !cfg.train_decoder && fixed_decoder.is_none() {
+        return Err(Error::param("train_decoder", "false requires a dictionary to keep fixed"));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::param("threads", format!("cannot start {} threads: {e}", cfg.threads)))?;
+    pool.install(|| run(cfg, data, fixed_decoder, resume, obs))
+}
+
+fn run(
+    cfg: &TrainConfig,
+    data: &Matrix,
+    fixed_decoder: Option<&Matrix>,
+    resume: Option<TrainState>,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let (samples, d_in) = data.shape();
+    let mut state = match resume {
+        Some(s) => {
+            if s.sae.d_in() != d_in || s.sae.d_sae() != cfg.latents || s.since_fired.len() != cfg.latents {
+                return Err(Error::shape("resumed state", format!("{} latents of width {d_in}", cfg.latents), format!("{} latents of width {}", s.sae.d_sae(), s.sae.d_in())));
+            }
+            s
+        }
+        None => initial_state(cfg, data, fixed_decoder),
+    };
+    let par = Parallelism::threads(cfg.threads);
+    let b = cfg.batch_size;
+    let batches_per_epoch = (samples / b) as u64;
+    let lr = Schedule { peak: cfg.lr, warmup_steps: cfg.lr_warmup_steps, decay_steps: cfg.lr_decay_steps, total_steps: cfg.steps };
+    let l1_schedule = match cfg.arch {
+        ArchConfig::Relu { l1, l1_warmup_steps } => Schedule { peak: l1, warmup_steps: l1_warmup_steps, decay_steps: 0, total_steps: cfg.steps },
+        ArchConfig::TopK { .. } => Schedule { peak: 0.0, warmup_steps: 0, decay_steps: 0, total_steps: cfg.steps },
+    };
+    let mut ws = Workspace::default();
+    let mut g = Grads::zeros(d_in, cfg.latents);
+    let mut batch = vec![0.0f32; b * d_in];
+    let mut perm: Vec<u32> = (0..samples as u32).collect();
+    let mut perm_epoch = u64::MAX;
+    let mut dead = vec![false; cfg.latents];
+    let mut last = None;
+    obs.on_start(state.step, cfg.steps);
+
+    while state.step < cfg.steps {
+        let step = state.step;
+        let epoch = step / batches_per_epoch;
+        if epoch != perm_epoch {
+            perm.iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
+            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, STREAM_SHUFFLE ^ (epoch << 8))));
+            perm_epoch = epoch;
+        }
+        let pos = (step % batches_per_epoch) as usize * b;
+        for (dst, &r) in batch.chunks_mut(d_in).zip(&perm[pos..pos + b]) {
+            dst.copy_from_slice(data.row(r as usize));
+        }
+        for (d, s) in dead.iter_mut().zip(&state.since_fired) {
+            *d = *s >= cfg.dead_window;
+        }
+        let l1 = l1_schedule.at(step);
+        let parts = match cfg.arch {
+            ArchConfig::Relu { .. } => relu_loss_grad(&state.sae, &batch, l1, &mut ws, &mut g, par),
+            ArchConfig::TopK { k, aux_k, aux_coef } => {
+                let aux = (aux_k > 0).then_some(AuxK { k_aux: aux_k, coef: aux_coef, dead: &dead });
+                topk_loss_grad(&state.sae, &batch, k, aux, &mut ws, &mut g, par)
+            }
+        };
+        if !parts.loss.is_finite() {
+            return Err(Error::param("lr", format!("training diverged at step {step} (loss {}); lower the learning rate", parts.loss)));
+        }
+        let lr_now = lr.at(step);
+        let sae = &mut state.sae;
+        let adam = &mut state.adam;
+        adam.begin_step();
+        if cfg.train_decoder && cfg.unit_norm_decoder {
+            project_decoder_grad(&sae.w_dec, &mut g.w_dec);
+        }
+        adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, lr_now);
+        if cfg.biases {
+            adam.update(|g| &mut g.b_enc, &mut sae.b_enc, &g.b_enc, lr_now);
+            adam.update(|g| &mut g.b_dec, &mut sae.b_dec, &g.b_dec, lr_now);
+        }
+        if cfg.train_decoder {
+            adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, lr_now);
+            if cfg.unit_norm_decoder {
+                normalize_rows(sae.w_dec.as_mut_slice(), d_in);
+            }
+        }
+        for (s, &f) in state.since_fired.iter_mut().zip(&ws.fired) {
+            *s = if f { 0 } else { s.saturating_add(b as u64) };
+        }
+        state.step += 1;
+
+        let done = state.step == cfg.steps;
+        if state.step % cfg.log_every == 0 || done {
+            let dead_now = state.since_fired.iter().filter(|s| **s >= cfg.dead_window).count();
+            let rec = StepRecord {
+                step: state.step,
+                loss: parts.loss,
+                recon: parts.recon,
+                sparsity: parts.sparsity,
+                mse: parts.recon / d_in as f64,
+                fvu: parts.fvu(),
+                l0: parts.l0,
+                dead_fraction: dead_now as f64 / cfg.latents as f64,
+                lr: lr_now,
+                l1,
+                samples: state.step * b as u64,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            obs.on_log(&rec)?;
+            last = Some(rec);
+        }
+        let stop = obs.on_step(state.step) == Control::Stop && !done;
+        if cfg.checkpoint_every > 0 && (state.step % cfg.checkpoint_every == 0 || stop) && !done {
+            obs.on_checkpoint(&state)?;
+        }
+        if stop {
+            return Ok(TrainOutcome { state, last, stopped_early: true, seconds: started.elapsed().as_secs_f64() });
+        }
+    }
+    Ok(TrainOutcome { state, last, stopped_early: false, seconds: started.elapsed().as_secs_f64() })
+}
