@@ -11,6 +11,9 @@ mod trainer;
 pub use adam::{Adam, AdamState};
 pub use config::{ArchConfig, BDecInit, TrainConfig};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
-
+pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
 pub use trainer::{train, TrainOutcome, TrainState};
+
+#[cfg(test)]
+mod resume_test;

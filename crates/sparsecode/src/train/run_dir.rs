@@ -1,1 +1,216 @@
+//! The run folder of `train`: built as `RUN.partial/` (job, metrics, checkpoints) and renamed to
+//! `RUN/` only when training finished, so a killed run never looks complete and never replaces a
+//! finished one. `--resume RUN` continues from the last checkpoint in `RUN.partial/`.
+//!
+//! Finished layout: `cfg.json` + `sae_weights.safetensors` (SAELens), `train_config.json` (the
+//! resolved job, written before step 0), `metrics.jsonl` (one [`StepRecord`] per log), `run.json`
+//! (provenance, config, seed, timings, final metrics).
 
+use super::observer::{Observer, StepRecord};
+use super::{Adam, AdamState, TrainConfig, TrainState};
+use crate::io::tensors::{read_tensors, take, write_tensors};
+use crate::io::{read_json, replace_dir, write_json_atomic};
+use crate::sae::{Grads, Sae};
+use crate::{Error, Matrix, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Suffix of an unfinished run folder.
+pub const RUN_PARTIAL_SUFFIX: &str = ".partial";
+const JOB_FILE: &str = "train_config.json";
+const METRICS_FILE: &str = "metrics.jsonl";
+const CKPT_DIR: &str = "checkpoint";
+
+/// What a run trains on and how: enough to resume it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunJob {
+    pub config: TrainConfig,
+    /// The training data file.
+    pub data: PathBuf,
+    /// `[samples, d_in]` of the data.
+    pub data_shape: [usize; 2],
+    /// Fingerprint of the data values (see [`crate::io::record::fingerprint`]).
+    pub data_fingerprint: String,
+    /// A dictionary the decoder started from (and stayed at, unless trained).
+    #[serde(default)]
+    pub dictionary: Option<PathBuf>,
+    /// SAELens `metadata` for cfg.json.
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// An open run folder.
+#[derive(Debug)]
+pub struct RunDir {
+    partial: PathBuf,
+    dest: PathBuf,
+    force: bool,
+    metrics: std::fs::File,
+}
+
+fn partial_of(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(RUN_PARTIAL_SUFFIX);
+    PathBuf::from(s)
+}
+
+impl RunDir {
+    /// Starts a new run for `dest`, writing the job before any step. Refuses an existing `dest`
+    /// unless `force`, and an unfinished run of the same name unless `force` (which restarts it).
+    pub fn create(dest: &Path, force: bool, job: &RunJob) -> Result<Self> {
+        if dest.exists() && !force {
+            return Err(Error::OutputExists { path: dest.to_path_buf() });
+        }
+        let partial = partial_of(dest);
+        if partial.exists() {
+            if !force {
+                return Err(Error::param(
+                    "out",
+                    format!("{} holds an unfinished run: continue it with --resume {} or pass --force to start over", partial.display(), dest.display()),
+                ));
+            }
+            std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        }
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        write_json_atomic(&partial.join(JOB_FILE), job)?;
+        let metrics = open_append(&partial.join(METRICS_FILE))?;
+        Ok(RunDir { partial, dest: dest.to_path_buf(), force, metrics })
+    }
+
+    /// Opens an unfinished run (`path` is `RUN` or `RUN.partial`) and loads its last checkpoint
+    /// (None when it was killed before the first one). `metrics.jsonl` is cut back to the
+    /// checkpoint so the finished log equals that of an uninterrupted run.
+    pub fn resume(path: &Path) -> Result<(Self, RunJob, Option<TrainState>)> {
+        let s = path.to_string_lossy();
+        let dest = PathBuf::from(s.strip_suffix(RUN_PARTIAL_SUFFIX).unwrap_or(&s).trim_end_matches('/'));
+        let partial = partial_of(&dest);
+        if !partial.is_dir() {
+            let why = if dest.join(crate::io::saelens::CFG_FILE).exists() { "the run already finished" } else { "no unfinished run there" };
+            return Err(Error::format(&partial, format!("cannot resume: {why}")));
+        }
+        let job: RunJob = read_json(&partial.join(JOB_FILE))?;
+        let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
+        let step = state.as_ref().map(|s| s.step).unwrap_or(0);
+        let mpath = partial.join(METRICS_FILE);
+        let kept: String = std::fs::read_to_string(&mpath)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| serde_json::from_str::<StepRecord>(l).map(|r| r.step <= step).unwrap_or(false))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::io::write_atomic(&mpath, kept.as_bytes())?;
+        let metrics = open_append(&mpath)?;
+        Ok((RunDir { partial, dest, force: true, metrics }, job, state))
+    }
+
+    /// The folder being written (`RUN.partial`).
+    pub fn path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Writes the finished SAE and record, removes the checkpoint and moves the folder to `RUN`.
+    pub fn finish(self, sae: &Sae, metadata: Value, record: &Value) -> Result<PathBuf> {
+        crate::io::saelens::save(&self.partial, sae, metadata)?;
+        write_json_atomic(&self.partial.join("run.json"), record)?;
+        let ck = self.partial.join(CKPT_DIR);
+        if ck.exists() {
+            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        }
+        drop(self.metrics);
+        replace_dir(&self.partial, &self.dest, self.force)?;
+        Ok(self.dest)
+    }
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))
+}
+
+impl Observer for RunDir {
+    fn on_log(&mut self, record: &StepRecord) -> Result<()> {
+        let mut line = serde_json::to_string(record).map_err(|e| Error::format(&self.partial, e.to_string()))?;
+        line.push('\n');
+        let path = self.partial.join(METRICS_FILE);
+        self.metrics.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
+    }
+
+    fn on_checkpoint(&mut self, state: &TrainState) -> Result<()> {
+        // Build the new checkpoint beside the old one, then swap folders.
+        let tmp = self.partial.join(format!("{CKPT_DIR}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        save_checkpoint(&tmp, state)?;
+        replace_dir(&tmp, &self.partial.join(CKPT_DIR), true)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointMeta {
+    step: u64,
+    adam_t: u64,
+    since_fired: Vec<u64>,
+}
+
+fn grads_tensors<'a>(prefix: &str, g: &'a Grads, n: usize, m: usize) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    vec![
+        (format!("{prefix}w_enc"), vec![n, m], &g.w_enc[..]),
+        (format!("{prefix}b_enc"), vec![n], &g.b_enc[..]),
+        (format!("{prefix}w_dec"), vec![n, m], &g.w_dec[..]),
+        (format!("{prefix}b_dec"), vec![m], &g.b_dec[..]),
+    ]
+}
+
+fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
+    let (n, m) = s.sae.w_dec.shape();
+    let params = Grads { w_enc: s.sae.w_enc.as_slice().to_vec(), b_enc: s.sae.b_enc.clone(), w_dec: s.sae.w_dec.as_slice().to_vec(), b_dec: s.sae.b_dec.clone() };
+    let mut all = grads_tensors("param.", &params, n, m);
+    all.extend(grads_tensors("adam_m.", &s.adam.state.m, n, m));
+    all.extend(grads_tensors("adam_v.", &s.adam.state.v, n, m));
+    let refs: Vec<(&str, Vec<usize>, &[f32])> = all.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+    write_tensors(&dir.join("state.safetensors"), &refs, None)?;
+    write_json_atomic(&dir.join("state.json"), &CheckpointMeta { step: s.step, adam_t: s.adam.state.t, since_fired: s.since_fired.clone() })
+}
+
+fn load_grads(map: &mut std::collections::BTreeMap<String, crate::io::tensors::Tensor>, path: &Path, prefix: &str, n: usize, m: usize) -> Result<Grads> {
+    Ok(Grads {
+        w_enc: take(map, path, &format!("{prefix}w_enc"), &[n, m])?,
+        b_enc: take(map, path, &format!("{prefix}b_enc"), &[n])?,
+        w_dec: take(map, path, &format!("{prefix}w_dec"), &[n, m])?,
+        b_dec: take(map, path, &format!("{prefix}b_dec"), &[m])?,
+    })
+}
+
+fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let meta: CheckpointMeta = read_json(&dir.join("state.json"))?;
+    let tpath = dir.join("state.safetensors");
+    let mut map = read_tensors(&tpath)?;
+    let n = cfg.latents;
+    let m = map
+        .get("param.b_dec")
+        .map(|t| t.data.len())
+        .ok_or_else(|| Error::format(&tpath, "missing tensor 'param.b_dec'"))?;
+    let p = load_grads(&mut map, &tpath, "param.", n, m)?;
+    let mut adam = Adam::new(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, m, n);
+    adam.state = AdamState { t: meta.adam_t, m: load_grads(&mut map, &tpath, "adam_m.", n, m)?, v: load_grads(&mut map, &tpath, "adam_v.", n, m)? };
+    if meta.since_fired.len() != n {
+        return Err(Error::shape(format!("{}: since_fired", dir.display()), n.to_string(), meta.since_fired.len().to_string()));
+    }
+    let sae = Sae {
+        activation: cfg.arch.activation(),
+        w_enc: Matrix::from_vec(n, m, p.w_enc)?,
+        b_enc: p.b_enc,
+        w_dec: Matrix::from_vec(n, m, p.w_dec)?,
+        b_dec: p.b_dec,
+        apply_b_dec_to_input: true,
+    };
+    Ok(Some(TrainState { sae, adam, step: meta.step, since_fired: meta.since_fired }))
+}
