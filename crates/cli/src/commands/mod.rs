@@ -1,0 +1,23 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod encode;
+pub mod eval;
+pub mod synth;
+pub mod train;
+
+use anyhow::Result;
+use sparsecode::Matrix;
+use std::path::Path;
+
+/// Reads a `.npy` data matrix (the library's errors name the file and the problem).
+pub fn read_data(path: &Path) -> Result<Matrix> {
+    if !path.exists() {
+        anyhow::bail!("{}: no such file", path.display());
+    }
+    let m = sparsecode::io::read_matrix(path)?;
+    if m.rows() == 0 || m.cols() == 0 {
+        return Err(sparsecode::Error::Empty { context: path.display().to_string(), reason: format!("shape [{}, {}]", m.rows(), m.cols()) }.into());
+    }
+    Ok(m)
+}
