@@ -8,7 +8,11 @@ mod progress;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sparsecode", version, about = "Lift features out of superposition: sparse autoencoders, sparse coding, identifiability metrics")]
+#[command(
+    name = "sparsecode",
+    version,
+    about = "Lift features out of superposition: sparse autoencoders, sparse coding, identifiability metrics"
+)]
 struct Cli {
     /// Threads for the kernels (results are identical for the same count). Default: all cores.
     #[arg(long, global = true)]
@@ -40,7 +44,11 @@ pub enum Outcome {
 
 fn main() {
     let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if threads == 0 {
         eprintln!("error: invalid `--threads`: must be at least 1");
         std::process::exit(2);

@@ -31,7 +31,13 @@ impl Observer for Progress<'_> {
         self.inner.on_step(step)
     }
     fn on_log(&mut self, r: &StepRecord) -> sparsecode::Result<()> {
-        self.bar.set_message(format!("loss {:.4} fvu {:.4} l0 {:.1} dead {:.1}%", r.loss, r.fvu, r.l0, 100.0 * r.dead_fraction));
+        self.bar.set_message(format!(
+            "loss {:.4} fvu {:.4} l0 {:.1} dead {:.1}%",
+            r.loss,
+            r.fvu,
+            r.l0,
+            100.0 * r.dead_fraction
+        ));
         self.inner.on_log(r)
     }
     fn on_checkpoint(&mut self, s: &TrainState) -> sparsecode::Result<()> {

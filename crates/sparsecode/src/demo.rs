@@ -40,7 +40,9 @@ impl Default for DemoConfig {
             batch_size: 512,
             l1: 0.3,
             lambda: 0.01,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -67,7 +69,17 @@ pub struct DemoReport {
     pub rows: Vec<DemoRow>,
 }
 
-fn row(method: &str, dict_name: &str, truth: (&Matrix, &Matrix), x: &Matrix, d_used: &Matrix, codes: &Matrix, x_hat: &Matrix, seconds: f64, par: Parallelism) -> Result<DemoRow> {
+fn row(
+    method: &str,
+    dict_name: &str,
+    truth: (&Matrix, &Matrix),
+    x: &Matrix,
+    d_used: &Matrix,
+    codes: &Matrix,
+    x_hat: &Matrix,
+    seconds: f64,
+    par: Parallelism,
+) -> Result<DemoRow> {
     let (d_true, z_true) = truth;
     let (mcc, _) = code_mcc(z_true, codes, HUNGARIAN_MAX, par)?;
     let dm = dictionary_metrics(d_true, d_used, HUNGARIAN_MAX, par)?;
@@ -89,7 +101,9 @@ fn decode(codes: &Matrix, d: &Matrix, bias: Option<&[f32]>, par: Parallelism) ->
     crate::linalg::matmul(out.as_mut_slice(), codes.view(), d.view(), 0.0, par);
     if let Some(b) = bias {
         let m = d.cols();
-        out.as_mut_slice().chunks_mut(m).for_each(|r| r.iter_mut().zip(b).for_each(|(v, bb)| *v += bb));
+        out.as_mut_slice()
+            .chunks_mut(m)
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(v, bb)| *v += bb));
     }
     out
 }
@@ -99,7 +113,10 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     let par = Parallelism::threads(cfg.threads);
     stage("generating superposition data");
     let data = generate(&cfg.synth, None)?;
-    let test = data.test.clone().ok_or_else(|| crate::Error::param("test_samples", "the demo needs held-out samples"))?;
+    let test = data
+        .test
+        .clone()
+        .ok_or_else(|| crate::Error::param("test_samples", "the demo needs held-out samples"))?;
     let (x, z) = (&test.activations, &test.codes);
     let truth = (&data.dictionary, z);
     let k = match cfg.synth.support {
@@ -109,11 +126,31 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     let mut rows = Vec::new();
     let mut topk_sae = None;
     for (name, arch) in [
-        ("TopK SAE", ArchConfig::TopK { k, aux_k: cfg.synth.dims / 2, aux_coef: 1.0 / 32.0 }),
-        ("ReLU-L1 SAE", ArchConfig::Relu { l1: cfg.l1, l1_warmup_steps: cfg.steps / 20 }),
+        (
+            "TopK SAE",
+            ArchConfig::TopK {
+                k,
+                aux_k: cfg.synth.dims / 2,
+                aux_coef: 1.0 / 32.0,
+            },
+        ),
+        (
+            "ReLU-L1 SAE",
+            ArchConfig::Relu {
+                l1: cfg.l1,
+                l1_warmup_steps: cfg.steps / 20,
+            },
+        ),
     ] {
         stage(&format!("training {name}"));
-        let mut tc = TrainConfig::new(arch, cfg.synth.latents, cfg.steps, cfg.batch_size, 1e-3, cfg.synth.seed);
+        let mut tc = TrainConfig::new(
+            arch,
+            cfg.synth.latents,
+            cfg.steps,
+            cfg.batch_size,
+            1e-3,
+            cfg.synth.seed,
+        );
         tc.threads = cfg.threads;
         tc.lr_decay_steps = cfg.steps / 5;
         tc.dead_window = 100_000;
@@ -122,29 +159,86 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
         let sae = out.state.sae;
         let codes = sae.encode_dense(x, par);
         let x_hat = sae.decode(&codes, par);
-        rows.push(row(name, "learned", truth, x, &sae.w_dec, &codes, &x_hat, t0.elapsed().as_secs_f64(), par)?);
+        rows.push(row(
+            name,
+            "learned",
+            truth,
+            x,
+            &sae.w_dec,
+            &codes,
+            &x_hat,
+            t0.elapsed().as_secs_f64(),
+            par,
+        )?);
         if topk_sae.is_none() {
             topk_sae = Some(sae);
         }
     }
     let sae = topk_sae.expect("the TopK SAE was trained first");
-    let fp = FistaParams { lambda: cfg.lambda, nonneg: true, max_iter: 500, tol: 1e-5, accelerated: true };
+    let fp = FistaParams {
+        lambda: cfg.lambda,
+        nonneg: true,
+        max_iter: 500,
+        tol: 1e-5,
+        accelerated: true,
+    };
     stage("inference-time optimisation on the TopK SAE");
     let t0 = Instant::now();
     let refined = ito(&sae, x, &fp, par)?;
     let x_hat = decode(&refined.codes, &sae.w_dec, Some(&sae.b_dec), par);
-    rows.push(row("SAE + ITO (FISTA)", "TopK SAE decoder", truth, x, &sae.w_dec, &refined.codes, &x_hat, t0.elapsed().as_secs_f64(), par)?);
+    rows.push(row(
+        "SAE + ITO (FISTA)",
+        "TopK SAE decoder",
+        truth,
+        x,
+        &sae.w_dec,
+        &refined.codes,
+        &x_hat,
+        t0.elapsed().as_secs_f64(),
+        par,
+    )?);
     stage("FISTA with the true dictionary");
     let t0 = Instant::now();
     let f = fista(x, &data.dictionary, None, &fp, par)?;
     let x_hat = decode(&f.codes, &data.dictionary, None, par);
-    rows.push(row("FISTA (oracle)", "true", truth, x, &data.dictionary, &f.codes, &x_hat, t0.elapsed().as_secs_f64(), par)?);
+    rows.push(row(
+        "FISTA (oracle)",
+        "true",
+        truth,
+        x,
+        &data.dictionary,
+        &f.codes,
+        &x_hat,
+        t0.elapsed().as_secs_f64(),
+        par,
+    )?);
     stage("OMP with the true dictionary");
     let t0 = Instant::now();
-    let o = omp(x, &data.dictionary, &OmpParams { k: Some(k), tol: None }, par)?;
+    let o = omp(
+        x,
+        &data.dictionary,
+        &OmpParams {
+            k: Some(k),
+            tol: None,
+        },
+        par,
+    )?;
     let x_hat = decode(&o, &data.dictionary, None, par);
-    rows.push(row("OMP (oracle)", "true", truth, x, &data.dictionary, &o, &x_hat, t0.elapsed().as_secs_f64(), par)?);
-    Ok(DemoReport { config: cfg.clone(), rows })
+    rows.push(row(
+        "OMP (oracle)",
+        "true",
+        truth,
+        x,
+        &data.dictionary,
+        &o,
+        &x_hat,
+        t0.elapsed().as_secs_f64(),
+        par,
+    )?);
+    Ok(DemoReport {
+        config: cfg.clone(),
+        rows,
+    })
 }
 
 /// The report as a Markdown table.
@@ -153,7 +247,14 @@ pub fn to_markdown(r: &DemoReport) -> String {
     for x in &r.rows {
         s.push_str(&format!(
             "| {} | {} | {:.3} | {:.3} | {:.1}% | {:.4} | {:.2} | {:.1} |\n",
-            x.method, x.dictionary, x.code_mcc, x.dict_mcc, 100.0 * x.dict_recovered_090, x.fvu, x.l0, x.seconds
+            x.method,
+            x.dictionary,
+            x.code_mcc,
+            x.dict_mcc,
+            100.0 * x.dict_recovered_090,
+            x.fvu,
+            x.l0,
+            x.seconds
         ));
     }
     s

@@ -18,7 +18,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let mut cfg = DemoConfig { threads, ..DemoConfig::default() };
+    let mut cfg = DemoConfig {
+        threads,
+        ..DemoConfig::default()
+    };
     cfg.synth.seed = a.seed;
     if a.quick {
         cfg.synth.latents = 64;
@@ -29,7 +32,9 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         cfg.batch_size = 256;
     }
     let started = std::time::Instant::now();
-    let report = run_demo(&cfg, &mut |stage| eprintln!("[{:6.1}s] {stage}", started.elapsed().as_secs_f64()))?;
+    let report = run_demo(&cfg, &mut |stage| {
+        eprintln!("[{:6.1}s] {stage}", started.elapsed().as_secs_f64())
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

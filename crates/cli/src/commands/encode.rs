@@ -23,7 +23,11 @@ pub enum Method {
 #[derive(clap::Args)]
 pub struct Args {
     /// SAE run folder (SAELens format).
-    #[arg(long, conflicts_with = "dictionary", required_unless_present = "dictionary")]
+    #[arg(
+        long,
+        conflicts_with = "dictionary",
+        required_unless_present = "dictionary"
+    )]
     sae: Option<PathBuf>,
     /// Dictionary [N, d_in] .npy (atoms are rows).
     #[arg(long)]
@@ -59,16 +63,34 @@ pub struct Args {
 }
 
 /// Codes of `x` by `method`; returns (codes, dictionary used, bias added back on decoding).
-pub fn codes_for(a: &Args, sae: Option<&Sae>, dict: Option<&Matrix>, x: &Matrix, par: Parallelism) -> Result<Matrix> {
-    let method = a.method.unwrap_or(if sae.is_some() { Method::Sae } else { Method::Fista });
-    let fp = FistaParams { lambda: a.lambda, nonneg: a.nonneg, max_iter: a.max_iter, tol: a.tol, accelerated: method != Method::Ista };
+pub fn codes_for(
+    a: &Args,
+    sae: Option<&Sae>,
+    dict: Option<&Matrix>,
+    x: &Matrix,
+    par: Parallelism,
+) -> Result<Matrix> {
+    let method = a.method.unwrap_or(if sae.is_some() {
+        Method::Sae
+    } else {
+        Method::Fista
+    });
+    let fp = FistaParams {
+        lambda: a.lambda,
+        nonneg: a.nonneg,
+        max_iter: a.max_iter,
+        tol: a.tol,
+        accelerated: method != Method::Ista,
+    };
     // With an SAE, the classical methods code x - b_dec against its decoder.
     let (y, d) = match (sae, dict) {
         (Some(s), _) => {
             s.check_input(x, &a.data.display().to_string())?;
             let mut y = x.clone();
             let m = y.cols();
-            y.as_mut_slice().chunks_mut(m).for_each(|r| r.iter_mut().zip(&s.b_dec).for_each(|(v, b)| *v -= b));
+            y.as_mut_slice()
+                .chunks_mut(m)
+                .for_each(|r| r.iter_mut().zip(&s.b_dec).for_each(|(v, b)| *v -= b));
             (y, &s.w_dec)
         }
         (None, Some(d)) => (x.clone(), d),
@@ -77,23 +99,46 @@ pub fn codes_for(a: &Args, sae: Option<&Sae>, dict: Option<&Matrix>, x: &Matrix,
     Ok(match (method, sae) {
         (Method::Sae, Some(s)) => s.encode_dense(x, par),
         (Method::Ito, Some(s)) => ito(s, x, &fp, par)?.codes,
-        (Method::Sae | Method::Ito, None) => bail!("`--method sae` and `--method ito` need `--sae RUN`"),
+        (Method::Sae | Method::Ito, None) => {
+            bail!("`--method sae` and `--method ito` need `--sae RUN`")
+        }
         (Method::Fista | Method::Ista, _) => fista(&y, d, None, &fp, par)?.codes,
-        (Method::Omp, _) => omp(&y, d, &OmpParams { k: a.k, tol: a.residual_tol }, par)?,
+        (Method::Omp, _) => omp(
+            &y,
+            d,
+            &OmpParams {
+                k: a.k,
+                tol: a.residual_tol,
+            },
+            par,
+        )?,
     })
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
     if a.out.exists() && !a.force {
-        return Err(sparsecode::Error::OutputExists { path: a.out.clone() }.into());
+        return Err(sparsecode::Error::OutputExists {
+            path: a.out.clone(),
+        }
+        .into());
     }
     let x = super::read_data(&a.data)?;
-    let sae = a.sae.as_deref().map(sparsecode::io::saelens::load).transpose()?;
+    let sae = a
+        .sae
+        .as_deref()
+        .map(sparsecode::io::saelens::load)
+        .transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
     let codes = codes_for(&a, sae.as_ref(), dict.as_ref(), &x, par)?;
     write_codes(&a.out, &codes)?;
-    eprintln!("wrote {}: codes [{}, {}], L0 {:.2}", a.out.display(), codes.rows(), codes.cols(), sparsecode::eval::l0(&codes));
+    eprintln!(
+        "wrote {}: codes [{}, {}], L0 {:.2}",
+        a.out.display(),
+        codes.rows(),
+        codes.cols(),
+        sparsecode::eval::l0(&codes)
+    );
     Ok(Outcome::Ok)
 }
 

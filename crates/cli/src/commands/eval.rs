@@ -57,7 +57,10 @@ fn shape_check(what: &str, m: &Matrix, rows: usize, cols: Option<usize>) -> Resu
     if m.rows() != rows || cols.is_some_and(|c| m.cols() != c) {
         return Err(sparsecode::Error::shape(
             what,
-            format!("[{rows}, {}]", cols.map(|c| c.to_string()).unwrap_or("N".into())),
+            format!(
+                "[{rows}, {}]",
+                cols.map(|c| c.to_string()).unwrap_or("N".into())
+            ),
             format!("[{}, {}]", m.rows(), m.cols()),
         )
         .into());
@@ -83,7 +86,18 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             let d = a.dictionary.as_deref().map(super::read_data).transpose()?;
             let xh = match &d {
                 Some(d) => {
-                    shape_check(&format!("{} (dictionary)", a.dictionary.as_ref().map(|p| p.display().to_string()).unwrap_or_default()), d, z.cols(), Some(x.cols()))?;
+                    shape_check(
+                        &format!(
+                            "{} (dictionary)",
+                            a.dictionary
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                        d,
+                        z.cols(),
+                        Some(x.cols()),
+                    )?;
                     let mut xh = Matrix::zeros(x.rows(), x.cols());
                     sparsecode::linalg::matmul(xh.as_mut_slice(), z.view(), d.view(), 0.0, par);
                     Some(xh)
@@ -138,10 +152,24 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
 }
 
 fn print_table(v: &Value) {
-    for key in ["samples", "latents", "mse", "fvu", "l0", "dead_fraction", "code_mcc", "dict_mcc", "mmcs", "dict_recovered_090", "dict_recovered_099"] {
+    for key in [
+        "samples",
+        "latents",
+        "mse",
+        "fvu",
+        "l0",
+        "dead_fraction",
+        "code_mcc",
+        "dict_mcc",
+        "mmcs",
+        "dict_recovered_090",
+        "dict_recovered_099",
+    ] {
         match &v[key] {
             Value::Null => {}
-            Value::Number(n) if n.is_f64() => println!("{key:>20}  {:.6}", n.as_f64().unwrap_or(f64::NAN)),
+            Value::Number(n) if n.is_f64() => {
+                println!("{key:>20}  {:.6}", n.as_f64().unwrap_or(f64::NAN))
+            }
             other => println!("{key:>20}  {other}"),
         }
     }

@@ -17,7 +17,11 @@ pub fn read_data(path: &Path) -> Result<Matrix> {
     }
     let m = sparsecode::io::read_matrix(path)?;
     if m.rows() == 0 || m.cols() == 0 {
-        return Err(sparsecode::Error::Empty { context: path.display().to_string(), reason: format!("shape [{}, {}]", m.rows(), m.cols()) }.into());
+        return Err(sparsecode::Error::Empty {
+            context: path.display().to_string(),
+            reason: format!("shape [{}, {}]", m.rows(), m.cols()),
+        }
+        .into());
     }
     Ok(m)
 }

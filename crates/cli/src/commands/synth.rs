@@ -81,7 +81,10 @@ pub fn run(a: Args) -> Result<Outcome> {
         Some(MagnitudeArg::Exponential) => Magnitude::Exponential,
         Some(MagnitudeArg::Constant) => Magnitude::Constant,
         Some(MagnitudeArg::SignedNormal) => Magnitude::SignedNormal,
-        None => base.as_ref().map(|b| b.magnitude).unwrap_or(Magnitude::AbsNormal),
+        None => base
+            .as_ref()
+            .map(|b| b.magnitude)
+            .unwrap_or(Magnitude::AbsNormal),
     };
     let cfg = SynthConfig {
         latents: need(a.latents.or(base.as_ref().map(|b| b.latents)), "latents")?,
@@ -89,7 +92,10 @@ pub fn run(a: Args) -> Result<Outcome> {
         support,
         magnitude,
         samples: need(a.samples.or(base.as_ref().map(|b| b.samples)), "samples")?,
-        test_samples: a.test_samples.or(base.as_ref().map(|b| b.test_samples)).unwrap_or(0),
+        test_samples: a
+            .test_samples
+            .or(base.as_ref().map(|b| b.test_samples))
+            .unwrap_or(0),
         snr_db: a.snr_db,
         seed: a.seed,
     };

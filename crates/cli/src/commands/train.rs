@@ -106,7 +106,13 @@ pub struct Args {
     resume: Option<PathBuf>,
 }
 
-fn build_job(a: &Args, threads: usize, samples: usize, d_in: usize, data_fp: String) -> Result<RunJob> {
+fn build_job(
+    a: &Args,
+    threads: usize,
+    samples: usize,
+    d_in: usize,
+    data_fp: String,
+) -> Result<RunJob> {
     let latents = a.latents.context("missing --latents")?;
     let arch = match a.arch.context("missing --arch")? {
         Arch::Topk => ArchConfig::TopK {
@@ -114,12 +120,17 @@ fn build_job(a: &Args, threads: usize, samples: usize, d_in: usize, data_fp: Str
             aux_k: a.aux_k.unwrap_or((d_in / 2).clamp(1, 256)).min(latents),
             aux_coef: a.aux_coef,
         },
-        Arch::Relu => ArchConfig::Relu { l1: a.l1.context("`--arch relu` needs `--l1`")?, l1_warmup_steps: a.l1_warmup },
+        Arch::Relu => ArchConfig::Relu {
+            l1: a.l1.context("`--arch relu` needs `--l1`")?,
+            l1_warmup_steps: a.l1_warmup,
+        },
     };
     let batch = a.batch.unwrap_or(samples.min(4096));
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) if e.is_finite() && e > 0.0 => ((e * samples as f64 / batch.max(1) as f64).ceil() as u64).max(1),
+        (None, Some(e)) if e.is_finite() && e > 0.0 => {
+            ((e * samples as f64 / batch.max(1) as f64).ceil() as u64).max(1)
+        }
         (None, Some(e)) => anyhow::bail!("invalid `--epochs`: {e} must be a positive number"),
         (None, None) => anyhow::bail!("give `--steps` or `--epochs`"),
     };
@@ -158,7 +169,9 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         Some(path) => {
             let (dir, job, state) = RunDir::resume(path)?;
             let x = super::read_data(&job.data)?;
-            if [x.rows(), x.cols()] != job.data_shape || fingerprint(x.as_slice()) != job.data_fingerprint {
+            if [x.rows(), x.cols()] != job.data_shape
+                || fingerprint(x.as_slice()) != job.data_fingerprint
+            {
                 anyhow::bail!("{}: the data changed since the run started (shape or content differs); cannot resume", job.data.display());
             }
             (dir, job, state, x)
@@ -171,7 +184,11 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             (RunDir::create(&out, a.force, &job)?, job, None, x)
         }
     };
-    let dict = job.dictionary.as_deref().map(super::read_data).transpose()?;
+    let dict = job
+        .dictionary
+        .as_deref()
+        .map(super::read_data)
+        .transpose()?;
     let start_step = resume_state.as_ref().map(|s| s.step).unwrap_or(0);
     if start_step > 0 {
         eprintln!("resuming {} at step {start_step}", run_dir.path().display());

@@ -31,20 +31,32 @@ pub struct FistaParams {
 
 impl Default for FistaParams {
     fn default() -> Self {
-        FistaParams { lambda: 0.01, nonneg: false, max_iter: 1000, tol: 1e-6, accelerated: true }
+        FistaParams {
+            lambda: 0.01,
+            nonneg: false,
+            max_iter: 1000,
+            tol: 1e-6,
+            accelerated: true,
+        }
     }
 }
 
 impl FistaParams {
     fn validate(&self) -> Result<()> {
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::param("lambda", format!("{} must be a non-negative number", self.lambda)));
+            return Err(Error::param(
+                "lambda",
+                format!("{} must be a non-negative number", self.lambda),
+            ));
         }
         if self.max_iter == 0 {
             return Err(Error::param("max_iter", "must be at least 1"));
         }
         if !(self.tol.is_finite() && self.tol >= 0.0) {
-            return Err(Error::param("tol", format!("{} must be a non-negative number", self.tol)));
+            return Err(Error::param(
+                "tol",
+                format!("{} must be a non-negative number", self.tol),
+            ));
         }
         Ok(())
     }
@@ -64,28 +76,53 @@ pub struct FistaResult {
 /// Per-sample objective `1/2 ||y - z D||^2 + lambda ||z||_1`, summed over samples (f64).
 pub fn objective(y: &Matrix, d: &Matrix, z: &Matrix, lambda: f32) -> f64 {
     let mut r = Matrix::zeros(y.rows(), y.cols());
-    matmul(r.as_mut_slice(), z.view(), d.view(), 0.0, Parallelism::Serial);
-    let fit: f64 = r.as_slice().iter().zip(y.as_slice()).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    matmul(
+        r.as_mut_slice(),
+        z.view(),
+        d.view(),
+        0.0,
+        Parallelism::Serial,
+    );
+    let fit: f64 = r
+        .as_slice()
+        .iter()
+        .zip(y.as_slice())
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     0.5 * fit + lambda as f64 * z.as_slice().iter().map(|v| v.abs() as f64).sum::<f64>()
 }
 
 const CHUNK_ROWS: usize = 4096;
 
 /// Solves the L1 problem for every row of `y`, starting from `init` (or zero).
-pub fn fista(y: &Matrix, d: &Matrix, init: Option<&Matrix>, p: &FistaParams, par: Parallelism) -> Result<FistaResult> {
+pub fn fista(
+    y: &Matrix,
+    d: &Matrix,
+    init: Option<&Matrix>,
+    p: &FistaParams,
+    par: Parallelism,
+) -> Result<FistaResult> {
     p.validate()?;
     super::check_problem(y, d)?;
     let (s, m) = y.shape();
     let n = d.rows();
     if let Some(z0) = init {
         if z0.shape() != (s, n) {
-            return Err(Error::shape("initial codes", format!("[{s}, {n}]"), format!("{:?}", z0.shape())));
+            return Err(Error::shape(
+                "initial codes",
+                format!("[{s}, {n}]"),
+                format!("{:?}", z0.shape()),
+            ));
         }
     }
     let lip = spectral_norm_sq(d, par);
     let mut codes = Matrix::zeros(s, n);
     if lip == 0.0 {
-        return Ok(FistaResult { codes, iterations: 0, converged: 1.0 });
+        return Ok(FistaResult {
+            codes,
+            iterations: 0,
+            converged: 1.0,
+        });
     }
     let gram = (n <= 2 * m).then(|| {
         let mut g = Matrix::zeros(n, n);
@@ -103,11 +140,24 @@ pub fn fista(y: &Matrix, d: &Matrix, init: Option<&Matrix>, p: &FistaParams, par
         iterations = iterations.max(it);
         converged += conv;
     }
-    Ok(FistaResult { codes, iterations, converged: converged as f64 / s.max(1) as f64 })
+    Ok(FistaResult {
+        codes,
+        iterations,
+        converged: converged as f64 / s.max(1) as f64,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn solve_chunk(y: &[f32], d: &Matrix, gram: Option<&Matrix>, z0: Option<&[f32]>, x: &mut [f32], lip: f32, p: &FistaParams, par: Parallelism) -> (usize, usize) {
+fn solve_chunk(
+    y: &[f32],
+    d: &Matrix,
+    gram: Option<&Matrix>,
+    z0: Option<&[f32]>,
+    x: &mut [f32],
+    lip: f32,
+    p: &FistaParams,
+    par: Parallelism,
+) -> (usize, usize) {
     let (n, m) = d.shape();
     let b = y.len() / m;
     // c = y D^T: the constant part of the gradient.
@@ -122,7 +172,11 @@ fn solve_chunk(y: &[f32], d: &Matrix, gram: Option<&Matrix>, z0: Option<&[f32]>,
         None => x.fill(0.0),
     }
     let mut grad = vec![0.0f32; b * n];
-    let mut resid = if gram.is_none() { vec![0.0f32; b * m] } else { Vec::new() };
+    let mut resid = if gram.is_none() {
+        vec![0.0f32; b * m]
+    } else {
+        Vec::new()
+    };
     let mut t = vec![1.0f32; b];
     let mut done = vec![false; b];
     let (step, thr) = (1.0 / lip, p.lambda / lip);
@@ -149,7 +203,11 @@ fn solve_chunk(y: &[f32], d: &Matrix, gram: Option<&Matrix>, z0: Option<&[f32]>,
                 for i in 0..n {
                     let g = if sub_c { gr[i] - cr[i] } else { gr[i] };
                     let u = vr[i] - step * g;
-                    let new = if p.nonneg { (u - thr).max(0.0) } else { u.signum() * (u.abs() - thr).max(0.0) };
+                    let new = if p.nonneg {
+                        (u - thr).max(0.0)
+                    } else {
+                        u.signum() * (u.abs() - thr).max(0.0)
+                    };
                     let diff = new - xr[i];
                     change = change.max(diff.abs());
                     scale = scale.max(new.abs());
@@ -160,7 +218,11 @@ fn solve_chunk(y: &[f32], d: &Matrix, gram: Option<&Matrix>, z0: Option<&[f32]>,
                 }
                 *dr = change <= p.tol * scale;
                 let restart = !p.accelerated || uphill > 0.0;
-                let (t_old, t_new) = if restart { (1.0, 1.0) } else { (*tr, (1.0 + (1.0 + 4.0 * *tr * *tr).sqrt()) / 2.0) };
+                let (t_old, t_new) = if restart {
+                    (1.0, 1.0)
+                } else {
+                    (*tr, (1.0 + (1.0 + 4.0 * *tr * *tr).sqrt()) / 2.0)
+                };
                 let beta = (t_old - 1.0) / t_new;
                 for i in 0..n {
                     let prev = vr[i];
@@ -181,13 +243,26 @@ mod tests {
     use crate::data::{generate, SynthConfig};
 
     fn problem(n: usize, m: usize, seed: u64) -> (Matrix, Matrix, Matrix) {
-        let cfg = SynthConfig { latents: n, dims: m, samples: 64, test_samples: 0, ..SynthConfig::e2(seed) };
+        let cfg = SynthConfig {
+            latents: n,
+            dims: m,
+            samples: 64,
+            test_samples: 0,
+            ..SynthConfig::e2(seed)
+        };
         let data = generate(&cfg, None).unwrap();
         (data.train.activations, data.dictionary, data.train.codes)
     }
 
     /// Reference: plain ISTA, one sample at a time, no matrix products.
-    fn naive_ista(y: &[f32], d: &Matrix, lambda: f32, nonneg: bool, lip: f32, iters: usize) -> Vec<f32> {
+    fn naive_ista(
+        y: &[f32],
+        d: &Matrix,
+        lambda: f32,
+        nonneg: bool,
+        lip: f32,
+        iters: usize,
+    ) -> Vec<f32> {
         let (n, m) = d.shape();
         let mut z = vec![0.0f32; n];
         for _ in 0..iters {
@@ -204,7 +279,11 @@ mod tests {
                 let g: f32 = (0..m).map(|i| r[i] * d.get(j, i)).sum();
                 let u = z[j] - g / lip;
                 let t = lambda / lip;
-                z[j] = if nonneg { (u - t).max(0.0) } else { u.signum() * (u.abs() - t).max(0.0) };
+                z[j] = if nonneg {
+                    (u - t).max(0.0)
+                } else {
+                    u.signum() * (u.abs() - t).max(0.0)
+                };
             }
         }
         z
@@ -216,21 +295,54 @@ mod tests {
             let (y, d, _) = problem(n, m, 1);
             let lip = spectral_norm_sq(&d, Parallelism::Serial);
             for nonneg in [false, true] {
-                let p = FistaParams { lambda: 0.05, nonneg, max_iter: 5000, tol: 1e-7, accelerated: true };
+                let p = FistaParams {
+                    lambda: 0.05,
+                    nonneg,
+                    max_iter: 5000,
+                    tol: 1e-7,
+                    accelerated: true,
+                };
                 let f = fista(&y, &d, None, &p, Parallelism::Serial).unwrap();
-                let i = fista(&y, &d, None, &FistaParams { accelerated: false, max_iter: 20000, ..p }, Parallelism::Threads(2)).unwrap();
+                let i = fista(
+                    &y,
+                    &d,
+                    None,
+                    &FistaParams {
+                        accelerated: false,
+                        max_iter: 20000,
+                        ..p
+                    },
+                    Parallelism::Threads(2),
+                )
+                .unwrap();
                 let naive = Matrix::from_fn(y.rows(), n, |_, _| 0.0);
                 let mut naive = naive;
                 for r in 0..y.rows() {
-                    naive.row_mut(r).copy_from_slice(&naive_ista(y.row(r), &d, 0.05, nonneg, lip, 20000));
+                    naive.row_mut(r).copy_from_slice(&naive_ista(
+                        y.row(r),
+                        &d,
+                        0.05,
+                        nonneg,
+                        lip,
+                        20000,
+                    ));
                 }
-                let (of, oi, on) = (objective(&y, &d, &f.codes, 0.05), objective(&y, &d, &i.codes, 0.05), objective(&y, &d, &naive, 0.05));
+                let (of, oi, on) = (
+                    objective(&y, &d, &f.codes, 0.05),
+                    objective(&y, &d, &i.codes, 0.05),
+                    objective(&y, &d, &naive, 0.05),
+                );
                 assert!((of - on).abs() <= 1e-4 * on, "fista {of} vs naive {on}");
                 assert!((oi - on).abs() <= 1e-4 * on, "ista {oi} vs naive {on}");
                 if nonneg {
                     assert!(f.codes.as_slice().iter().all(|v| *v >= 0.0));
                 }
-                assert!(f.iterations < i.iterations, "acceleration helps: {} vs {}", f.iterations, i.iterations);
+                assert!(
+                    f.iterations < i.iterations,
+                    "acceleration helps: {} vs {}",
+                    f.iterations,
+                    i.iterations
+                );
             }
         }
     }
@@ -238,7 +350,13 @@ mod tests {
     #[test]
     fn recovers_planted_codes_with_small_lambda() {
         let (y, d, z) = problem(16, 8, 2);
-        let p = FistaParams { lambda: 1e-3, nonneg: true, max_iter: 5000, tol: 1e-7, accelerated: true };
+        let p = FistaParams {
+            lambda: 1e-3,
+            nonneg: true,
+            max_iter: 5000,
+            tol: 1e-7,
+            accelerated: true,
+        };
         let f = fista(&y, &d, None, &p, Parallelism::Serial).unwrap();
         let (mcc, _) = crate::eval::code_mcc(&z, &f.codes, 64, Parallelism::Serial).unwrap();
         assert!(mcc > 0.95, "{mcc}");
@@ -247,9 +365,28 @@ mod tests {
     #[test]
     fn rejects_bad_parameters_and_shapes() {
         let (y, d, _) = problem(16, 8, 3);
-        let e = fista(&y, &d, None, &FistaParams { lambda: -1.0, ..Default::default() }, Parallelism::Serial).unwrap_err();
+        let e = fista(
+            &y,
+            &d,
+            None,
+            &FistaParams {
+                lambda: -1.0,
+                ..Default::default()
+            },
+            Parallelism::Serial,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("`lambda`"));
         let wrong = Matrix::zeros(16, 7);
-        assert!(fista(&y, &wrong, None, &FistaParams::default(), Parallelism::Serial).unwrap_err().to_string().contains("atom width 7"));
+        assert!(fista(
+            &y,
+            &wrong,
+            None,
+            &FistaParams::default(),
+            Parallelism::Serial
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("atom width 7"));
     }
 }

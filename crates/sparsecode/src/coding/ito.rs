@@ -15,5 +15,11 @@ pub fn ito(sae: &Sae, x: &Matrix, p: &FistaParams, par: Parallelism) -> Result<F
     for row in y.as_mut_slice().chunks_mut(m.max(1)) {
         row.iter_mut().zip(&sae.b_dec).for_each(|(v, b)| *v -= b);
     }
-    fista(&y, &sae.w_dec, Some(&init), &FistaParams { nonneg: true, ..*p }, par)
+    fista(
+        &y,
+        &sae.w_dec,
+        Some(&init),
+        &FistaParams { nonneg: true, ..*p },
+        par,
+    )
 }

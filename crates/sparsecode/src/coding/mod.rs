@@ -17,12 +17,18 @@ pub(crate) fn check_problem(y: &Matrix, d: &Matrix) -> Result<()> {
     if y.cols() != d.cols() {
         return Err(Error::shape(
             "sparse coding",
-            format!("data width equal to the dictionary's atom width {}", d.cols()),
+            format!(
+                "data width equal to the dictionary's atom width {}",
+                d.cols()
+            ),
             format!("data width {}", y.cols()),
         ));
     }
     if d.rows() == 0 {
-        return Err(Error::Empty { context: "dictionary".into(), reason: "no atoms".into() });
+        return Err(Error::Empty {
+            context: "dictionary".into(),
+            reason: "no atoms".into(),
+        });
     }
     y.check_finite("data")?;
     d.check_finite("dictionary")

@@ -29,11 +29,27 @@ pub fn omp(y: &Matrix, d: &Matrix, p: &OmpParams, par: Parallelism) -> Result<Ma
     super::check_problem(y, d)?;
     let (n, m) = d.shape();
     let k = match (p.k, p.tol) {
-        (None, None) => return Err(Error::param("k", "OMP needs a number of atoms (k) or a residual tolerance (tol)")),
-        (Some(k), _) if k == 0 || k > n.min(m) => {
-            return Err(Error::param("k", format!("{k} must be in 1..={} (min of atoms and dimensions)", n.min(m))))
+        (None, None) => {
+            return Err(Error::param(
+                "k",
+                "OMP needs a number of atoms (k) or a residual tolerance (tol)",
+            ))
         }
-        (_, Some(t)) if !(t.is_finite() && t >= 0.0) => return Err(Error::param("tol", format!("{t} must be a non-negative number"))),
+        (Some(k), _) if k == 0 || k > n.min(m) => {
+            return Err(Error::param(
+                "k",
+                format!(
+                    "{k} must be in 1..={} (min of atoms and dimensions)",
+                    n.min(m)
+                ),
+            ))
+        }
+        (_, Some(t)) if !(t.is_finite() && t >= 0.0) => {
+            return Err(Error::param(
+                "tol",
+                format!("{t} must be a non-negative number"),
+            ))
+        }
         (k, _) => k.unwrap_or(n.min(m)),
     };
     let tol_sq = p.tol.map(|t| (t as f64) * (t as f64)).unwrap_or(-1.0);
@@ -46,7 +62,9 @@ pub fn omp(y: &Matrix, d: &Matrix, p: &OmpParams, par: Parallelism) -> Result<Ma
         matmul(g.as_mut_slice(), d.view(), d.view().t(), 0.0, par);
         g
     });
-    let diag: Vec<f32> = (0..n).map(|j| d.row(j).iter().map(|v| v * v).sum()).collect();
+    let diag: Vec<f32> = (0..n)
+        .map(|j| d.row(j).iter().map(|v| v * v).sum())
+        .collect();
     let mut codes = Matrix::zeros(s, n);
     codes
         .as_mut_slice()
@@ -58,7 +76,16 @@ pub fn omp(y: &Matrix, d: &Matrix, p: &OmpParams, par: Parallelism) -> Result<Ma
 }
 
 #[allow(clippy::too_many_arguments)]
-fn one(y: &[f32], a0: &[f32], d: &Matrix, gram: Option<&Matrix>, diag: &[f32], k: usize, tol_sq: f64, out: &mut [f32]) {
+fn one(
+    y: &[f32],
+    a0: &[f32],
+    d: &Matrix,
+    gram: Option<&Matrix>,
+    diag: &[f32],
+    k: usize,
+    tol_sq: f64,
+    out: &mut [f32],
+) {
     let (n, m) = d.shape();
     let y_sq: f64 = y.iter().map(|v| (*v as f64).powi(2)).sum();
     let mut support: Vec<usize> = Vec::with_capacity(k);
@@ -115,16 +142,30 @@ fn one(y: &[f32], a0: &[f32], d: &Matrix, gram: Option<&Matrix>, diag: &[f32], k
             Some(g) => {
                 for (jj, a) in alpha.iter_mut().enumerate() {
                     let row = g.row(jj);
-                    *a = a0[jj] as f64 - support.iter().zip(&z).map(|(&q, zq)| row[q] as f64 * zq).sum::<f64>();
+                    *a = a0[jj] as f64
+                        - support
+                            .iter()
+                            .zip(&z)
+                            .map(|(&q, zq)| row[q] as f64 * zq)
+                            .sum::<f64>();
                 }
             }
             None => {
                 resid.copy_from_slice(y);
                 for (&q, zq) in support.iter().zip(&z) {
-                    resid.iter_mut().zip(d.row(q)).for_each(|(r, dv)| *r -= (*zq as f32) * dv);
+                    resid
+                        .iter_mut()
+                        .zip(d.row(q))
+                        .for_each(|(r, dv)| *r -= (*zq as f32) * dv);
                 }
                 let mut a = vec![0.0f32; n];
-                matmul(&mut a, MatRef::new(&resid, 1, m), d.view().t(), 0.0, Parallelism::Serial);
+                matmul(
+                    &mut a,
+                    MatRef::new(&resid, 1, m),
+                    d.view().t(),
+                    0.0,
+                    Parallelism::Serial,
+                );
                 alpha.iter_mut().zip(&a).for_each(|(x, v)| *x = *v as f64);
             }
         }
@@ -138,13 +179,22 @@ fn one(y: &[f32], a0: &[f32], d: &Matrix, gram: Option<&Matrix>, diag: &[f32], k
 fn gram_at(d: &Matrix, gram: Option<&Matrix>, i: usize, j: usize) -> f64 {
     match gram {
         Some(g) => g.get(i, j) as f64,
-        None => d.row(i).iter().zip(d.row(j)).map(|(a, b)| *a as f64 * *b as f64).sum(),
+        None => d
+            .row(i)
+            .iter()
+            .zip(d.row(j))
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum(),
     }
 }
 
 /// `||y||^2 - ||r||^2 = z_S . alpha0_S` for the least-squares solution on the support.
 fn dot_support(z: &[f64], support: &[usize], a0: &[f32]) -> f64 {
-    support.iter().zip(z).map(|(&j, zj)| zj * a0[j] as f64).sum()
+    support
+        .iter()
+        .zip(z)
+        .map(|(&j, zj)| zj * a0[j] as f64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -173,12 +223,18 @@ mod tests {
             let mut a = vec![vec![0.0f64; s + 1]; s];
             for p in 0..s {
                 for q in 0..s {
-                    a[p][q] = (0..m).map(|i| d.get(support[p], i) as f64 * d.get(support[q], i) as f64).sum();
+                    a[p][q] = (0..m)
+                        .map(|i| d.get(support[p], i) as f64 * d.get(support[q], i) as f64)
+                        .sum();
                 }
-                a[p][s] = (0..m).map(|i| d.get(support[p], i) as f64 * y[i] as f64).sum();
+                a[p][s] = (0..m)
+                    .map(|i| d.get(support[p], i) as f64 * y[i] as f64)
+                    .sum();
             }
             for c in 0..s {
-                let piv = (c..s).max_by(|&x, &yy| a[x][c].abs().total_cmp(&a[yy][c].abs())).unwrap();
+                let piv = (c..s)
+                    .max_by(|&x, &yy| a[x][c].abs().total_cmp(&a[yy][c].abs()))
+                    .unwrap();
                 a.swap(c, piv);
                 for rr in 0..s {
                     if rr != c {
@@ -191,7 +247,10 @@ mod tests {
             }
             z = (0..s).map(|p| a[p][s] / a[p][p]).collect();
             for i in 0..m {
-                r[i] = y[i] as f64 - (0..s).map(|p| z[p] * d.get(support[p], i) as f64).sum::<f64>();
+                r[i] = y[i] as f64
+                    - (0..s)
+                        .map(|p| z[p] * d.get(support[p], i) as f64)
+                        .sum::<f64>();
             }
         }
         let mut out = vec![0.0f32; n];
@@ -203,11 +262,27 @@ mod tests {
 
     #[test]
     fn matches_naive_omp_and_recovers_planted_support() {
-        let cfg = SynthConfig { latents: 40, dims: 20, samples: 50, test_samples: 0, magnitude: Magnitude::SignedNormal, ..SynthConfig::e2(5) };
+        let cfg = SynthConfig {
+            latents: 40,
+            dims: 20,
+            samples: 50,
+            test_samples: 0,
+            magnitude: Magnitude::SignedNormal,
+            ..SynthConfig::e2(5)
+        };
         let data = generate(&cfg, None).unwrap();
         let (y, d) = (&data.train.activations, &data.dictionary);
         for threads in [1, 2] {
-            let z = omp(y, d, &OmpParams { k: Some(3), tol: None }, Parallelism::threads(threads)).unwrap();
+            let z = omp(
+                y,
+                d,
+                &OmpParams {
+                    k: Some(3),
+                    tol: None,
+                },
+                Parallelism::threads(threads),
+            )
+            .unwrap();
             for r in 0..y.rows() {
                 let want = naive(y.row(r), d, 3);
                 for (a, b) in z.row(r).iter().zip(&want) {
@@ -216,24 +291,61 @@ mod tests {
             }
         }
         // Noiseless 3-sparse codes with M = 20: exact recovery for almost every sample.
-        let z = omp(y, d, &OmpParams { k: None, tol: Some(1e-2) }, Parallelism::Serial).unwrap();
+        let z = omp(
+            y,
+            d,
+            &OmpParams {
+                k: None,
+                tol: Some(1e-2),
+            },
+            Parallelism::Serial,
+        )
+        .unwrap();
         let exact = (0..y.rows())
-            .filter(|&r| z.row(r).iter().zip(data.train.codes.row(r)).all(|(a, b)| (a - b).abs() < 1e-3))
+            .filter(|&r| {
+                z.row(r)
+                    .iter()
+                    .zip(data.train.codes.row(r))
+                    .all(|(a, b)| (a - b).abs() < 1e-3)
+            })
             .count();
         assert!(exact >= 48, "{exact}/50");
     }
 
     #[test]
     fn explicit_residual_path_agrees_with_gram_path() {
-        let cfg = SynthConfig { latents: 30, dims: 10, samples: 20, test_samples: 0, ..SynthConfig::e2(6) };
+        let cfg = SynthConfig {
+            latents: 30,
+            dims: 10,
+            samples: 20,
+            test_samples: 0,
+            ..SynthConfig::e2(6)
+        };
         let data = generate(&cfg, None).unwrap();
         let (y, d) = (&data.train.activations, &data.dictionary);
-        let with_gram = omp(y, d, &OmpParams { k: Some(4), tol: None }, Parallelism::Serial).unwrap();
+        let with_gram = omp(
+            y,
+            d,
+            &OmpParams {
+                k: Some(4),
+                tol: None,
+            },
+            Parallelism::Serial,
+        )
+        .unwrap();
         let mut no_gram = Matrix::zeros(y.rows(), 30);
-        let diag: Vec<f32> = (0..30).map(|j| d.row(j).iter().map(|v| v * v).sum()).collect();
+        let diag: Vec<f32> = (0..30)
+            .map(|j| d.row(j).iter().map(|v| v * v).sum())
+            .collect();
         for r in 0..y.rows() {
             let mut a0 = vec![0.0f32; 30];
-            matmul(&mut a0, MatRef::new(y.row(r), 1, 10), d.view().t(), 0.0, Parallelism::Serial);
+            matmul(
+                &mut a0,
+                MatRef::new(y.row(r), 1, 10),
+                d.view().t(),
+                0.0,
+                Parallelism::Serial,
+            );
             one(y.row(r), &a0, d, None, &diag, 4, -1.0, no_gram.row_mut(r));
         }
         for (a, b) in with_gram.as_slice().iter().zip(no_gram.as_slice()) {
@@ -245,7 +357,24 @@ mod tests {
     fn rejects_impossible_k() {
         let y = Matrix::zeros(2, 4);
         let d = Matrix::from_fn(6, 4, |r, c| (r == c) as i32 as f32 + 0.1);
-        assert!(omp(&y, &d, &OmpParams { k: Some(5), tol: None }, Parallelism::Serial).unwrap_err().to_string().contains("`k`"));
-        assert!(omp(&y, &d, &OmpParams { k: None, tol: None }, Parallelism::Serial).is_err());
+        assert!(omp(
+            &y,
+            &d,
+            &OmpParams {
+                k: Some(5),
+                tol: None
+            },
+            Parallelism::Serial
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("`k`"));
+        assert!(omp(
+            &y,
+            &d,
+            &OmpParams { k: None, tol: None },
+            Parallelism::Serial
+        )
+        .is_err());
     }
 }

@@ -86,24 +86,43 @@ impl SynthConfig {
         }
         match self.support {
             Support::Exact { k } if k == 0 || k > self.latents => {
-                return Err(Error::param("active", format!("K = {k} must be in 1..={} (the number of latents)", self.latents)));
+                return Err(Error::param(
+                    "active",
+                    format!(
+                        "K = {k} must be in 1..={} (the number of latents)",
+                        self.latents
+                    ),
+                ));
             }
             Support::Bernoulli { p } if !(p > 0.0 && p <= 1.0) => {
-                return Err(Error::param("p", format!("firing probability {p} must be in (0, 1]")));
+                return Err(Error::param(
+                    "p",
+                    format!("firing probability {p} must be in (0, 1]"),
+                ));
             }
             _ => {}
         }
         if let Some(s) = self.snr_db {
             if !s.is_finite() {
-                return Err(Error::param("snr_db", format!("{s} must be a finite number of dB")));
+                return Err(Error::param(
+                    "snr_db",
+                    format!("{s} must be a finite number of dB"),
+                ));
             }
         }
         if let Some(d) = dictionary {
             if d.shape() != (self.latents, self.dims) {
-                return Err(Error::shape("dictionary", format!("[{}, {}] (latents x dims)", self.latents, self.dims), format!("{:?}", d.shape())));
+                return Err(Error::shape(
+                    "dictionary",
+                    format!("[{}, {}] (latents x dims)", self.latents, self.dims),
+                    format!("{:?}", d.shape()),
+                ));
             }
             if let Some(r) = crate::linalg::row_norms(d).iter().position(|n| *n < 1e-12) {
-                return Err(Error::param("dictionary", format!("atom {r} has zero norm")));
+                return Err(Error::param(
+                    "dictionary",
+                    format!("atom {r} has zero norm"),
+                ));
             }
         }
         Ok(())
@@ -175,14 +194,25 @@ pub fn generate(cfg: &SynthConfig, dictionary: Option<&Matrix>) -> Result<SynthD
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut d = match dictionary {
         Some(d) => d.clone(),
-        None => Matrix::from_fn(cfg.latents, cfg.dims, |_, _| StandardNormal.sample(&mut rng)),
+        None => Matrix::from_fn(cfg.latents, cfg.dims, |_, _| {
+            StandardNormal.sample(&mut rng)
+        }),
     };
     normalize_rows(d.as_mut_slice(), cfg.dims);
     let make = |rows: usize, rng: &mut ChaCha8Rng| {
         let z = codes(cfg, rows, rng);
         let mut x = Matrix::zeros(rows, cfg.dims);
-        crate::linalg::matmul(x.as_mut_slice(), z.view(), d.view(), 0.0, crate::Parallelism::Serial);
-        SynthSplit { activations: x, codes: z }
+        crate::linalg::matmul(
+            x.as_mut_slice(),
+            z.view(),
+            d.view(),
+            0.0,
+            crate::Parallelism::Serial,
+        );
+        SynthSplit {
+            activations: x,
+            codes: z,
+        }
     };
     let mut train = make(cfg.samples, &mut rng);
     let mut test = (cfg.test_samples > 0).then(|| make(cfg.test_samples, &mut rng));
@@ -197,7 +227,12 @@ pub fn generate(cfg: &SynthConfig, dictionary: Option<&Matrix>) -> Result<SynthD
             }
         }
     }
-    Ok(SynthData { dictionary: d, train, test, noise_std })
+    Ok(SynthData {
+        dictionary: d,
+        train,
+        test,
+        noise_std,
+    })
 }
 
 #[cfg(test)]
@@ -206,16 +241,33 @@ mod tests {
 
     #[test]
     fn exact_support_and_generative_model() {
-        let cfg = SynthConfig { samples: 200, ..SynthConfig::e2(3) };
+        let cfg = SynthConfig {
+            samples: 200,
+            ..SynthConfig::e2(3)
+        };
         let data = generate(&cfg, None).unwrap();
         for r in 0..200 {
-            assert_eq!(data.train.codes.row(r).iter().filter(|v| **v != 0.0).count(), 3);
+            assert_eq!(
+                data.train
+                    .codes
+                    .row(r)
+                    .iter()
+                    .filter(|v| **v != 0.0)
+                    .count(),
+                3
+            );
             assert!(data.train.codes.row(r).iter().all(|v| *v >= 0.0));
         }
         let norms = crate::linalg::row_norms(&data.dictionary);
         assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5));
         let mut x = Matrix::zeros(200, 8);
-        crate::linalg::matmul(x.as_mut_slice(), data.train.codes.view(), data.dictionary.view(), 0.0, crate::Parallelism::Serial);
+        crate::linalg::matmul(
+            x.as_mut_slice(),
+            data.train.codes.view(),
+            data.dictionary.view(),
+            0.0,
+            crate::Parallelism::Serial,
+        );
         assert_eq!(x, data.train.activations);
         assert_eq!(data.test.as_ref().unwrap().codes.rows(), 1024);
         assert_eq!(generate(&cfg, None).unwrap(), data, "same seed, same bytes");
@@ -234,9 +286,29 @@ mod tests {
             seed: 1,
         };
         let noisy = generate(&cfg, None).unwrap();
-        let clean = generate(&SynthConfig { snr_db: None, ..cfg.clone() }, None).unwrap();
-        let sig: f64 = clean.train.activations.as_slice().iter().map(|v| (*v as f64).powi(2)).sum();
-        let noise: f64 = noisy.train.activations.as_slice().iter().zip(clean.train.activations.as_slice()).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let clean = generate(
+            &SynthConfig {
+                snr_db: None,
+                ..cfg.clone()
+            },
+            None,
+        )
+        .unwrap();
+        let sig: f64 = clean
+            .train
+            .activations
+            .as_slice()
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum();
+        let noise: f64 = noisy
+            .train
+            .activations
+            .as_slice()
+            .iter()
+            .zip(clean.train.activations.as_slice())
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let snr = 10.0 * (sig / noise).log10();
         assert!((snr - 10.0).abs() < 0.2, "{snr}");
         let rate = crate::eval::l0(&clean.train.codes) / 50.0;
@@ -245,9 +317,18 @@ mod tests {
 
     #[test]
     fn rejects_impossible_parameters() {
-        let e = SynthConfig { support: Support::Exact { k: 17 }, ..SynthConfig::e2(0) }.validate(None).unwrap_err();
+        let e = SynthConfig {
+            support: Support::Exact { k: 17 },
+            ..SynthConfig::e2(0)
+        }
+        .validate(None)
+        .unwrap_err();
         assert!(e.to_string().contains("`active`"), "{e}");
         let d = Matrix::zeros(16, 7);
-        assert!(SynthConfig::e2(0).validate(Some(&d)).unwrap_err().to_string().contains("dictionary"));
+        assert!(SynthConfig::e2(0)
+            .validate(Some(&d))
+            .unwrap_err()
+            .to_string()
+            .contains("dictionary"));
     }
 }

@@ -13,7 +13,10 @@ fn standardised_columns_t(z: &Matrix) -> Matrix {
     let mut out = Matrix::zeros(n, s);
     for j in 0..n {
         let mean = (0..s).map(|r| z.get(r, j) as f64).sum::<f64>() / s.max(1) as f64;
-        let var = (0..s).map(|r| (z.get(r, j) as f64 - mean).powi(2)).sum::<f64>() / s.max(1) as f64;
+        let var = (0..s)
+            .map(|r| (z.get(r, j) as f64 - mean).powi(2))
+            .sum::<f64>()
+            / s.max(1) as f64;
         if var < 1e-12 {
             continue;
         }
@@ -29,18 +32,29 @@ fn standardised_columns_t(z: &Matrix) -> Matrix {
 /// `C_ij = |Pearson(a[:, i], b[:, j])|`, 0 where either variance is below 1e-12.
 pub fn abs_correlation(a: &Matrix, b: &Matrix, par: Parallelism) -> Result<Matrix> {
     if a.rows() != b.rows() {
-        return Err(Error::shape("code correlation", format!("{} samples in both code sets", a.rows()), format!("{} and {}", a.rows(), b.rows())));
+        return Err(Error::shape(
+            "code correlation",
+            format!("{} samples in both code sets", a.rows()),
+            format!("{} and {}", a.rows(), b.rows()),
+        ));
     }
     let (at, bt) = (standardised_columns_t(a), standardised_columns_t(b));
     let mut c = Matrix::zeros(a.cols(), b.cols());
     matmul(c.as_mut_slice(), at.view(), bt.view().t(), 0.0, par);
-    c.as_mut_slice().iter_mut().for_each(|v| *v = v.abs().min(1.0));
+    c.as_mut_slice()
+        .iter_mut()
+        .for_each(|v| *v = v.abs().min(1.0));
     Ok(c)
 }
 
 /// Code MCC: the Hungarian-matched mean of [`abs_correlation`] over the true latents (a true
 /// latent left unmatched, when there are fewer recovered latents, counts as 0).
-pub fn code_mcc(z_true: &Matrix, z_hat: &Matrix, hungarian_max: usize, par: Parallelism) -> Result<(f64, Matching)> {
+pub fn code_mcc(
+    z_true: &Matrix,
+    z_hat: &Matrix,
+    hungarian_max: usize,
+    par: Parallelism,
+) -> Result<(f64, Matching)> {
     let c = abs_correlation(z_true, z_hat, par)?;
     let m = max_weight_matching(&c, hungarian_max);
     let sum: f64 = m.pairs.iter().map(|&(i, j)| c.get(i, j) as f64).sum();
@@ -50,7 +64,11 @@ pub fn code_mcc(z_true: &Matrix, z_hat: &Matrix, hungarian_max: usize, par: Para
 /// `|cos(d_i, d_hat_j)|` for every true atom `i` and recovered atom `j` (rows of each).
 pub fn abs_cosine(d_true: &Matrix, d_hat: &Matrix, par: Parallelism) -> Result<Matrix> {
     if d_true.cols() != d_hat.cols() {
-        return Err(Error::shape("dictionary comparison", format!("atoms of width {}", d_true.cols()), format!("width {}", d_hat.cols())));
+        return Err(Error::shape(
+            "dictionary comparison",
+            format!("atoms of width {}", d_true.cols()),
+            format!("width {}", d_hat.cols()),
+        ));
     }
     let (mut a, mut b) = (d_true.clone(), d_hat.clone());
     let w = a.cols();
@@ -58,7 +76,9 @@ pub fn abs_cosine(d_true: &Matrix, d_hat: &Matrix, par: Parallelism) -> Result<M
     normalize_rows(b.as_mut_slice(), w);
     let mut c = Matrix::zeros(a.rows(), b.rows());
     matmul(c.as_mut_slice(), a.view(), b.view().t(), 0.0, par);
-    c.as_mut_slice().iter_mut().for_each(|v| *v = v.abs().min(1.0));
+    c.as_mut_slice()
+        .iter_mut()
+        .for_each(|v| *v = v.abs().min(1.0));
     Ok(c)
 }
 
@@ -76,13 +96,25 @@ pub struct DictMetrics {
 }
 
 /// Dictionary MCC, MMCS and recovered@0.9/0.99 of `d_hat` against `d_true` (atoms are rows).
-pub fn dictionary_metrics(d_true: &Matrix, d_hat: &Matrix, hungarian_max: usize, par: Parallelism) -> Result<DictMetrics> {
+pub fn dictionary_metrics(
+    d_true: &Matrix,
+    d_hat: &Matrix,
+    hungarian_max: usize,
+    par: Parallelism,
+) -> Result<DictMetrics> {
     let c = abs_cosine(d_true, d_hat, par)?;
     let n = d_true.rows().max(1) as f64;
-    let best: Vec<f32> = (0..c.rows()).map(|i| c.row(i).iter().copied().fold(0.0, f32::max)).collect();
+    let best: Vec<f32> = (0..c.rows())
+        .map(|i| c.row(i).iter().copied().fold(0.0, f32::max))
+        .collect();
     let m = max_weight_matching(&c, hungarian_max);
     Ok(DictMetrics {
-        dict_mcc: m.pairs.iter().map(|&(i, j)| c.get(i, j) as f64).sum::<f64>() / n,
+        dict_mcc: m
+            .pairs
+            .iter()
+            .map(|&(i, j)| c.get(i, j) as f64)
+            .sum::<f64>()
+            / n,
         mmcs: best.iter().map(|v| *v as f64).sum::<f64>() / n,
         recovered_090: best.iter().filter(|v| **v > 0.9).count() as f64 / n,
         recovered_099: best.iter().filter(|v| **v > 0.99).count() as f64 / n,
@@ -95,9 +127,15 @@ mod tests {
 
     #[test]
     fn permuted_scaled_codes_have_mcc_one() {
-        let z = Matrix::from_fn(50, 4, |r, c| ((r * 7 + c * 13) % 11) as f32 * (c + 1) as f32);
+        let z = Matrix::from_fn(50, 4, |r, c| {
+            ((r * 7 + c * 13) % 11) as f32 * (c + 1) as f32
+        });
         let perm = [2usize, 0, 3, 1];
-        let zh = Matrix::from_fn(50, 5, |r, c| if c < 4 { -3.0 * z.get(r, perm[c]) } else { 0.0 });
+        let zh = Matrix::from_fn(
+            50,
+            5,
+            |r, c| if c < 4 { -3.0 * z.get(r, perm[c]) } else { 0.0 },
+        );
         let (mcc, m) = code_mcc(&z, &zh, HUNGARIAN_MAX_TEST, Parallelism::Serial).unwrap();
         assert!((mcc - 1.0).abs() < 1e-5, "{mcc}");
         for (i, j) in m.pairs {

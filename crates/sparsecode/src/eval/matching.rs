@@ -35,7 +35,10 @@ pub struct Matching {
 pub fn max_weight_matching(sim: &Matrix, hungarian_max: usize) -> Matching {
     let (r, c) = sim.shape();
     if r == 0 || c == 0 {
-        return Matching { pairs: vec![], method: MatchingMethod::Hungarian };
+        return Matching {
+            pairs: vec![],
+            method: MatchingMethod::Hungarian,
+        };
     }
     if r.max(c) > hungarian_max {
         return greedy(sim);
@@ -43,7 +46,11 @@ pub fn max_weight_matching(sim: &Matrix, hungarian_max: usize) -> Matching {
     let transpose = r > c;
     let (rows, cols) = if transpose { (c, r) } else { (r, c) };
     let w = pathfinding::matrix::Matrix::from_fn(rows, cols, |(i, j)| {
-        let v = if transpose { sim.get(j, i) } else { sim.get(i, j) };
+        let v = if transpose {
+            sim.get(j, i)
+        } else {
+            sim.get(i, j)
+        };
         (v as f64 * SCALE).round() as i64
     });
     let (_, assign) = kuhn_munkres(&w);
@@ -52,7 +59,10 @@ pub fn max_weight_matching(sim: &Matrix, hungarian_max: usize) -> Matching {
         .enumerate()
         .map(|(i, j)| if transpose { (j, i) } else { (i, j) })
         .collect();
-    Matching { pairs, method: MatchingMethod::Hungarian }
+    Matching {
+        pairs,
+        method: MatchingMethod::Hungarian,
+    }
 }
 
 fn greedy(sim: &Matrix) -> Matching {
@@ -78,7 +88,10 @@ fn greedy(sim: &Matrix) -> Matching {
         }
     }
     pairs.sort_unstable();
-    Matching { pairs, method: MatchingMethod::Greedy }
+    Matching {
+        pairs,
+        method: MatchingMethod::Greedy,
+    }
 }
 
 #[cfg(test)]
@@ -93,9 +106,17 @@ mod tests {
     fn brute_force(sim: &Matrix) -> f64 {
         // Best assignment of the smaller side into the larger, by trying all injections.
         let (r, c) = sim.shape();
-        let (small, large, get): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) =
-            if r <= c { (r, c, Box::new(|i, j| sim.get(i, j))) } else { (c, r, Box::new(|i, j| sim.get(j, i))) };
-        fn rec(i: usize, small: usize, used: &mut Vec<bool>, get: &dyn Fn(usize, usize) -> f32) -> f64 {
+        let (small, large, get): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) = if r <= c {
+            (r, c, Box::new(|i, j| sim.get(i, j)))
+        } else {
+            (c, r, Box::new(|i, j| sim.get(j, i)))
+        };
+        fn rec(
+            i: usize,
+            small: usize,
+            used: &mut Vec<bool>,
+            get: &dyn Fn(usize, usize) -> f32,
+        ) -> f64 {
             if i == small {
                 return 0.0;
             }
@@ -135,8 +156,20 @@ mod tests {
     #[test]
     fn greedy_finds_a_planted_permutation() {
         let perm = [3usize, 0, 4, 1, 2];
-        let sim = Matrix::from_fn(5, 5, |i, j| if perm[i] == j { 0.9 } else { 0.1 + 0.01 * (i + j) as f32 });
+        let sim = Matrix::from_fn(5, 5, |i, j| {
+            if perm[i] == j {
+                0.9
+            } else {
+                0.1 + 0.01 * (i + j) as f32
+            }
+        });
         let g = max_weight_matching(&sim, 0);
-        assert_eq!(g.pairs, perm.iter().enumerate().map(|(i, &j)| (i, j)).collect::<Vec<_>>());
+        assert_eq!(
+            g.pairs,
+            perm.iter()
+                .enumerate()
+                .map(|(i, &j)| (i, j))
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -13,7 +13,11 @@ pub fn mse(x: &Matrix, x_hat: &Matrix) -> f64 {
 }
 
 fn sq_err(x: &Matrix, x_hat: &Matrix) -> f64 {
-    x.as_slice().iter().zip(x_hat.as_slice()).map(|(a, b)| ((*a - *b) as f64).powi(2)).sum()
+    x.as_slice()
+        .iter()
+        .zip(x_hat.as_slice())
+        .map(|(a, b)| ((*a - *b) as f64).powi(2))
+        .sum()
 }
 
 /// `sum ||x - x_hat||^2 / sum ||x - mean(x)||^2` with the mean taken per dimension over the
@@ -25,10 +29,20 @@ pub fn fvu(x: &Matrix, x_hat: &Matrix) -> f64 {
     }
     let mut mean = vec![0.0f64; m];
     for r in 0..s {
-        mean.iter_mut().zip(x.row(r)).for_each(|(a, v)| *a += *v as f64);
+        mean.iter_mut()
+            .zip(x.row(r))
+            .for_each(|(a, v)| *a += *v as f64);
     }
     mean.iter_mut().for_each(|a| *a /= s as f64);
-    let total: f64 = (0..s).map(|r| x.row(r).iter().zip(&mean).map(|(v, mu)| (*v as f64 - mu).powi(2)).sum::<f64>()).sum();
+    let total: f64 = (0..s)
+        .map(|r| {
+            x.row(r)
+                .iter()
+                .zip(&mean)
+                .map(|(v, mu)| (*v as f64 - mu).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
     sq_err(x, x_hat) / total
 }
 
@@ -45,9 +59,15 @@ pub fn firing_frequency(codes: &Matrix) -> Vec<f64> {
     let (s, n) = codes.shape();
     let mut count = vec![0u64; n];
     for r in 0..s {
-        count.iter_mut().zip(codes.row(r)).for_each(|(c, v)| *c += (*v != 0.0) as u64);
+        count
+            .iter_mut()
+            .zip(codes.row(r))
+            .for_each(|(c, v)| *c += (*v != 0.0) as u64);
     }
-    count.into_iter().map(|c| c as f64 / s.max(1) as f64).collect()
+    count
+        .into_iter()
+        .map(|c| c as f64 / s.max(1) as f64)
+        .collect()
 }
 
 /// A histogram over equal-width bins.
@@ -70,7 +90,10 @@ pub fn density_histogram(freq: &[f64], bins: usize) -> Histogram {
         let i = (((v - lo) / width).floor().max(0.0) as usize).min(bins - 1);
         counts[i] += 1;
     }
-    Histogram { edges: (0..=bins).map(|i| lo + width * i as f64).collect(), counts }
+    Histogram {
+        edges: (0..=bins).map(|i| lo + width * i as f64).collect(),
+        counts,
+    }
 }
 
 /// Reconstruction and sparsity of one set of codes.
@@ -106,7 +129,8 @@ mod tests {
     fn fvu_uses_per_dimension_mean() {
         // Data with a large mean: predicting the mean exactly gives FVU 1, not something tiny.
         let x = Matrix::from_vec(4, 2, vec![10.0, 1.0, 12.0, 3.0, 10.0, 3.0, 12.0, 1.0]).unwrap();
-        let mean = Matrix::from_vec(4, 2, vec![11.0, 2.0, 11.0, 2.0, 11.0, 2.0, 11.0, 2.0]).unwrap();
+        let mean =
+            Matrix::from_vec(4, 2, vec![11.0, 2.0, 11.0, 2.0, 11.0, 2.0, 11.0, 2.0]).unwrap();
         assert!((fvu(&x, &mean) - 1.0).abs() < 1e-12);
         assert_eq!(fvu(&x, &x), 0.0);
         assert!((mse(&x, &mean) - 1.0).abs() < 1e-12);

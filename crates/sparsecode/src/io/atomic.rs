@@ -7,7 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn tmp_sibling(path: &Path, tag: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
@@ -55,7 +58,9 @@ impl OutputDir {
     /// Starts a new output folder for `dest`. Fails when `dest` exists and `force` is false.
     pub fn create(dest: &Path, force: bool) -> Result<Self> {
         if dest.exists() && !force {
-            return Err(Error::OutputExists { path: dest.to_path_buf() });
+            return Err(Error::OutputExists {
+                path: dest.to_path_buf(),
+            });
         }
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -65,7 +70,12 @@ impl OutputDir {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok(OutputDir { tmp, dest: dest.to_path_buf(), force, committed: false })
+        Ok(OutputDir {
+            tmp,
+            dest: dest.to_path_buf(),
+            force,
+            committed: false,
+        })
     }
 
     /// Where to write the folder's files until commit.
@@ -99,7 +109,9 @@ impl Drop for OutputDir {
 pub fn replace_dir(from: &Path, dest: &Path, force: bool) -> Result<()> {
     if dest.exists() {
         if !force {
-            return Err(Error::OutputExists { path: dest.to_path_buf() });
+            return Err(Error::OutputExists {
+                path: dest.to_path_buf(),
+            });
         }
         let old = tmp_sibling(dest, "old");
         std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
@@ -107,7 +119,11 @@ pub fn replace_dir(from: &Path, dest: &Path, force: bool) -> Result<()> {
             let _ = std::fs::rename(&old, dest);
             return Err(Error::io(dest, e));
         }
-        let removed = if old.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) };
+        let removed = if old.is_dir() {
+            std::fs::remove_dir_all(&old)
+        } else {
+            std::fs::remove_file(&old)
+        };
         removed.map_err(|e| Error::io(&old, e))?;
         return Ok(());
     }
@@ -124,7 +140,10 @@ mod tests {
         let dest = t.path().join("out");
         std::fs::create_dir(&dest).unwrap();
         std::fs::write(dest.join("old.txt"), "old").unwrap();
-        assert!(matches!(OutputDir::create(&dest, false), Err(Error::OutputExists { .. })));
+        assert!(matches!(
+            OutputDir::create(&dest, false),
+            Err(Error::OutputExists { .. })
+        ));
         // A dropped (failed) output leaves the old folder intact.
         {
             let o = OutputDir::create(&dest, true).unwrap();
@@ -136,7 +155,11 @@ mod tests {
         o.commit().unwrap();
         assert!(dest.join("new.txt").exists());
         assert!(!dest.join("old.txt").exists());
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1, "no temp folders left");
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "no temp folders left"
+        );
     }
 
     #[test]

@@ -50,36 +50,59 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header".into()));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        v => return Err(bad(format!("unsupported format version {v} (expected 1, 2 or 3)"))),
+        v => {
+            return Err(bad(format!(
+                "unsupported format version {v} (expected 1, 2 or 3)"
+            )))
+        }
     };
     let end = start
         .checked_add(len)
         .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad(format!("header says {len} bytes but the file ends first (truncated)")))?;
-    let text = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text".into()))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "header says {len} bytes but the file ends first (truncated)"
+            ))
+        })?;
+    let text =
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text".into()))?;
     let dict = parse_dict(text).map_err(|r| bad(format!("malformed header {text:?}: {r}")))?;
-    let descr = dict.descr.ok_or_else(|| bad("header has no 'descr'".into()))?;
+    let descr = dict
+        .descr
+        .ok_or_else(|| bad("header has no 'descr'".into()))?;
     let dtype = match descr.as_str() {
         "<f4" | "=f4" => DType::F32,
         "<f8" | "=f8" => DType::F64,
         "<f2" | "=f2" => DType::F16,
-        other => {
-            return Err(Error::format(
-                path,
-                format!("unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"),
-            ))
-        }
+        other => return Err(Error::format(
+            path,
+            format!(
+                "unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"
+            ),
+        )),
     };
-    if dict.fortran_order.ok_or_else(|| bad("header has no 'fortran_order'".into()))? {
+    if dict
+        .fortran_order
+        .ok_or_else(|| bad("header has no 'fortran_order'".into()))?
+    {
         return Err(Error::format(
             path,
             "array is in Fortran (column-major) order; save it in C order (np.ascontiguousarray)",
         ));
     }
-    let shape = dict.shape.ok_or_else(|| bad("header has no 'shape'".into()))?;
-    Ok(Header { dtype, shape, data_offset: end })
+    let shape = dict
+        .shape
+        .ok_or_else(|| bad("header has no 'shape'".into()))?;
+    Ok(Header {
+        dtype,
+        shape,
+        data_offset: end,
+    })
 }
 
 #[derive(Default)]
@@ -101,7 +124,11 @@ fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
     let mut rest = inner.trim();
     while !rest.is_empty() {
         let (key, after) = parse_str(rest).ok_or("expected a quoted key")?;
-        let after = after.trim_start().strip_prefix(':').ok_or("expected ':' after a key")?.trim_start();
+        let after = after
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or("expected ':' after a key")?
+            .trim_start();
         let after = match key.as_str() {
             "descr" => {
                 let (v, a) = parse_str(after).ok_or("'descr' must be a string")?;
@@ -123,9 +150,16 @@ fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
                 let a = after.strip_prefix('(').ok_or("'shape' must be a tuple")?;
                 let close = a.find(')').ok_or("unclosed shape tuple")?;
                 let mut shape = Vec::new();
-                for part in a[..close].split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                for part in a[..close]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                {
                     let part = part.trim_end_matches('L');
-                    shape.push(part.parse::<usize>().map_err(|_| format!("bad dimension '{part}'"))?);
+                    shape.push(
+                        part.parse::<usize>()
+                            .map_err(|_| format!("bad dimension '{part}'"))?,
+                    );
                 }
                 dict.shape = Some(shape);
                 &a[close + 1..]
@@ -150,7 +184,10 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.len() == 0 {
-        return Err(Error::format(path, "not a valid .npy file: the file is empty"));
+        return Err(Error::format(
+            path,
+            "not a valid .npy file: the file is empty",
+        ));
     }
     // SAFETY: the map is read-only and dropped before we return; a concurrent writer truncating
     // the file is outside what we can defend against (as with every mmap reader).
@@ -175,17 +212,29 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if have > need {
         return Err(Error::format(
             path,
-            format!("{} bytes of trailing data after the array of shape {:?}", have - need, header.shape),
+            format!(
+                "{} bytes of trailing data after the array of shape {:?}",
+                have - need,
+                header.shape
+            ),
         ));
     }
     let data = &map[header.data_offset..];
     let values: Vec<f32> = match header.dtype {
-        DType::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         DType::F64 => data
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")) as f32)
+            .map(|c| {
+                f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")) as f32
+            })
             .collect(),
-        DType::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
     };
     Ok((header.shape, values))
 }
@@ -209,7 +258,11 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
 /// Encodes an f32 array as `.npy` version 1 bytes.
 pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that magic + version + length + header is a multiple of 64, ending in '\n'.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
@@ -262,12 +315,18 @@ mod tests {
     fn reads_v2_f64_and_f16() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("b.npy");
-        let mut bytes = header_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1), }\n", 2);
+        let mut bytes = header_bytes(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1), }\n",
+            2,
+        );
         bytes.extend_from_slice(&1.5f64.to_le_bytes());
         bytes.extend_from_slice(&(-2.0f64).to_le_bytes());
         std::fs::write(&p, &bytes).unwrap();
         assert_eq!(read_matrix(&p).unwrap().as_slice(), &[1.5, -2.0]);
-        let mut bytes = header_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2), }\n", 3);
+        let mut bytes = header_bytes(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2), }\n",
+            3,
+        );
         bytes.extend_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
         bytes.extend_from_slice(&half::f16::from_f32(3.0).to_le_bytes());
         std::fs::write(&p, &bytes).unwrap();
@@ -293,19 +352,34 @@ mod tests {
         assert!(err_of(&trunc).contains("truncated"));
         let short_header = &header_bytes(good, 1)[..20];
         assert!(err_of(short_header).contains("truncated"));
-        let mut ints = header_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }\n", 1);
+        let mut ints = header_bytes(
+            "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }\n",
+            1,
+        );
         ints.extend_from_slice(&[0u8; 8]);
         assert!(err_of(&ints).contains("unsupported dtype '<i8'"));
-        let mut big = header_bytes("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }\n", 1);
+        let mut big = header_bytes(
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }\n",
+            1,
+        );
         big.extend_from_slice(&[0u8; 4]);
         assert!(err_of(&big).contains("'>f4'"));
-        let mut fortran = header_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }\n", 1);
+        let mut fortran = header_bytes(
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }\n",
+            1,
+        );
         fortran.extend_from_slice(&[0u8; 4]);
         assert!(err_of(&fortran).contains("Fortran"));
-        let mut rank1 = header_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n", 1);
+        let mut rank1 = header_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n",
+            1,
+        );
         rank1.extend_from_slice(&[0u8; 12]);
         assert!(err_of(&rank1).contains("2-D"));
-        let mut nan = header_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n", 1);
+        let mut nan = header_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n",
+            1,
+        );
         for v in [1.0f32, 2.0, 3.0, f32::NAN] {
             nan.extend_from_slice(&v.to_le_bytes());
         }

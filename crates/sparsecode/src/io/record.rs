@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 
 /// Provenance common to every record.
 pub fn provenance(command: &str) -> Value {
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     json!({
         "tool": "sparsecode",
         "version": crate::VERSION,

@@ -55,13 +55,21 @@ fn usize_field(cfg: &Value, path: &Path, key: &str) -> Result<usize> {
     cfg.get(key)
         .and_then(Value::as_u64)
         .map(|v| v as usize)
-        .ok_or_else(|| Error::format(path, format!("field '{key}' is missing or not a non-negative integer")))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!("field '{key}' is missing or not a non-negative integer"),
+            )
+        })
 }
 
 /// Reads an SAELens folder.
 pub fn load(dir: &Path) -> Result<Sae> {
     if !dir.is_dir() {
-        return Err(Error::format(dir, "not a folder (expected an SAE folder with cfg.json and sae_weights.safetensors)"));
+        return Err(Error::format(
+            dir,
+            "not a folder (expected an SAE folder with cfg.json and sae_weights.safetensors)",
+        ));
     }
     let cfg_path = dir.join(CFG_FILE);
     let cfg: Value = super::atomic::read_json(&cfg_path)?;
@@ -75,9 +83,17 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let k_of = || {
         cfg.get("k")
             .and_then(Value::as_u64)
-            .or_else(|| cfg.pointer("/activation_fn_kwargs/k").and_then(Value::as_u64))
+            .or_else(|| {
+                cfg.pointer("/activation_fn_kwargs/k")
+                    .and_then(Value::as_u64)
+            })
             .map(|k| k as usize)
-            .ok_or_else(|| Error::format(&cfg_path, "topk architecture without 'k' (nor 'activation_fn_kwargs.k')"))
+            .ok_or_else(|| {
+                Error::format(
+                    &cfg_path,
+                    "topk architecture without 'k' (nor 'activation_fn_kwargs.k')",
+                )
+            })
     };
     let activation = match arch {
         "standard" | "relu" => Activation::Relu,
@@ -98,7 +114,10 @@ pub fn load(dir: &Path) -> Result<Sae> {
             ))
         }
     }
-    let apply = cfg.get("apply_b_dec_to_input").and_then(Value::as_bool).unwrap_or(true);
+    let apply = cfg
+        .get("apply_b_dec_to_input")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let wpath = dir.join(WEIGHTS_FILE);
     let mut t = read_tensors(&wpath)?;
     let w_enc_t = Matrix::from_vec(d_in, d_sae, take(&mut t, &wpath, "W_enc", &[d_in, d_sae])?)?;
@@ -132,7 +151,8 @@ mod tests {
             std::fs::create_dir(&dir).unwrap();
             save(&dir, &sae, json!({"model_name": "synthetic"})).unwrap();
             assert_eq!(load(&dir).unwrap(), sae);
-            let cfg: Value = serde_json::from_slice(&std::fs::read(dir.join(CFG_FILE)).unwrap()).unwrap();
+            let cfg: Value =
+                serde_json::from_slice(&std::fs::read(dir.join(CFG_FILE)).unwrap()).unwrap();
             assert_eq!(cfg["d_in"], 5);
             assert_eq!(cfg["metadata"]["model_name"], "synthetic");
         }
@@ -154,8 +174,14 @@ mod tests {
         assert!(e.contains("W_enc") && e.contains("[5, 6]"), "{e}");
         let jump = json!({"d_in": 4, "d_sae": 6, "architecture": "jumprelu"});
         std::fs::write(&cfg_path, jump.to_string()).unwrap();
-        assert!(load(t.path()).unwrap_err().to_string().contains("'jumprelu' is not supported"));
+        assert!(load(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("'jumprelu' is not supported"));
         std::fs::write(&cfg_path, "{").unwrap();
-        assert!(load(t.path()).unwrap_err().to_string().contains("invalid JSON"));
+        assert!(load(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("invalid JSON"));
     }
 }

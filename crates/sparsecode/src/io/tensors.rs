@@ -17,7 +17,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Writes `(name, shape, values)` triples as an f32 safetensors file, atomically.
-pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
@@ -25,7 +29,8 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metada
             .map_err(|e| Error::format(path, format!("tensor {name}: {e}")))?;
         views.push((name.to_string(), view));
     }
-    let out = safetensors::serialize(views, metadata).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+    let out = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
     super::write_atomic(path, &out)
 }
 
@@ -38,32 +43,59 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     for (name, view) in st.tensors() {
         let d = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => d
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
                 .collect(),
-            Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("tensor {name}: unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
-                ))
-            }
+            Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => return Err(Error::format(
+                path,
+                format!(
+                    "tensor {name}: unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"
+                ),
+            )),
         };
-        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }
 
 /// Removes tensor `name` from `map`, checking its shape; errors name the file and the tensor.
-pub fn take(map: &mut BTreeMap<String, Tensor>, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let t = map
-        .remove(name)
-        .ok_or_else(|| Error::format(path, format!("missing tensor '{name}' (expected shape {shape:?})")))?;
+pub fn take(
+    map: &mut BTreeMap<String, Tensor>,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let t = map.remove(name).ok_or_else(|| {
+        Error::format(
+            path,
+            format!("missing tensor '{name}' (expected shape {shape:?})"),
+        )
+    })?;
     if t.shape != shape {
-        return Err(Error::shape(format!("{}: tensor '{name}'", path.display()), format!("{shape:?}"), format!("{:?}", t.shape)));
+        return Err(Error::shape(
+            format!("{}: tensor '{name}'", path.display()),
+            format!("{shape:?}"),
+            format!("{:?}", t.shape),
+        ));
     }
     if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
@@ -84,13 +116,33 @@ mod tests {
     fn round_trip_and_errors() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("x.safetensors");
-        write_tensors(&p, &[("a", vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), ("b", vec![1], &[7.0])], None).unwrap();
+        write_tensors(
+            &p,
+            &[
+                ("a", vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                ("b", vec![1], &[7.0]),
+            ],
+            None,
+        )
+        .unwrap();
         let mut m = read_tensors(&p).unwrap();
-        assert_eq!(take(&mut m, &p, "a", &[2, 3]).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            take(&mut m, &p, "a", &[2, 3]).unwrap(),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
         let e = take(&mut m, &p, "b", &[2]).unwrap_err().to_string();
-        assert!(e.contains("tensor 'b'") && e.contains("[2]") && e.contains("[1]"), "{e}");
-        assert!(take(&mut m, &p, "zzz", &[1]).unwrap_err().to_string().contains("missing tensor 'zzz'"));
+        assert!(
+            e.contains("tensor 'b'") && e.contains("[2]") && e.contains("[1]"),
+            "{e}"
+        );
+        assert!(take(&mut m, &p, "zzz", &[1])
+            .unwrap_err()
+            .to_string()
+            .contains("missing tensor 'zzz'"));
         std::fs::write(&p, b"garbage").unwrap();
-        assert!(read_tensors(&p).unwrap_err().to_string().contains("not a valid safetensors"));
+        assert!(read_tensors(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid safetensors"));
     }
 }

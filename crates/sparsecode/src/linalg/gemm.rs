@@ -17,7 +17,10 @@ impl<'a> MatRef<'a> {
     /// Views `data` as a row-major `rows x cols` matrix. Panics if `data` is too short: callers pass
     /// buffers they sized themselves.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "MatRef: buffer shorter than rows*cols");
+        assert!(
+            data.len() >= rows * cols,
+            "MatRef: buffer shorter than rows*cols"
+        );
         MatRef {
             data,
             rows,
@@ -157,8 +160,20 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
         let mut s = vec![0.0; m * n];
         let mut p = vec![0.0; m * n];
-        matmul(&mut s, MatRef::new(&a, m, k), MatRef::new(&b, k, n), 0.0, Parallelism::Serial);
-        matmul(&mut p, MatRef::new(&a, m, k), MatRef::new(&b, k, n), 0.0, Parallelism::Threads(2));
+        matmul(
+            &mut s,
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, n),
+            0.0,
+            Parallelism::Serial,
+        );
+        matmul(
+            &mut p,
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, n),
+            0.0,
+            Parallelism::Threads(2),
+        );
         assert_eq!(s, p);
         assert_eq!(s, naive(&a, &b, m, k, n, false, false));
     }

@@ -20,10 +20,26 @@ pub fn spectral_norm_sq(d: &Matrix, par: Parallelism) -> f32 {
             return 0.0;
         }
         v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
-        matmul(&mut w, d.view(), crate::linalg::MatRef::new(&v, m, 1), 0.0, par);
+        matmul(
+            &mut w,
+            d.view(),
+            crate::linalg::MatRef::new(&v, m, 1),
+            0.0,
+            par,
+        );
         let mut v2 = vec![0.0f32; m];
-        matmul(&mut v2, d.view().t(), crate::linalg::MatRef::new(&w, n, 1), 0.0, par);
-        let new = v2.iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+        matmul(
+            &mut v2,
+            d.view().t(),
+            crate::linalg::MatRef::new(&w, n, 1),
+            0.0,
+            par,
+        );
+        let new = v2
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum::<f64>();
         v = v2;
         if (new - est).abs() <= 1e-7 * new.abs() {
             est = new;

@@ -5,7 +5,13 @@ use crate::Matrix;
 /// Euclidean norm of every row.
 pub fn row_norms(m: &Matrix) -> Vec<f32> {
     (0..m.rows())
-        .map(|r| m.row(r).iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32)
+        .map(|r| {
+            m.row(r)
+                .iter()
+                .map(|v| (*v as f64) * (*v as f64))
+                .sum::<f64>()
+                .sqrt() as f32
+        })
         .collect()
 }
 
@@ -17,7 +23,11 @@ pub fn normalize_rows(data: &mut [f32], cols: usize) -> usize {
         return 0;
     }
     for row in data.chunks_mut(cols) {
-        let n = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+        let n = row
+            .iter()
+            .map(|v| (*v as f64) * (*v as f64))
+            .sum::<f64>()
+            .sqrt();
         if n > 1e-12 {
             let inv = (1.0 / n) as f32;
             row.iter_mut().for_each(|v| *v *= inv);

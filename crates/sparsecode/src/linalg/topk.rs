@@ -99,8 +99,20 @@ mod tests {
     #[test]
     fn dense_round_trip() {
         let mut t = TopK::with_rows(2, 2);
-        topk_row(&[0.1, 3.0, -1.0, 2.0], 2, &mut Vec::new(), &mut t.indices[0..2], &mut t.values[0..2]);
-        topk_row(&[-0.1, -3.0, -1.0, -2.0], 2, &mut Vec::new(), &mut t.indices[2..4], &mut t.values[2..4]);
+        topk_row(
+            &[0.1, 3.0, -1.0, 2.0],
+            2,
+            &mut Vec::new(),
+            &mut t.indices[0..2],
+            &mut t.values[0..2],
+        );
+        topk_row(
+            &[-0.1, -3.0, -1.0, -2.0],
+            2,
+            &mut Vec::new(),
+            &mut t.indices[2..4],
+            &mut t.values[2..4],
+        );
         let d = t.to_dense(4);
         assert_eq!(d.row(0), &[0.0, 3.0, 0.0, 2.0]);
         assert_eq!(d.row(1), &[0.0, 0.0, 0.0, 0.0]);

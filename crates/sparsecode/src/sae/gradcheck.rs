@@ -16,14 +16,20 @@ fn random_sae(d_in: usize, d_sae: usize, act: Activation, seed: u64) -> Sae {
     for v in sae.w_dec.as_mut_slice().iter_mut().take(d_in) {
         *v *= 0.5;
     }
-    sae.b_enc.iter_mut().for_each(|v| *v = 0.1 * Distribution::<f32>::sample(&StandardNormal, &mut rng) + 0.05);
-    sae.b_dec.iter_mut().for_each(|v| *v = 0.2 * Distribution::<f32>::sample(&StandardNormal, &mut rng));
+    sae.b_enc
+        .iter_mut()
+        .for_each(|v| *v = 0.1 * Distribution::<f32>::sample(&StandardNormal, &mut rng) + 0.05);
+    sae.b_dec
+        .iter_mut()
+        .for_each(|v| *v = 0.2 * Distribution::<f32>::sample(&StandardNormal, &mut rng));
     sae
 }
 
 fn batch(rows: usize, d: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..rows * d).map(|_| StandardNormal.sample(&mut rng)).collect()
+    (0..rows * d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect()
 }
 
 /// Loss of a (perturbed) SAE and a signature of its active set: a change of signature inside the
@@ -31,7 +37,10 @@ fn batch(rows: usize, d: usize, seed: u64) -> Vec<f32> {
 type LossFn<'a> = dyn Fn(&Sae) -> (f64, Vec<u32>) + 'a;
 
 /// Loss and kink signature from one of the library's loss functions.
-fn via_library(s: &Sae, f: &dyn Fn(&Sae, &mut Workspace, &mut Grads) -> LossParts) -> (f64, Vec<u32>) {
+fn via_library(
+    s: &Sae,
+    f: &dyn Fn(&Sae, &mut Workspace, &mut Grads) -> LossParts,
+) -> (f64, Vec<u32>) {
     let mut w = Workspace::default();
     let mut g = Grads::zeros(s.d_in(), s.d_sae());
     let loss = f(s, &mut w, &mut g).loss;
@@ -80,7 +89,10 @@ fn check(sae: &Sae, analytic: &Grads, f: &LossFn<'_>) {
             checked += 1;
         }
     }
-    assert!(skipped * 4 <= checked, "too many kinks: {skipped} skipped, {checked} checked");
+    assert!(
+        skipped * 4 <= checked,
+        "too many kinks: {skipped} skipped, {checked} checked"
+    );
 }
 
 fn analytic(sae: &Sae, f: &dyn Fn(&Sae, &mut Workspace, &mut Grads) -> LossParts) -> Grads {
@@ -96,7 +108,9 @@ fn relu_l1_gradient_matches_finite_differences() {
         let mut sae = random_sae(5, 7, Activation::Relu, 1);
         sae.apply_b_dec_to_input = apply;
         let x = batch(6, 5, 2);
-        let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| relu_loss_grad(s, &x, 0.3, ws, g, Parallelism::Serial);
+        let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
+            relu_loss_grad(s, &x, 0.3, ws, g, Parallelism::Serial)
+        };
         check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
     }
 }
@@ -105,7 +119,9 @@ fn relu_l1_gradient_matches_finite_differences() {
 fn topk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 9, Activation::TopK { k: 3 }, 3);
     let x = batch(7, 6, 4);
-    let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| topk_loss_grad(s, &x, 3, None, ws, g, Parallelism::Serial);
+    let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
+        topk_loss_grad(s, &x, 3, None, ws, g, Parallelism::Serial)
+    };
     check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
 }
 
@@ -114,17 +130,29 @@ fn topk_auxk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 10, Activation::TopK { k: 2 }, 5);
     let x = batch(8, 6, 6);
     let dead: Vec<bool> = (0..10).map(|j| j % 3 != 0).collect();
-    let aux = AuxK { k_aux: 3, coef: 0.5, dead: &dead };
+    let aux = AuxK {
+        k_aux: 3,
+        coef: 0.5,
+        dead: &dead,
+    };
     let mut ws = Workspace::default();
     let mut g = Grads::zeros(6, 10);
     let with = topk_loss_grad(&sae, &x, 2, Some(aux), &mut ws, &mut g, Parallelism::Serial);
-    assert!(with.sparsity > 0.0, "the aux loss must be active in this test");
+    assert!(
+        with.sparsity > 0.0,
+        "the aux loss must be active in this test"
+    );
     // The residual target of AuxK is detached (a constant), so the aux gradient is checked on its
     // own: (gradient with aux) - (gradient without) against a naive dense AuxK loss whose target
     // is the base model's residual.
-    let with_aux = analytic(&sae, &|s, ws, g| topk_loss_grad(s, &x, 2, Some(aux), ws, g, Parallelism::Serial));
-    let without = analytic(&sae, &|s, ws, g| topk_loss_grad(s, &x, 2, None, ws, g, Parallelism::Serial));
-    let diff = |a: &Vec<f32>, b: &Vec<f32>| a.iter().zip(b).map(|(p, q)| p - q).collect::<Vec<f32>>();
+    let with_aux = analytic(&sae, &|s, ws, g| {
+        topk_loss_grad(s, &x, 2, Some(aux), ws, g, Parallelism::Serial)
+    });
+    let without = analytic(&sae, &|s, ws, g| {
+        topk_loss_grad(s, &x, 2, None, ws, g, Parallelism::Serial)
+    });
+    let diff =
+        |a: &Vec<f32>, b: &Vec<f32>| a.iter().zip(b).map(|(p, q)| p - q).collect::<Vec<f32>>();
     let aux_grad = Grads {
         w_enc: diff(&with_aux.w_enc, &without.w_enc),
         b_enc: diff(&with_aux.b_enc, &without.b_enc),
@@ -133,7 +161,11 @@ fn topk_auxk_gradient_matches_finite_differences() {
     };
     let xm = crate::Matrix::from_vec(8, 6, x.clone()).unwrap();
     let base_rec = sae.reconstruct(&xm, Parallelism::Serial);
-    let residual: Vec<f32> = x.iter().zip(base_rec.as_slice()).map(|(a, b)| a - b).collect();
+    let residual: Vec<f32> = x
+        .iter()
+        .zip(base_rec.as_slice())
+        .map(|(a, b)| a - b)
+        .collect();
     let naive_aux = |s: &Sae| {
         let mut sig = Vec::new();
         let mut loss = 0.0f64;
@@ -143,7 +175,10 @@ fn topk_auxk_gradient_matches_finite_differences() {
             let mut pre: Vec<(f32, usize)> = (0..10)
                 .filter(|j| dead[*j])
                 .map(|j| {
-                    let v: f32 = (0..6).map(|i| (xr[i] - s.b_dec[i]) * s.w_enc.get(j, i)).sum::<f32>() + s.b_enc[j];
+                    let v: f32 = (0..6)
+                        .map(|i| (xr[i] - s.b_dec[i]) * s.w_enc.get(j, i))
+                        .sum::<f32>()
+                        + s.b_enc[j];
                     (v, j)
                 })
                 .collect();
@@ -155,7 +190,9 @@ fn topk_auxk_gradient_matches_finite_differences() {
                     e[i] += v.max(0.0) * s.w_dec.get(j, i);
                 }
             }
-            loss += (0..6).map(|i| ((e[i] - residual[r * 6 + i]) as f64).powi(2)).sum::<f64>();
+            loss += (0..6)
+                .map(|i| ((e[i] - residual[r * 6 + i]) as f64).powi(2))
+                .sum::<f64>();
         }
         (0.5 * scale * loss / 8.0, sig)
     };
@@ -168,12 +205,27 @@ fn topk_gradients_identical_across_thread_counts() {
     let x = batch(50, 33, 8);
     let dead: Vec<bool> = (0..70).map(|j| j % 2 == 0).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut ws = Workspace::default();
             let mut g = Grads::zeros(33, 70);
-            let aux = AuxK { k_aux: 5, coef: 1.0 / 32.0, dead: &dead };
-            let l = topk_loss_grad(&sae, &x, 4, Some(aux), &mut ws, &mut g, Parallelism::threads(threads));
+            let aux = AuxK {
+                k_aux: 5,
+                coef: 1.0 / 32.0,
+                dead: &dead,
+            };
+            let l = topk_loss_grad(
+                &sae,
+                &x,
+                4,
+                Some(aux),
+                &mut ws,
+                &mut g,
+                Parallelism::threads(threads),
+            );
             (l, g)
         })
     };
@@ -190,6 +242,16 @@ fn topk_forward_matches_dense_reference() {
     let parts = topk_loss_grad(&sae, &x, 5, None, &mut ws, &mut g, Parallelism::Serial);
     let xm = crate::Matrix::from_vec(11, 8, x.clone()).unwrap();
     let rec = sae.reconstruct(&xm, Parallelism::Serial);
-    let want: f64 = rec.as_slice().iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 11.0;
-    assert!((parts.recon - want).abs() < 1e-4 * want.max(1.0), "{} vs {want}", parts.recon);
+    let want: f64 = rec
+        .as_slice()
+        .iter()
+        .zip(&x)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / 11.0;
+    assert!(
+        (parts.recon - want).abs() < 1e-4 * want.max(1.0),
+        "{} vs {want}",
+        parts.recon
+    );
 }

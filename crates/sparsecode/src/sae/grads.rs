@@ -22,7 +22,12 @@ impl Grads {
 
     /// Sets every gradient to zero, keeping the allocations.
     pub fn clear(&mut self) {
-        for v in [&mut self.w_enc, &mut self.b_enc, &mut self.w_dec, &mut self.b_dec] {
+        for v in [
+            &mut self.w_enc,
+            &mut self.b_enc,
+            &mut self.w_dec,
+            &mut self.b_dec,
+        ] {
             v.fill(0.0);
         }
     }
@@ -67,7 +72,11 @@ pub(crate) fn batch_variance(x: &[f32], d: usize) -> f64 {
     mean.iter_mut().for_each(|m| *m /= b as f64);
     let mut s = 0.0;
     for row in x.chunks_exact(d) {
-        s += row.iter().zip(&mean).map(|(v, m)| (*v as f64 - m).powi(2)).sum::<f64>();
+        s += row
+            .iter()
+            .zip(&mean)
+            .map(|(v, m)| (*v as f64 - m).powi(2))
+            .sum::<f64>();
     }
     s / b as f64
 }
@@ -113,5 +122,8 @@ pub(crate) fn subtract_encoder_path(sae: &super::Sae, g: &mut Grads, tmp: &mut V
         0.0,
         crate::Parallelism::Serial,
     );
-    g.b_dec.iter_mut().zip(through.iter()).for_each(|(a, v)| *a -= v);
+    g.b_dec
+        .iter_mut()
+        .zip(through.iter())
+        .for_each(|(a, v)| *a -= v);
 }

@@ -56,7 +56,13 @@ pub struct Sae {
 
 impl Sae {
     /// A fresh SAE: Gaussian decoder rows scaled to unit norm, encoder per `init`, zero biases.
-    pub fn init<R: Rng>(d_in: usize, d_sae: usize, activation: Activation, init: EncoderInit, rng: &mut R) -> Self {
+    pub fn init<R: Rng>(
+        d_in: usize,
+        d_sae: usize,
+        activation: Activation,
+        init: EncoderInit,
+        rng: &mut R,
+    ) -> Self {
         let mut w_dec = Matrix::from_fn(d_sae, d_in, |_, _| StandardNormal.sample(rng));
         normalize_rows(w_dec.as_mut_slice(), d_in);
         let w_enc = match init {
@@ -90,9 +96,24 @@ impl Sae {
     pub fn validate(&self, context: &str) -> Result<()> {
         let (n, m) = self.w_dec.shape();
         let checks = [
-            ("W_enc", self.w_enc.shape() == (n, m), format!("{n} x {m}"), format!("{:?}", self.w_enc.shape())),
-            ("b_enc", self.b_enc.len() == n, format!("{n}"), format!("{}", self.b_enc.len())),
-            ("b_dec", self.b_dec.len() == m, format!("{m}"), format!("{}", self.b_dec.len())),
+            (
+                "W_enc",
+                self.w_enc.shape() == (n, m),
+                format!("{n} x {m}"),
+                format!("{:?}", self.w_enc.shape()),
+            ),
+            (
+                "b_enc",
+                self.b_enc.len() == n,
+                format!("{n}"),
+                format!("{}", self.b_enc.len()),
+            ),
+            (
+                "b_dec",
+                self.b_dec.len() == m,
+                format!("{m}"),
+                format!("{}", self.b_dec.len()),
+            ),
         ];
         for (name, ok, want, got) in checks {
             if !ok {
@@ -101,14 +122,22 @@ impl Sae {
         }
         if let Activation::TopK { k } = self.activation {
             if k == 0 || k > n {
-                return Err(Error::param("k", format!("{context}: k = {k} must be in 1..={n} (the number of latents)")));
+                return Err(Error::param(
+                    "k",
+                    format!("{context}: k = {k} must be in 1..={n} (the number of latents)"),
+                ));
             }
         }
         self.w_enc.check_finite(&format!("{context}: W_enc"))?;
         self.w_dec.check_finite(&format!("{context}: W_dec"))?;
         for (name, v) in [("b_enc", &self.b_enc), ("b_dec", &self.b_dec)] {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite { context: format!("{context}: {name}"), row: i, col: 0, value: v[i] });
+                return Err(Error::NonFinite {
+                    context: format!("{context}: {name}"),
+                    row: i,
+                    col: 0,
+                    value: v[i],
+                });
             }
         }
         Ok(())
@@ -128,15 +157,31 @@ impl Sae {
 
     /// Pre-activations `(x - b_dec) W_enc^T + b_enc` into `pre` (`[rows, d_sae]`); `xc` receives
     /// the centred input.
-    pub(crate) fn pre_activations(&self, x: &[f32], xc: &mut [f32], pre: &mut [f32], par: Parallelism) {
+    pub(crate) fn pre_activations(
+        &self,
+        x: &[f32],
+        xc: &mut [f32],
+        pre: &mut [f32],
+        par: Parallelism,
+    ) {
         let (n, m) = self.w_dec.shape();
         let rows = x.len() / m.max(1);
         xc[..x.len()].copy_from_slice(x);
         if self.apply_b_dec_to_input {
-            xc[..x.len()].par_chunks_mut(m.max(1)).for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
+            xc[..x.len()]
+                .par_chunks_mut(m.max(1))
+                .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
         }
-        matmul(pre, MatRef::new(xc, rows, m), self.w_enc.view().t(), 0.0, par);
-        pre[..rows * n].par_chunks_mut(n.max(1)).for_each(|r| r.iter_mut().zip(&self.b_enc).for_each(|(v, b)| *v += b));
+        matmul(
+            pre,
+            MatRef::new(xc, rows, m),
+            self.w_enc.view().t(),
+            0.0,
+            par,
+        );
+        pre[..rows * n]
+            .par_chunks_mut(n.max(1))
+            .for_each(|r| r.iter_mut().zip(&self.b_enc).for_each(|(v, b)| *v += b));
     }
 
     /// Encodes `x` (`[rows, d_in]`, checked by [`Sae::check_input`]).
@@ -154,7 +199,9 @@ impl Sae {
                 let mut t = TopK::with_rows(x.rows(), k);
                 pre.par_chunks(n)
                     .zip(t.indices.par_chunks_mut(k).zip(t.values.par_chunks_mut(k)))
-                    .for_each_init(Vec::new, |scratch, (row, (idx, val))| topk_row(row, k, scratch, idx, val));
+                    .for_each_init(Vec::new, |scratch, (row, (idx, val))| {
+                        topk_row(row, k, scratch, idx, val)
+                    });
                 Codes::Sparse(t)
             }
         }
@@ -173,7 +220,9 @@ impl Sae {
         let m = self.d_in();
         let mut out = Matrix::zeros(z.rows(), m);
         matmul(out.as_mut_slice(), z.view(), self.w_dec.view(), 0.0, par);
-        out.as_mut_slice().par_chunks_mut(m.max(1)).for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v += b));
+        out.as_mut_slice()
+            .par_chunks_mut(m.max(1))
+            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v += b));
         out
     }
 

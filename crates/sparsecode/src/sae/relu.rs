@@ -9,7 +9,14 @@ use rayon::prelude::*;
 /// Loss and gradients of the ReLU-L1 SAE on the row-major batch `x` (`[B, d_in]`), with the L1
 /// penalty weighted by decoder row norms. Gradients are written into `g` (overwritten).
 /// `ws.fired` receives which latents fired in this batch.
-pub fn relu_loss_grad(sae: &Sae, x: &[f32], l1: f32, ws: &mut Workspace, g: &mut Grads, par: Parallelism) -> LossParts {
+pub fn relu_loss_grad(
+    sae: &Sae,
+    x: &[f32],
+    l1: f32,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
     let inv_b = 1.0 / b as f32;
@@ -25,7 +32,11 @@ pub fn relu_loss_grad(sae: &Sae, x: &[f32], l1: f32, ws: &mut Workspace, g: &mut
     matmul(xhat, MatRef::new(z, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
     let mut recon = 0.0f64;
-    for ((d, xh), (xv, bd)) in de.iter_mut().zip(xhat.iter()).zip(x.iter().zip(sae.b_dec.iter().cycle())) {
+    for ((d, xh), (xv, bd)) in de
+        .iter_mut()
+        .zip(xhat.iter())
+        .zip(x.iter().zip(sae.b_dec.iter().cycle()))
+    {
         let e = xh + bd - xv;
         recon += (e as f64) * (e as f64);
         *d = 2.0 * e * inv_b;
@@ -49,27 +60,54 @@ pub fn relu_loss_grad(sae: &Sae, x: &[f32], l1: f32, ws: &mut Workspace, g: &mut
     let fired = &mut ws.fired;
     fired.clear();
     fired.extend(colsum.iter().map(|&c| c > 0.0));
-    let penalty: f64 = colsum.iter().zip(norms.iter()).map(|(c, nj)| (*c as f64) * (*nj as f64)).sum::<f64>() * l1 as f64 / b as f64;
+    let penalty: f64 = colsum
+        .iter()
+        .zip(norms.iter())
+        .map(|(c, nj)| (*c as f64) * (*nj as f64))
+        .sum::<f64>()
+        * l1 as f64
+        / b as f64;
 
     // dz = de W_dec^T + l1 * norms / B, masked by the ReLU.
     let dpre = sized(&mut ws.dpre, b * n);
     matmul(dpre, MatRef::new(de, b, m), sae.w_dec.view().t(), 0.0, par);
-    dpre.par_chunks_mut(n).zip(z.par_chunks(n)).for_each(|(d, zr)| {
-        for ((dv, zv), nj) in d.iter_mut().zip(zr).zip(norms.iter()) {
-            *dv = if *zv > 0.0 { *dv + l1 * nj * inv_b } else { 0.0 };
-        }
-    });
+    dpre.par_chunks_mut(n)
+        .zip(z.par_chunks(n))
+        .for_each(|(d, zr)| {
+            for ((dv, zv), nj) in d.iter_mut().zip(zr).zip(norms.iter()) {
+                *dv = if *zv > 0.0 {
+                    *dv + l1 * nj * inv_b
+                } else {
+                    0.0
+                };
+            }
+        });
 
     // dW_dec = z^T de + l1/B * colsum_j * W_dec_j / ||W_dec_j||.
-    matmul(&mut g.w_dec, MatRef::new(z, b, n).t(), MatRef::new(de, b, m), 0.0, par);
+    matmul(
+        &mut g.w_dec,
+        MatRef::new(z, b, n).t(),
+        MatRef::new(de, b, m),
+        0.0,
+        par,
+    );
     for j in 0..n {
         if norms[j] > 0.0 {
             let s = l1 * inv_b * colsum[j] / norms[j];
-            g.w_dec[j * m..(j + 1) * m].iter_mut().zip(sae.w_dec.row(j)).for_each(|(gv, w)| *gv += s * w);
+            g.w_dec[j * m..(j + 1) * m]
+                .iter_mut()
+                .zip(sae.w_dec.row(j))
+                .for_each(|(gv, w)| *gv += s * w);
         }
     }
     // dW_enc = dpre^T x_c; db_enc = sum_b dpre.
-    matmul(&mut g.w_enc, MatRef::new(dpre, b, n).t(), MatRef::new(xc, b, m), 0.0, par);
+    matmul(
+        &mut g.w_enc,
+        MatRef::new(dpre, b, n).t(),
+        MatRef::new(xc, b, m),
+        0.0,
+        par,
+    );
     g.b_enc.fill(0.0);
     for row in dpre.chunks_exact(n) {
         g.b_enc.iter_mut().zip(row).for_each(|(a, v)| *a += v);

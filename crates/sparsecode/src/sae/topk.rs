@@ -30,10 +30,15 @@ fn select(pre: &[f32], n: usize, k: usize, mask: Option<&[bool]>, out: &mut TopK
     out.indices.resize(b * k, 0);
     out.values.resize(b * k, 0.0);
     pre.par_chunks(n)
-        .zip(out.indices.par_chunks_mut(k).zip(out.values.par_chunks_mut(k)))
+        .zip(
+            out.indices
+                .par_chunks_mut(k)
+                .zip(out.values.par_chunks_mut(k)),
+        )
         .for_each_init(
             || (Vec::new(), Vec::new(), Vec::new()),
-            |(scratch, masked, map): &mut (Vec<(f32, u32)>, Vec<f32>, Vec<u32>), (row, (idx, val))| match mask {
+            |(scratch, masked, map): &mut (Vec<(f32, u32)>, Vec<f32>, Vec<u32>),
+             (row, (idx, val))| match mask {
                 None => topk_row(row, k, scratch, idx, val),
                 Some(mask) => {
                     masked.clear();
@@ -58,7 +63,9 @@ fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
         .for_each(|(row, (idx, val))| {
             for (&j, &v) in idx.iter().zip(val) {
                 if v > 0.0 {
-                    row.iter_mut().zip(sae.w_dec.row(j as usize)).for_each(|(o, w)| *o += v * w);
+                    row.iter_mut()
+                        .zip(sae.w_dec.row(j as usize))
+                        .for_each(|(o, w)| *o += v * w);
                 }
             }
         });
@@ -74,7 +81,11 @@ fn slot_grads(sae: &Sae, codes: &TopK, grad: &[f32], dval: &mut Vec<f32>) {
         .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
         .for_each(|((d, gr), (idx, val))| {
             for s in 0..k {
-                d[s] = if val[s] > 0.0 { dot(gr, sae.w_dec.row(idx[s] as usize)) } else { 0.0 };
+                d[s] = if val[s] > 0.0 {
+                    dot(gr, sae.w_dec.row(idx[s] as usize))
+                } else {
+                    0.0
+                };
             }
         });
 }
@@ -82,7 +93,15 @@ fn slot_grads(sae: &Sae, codes: &TopK, grad: &[f32], dval: &mut Vec<f32>) {
 /// Loss and gradients of the TopK SAE (with AuxK when `aux` is given and some latent is dead) on
 /// the row-major batch `x`. Gradients are written into `g` (overwritten); `ws.fired` receives
 /// which latents fired.
-pub fn topk_loss_grad(sae: &Sae, x: &[f32], k: usize, aux: Option<AuxK<'_>>, ws: &mut Workspace, g: &mut Grads, par: Parallelism) -> LossParts {
+pub fn topk_loss_grad(
+    sae: &Sae,
+    x: &[f32],
+    k: usize,
+    aux: Option<AuxK<'_>>,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
     let inv_b = 1.0 / b as f32;
@@ -93,7 +112,8 @@ pub fn topk_loss_grad(sae: &Sae, x: &[f32], k: usize, aux: Option<AuxK<'_>>, ws:
 
     // Reconstruction: x_hat = b_dec + gather-sum; de = 2 (x_hat - x) / B.
     let xhat = sized(&mut ws.xhat, b * m);
-    xhat.par_chunks_mut(m).for_each(|r| r.copy_from_slice(&sae.b_dec));
+    xhat.par_chunks_mut(m)
+        .for_each(|r| r.copy_from_slice(&sae.b_dec));
     gather_sum(sae, &ws.topk, xhat);
     let de = sized(&mut ws.de, b * m);
     let mut recon = 0.0f64;
@@ -180,8 +200,12 @@ pub fn topk_loss_grad(sae: &Sae, x: &[f32], k: usize, aux: Option<AuxK<'_>>, ws:
                     (s / ka, auxc.values[s], dval_aux[s], dea)
                 };
                 if val > 0.0 {
-                    gd.iter_mut().zip(&grad[row * m..(row + 1) * m]).for_each(|(a, v)| *a += val * v);
-                    ge.iter_mut().zip(&xc[row * m..(row + 1) * m]).for_each(|(a, v)| *a += dv * v);
+                    gd.iter_mut()
+                        .zip(&grad[row * m..(row + 1) * m])
+                        .for_each(|(a, v)| *a += val * v);
+                    ge.iter_mut()
+                        .zip(&xc[row * m..(row + 1) * m])
+                        .for_each(|(a, v)| *a += dv * v);
                     *gb += dv;
                 }
             }

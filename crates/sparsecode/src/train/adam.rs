@@ -28,7 +28,11 @@ impl Adam {
             beta1,
             beta2,
             eps,
-            state: AdamState { t: 0, m: Grads::zeros(d_in, d_sae), v: Grads::zeros(d_in, d_sae) },
+            state: AdamState {
+                t: 0,
+                m: Grads::zeros(d_in, d_sae),
+                v: Grads::zeros(d_in, d_sae),
+            },
         }
     }
 
@@ -38,7 +42,13 @@ impl Adam {
     }
 
     /// `p -= lr * m_hat / (sqrt(v_hat) + eps)` for one parameter tensor, selected by `which`.
-    pub fn update(&mut self, which: fn(&mut Grads) -> &mut Vec<f32>, param: &mut [f32], grad: &[f32], lr: f32) {
+    pub fn update(
+        &mut self,
+        which: fn(&mut Grads) -> &mut Vec<f32>,
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f32,
+    ) {
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         let t = self.state.t as i32;
         let c1 = 1.0 - (b1 as f64).powi(t);
@@ -72,7 +82,10 @@ mod tests {
         let mut p = vec![1.0f32, 1.0];
         a.begin_step();
         a.update(|g| &mut g.b_dec, &mut p, &[0.5, -3.0], 0.1);
-        assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] - 1.1).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p[0] - 0.9).abs() < 1e-6 && (p[1] - 1.1).abs() < 1e-6,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -138,7 +138,14 @@ fn one() -> usize {
 
 impl TrainConfig {
     /// A config with the defaults for everything but the essentials.
-    pub fn new(arch: ArchConfig, latents: usize, steps: u64, batch_size: usize, lr: f32, seed: u64) -> Self {
+    pub fn new(
+        arch: ArchConfig,
+        latents: usize,
+        steps: u64,
+        batch_size: usize,
+        lr: f32,
+        seed: u64,
+    ) -> Self {
         TrainConfig {
             arch,
             latents,
@@ -180,12 +187,21 @@ impl TrainConfig {
             return bad("steps", "must be at least 1".into());
         }
         if self.batch_size == 0 || self.batch_size > samples {
-            return bad("batch_size", format!("{} must be in 1..={samples} (the number of samples)", self.batch_size));
+            return bad(
+                "batch_size",
+                format!(
+                    "{} must be in 1..={samples} (the number of samples)",
+                    self.batch_size
+                ),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", format!("{} must be a positive number", self.lr));
         }
-        for (name, b) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+        for (name, b) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
             if !(0.0..1.0).contains(&b) {
                 return bad(name, format!("{b} must be in [0, 1)"));
             }
@@ -196,7 +212,10 @@ impl TrainConfig {
         if self.lr_warmup_steps + self.lr_decay_steps > self.steps {
             return bad(
                 "lr_warmup_steps",
-                format!("warm-up ({}) + decay ({}) exceed the {} steps", self.lr_warmup_steps, self.lr_decay_steps, self.steps),
+                format!(
+                    "warm-up ({}) + decay ({}) exceed the {} steps",
+                    self.lr_warmup_steps, self.lr_decay_steps, self.steps
+                ),
             );
         }
         if self.log_every == 0 {
@@ -213,13 +232,28 @@ impl TrainConfig {
             }
             ArchConfig::TopK { k, aux_k, aux_coef } => {
                 if k == 0 || k > self.latents {
-                    return bad("k", format!("{k} must be in 1..={} (the number of latents)", self.latents));
+                    return bad(
+                        "k",
+                        format!(
+                            "{k} must be in 1..={} (the number of latents)",
+                            self.latents
+                        ),
+                    );
                 }
                 if aux_k > self.latents {
-                    return bad("aux_k", format!("{aux_k} must be at most {} (the number of latents)", self.latents));
+                    return bad(
+                        "aux_k",
+                        format!(
+                            "{aux_k} must be at most {} (the number of latents)",
+                            self.latents
+                        ),
+                    );
                 }
                 if !(aux_coef.is_finite() && aux_coef >= 0.0) {
-                    return bad("aux_coef", format!("{aux_coef} must be a non-negative number"));
+                    return bad(
+                        "aux_coef",
+                        format!("{aux_coef} must be a non-negative number"),
+                    );
                 }
             }
         }
@@ -233,19 +267,83 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys_and_bad_values() {
-        let mut v = serde_json::to_value(TrainConfig::new(ArchConfig::TopK { k: 4, aux_k: 8, aux_coef: 0.1 }, 16, 10, 8, 1e-3, 0)).unwrap();
+        let mut v = serde_json::to_value(TrainConfig::new(
+            ArchConfig::TopK {
+                k: 4,
+                aux_k: 8,
+                aux_coef: 0.1,
+            },
+            16,
+            10,
+            8,
+            1e-3,
+            0,
+        ))
+        .unwrap();
         let ok: TrainConfig = serde_json::from_value(v.clone()).unwrap();
         assert!(ok.validate(100, 4).is_ok());
         v["learning_rate"] = serde_json::json!(1);
-        assert!(serde_json::from_value::<TrainConfig>(v).unwrap_err().to_string().contains("learning_rate"));
+        assert!(serde_json::from_value::<TrainConfig>(v)
+            .unwrap_err()
+            .to_string()
+            .contains("learning_rate"));
         let cases: Vec<(TrainConfig, &str)> = vec![
-            (TrainConfig { lr: 0.0, ..ok.clone() }, "lr"),
-            (TrainConfig { lr: -1.0, ..ok.clone() }, "lr"),
-            (TrainConfig { batch_size: 101, ..ok.clone() }, "batch_size"),
-            (TrainConfig { arch: ArchConfig::TopK { k: 17, aux_k: 0, aux_coef: 0.0 }, ..ok.clone() }, "k"),
-            (TrainConfig { arch: ArchConfig::Relu { l1: f32::NAN, l1_warmup_steps: 0 }, ..ok.clone() }, "l1"),
-            (TrainConfig { latents: 0, ..ok.clone() }, "latents"),
-            (TrainConfig { adam_beta2: 1.0, ..ok.clone() }, "adam_beta2"),
+            (
+                TrainConfig {
+                    lr: 0.0,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    lr: -1.0,
+                    ..ok.clone()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 101,
+                    ..ok.clone()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    arch: ArchConfig::TopK {
+                        k: 17,
+                        aux_k: 0,
+                        aux_coef: 0.0,
+                    },
+                    ..ok.clone()
+                },
+                "k",
+            ),
+            (
+                TrainConfig {
+                    arch: ArchConfig::Relu {
+                        l1: f32::NAN,
+                        l1_warmup_steps: 0,
+                    },
+                    ..ok.clone()
+                },
+                "l1",
+            ),
+            (
+                TrainConfig {
+                    latents: 0,
+                    ..ok.clone()
+                },
+                "latents",
+            ),
+            (
+                TrainConfig {
+                    adam_beta2: 1.0,
+                    ..ok.clone()
+                },
+                "adam_beta2",
+            ),
         ];
         for (c, field) in cases {
             let e = c.validate(100, 4).unwrap_err().to_string();

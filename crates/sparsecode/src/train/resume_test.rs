@@ -49,9 +49,29 @@ fn job(arch: ArchConfig, x: &crate::Matrix) -> RunJob {
 
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
-    let data = generate(&SynthConfig { latents: 20, dims: 10, samples: 300, test_samples: 0, ..SynthConfig::e2(1) }, None).unwrap();
+    let data = generate(
+        &SynthConfig {
+            latents: 20,
+            dims: 10,
+            samples: 300,
+            test_samples: 0,
+            ..SynthConfig::e2(1)
+        },
+        None,
+    )
+    .unwrap();
     let x = &data.train.activations;
-    for arch in [ArchConfig::TopK { k: 3, aux_k: 4, aux_coef: 0.1 }, ArchConfig::Relu { l1: 0.01, l1_warmup_steps: 10 }] {
+    for arch in [
+        ArchConfig::TopK {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.1,
+        },
+        ArchConfig::Relu {
+            l1: 0.01,
+            l1_warmup_steps: 10,
+        },
+    ] {
         let t = tempfile::tempdir().unwrap();
         let j = job(arch, x);
         // Uninterrupted.
@@ -68,17 +88,34 @@ fn killed_and_resumed_equals_uninterrupted() {
         let (mut b, j2, state) = RunDir::resume(&b_path).unwrap();
         assert_eq!(j2, j);
         assert_eq!(state.as_ref().unwrap().step, 37);
-        assert_eq!(state.as_ref().unwrap(), &part.state, "checkpoint round-trips the whole state");
+        assert_eq!(
+            state.as_ref().unwrap(),
+            &part.state,
+            "checkpoint round-trips the whole state"
+        );
         let rest = train(&j.config, x, None, state, &mut b).unwrap();
         b.finish(&rest.state.sae, json!({}), &json!({})).unwrap();
-        assert_eq!(rest.state, full.state, "{arch:?}: resumed run must end with identical bytes");
-        let (sa, sb): (Sae, Sae) = (crate::io::saelens::load(&a_path).unwrap(), crate::io::saelens::load(&b_path).unwrap());
+        assert_eq!(
+            rest.state, full.state,
+            "{arch:?}: resumed run must end with identical bytes"
+        );
+        let (sa, sb): (Sae, Sae) = (
+            crate::io::saelens::load(&a_path).unwrap(),
+            crate::io::saelens::load(&b_path).unwrap(),
+        );
         assert_eq!(sa, sb);
         let lines = |p: &std::path::Path| -> Vec<u64> {
-            std::fs::read_to_string(p.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<StepRecord>(l).unwrap().step).collect()
+            std::fs::read_to_string(p.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<StepRecord>(l).unwrap().step)
+                .collect()
         };
         assert_eq!(lines(&a_path), lines(&b_path));
         assert!(!b_path.join("checkpoint").exists());
-        assert!(RunDir::resume(&b_path).unwrap_err().to_string().contains("already finished"));
+        assert!(RunDir::resume(&b_path)
+            .unwrap_err()
+            .to_string()
+            .contains("already finished"));
     }
 }

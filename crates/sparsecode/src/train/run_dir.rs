@@ -62,7 +62,9 @@ impl RunDir {
     /// unless `force`, and an unfinished run of the same name unless `force` (which restarts it).
     pub fn create(dest: &Path, force: bool, job: &RunJob) -> Result<Self> {
         if dest.exists() && !force {
-            return Err(Error::OutputExists { path: dest.to_path_buf() });
+            return Err(Error::OutputExists {
+                path: dest.to_path_buf(),
+            });
         }
         let partial = partial_of(dest);
         if partial.exists() {
@@ -77,7 +79,12 @@ impl RunDir {
         std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
         write_json_atomic(&partial.join(JOB_FILE), job)?;
         let metrics = open_append(&partial.join(METRICS_FILE))?;
-        Ok(RunDir { partial, dest: dest.to_path_buf(), force, metrics })
+        Ok(RunDir {
+            partial,
+            dest: dest.to_path_buf(),
+            force,
+            metrics,
+        })
     }
 
     /// Opens an unfinished run (`path` is `RUN` or `RUN.partial`) and loads its last checkpoint
@@ -85,10 +92,18 @@ impl RunDir {
     /// checkpoint so the finished log equals that of an uninterrupted run.
     pub fn resume(path: &Path) -> Result<(Self, RunJob, Option<TrainState>)> {
         let s = path.to_string_lossy();
-        let dest = PathBuf::from(s.strip_suffix(RUN_PARTIAL_SUFFIX).unwrap_or(&s).trim_end_matches('/'));
+        let dest = PathBuf::from(
+            s.strip_suffix(RUN_PARTIAL_SUFFIX)
+                .unwrap_or(&s)
+                .trim_end_matches('/'),
+        );
         let partial = partial_of(&dest);
         if !partial.is_dir() {
-            let why = if dest.join(crate::io::saelens::CFG_FILE).exists() { "the run already finished" } else { "no unfinished run there" };
+            let why = if dest.join(crate::io::saelens::CFG_FILE).exists() {
+                "the run already finished"
+            } else {
+                "no unfinished run there"
+            };
             return Err(Error::format(&partial, format!("cannot resume: {why}")));
         }
         let job: RunJob = read_json(&partial.join(JOB_FILE))?;
@@ -98,12 +113,25 @@ impl RunDir {
         let kept: String = std::fs::read_to_string(&mpath)
             .unwrap_or_default()
             .lines()
-            .filter(|l| serde_json::from_str::<StepRecord>(l).map(|r| r.step <= step).unwrap_or(false))
+            .filter(|l| {
+                serde_json::from_str::<StepRecord>(l)
+                    .map(|r| r.step <= step)
+                    .unwrap_or(false)
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         crate::io::write_atomic(&mpath, kept.as_bytes())?;
         let metrics = open_append(&mpath)?;
-        Ok((RunDir { partial, dest, force: true, metrics }, job, state))
+        Ok((
+            RunDir {
+                partial,
+                dest,
+                force: true,
+                metrics,
+            },
+            job,
+            state,
+        ))
     }
 
     /// The folder being written (`RUN.partial`).
@@ -126,15 +154,22 @@ impl RunDir {
 }
 
 fn open_append(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
 }
 
 impl Observer for RunDir {
     fn on_log(&mut self, record: &StepRecord) -> Result<()> {
-        let mut line = serde_json::to_string(record).map_err(|e| Error::format(&self.partial, e.to_string()))?;
+        let mut line = serde_json::to_string(record)
+            .map_err(|e| Error::format(&self.partial, e.to_string()))?;
         line.push('\n');
         let path = self.partial.join(METRICS_FILE);
-        self.metrics.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
+        self.metrics
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&path, e))
     }
 
     fn on_checkpoint(&mut self, state: &TrainState) -> Result<()> {
@@ -157,7 +192,12 @@ struct CheckpointMeta {
     since_fired: Vec<u64>,
 }
 
-fn grads_tensors<'a>(prefix: &str, g: &'a Grads, n: usize, m: usize) -> Vec<(String, Vec<usize>, &'a [f32])> {
+fn grads_tensors<'a>(
+    prefix: &str,
+    g: &'a Grads,
+    n: usize,
+    m: usize,
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
     vec![
         (format!("{prefix}w_enc"), vec![n, m], &g.w_enc[..]),
         (format!("{prefix}b_enc"), vec![n], &g.b_enc[..]),
@@ -168,16 +208,37 @@ fn grads_tensors<'a>(prefix: &str, g: &'a Grads, n: usize, m: usize) -> Vec<(Str
 
 fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
     let (n, m) = s.sae.w_dec.shape();
-    let params = Grads { w_enc: s.sae.w_enc.as_slice().to_vec(), b_enc: s.sae.b_enc.clone(), w_dec: s.sae.w_dec.as_slice().to_vec(), b_dec: s.sae.b_dec.clone() };
+    let params = Grads {
+        w_enc: s.sae.w_enc.as_slice().to_vec(),
+        b_enc: s.sae.b_enc.clone(),
+        w_dec: s.sae.w_dec.as_slice().to_vec(),
+        b_dec: s.sae.b_dec.clone(),
+    };
     let mut all = grads_tensors("param.", &params, n, m);
     all.extend(grads_tensors("adam_m.", &s.adam.state.m, n, m));
     all.extend(grads_tensors("adam_v.", &s.adam.state.v, n, m));
-    let refs: Vec<(&str, Vec<usize>, &[f32])> = all.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+    let refs: Vec<(&str, Vec<usize>, &[f32])> = all
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
+        .collect();
     write_tensors(&dir.join("state.safetensors"), &refs, None)?;
-    write_json_atomic(&dir.join("state.json"), &CheckpointMeta { step: s.step, adam_t: s.adam.state.t, since_fired: s.since_fired.clone() })
+    write_json_atomic(
+        &dir.join("state.json"),
+        &CheckpointMeta {
+            step: s.step,
+            adam_t: s.adam.state.t,
+            since_fired: s.since_fired.clone(),
+        },
+    )
 }
 
-fn load_grads(map: &mut std::collections::BTreeMap<String, crate::io::tensors::Tensor>, path: &Path, prefix: &str, n: usize, m: usize) -> Result<Grads> {
+fn load_grads(
+    map: &mut std::collections::BTreeMap<String, crate::io::tensors::Tensor>,
+    path: &Path,
+    prefix: &str,
+    n: usize,
+    m: usize,
+) -> Result<Grads> {
     Ok(Grads {
         w_enc: take(map, path, &format!("{prefix}w_enc"), &[n, m])?,
         b_enc: take(map, path, &format!("{prefix}b_enc"), &[n])?,
@@ -200,9 +261,17 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
         .ok_or_else(|| Error::format(&tpath, "missing tensor 'param.b_dec'"))?;
     let p = load_grads(&mut map, &tpath, "param.", n, m)?;
     let mut adam = Adam::new(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, m, n);
-    adam.state = AdamState { t: meta.adam_t, m: load_grads(&mut map, &tpath, "adam_m.", n, m)?, v: load_grads(&mut map, &tpath, "adam_v.", n, m)? };
+    adam.state = AdamState {
+        t: meta.adam_t,
+        m: load_grads(&mut map, &tpath, "adam_m.", n, m)?,
+        v: load_grads(&mut map, &tpath, "adam_v.", n, m)?,
+    };
     if meta.since_fired.len() != n {
-        return Err(Error::shape(format!("{}: since_fired", dir.display()), n.to_string(), meta.since_fired.len().to_string()));
+        return Err(Error::shape(
+            format!("{}: since_fired", dir.display()),
+            n.to_string(),
+            meta.since_fired.len().to_string(),
+        ));
     }
     let sae = Sae {
         activation: cfg.arch.activation(),
@@ -212,5 +281,10 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
         b_dec: p.b_dec,
         apply_b_dec_to_input: true,
     };
-    Ok(Some(TrainState { sae, adam, step: meta.step, since_fired: meta.since_fired }))
+    Ok(Some(TrainState {
+        sae,
+        adam,
+        step: meta.step,
+        since_fired: meta.since_fired,
+    }))
 }

@@ -30,14 +30,24 @@ mod tests {
 
     #[test]
     fn warmup_plateau_decay() {
-        let s = Schedule { peak: 1.0, warmup_steps: 4, decay_steps: 5, total_steps: 20 };
+        let s = Schedule {
+            peak: 1.0,
+            warmup_steps: 4,
+            decay_steps: 5,
+            total_steps: 20,
+        };
         assert_eq!(s.at(0), 0.25);
         assert_eq!(s.at(3), 1.0);
         assert_eq!(s.at(10), 1.0);
         assert_eq!(s.at(15), 1.0);
         assert_eq!(s.at(16), 0.8);
         assert_eq!(s.at(19), 0.2);
-        let flat = Schedule { peak: 2.0, warmup_steps: 0, decay_steps: 0, total_steps: 3 };
+        let flat = Schedule {
+            peak: 2.0,
+            warmup_steps: 0,
+            decay_steps: 0,
+            total_steps: 3,
+        };
         assert_eq!((0..3).map(|i| flat.at(i)).collect::<Vec<_>>(), vec![2.0; 3]);
     }
 }

@@ -54,18 +54,33 @@ const STREAM_SHUFFLE: u64 = 2;
 /// Geometric median of the rows by Weiszfeld's iteration, started at the mean.
 pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
     let (s, m) = x.shape();
-    let mut y: Vec<f64> = (0..m).map(|c| (0..s).map(|r| x.get(r, c) as f64).sum::<f64>() / s as f64).collect();
+    let mut y: Vec<f64> = (0..m)
+        .map(|c| (0..s).map(|r| x.get(r, c) as f64).sum::<f64>() / s as f64)
+        .collect();
     for _ in 0..200 {
         let mut num = vec![0.0f64; m];
         let mut den = 0.0;
         for r in 0..s {
-            let d = x.row(r).iter().zip(&y).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>().sqrt();
+            let d = x
+                .row(r)
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (*a as f64 - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let w = 1.0 / d.max(1e-8);
-            num.iter_mut().zip(x.row(r)).for_each(|(n, v)| *n += w * *v as f64);
+            num.iter_mut()
+                .zip(x.row(r))
+                .for_each(|(n, v)| *n += w * *v as f64);
             den += w;
         }
         let new: Vec<f64> = num.iter().map(|n| n / den).collect();
-        let moved = new.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let moved = new
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let scale = new.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
         y = new;
         if moved <= 1e-7 * scale {
@@ -78,7 +93,13 @@ pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
 fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix>) -> TrainState {
     let d_in = data.cols();
     let mut rng = ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, STREAM_INIT));
-    let mut sae = Sae::init(d_in, cfg.latents, cfg.arch.activation(), cfg.encoder_init, &mut rng);
+    let mut sae = Sae::init(
+        d_in,
+        cfg.latents,
+        cfg.arch.activation(),
+        cfg.encoder_init,
+        &mut rng,
+    );
     if let Some(d) = fixed_decoder {
         sae.w_dec = d.clone();
         if cfg.unit_norm_decoder {
@@ -93,13 +114,22 @@ fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix
         sae.b_dec = match cfg.b_dec_init {
             BDecInit::Zero => vec![0.0; d_in],
             BDecInit::Mean => (0..d_in)
-                .map(|c| ((0..data.rows()).map(|r| data.get(r, c) as f64).sum::<f64>() / data.rows() as f64) as f32)
+                .map(|c| {
+                    ((0..data.rows()).map(|r| data.get(r, c) as f64).sum::<f64>()
+                        / data.rows() as f64) as f32
+                })
                 .collect(),
             BDecInit::GeometricMedian => geometric_median(&head),
         };
     }
     TrainState {
-        adam: Adam::new(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, d_in, cfg.latents),
+        adam: Adam::new(
+            cfg.adam_beta1,
+            cfg.adam_beta2,
+            cfg.adam_eps,
+            d_in,
+            cfg.latents,
+        ),
         sae,
         step: 0,
         since_fired: vec![0; cfg.latents],
@@ -140,12 +170,20 @@ pub fn train(
         }
     }
     if !cfg.train_decoder && fixed_decoder.is_none() {
-        return Err(Error::param("train_decoder", "false requires a dictionary to keep fixed"));
+        return Err(Error::param(
+            "train_decoder",
+            "false requires a dictionary to keep fixed",
+        ));
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .build()
-        .map_err(|e| Error::param("threads", format!("cannot start {} threads: {e}", cfg.threads)))?;
+        .map_err(|e| {
+            Error::param(
+                "threads",
+                format!("cannot start {} threads: {e}", cfg.threads),
+            )
+        })?;
     pool.install(|| run(cfg, data, fixed_decoder, resume, obs))
 }
 
@@ -160,8 +198,15 @@ fn run(
     let (samples, d_in) = data.shape();
     let mut state = match resume {
         Some(s) => {
-            if s.sae.d_in() != d_in || s.sae.d_sae() != cfg.latents || s.since_fired.len() != cfg.latents {
-                return Err(Error::shape("resumed state", format!("{} latents of width {d_in}", cfg.latents), format!("{} latents of width {}", s.sae.d_sae(), s.sae.d_in())));
+            if s.sae.d_in() != d_in
+                || s.sae.d_sae() != cfg.latents
+                || s.since_fired.len() != cfg.latents
+            {
+                return Err(Error::shape(
+                    "resumed state",
+                    format!("{} latents of width {d_in}", cfg.latents),
+                    format!("{} latents of width {}", s.sae.d_sae(), s.sae.d_in()),
+                ));
             }
             s
         }
@@ -170,10 +215,28 @@ fn run(
     let par = Parallelism::threads(cfg.threads);
     let b = cfg.batch_size;
     let batches_per_epoch = (samples / b) as u64;
-    let lr = Schedule { peak: cfg.lr, warmup_steps: cfg.lr_warmup_steps, decay_steps: cfg.lr_decay_steps, total_steps: cfg.steps };
+    let lr = Schedule {
+        peak: cfg.lr,
+        warmup_steps: cfg.lr_warmup_steps,
+        decay_steps: cfg.lr_decay_steps,
+        total_steps: cfg.steps,
+    };
     let l1_schedule = match cfg.arch {
-        ArchConfig::Relu { l1, l1_warmup_steps } => Schedule { peak: l1, warmup_steps: l1_warmup_steps, decay_steps: 0, total_steps: cfg.steps },
-        ArchConfig::TopK { .. } => Schedule { peak: 0.0, warmup_steps: 0, decay_steps: 0, total_steps: cfg.steps },
+        ArchConfig::Relu {
+            l1,
+            l1_warmup_steps,
+        } => Schedule {
+            peak: l1,
+            warmup_steps: l1_warmup_steps,
+            decay_steps: 0,
+            total_steps: cfg.steps,
+        },
+        ArchConfig::TopK { .. } => Schedule {
+            peak: 0.0,
+            warmup_steps: 0,
+            decay_steps: 0,
+            total_steps: cfg.steps,
+        },
     };
     let mut ws = Workspace::default();
     let mut g = Grads::zeros(d_in, cfg.latents);
@@ -189,7 +252,10 @@ fn run(
         let epoch = step / batches_per_epoch;
         if epoch != perm_epoch {
             perm.iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
-            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, STREAM_SHUFFLE ^ (epoch << 8))));
+            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(sub_seed(
+                cfg.seed,
+                STREAM_SHUFFLE ^ (epoch << 8),
+            )));
             perm_epoch = epoch;
         }
         let pos = (step % batches_per_epoch) as usize * b;
@@ -203,12 +269,22 @@ fn run(
         let parts = match cfg.arch {
             ArchConfig::Relu { .. } => relu_loss_grad(&state.sae, &batch, l1, &mut ws, &mut g, par),
             ArchConfig::TopK { k, aux_k, aux_coef } => {
-                let aux = (aux_k > 0).then_some(AuxK { k_aux: aux_k, coef: aux_coef, dead: &dead });
+                let aux = (aux_k > 0).then_some(AuxK {
+                    k_aux: aux_k,
+                    coef: aux_coef,
+                    dead: &dead,
+                });
                 topk_loss_grad(&state.sae, &batch, k, aux, &mut ws, &mut g, par)
             }
         };
         if !parts.loss.is_finite() {
-            return Err(Error::param("lr", format!("training diverged at step {step} (loss {}); lower the learning rate", parts.loss)));
+            return Err(Error::param(
+                "lr",
+                format!(
+                    "training diverged at step {step} (loss {}); lower the learning rate",
+                    parts.loss
+                ),
+            ));
         }
         let lr_now = lr.at(step);
         let sae = &mut state.sae;
@@ -235,7 +311,11 @@ fn run(
 
         let done = state.step == cfg.steps;
         if state.step % cfg.log_every == 0 || done {
-            let dead_now = state.since_fired.iter().filter(|s| **s >= cfg.dead_window).count();
+            let dead_now = state
+                .since_fired
+                .iter()
+                .filter(|s| **s >= cfg.dead_window)
+                .count();
             let rec = StepRecord {
                 step: state.step,
                 loss: parts.loss,
@@ -258,8 +338,18 @@ fn run(
             obs.on_checkpoint(&state)?;
         }
         if stop {
-            return Ok(TrainOutcome { state, last, stopped_early: true, seconds: started.elapsed().as_secs_f64() });
+            return Ok(TrainOutcome {
+                state,
+                last,
+                stopped_early: true,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
     }
-    Ok(TrainOutcome { state, last, stopped_early: false, seconds: started.elapsed().as_secs_f64() })
+    Ok(TrainOutcome {
+        state,
+        last,
+        stopped_early: false,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

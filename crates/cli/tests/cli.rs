@@ -1,0 +1,561 @@
+//! End-to-end tests of the `sparsecode` binary: the happy path on planted data, exact resume of
+//! a killed run, and a clear error with exit status 2 for each kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sparsecode"));
+    c.arg("--threads").arg("2");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs, expects exit status 2, and returns stderr.
+fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?} should fail with 2; stderr:\n{err}"
+    );
+    err
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn synth(dir: &Path, name: &str, dims: &str) -> PathBuf {
+    let out = dir.join(name);
+    let args = [
+        "synth",
+        "--latents",
+        "24",
+        "--dims",
+        dims,
+        "--active",
+        "2",
+        "--samples",
+        "2000",
+        "--test-samples",
+        "500",
+        "--seed",
+        "3",
+        "--out",
+        p(&out),
+    ];
+    ok(&args);
+    out
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn synth_train_encode_eval_recovers_planted_features() {
+    let t = tempfile::tempdir().unwrap();
+    let d = synth(t.path(), "data", "12");
+    for f in [
+        "activations.npy",
+        "codes.npy",
+        "dictionary.npy",
+        "test_activations.npy",
+        "test_codes.npy",
+        "synth.json",
+    ] {
+        assert!(d.join(f).exists(), "{f}");
+    }
+    let run_dir = t.path().join("run");
+    ok(&[
+        "train",
+        "--data",
+        p(&d.join("activations.npy")),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "24",
+        "--steps",
+        "3000",
+        "--batch",
+        "256",
+        "--lr",
+        "3e-3",
+        "--lr-decay",
+        "600",
+        "--dead-window",
+        "20000",
+        "--seed",
+        "1",
+        "--out",
+        p(&run_dir),
+    ]);
+    for f in [
+        "cfg.json",
+        "sae_weights.safetensors",
+        "run.json",
+        "metrics.jsonl",
+        "train_config.json",
+    ] {
+        assert!(run_dir.join(f).exists(), "{f}");
+    }
+    let record = json(&std::fs::read_to_string(run_dir.join("run.json")).unwrap());
+    assert_eq!(record["seed"], 1);
+    assert!(
+        record["metrics"]["fvu"].as_f64().unwrap() < 0.2,
+        "{}",
+        record["metrics"]
+    );
+    let test = d.join("test_activations.npy");
+    let e = json(&ok(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&test),
+        "--truth",
+        p(&d),
+        "--json",
+    ]));
+    for key in [
+        "mse",
+        "fvu",
+        "l0",
+        "dead_fraction",
+        "code_mcc",
+        "dict_mcc",
+        "mmcs",
+        "dict_recovered_090",
+        "dict_recovered_099",
+    ] {
+        assert!(e[key].is_number(), "missing {key}: {e}");
+    }
+    assert!(e["dict_recovered_090"].as_f64().unwrap() >= 0.9, "{e}");
+    assert!(e["code_mcc"].as_f64().unwrap() >= 0.85, "{e}");
+    // ITO and FISTA/OMP with the true dictionary beat the amortised encoder on code recovery.
+    let ito = t.path().join("ito.npy");
+    ok(&[
+        "encode",
+        "--sae",
+        p(&run_dir),
+        "--method",
+        "ito",
+        "--lambda",
+        "0.001",
+        "--data",
+        p(&test),
+        "--out",
+        p(&ito),
+    ]);
+    let dict = d.join("dictionary.npy");
+    for (method, extra) in [
+        ("fista", vec!["--nonneg", "--lambda", "0.001"]),
+        ("omp", vec!["--k", "2"]),
+        ("ista", vec!["--lambda", "0.001", "--max-iter", "5000"]),
+    ] {
+        let out = t.path().join(format!("{method}.npy"));
+        let mut args = vec![
+            "encode",
+            "--dictionary",
+            p(&dict),
+            "--method",
+            method,
+            "--data",
+            p(&test),
+            "--out",
+            p(&out),
+        ];
+        args.extend(extra.iter().copied());
+        ok(&args);
+        let e = json(&ok(&[
+            "eval",
+            "--codes",
+            p(&out),
+            "--dictionary",
+            p(&dict),
+            "--data",
+            p(&test),
+            "--truth",
+            p(&d),
+            "--json",
+        ]));
+        assert!(e["code_mcc"].as_f64().unwrap() > 0.95, "{method}: {e}");
+        assert!(e["fvu"].as_f64().unwrap() < 0.01, "{method}: {e}");
+    }
+    // The quality gate exits 1.
+    let o = run(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&test),
+        "--truth",
+        p(&d),
+        "--min-mcc",
+        "1.01",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn killed_run_resumes_to_identical_weights() {
+    let t = tempfile::tempdir().unwrap();
+    let d = synth(t.path(), "data", "12");
+    let data = d.join("activations.npy");
+    let common = [
+        "--data",
+        p(&data),
+        "--arch",
+        "relu",
+        "--l1",
+        "0.05",
+        "--latents",
+        "24",
+        "--steps",
+        "40000",
+        "--batch",
+        "64",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "200",
+        "--seed",
+        "5",
+    ];
+    let full = t.path().join("full");
+    let mut args = vec!["train"];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", p(&full)]);
+    ok(&args);
+
+    let killed = t.path().join("killed");
+    let mut args = vec!["train"];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", p(&killed)]);
+    let mut child = bin()
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = PathBuf::from(format!(
+        "{}.partial/checkpoint/state.json",
+        killed.display()
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ckpt.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run must have been killed before finishing (make it longer)"
+    );
+    assert!(!killed.exists(), "a killed run never looks finished");
+    // A new run with the same name is refused while the unfinished one is there.
+    let mut again = vec!["train"];
+    again.extend_from_slice(&common);
+    again.extend_from_slice(&["--out", p(&killed)]);
+    assert!(fails(&again).contains("--resume"));
+    ok(&["train", "--resume", p(&killed)]);
+    let a = std::fs::read(full.join("sae_weights.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("sae_weights.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let steps = |dir: &Path| -> Vec<u64> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| json(l)["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps(&full), steps(&killed));
+    assert!(fails(&["train", "--resume", p(&killed)]).contains("already finished"));
+}
+
+fn write(path: &Path, bytes: &[u8]) -> String {
+    std::fs::write(path, bytes).unwrap();
+    p(path).to_string()
+}
+
+fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_exit_2() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let d = synth(dir, "data", "12");
+    let good = d.join("activations.npy");
+    let train = |data: &str, extra: &[&str]| {
+        let out = dir.join("r");
+        let mut a = vec![
+            "train",
+            "--data",
+            data,
+            "--arch",
+            "topk",
+            "--k",
+            "2",
+            "--latents",
+            "8",
+            "--steps",
+            "5",
+            "--out",
+            p(&out),
+        ];
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    // Files.
+    let e = train(p(&dir.join("missing.npy")), &[]);
+    assert!(
+        e.contains("missing.npy") && e.contains("no such file"),
+        "{e}"
+    );
+    let e = train(&write(&dir.join("text.npy"), b"just text"), &[]);
+    assert!(e.contains("text.npy") && e.contains("magic"), "{e}");
+    let hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }\n";
+    let e = train(&write(&dir.join("trunc.npy"), &npy(hdr, &[0u8; 20])), &[]);
+    assert!(e.contains("trunc.npy") && e.contains("truncated"), "{e}");
+    let e = train(
+        &write(
+            &dir.join("hdr.npy"),
+            &npy("{'descr': '<f4', 'fortran_", &[]),
+        ),
+        &[],
+    );
+    assert!(
+        e.contains("hdr.npy") && e.contains("malformed header"),
+        "{e}"
+    );
+    let e = train(
+        &write(
+            &dir.join("int.npy"),
+            &npy(
+                "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1), }\n",
+                &[0u8; 4],
+            ),
+        ),
+        &[],
+    );
+    assert!(e.contains("unsupported dtype '<i4'"), "{e}");
+    let e = train(
+        &write(
+            &dir.join("fortran.npy"),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }\n",
+                &[0u8; 4],
+            ),
+        ),
+        &[],
+    );
+    assert!(e.contains("Fortran"), "{e}");
+    let e = train(
+        &write(
+            &dir.join("rank1.npy"),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n",
+                &[0u8; 12],
+            ),
+        ),
+        &[],
+    );
+    assert!(e.contains("2-D"), "{e}");
+    let mut vals = Vec::new();
+    for v in [1.0f32, 2.0, 3.0, 4.0, f32::INFINITY, 6.0] {
+        vals.extend_from_slice(&v.to_le_bytes());
+    }
+    let e = train(
+        &write(
+            &dir.join("inf.npy"),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n",
+                &vals,
+            ),
+        ),
+        &[],
+    );
+    assert!(
+        e.contains("inf.npy") && e.contains("row 1") && e.contains("inf"),
+        "{e}"
+    );
+    let e = train(
+        &write(
+            &dir.join("empty.npy"),
+            &npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }\n",
+                &[],
+            ),
+        ),
+        &[],
+    );
+    assert!(e.contains("empty"), "{e}");
+    // Hyper-parameters.
+    assert!(train(p(&good), &["--lr", "0"]).contains("`lr`"));
+    assert!(train(p(&good), &["--lr=-1"]).contains("`lr`"));
+    let e = fails(&[
+        "train",
+        "--data",
+        p(&good),
+        "--arch",
+        "topk",
+        "--k",
+        "9",
+        "--latents",
+        "8",
+        "--steps",
+        "5",
+        "--out",
+        p(&dir.join("r")),
+    ]);
+    assert!(e.contains("`k`") && e.contains("number of latents"), "{e}");
+    let e = fails(&[
+        "synth",
+        "--latents",
+        "4",
+        "--dims",
+        "3",
+        "--active",
+        "5",
+        "--samples",
+        "10",
+        "--out",
+        p(&dir.join("s")),
+    ]);
+    assert!(e.contains("`active`") && e.contains("K = 5"), "{e}");
+    // Output that exists is refused, and left intact.
+    let e = fails(&["synth", "--preset", "e2", "--out", p(&d)]);
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    assert!(d.join("synth.json").exists());
+    // Dimensions that do not match the SAE.
+    let run_dir = dir.join("sae");
+    ok(&[
+        "train",
+        "--data",
+        p(&good),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "8",
+        "--steps",
+        "5",
+        "--out",
+        p(&run_dir),
+    ]);
+    let other = synth(dir, "other", "7");
+    let e = fails(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&other.join("activations.npy")),
+    ]);
+    assert!(e.contains("12 columns") && e.contains("7 columns"), "{e}");
+    let e = fails(&[
+        "encode",
+        "--dictionary",
+        p(&d.join("dictionary.npy")),
+        "--data",
+        p(&other.join("activations.npy")),
+        "--out",
+        p(&dir.join("c.npy")),
+    ]);
+    assert!(e.contains("atom width 12"), "{e}");
+    let e = fails(&[
+        "encode",
+        "--dictionary",
+        p(&d.join("dictionary.npy")),
+        "--method",
+        "omp",
+        "--k",
+        "13",
+        "--data",
+        p(&good),
+        "--out",
+        p(&dir.join("c.npy")),
+    ]);
+    assert!(e.contains("`k`"), "{e}");
+    // A corrupt SAE folder names the file.
+    std::fs::write(run_dir.join("sae_weights.safetensors"), b"xx").unwrap();
+    let e = fails(&["eval", "--sae", p(&run_dir), "--data", p(&good)]);
+    assert!(
+        e.contains("sae_weights.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
+    // Unknown flags are refused by the parser (clap exits 2 too).
+    assert_eq!(
+        run(&["train", "--learning-rate", "1"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn e2_preset_matches_the_paper_setup() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("e2");
+    ok(&["synth", "--preset", "e2", "--seed", "0", "--out", p(&d)]);
+    let rec = json(&std::fs::read_to_string(d.join("synth.json")).unwrap());
+    let c = &rec["config"];
+    assert_eq!(
+        (
+            c["latents"].as_u64(),
+            c["dims"].as_u64(),
+            c["samples"].as_u64(),
+            c["test_samples"].as_u64()
+        ),
+        (Some(16), Some(8), Some(1024), Some(1024))
+    );
+    assert_eq!(c["support"]["k"], 3);
+    assert_eq!(c["magnitude"], "abs_normal");
+}
+
+#[test]
+fn demo_quick_prints_the_comparison_table() {
+    let out = ok(&["demo", "--quick"]);
+    for method in [
+        "TopK SAE",
+        "ReLU-L1 SAE",
+        "SAE + ITO",
+        "FISTA (oracle)",
+        "OMP (oracle)",
+    ] {
+        assert!(out.contains(method), "{method} missing from:\n{out}");
+    }
+    let o = run(&["demo", "--quick", "--json"]);
+    let r = json(&String::from_utf8_lossy(&o.stdout));
+    let rows = r["rows"].as_array().unwrap();
+    let mcc = |name: &str| {
+        rows.iter().find(|x| x["method"] == name).unwrap()["code_mcc"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(mcc("FISTA (oracle)") > 0.95);
+    assert!(
+        mcc("SAE + ITO (FISTA)") > mcc("TopK SAE"),
+        "ITO should refine the SAE's codes"
+    );
+}
