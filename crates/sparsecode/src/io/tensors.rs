@@ -59,12 +59,14 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            other => return Err(Error::format(
-                path,
-                format!(
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!(
                     "tensor {name}: unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"
                 ),
-            )),
+                ))
+            }
         };
         out.insert(
             name,
