@@ -100,10 +100,7 @@ fn decode(codes: &Matrix, d: &Matrix, bias: Option<&[f32]>, par: Parallelism) ->
     let mut out = Matrix::zeros(codes.rows(), d.cols());
     crate::linalg::matmul(out.as_mut_slice(), codes.view(), d.view(), 0.0, par);
     if let Some(b) = bias {
-        let m = d.cols();
-        out.as_mut_slice()
-            .chunks_mut(m)
-            .for_each(|r| r.iter_mut().zip(b).for_each(|(v, bb)| *v += bb));
+        out.add_to_rows(b, 1.0);
     }
     out
 }

@@ -62,7 +62,7 @@ pub struct Args {
     force: bool,
 }
 
-/// Codes of `x` by `method`; returns (codes, dictionary used, bias added back on decoding).
+/// Codes of `x` by the chosen method.
 pub fn codes_for(
     a: &Args,
     sae: Option<&Sae>,
@@ -87,10 +87,7 @@ pub fn codes_for(
         (Some(s), _) => {
             s.check_input(x, &a.data.display().to_string())?;
             let mut y = x.clone();
-            let m = y.cols();
-            y.as_mut_slice()
-                .chunks_mut(m)
-                .for_each(|r| r.iter_mut().zip(&s.b_dec).for_each(|(v, b)| *v -= b));
+            y.add_to_rows(&s.b_dec, -1.0);
             (y, &s.w_dec)
         }
         (None, Some(d)) => (x.clone(), d),

@@ -11,10 +11,7 @@ pub fn ito(sae: &Sae, x: &Matrix, p: &FistaParams, par: Parallelism) -> Result<F
     sae.check_input(x, "data")?;
     let init = sae.encode_dense(x, par);
     let mut y = x.clone();
-    let m = y.cols();
-    for row in y.as_mut_slice().chunks_mut(m.max(1)) {
-        row.iter_mut().zip(&sae.b_dec).for_each(|(v, b)| *v -= b);
-    }
+    y.add_to_rows(&sae.b_dec, -1.0);
     fista(
         &y,
         &sae.w_dec,

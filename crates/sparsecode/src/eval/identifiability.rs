@@ -29,6 +29,16 @@ fn standardised_columns_t(z: &Matrix) -> Matrix {
     out
 }
 
+/// `|<a_i, b_j>|` (clipped at 1) for unit rows `a_i`, `b_j`.
+fn abs_inner_products(a: &Matrix, b: &Matrix, par: Parallelism) -> Matrix {
+    let mut c = Matrix::zeros(a.rows(), b.rows());
+    matmul(c.as_mut_slice(), a.view(), b.view().t(), 0.0, par);
+    c.as_mut_slice()
+        .iter_mut()
+        .for_each(|v| *v = v.abs().min(1.0));
+    c
+}
+
 /// `C_ij = |Pearson(a[:, i], b[:, j])|`, 0 where either variance is below 1e-12.
 pub fn abs_correlation(a: &Matrix, b: &Matrix, par: Parallelism) -> Result<Matrix> {
     if a.rows() != b.rows() {
@@ -38,13 +48,11 @@ pub fn abs_correlation(a: &Matrix, b: &Matrix, par: Parallelism) -> Result<Matri
             format!("{} and {}", a.rows(), b.rows()),
         ));
     }
-    let (at, bt) = (standardised_columns_t(a), standardised_columns_t(b));
-    let mut c = Matrix::zeros(a.cols(), b.cols());
-    matmul(c.as_mut_slice(), at.view(), bt.view().t(), 0.0, par);
-    c.as_mut_slice()
-        .iter_mut()
-        .for_each(|v| *v = v.abs().min(1.0));
-    Ok(c)
+    Ok(abs_inner_products(
+        &standardised_columns_t(a),
+        &standardised_columns_t(b),
+        par,
+    ))
 }
 
 /// Code MCC: the Hungarian-matched mean of [`abs_correlation`] over the true latents (a true
@@ -74,12 +82,7 @@ pub fn abs_cosine(d_true: &Matrix, d_hat: &Matrix, par: Parallelism) -> Result<M
     let w = a.cols();
     normalize_rows(a.as_mut_slice(), w);
     normalize_rows(b.as_mut_slice(), w);
-    let mut c = Matrix::zeros(a.rows(), b.rows());
-    matmul(c.as_mut_slice(), a.view(), b.view().t(), 0.0, par);
-    c.as_mut_slice()
-        .iter_mut()
-        .for_each(|v| *v = v.abs().min(1.0));
-    Ok(c)
+    Ok(abs_inner_products(&a, &b, par))
 }
 
 /// Dictionary recovery against the true atoms.

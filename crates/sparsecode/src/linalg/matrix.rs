@@ -120,6 +120,18 @@ impl Matrix {
         }
     }
 
+    /// Adds `scale * v` to every row (`v` has `cols` values): adding or removing a bias.
+    pub fn add_to_rows(&mut self, v: &[f32], scale: f32) {
+        assert_eq!(
+            v.len(),
+            self.cols,
+            "add_to_rows: vector length differs from the row width"
+        );
+        for row in self.data.chunks_mut(self.cols.max(1)) {
+            row.iter_mut().zip(v).for_each(|(a, b)| *a += scale * b);
+        }
+    }
+
     /// The first non-finite value as (row, col, value), if any.
     pub fn first_non_finite(&self) -> Option<(usize, usize, f32)> {
         let pos = self.data.iter().position(|v| !v.is_finite())?;
