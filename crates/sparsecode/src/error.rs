@@ -12,37 +12,64 @@ pub enum Error {
     /// An operating-system level failure on a path.
     #[error("{path}: {source}")]
     Io {
+        /// The path the operation was on.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
     /// A file whose content is not what its format requires (npy header, safetensors, JSON, ...).
     #[error("{path}: {reason}")]
-    Format { path: PathBuf, reason: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An array or tensor whose shape does not match what the operation needs.
     #[error("{context}: expected {expected}, found {found}")]
     Shape {
+        /// What was being checked (a file, a tensor, a flag).
         context: String,
+        /// The shape that was needed.
         expected: String,
+        /// The shape that was given.
         found: String,
     },
     /// A NaN or infinity in input data.
     #[error("{context}: non-finite value {value} at row {row}, column {col}")]
     NonFinite {
+        /// Where the data came from.
         context: String,
+        /// Row of the first bad value.
         row: usize,
+        /// Column of the first bad value.
         col: usize,
+        /// The bad value itself.
         value: f32,
     },
     /// A hyper-parameter or option outside its valid range.
     #[error("invalid `{field}`: {reason}")]
-    InvalidParam { field: String, reason: String },
+    InvalidParam {
+        /// The config field or flag.
+        field: String,
+        /// The allowed range, and what was given.
+        reason: String,
+    },
     /// An input with no rows, or an otherwise empty collection that an operation needs non-empty.
     #[error("{context}: empty input ({reason})")]
-    Empty { context: String, reason: String },
+    Empty {
+        /// What was empty.
+        context: String,
+        /// Its shape or why it counts as empty.
+        reason: String,
+    },
     /// An output location that already exists and was not allowed to be replaced.
     #[error("{path}: already exists (pass --force to replace it)")]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The existing output.
+        path: PathBuf,
+    },
 }
 
 impl Error {

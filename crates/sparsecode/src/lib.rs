@@ -9,6 +9,7 @@
 //! owns one row of the encoder and one row of the decoder (`[d_sae, d_in]` both), so that a latent
 //! shard is a contiguous block of rows. The SAELens export transposes the encoder on the way out.
 
+#![warn(missing_docs)]
 // Numerical kernels index several arrays by the same loop variable and take many slices.
 #![allow(
     clippy::needless_range_loop,

@@ -15,9 +15,17 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Support {
     /// Exactly `k` latents, uniformly at random.
-    Exact { k: usize },
+    /// Exactly `k` latents, uniformly at random.
+    Exact {
+        /// Active latents per sample.
+        k: usize,
+    },
     /// Each latent independently with probability `p`.
-    Bernoulli { p: f64 },
+    /// Each latent independently with probability `p`.
+    Bernoulli {
+        /// Firing probability of each latent.
+        p: f64,
+    },
 }
 
 /// Distribution of the value of an active latent.
@@ -44,7 +52,9 @@ pub struct SynthConfig {
     pub latents: usize,
     /// Activation width M.
     pub dims: usize,
+    /// Which latents are active.
     pub support: Support,
+    /// Law of the active values.
     pub magnitude: Magnitude,
     /// Training samples.
     pub samples: usize,
@@ -54,6 +64,7 @@ pub struct SynthConfig {
     /// Additive Gaussian noise at this signal-to-noise ratio in dB (None: noiseless).
     #[serde(default)]
     pub snr_db: Option<f64>,
+    /// Seed of the dictionary, codes and noise.
     pub seed: u64,
 }
 
@@ -143,7 +154,9 @@ pub struct SynthSplit {
 pub struct SynthData {
     /// `[latents, dims]`, unit-norm rows.
     pub dictionary: Matrix,
+    /// The training split.
     pub train: SynthSplit,
+    /// The held-out split, when `test_samples > 0`.
     pub test: Option<SynthSplit>,
     /// Standard deviation of the added noise (0 when noiseless).
     pub noise_std: f64,

@@ -20,14 +20,18 @@ const SCALE: f64 = 1e6;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchingMethod {
+    /// Exact Kuhn-Munkres.
     Hungarian,
+    /// Greedy by decreasing similarity.
     Greedy,
 }
 
 /// A one-to-one assignment of rows to columns (`min(rows, cols)` pairs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Matching {
+    /// (row, column) pairs, sorted by row.
     pub pairs: Vec<(usize, usize)>,
+    /// The algorithm used.
     pub method: MatchingMethod,
 }
 

@@ -75,6 +75,7 @@ pub fn firing_frequency(codes: &Matrix) -> Vec<f64> {
 pub struct Histogram {
     /// `bins + 1` bin edges.
     pub edges: Vec<f64>,
+    /// Items per bin.
     pub counts: Vec<u64>,
 }
 
@@ -99,12 +100,17 @@ pub fn density_histogram(freq: &[f64], bins: usize) -> Histogram {
 /// Reconstruction and sparsity of one set of codes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReconMetrics {
+    /// Number of samples evaluated.
     pub samples: usize,
+    /// Mean squared error per element.
     pub mse: f64,
+    /// Fraction of variance unexplained.
     pub fvu: f64,
+    /// Mean non-zero codes per sample.
     pub l0: f64,
     /// Fraction of latents that never fire on these samples.
     pub dead_fraction: f64,
+    /// Histogram of log10 firing frequency.
     pub density: Histogram,
 }
 

@@ -13,8 +13,11 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// Element types we accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// Little-endian IEEE half.
     F16,
+    /// Little-endian IEEE single.
     F32,
+    /// Little-endian IEEE double.
     F64,
 }
 
@@ -31,7 +34,9 @@ impl DType {
 /// A parsed `.npy` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Element type.
     pub dtype: DType,
+    /// Array shape (C order).
     pub shape: Vec<usize>,
     /// Offset of the first data byte.
     pub data_offset: usize,

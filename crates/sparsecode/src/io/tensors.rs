@@ -8,7 +8,9 @@ use std::path::Path;
 /// A loaded tensor: its shape and values as f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// Tensor shape.
     pub shape: Vec<usize>,
+    /// Values, row-major.
     pub data: Vec<f32>,
 }
 

@@ -3,9 +3,13 @@
 /// Gradients of the loss with respect to every parameter (same layouts as [`super::Sae`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Grads {
+    /// Gradient of the encoder rows `[d_sae, d_in]`.
     pub w_enc: Vec<f32>,
+    /// Gradient of the encoder bias `[d_sae]`.
     pub b_enc: Vec<f32>,
+    /// Gradient of the decoder rows `[d_sae, d_in]`.
     pub w_dec: Vec<f32>,
+    /// Gradient of the decoder bias `[d_in]`.
     pub b_dec: Vec<f32>,
 }
 

@@ -13,7 +13,11 @@ pub enum Activation {
     /// `ReLU(pre)`: SAELens "standard".
     Relu,
     /// Keep the `k` largest pre-activations per sample, then ReLU.
-    TopK { k: usize },
+    /// Keep the `k` largest pre-activations per sample, then ReLU.
+    TopK {
+        /// Active latents per sample.
+        k: usize,
+    },
 }
 
 /// How the encoder is initialised from the (random, unit-row) decoder.
@@ -41,6 +45,7 @@ pub enum Codes {
 /// `[d_sae, d_in]`); the SAELens file layout stores `W_enc` transposed, see [`crate::io::saelens`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sae {
+    /// The encoder non-linearity.
     pub activation: Activation,
     /// Encoder rows `[d_sae, d_in]`.
     pub w_enc: Matrix,

@@ -7,17 +7,24 @@ use rayon::prelude::*;
 /// First and second moment estimates for every parameter, and the step count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamState {
+    /// Steps taken.
     pub t: u64,
+    /// First-moment estimates.
     pub m: Grads,
+    /// Second-moment estimates.
     pub v: Grads,
 }
 
 /// The optimiser: hyper-parameters plus state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
+    /// Decay of the first moment.
     pub beta1: f32,
+    /// Decay of the second moment.
     pub beta2: f32,
+    /// Added to the root of the second moment.
     pub eps: f32,
+    /// Moment estimates and step count.
     pub state: AdamState,
 }
 

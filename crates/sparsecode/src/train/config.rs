@@ -64,6 +64,7 @@ pub enum BDecInit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Architecture and its sparsity hyper-parameters.
     pub arch: ArchConfig,
     /// Number of latents (d_sae).
     pub latents: usize,
@@ -80,16 +81,21 @@ pub struct TrainConfig {
     #[serde(default)]
     pub lr_decay_steps: u64,
     #[serde(default = "default_beta1")]
+    /// Adam's first-moment decay.
     pub adam_beta1: f32,
     #[serde(default = "default_beta2")]
+    /// Adam's second-moment decay.
     pub adam_beta2: f32,
     #[serde(default = "default_eps")]
+    /// Adam's epsilon.
     pub adam_eps: f32,
     /// Seed of every random choice (initialisation, shuffling).
     pub seed: u64,
     #[serde(default)]
+    /// How the encoder starts.
     pub encoder_init: EncoderInit,
     #[serde(default)]
+    /// How the decoder bias starts.
     pub b_dec_init: BDecInit,
     /// Keep decoder rows at unit norm (the gradient's parallel part is removed before each step).
     #[serde(default = "yes")]

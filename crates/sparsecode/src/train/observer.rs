@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct StepRecord {
     /// Steps completed.
     pub step: u64,
+    /// Total loss on the batch.
     pub loss: f64,
     /// `1/B sum ||x_hat - x||^2` on the batch.
     pub recon: f64,
@@ -20,6 +21,7 @@ pub struct StepRecord {
     pub l0: f64,
     /// Fraction of latents that have not fired within the dead window.
     pub dead_fraction: f64,
+    /// Learning rate of this step.
     pub lr: f32,
     /// Current L1 coefficient (ReLU) or 0.
     pub l1: f32,
@@ -32,6 +34,7 @@ pub struct StepRecord {
 /// What the observer wants the trainer to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
+    /// Keep training.
     Continue,
     /// Stop after this step (the state is checkpointed first when checkpoints are on).
     Stop,

@@ -27,6 +27,7 @@ const CKPT_DIR: &str = "checkpoint";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunJob {
+    /// The resolved training configuration.
     pub config: TrainConfig,
     /// The training data file.
     pub data: PathBuf,

@@ -3,9 +3,13 @@
 /// A piecewise-linear schedule of a coefficient over training steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
+    /// Value on the plateau.
     pub peak: f32,
+    /// Steps of linear warm-up from 0.
     pub warmup_steps: u64,
+    /// Steps of linear decay to 0 at the end.
     pub decay_steps: u64,
+    /// Length of the run.
     pub total_steps: u64,
 }
 

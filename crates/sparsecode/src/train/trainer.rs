@@ -19,7 +19,9 @@ use std::time::Instant;
 /// Everything needed to continue training exactly where it stopped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainState {
+    /// The model.
     pub sae: Sae,
+    /// The optimiser with its moments.
     pub adam: Adam,
     /// Steps completed.
     pub step: u64,
@@ -30,6 +32,7 @@ pub struct TrainState {
 /// The result of [`train`].
 #[derive(Clone, Debug)]
 pub struct TrainOutcome {
+    /// The state after the last step taken.
     pub state: TrainState,
     /// The last logged metrics.
     pub last: Option<StepRecord>,
