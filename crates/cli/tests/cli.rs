@@ -559,3 +559,94 @@ fn demo_quick_prints_the_comparison_table() {
         "ITO should refine the SAE's codes"
     );
 }
+
+#[test]
+fn e2_known_dictionary_sae_has_an_amortisation_gap_that_ito_closes() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("e2");
+    ok(&["synth", "--preset", "e2", "--seed", "0", "--out", p(&d)]);
+    let dict = d.join("dictionary.npy");
+    let run_dir = t.path().join("sae");
+    ok(&[
+        "train",
+        "--data",
+        p(&d.join("activations.npy")),
+        "--arch",
+        "relu",
+        "--l1",
+        "0.005",
+        "--latents",
+        "16",
+        "--dictionary",
+        p(&dict),
+        "--freeze-decoder",
+        "--no-bias",
+        "--encoder-init",
+        "fan-in-uniform",
+        "--batch",
+        "1024",
+        "--steps",
+        "20000",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "0",
+        "--seed",
+        "0",
+        "--out",
+        p(&run_dir),
+    ]);
+    // The decoder stayed the true dictionary.
+    let test = d.join("test_activations.npy");
+    let e = json(&ok(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&test),
+        "--truth",
+        p(&d),
+        "--json",
+    ]));
+    assert!((e["dict_mcc"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{e}");
+    let sae = e["code_mcc"].as_f64().unwrap();
+    assert!(
+        (0.4..0.8).contains(&sae),
+        "the linear encoder lands near the published 0.61: {sae}"
+    );
+    let ito = t.path().join("ito.npy");
+    ok(&[
+        "encode",
+        "--sae",
+        p(&run_dir),
+        "--method",
+        "ito",
+        "--lambda",
+        "0.001",
+        "--max-iter",
+        "5000",
+        "--tol",
+        "1e-7",
+        "--data",
+        p(&test),
+        "--out",
+        p(&ito),
+    ]);
+    let e = json(&ok(&[
+        "eval",
+        "--codes",
+        p(&ito),
+        "--dictionary",
+        p(&dict),
+        "--data",
+        p(&test),
+        "--truth",
+        p(&d),
+        "--json",
+    ]));
+    let ito_mcc = e["code_mcc"].as_f64().unwrap();
+    assert!(
+        ito_mcc >= 0.95 && ito_mcc > sae + 0.2,
+        "ITO {ito_mcc} vs SAE {sae}"
+    );
+}
