@@ -42,7 +42,7 @@ impl Default for DemoConfig {
             steps: 6_000,
             batch_size: 512,
             l1: 0.3,
-            lambda: 0.01,
+            lambda: 0.1,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),

@@ -2,6 +2,7 @@
 
 use crate::Outcome;
 use anyhow::Result;
+use sparsecode::data::Support;
 use sparsecode::demo::{run as run_demo, to_markdown, DemoConfig};
 
 #[derive(clap::Args)]
@@ -39,9 +40,13 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let s = &cfg.synth;
+        let active = match s.support {
+            Support::Exact { k } => format!("{k} active per sample"),
+            Support::Bernoulli { p } => format!("each active with probability {p}"),
+        };
         println!(
-            "Planted problem: {} latents in {} dims, {:?} active, {} train / {} test samples (seed {}).\n",
-            s.latents, s.dims, s.support, s.samples, s.test_samples, s.seed
+            "Planted problem: {} latents in {} dims, {active}, {} train / {} test samples (seed {}).\n",
+            s.latents, s.dims, s.samples, s.test_samples, s.seed
         );
         println!("{}", to_markdown(&report));
         println!("code MCC: matched |correlation| with the true codes (1 = every feature recovered); dict MCC: matched |cosine| of atoms.");
