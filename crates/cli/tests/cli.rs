@@ -164,6 +164,9 @@ fn synth_train_encode_eval_recovers_planted_features() {
         "--out",
         p(&ito),
     ]);
+    let rec = json(&std::fs::read_to_string(ito.with_extension("json")).unwrap());
+    assert_eq!(rec["method"], "ito");
+    assert_eq!(rec["codes"]["shape"][1], 24);
     let dict = d.join("dictionary.npy");
     for (method, extra) in [
         ("fista", vec!["--nonneg", "--lambda", "0.001"]),

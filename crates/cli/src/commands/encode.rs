@@ -4,6 +4,7 @@
 use crate::Outcome;
 use anyhow::{bail, Result};
 use clap::ValueEnum;
+use serde_json::json;
 use sparsecode::coding::{fista, ito, omp, FistaParams, OmpParams};
 use sparsecode::sae::Sae;
 use sparsecode::{Matrix, Parallelism};
@@ -127,8 +128,28 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         .map(sparsecode::io::saelens::load)
         .transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
+    let started = std::time::Instant::now();
     let codes = codes_for(&a, sae.as_ref(), dict.as_ref(), &x, par)?;
+    let seconds = started.elapsed().as_secs_f64();
     write_codes(&a.out, &codes)?;
+    // The record beside the codes: CODES.npy -> CODES.json.
+    let mut record = sparsecode::io::record::provenance("encode");
+    record["method"] = json!(a
+        .method
+        .map(|m| m
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default())
+        .unwrap_or_else(|| if a.sae.is_some() {
+            "sae".into()
+        } else {
+            "fista".into()
+        }));
+    record["inputs"] = json!({ "sae": a.sae, "dictionary": a.dictionary, "data": a.data });
+    record["params"] = json!({ "lambda": a.lambda, "nonneg": a.nonneg, "max_iter": a.max_iter, "tol": a.tol, "k": a.k, "residual_tol": a.residual_tol, "threads": threads });
+    record["codes"] = json!({ "path": a.out, "shape": [codes.rows(), codes.cols()], "l0": sparsecode::eval::l0(&codes) });
+    record["seconds"] = json!(seconds);
+    sparsecode::io::write_json_atomic(&a.out.with_extension("json"), &record)?;
     eprintln!(
         "wrote {}: codes [{}, {}], L0 {:.2}",
         a.out.display(),

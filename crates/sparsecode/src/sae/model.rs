@@ -100,6 +100,13 @@ impl Sae {
     /// Checks that all tensors agree in shape and hold finite values; `context` names the source.
     pub fn validate(&self, context: &str) -> Result<()> {
         let (n, m) = self.w_dec.shape();
+        if n == 0 || m == 0 {
+            return Err(Error::shape(
+                format!("{context}: W_dec"),
+                "at least one latent and one input dimension",
+                format!("{n} x {m}"),
+            ));
+        }
         let checks = [
             (
                 "W_enc",
