@@ -33,6 +33,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// The whole job on an embedded default: plant features, recover them every way, compare.
     Demo(commands::demo::Args),
+    /// Time training steps and encoders (medians after a warm-up).
+    Bench(commands::bench::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -63,6 +65,7 @@ fn main() {
             Command::Encode(a) => commands::encode::run(a, threads),
             Command::Eval(a) => commands::eval::run(a, threads),
             Command::Demo(a) => commands::demo::run(a, threads),
+            Command::Bench(a) => commands::bench::run(a, threads),
         });
     match result {
         Ok(Outcome::Ok) => {}

@@ -17,6 +17,7 @@
     clippy::type_complexity
 )]
 
+pub mod bench;
 pub mod coding;
 pub mod data;
 pub mod demo;

@@ -1,0 +1,242 @@
+//! Timing harness behind `sparsecode bench`: trains or encodes on random data of a given shape
+//! and reports the median step time, throughput and peak memory after a warm-up. Medians, not
+//! means: these machines are noisy.
+
+use crate::coding::{fista, omp, FistaParams, OmpParams};
+use crate::train::{train, ArchConfig, Control, Observer, TrainConfig};
+use crate::{Matrix, Parallelism, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Timing of a benchmark.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// Samples processed per second (median step).
+    pub samples_per_s: f64,
+    /// Median wall-clock milliseconds of one step (or one encode call).
+    pub step_ms_median: f64,
+    /// Every timed step, in milliseconds.
+    pub step_ms: Vec<f64>,
+    /// Peak resident memory of the process in MiB (Linux; 0 elsewhere).
+    pub peak_rss_mb: f64,
+}
+
+/// Median of a non-empty slice (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status` (0 when unavailable).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Gaussian data `[rows, dims]` from a seed.
+pub fn random_data(rows: usize, dims: usize, seed: u64) -> Matrix {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Matrix::from_fn(rows, dims, |_, _| StandardNormal.sample(&mut rng))
+}
+
+struct StepTimer {
+    last: Instant,
+    warmup: u64,
+    times: Vec<f64>,
+}
+
+impl Observer for StepTimer {
+    fn on_step(&mut self, step: u64) -> Control {
+        let now = Instant::now();
+        if step > self.warmup {
+            self.times
+                .push(now.duration_since(self.last).as_secs_f64() * 1e3);
+        }
+        self.last = now;
+        Control::Continue
+    }
+}
+
+/// Times `steps` training steps (after `warmup` untimed ones) of `arch` with `latents` latents on
+/// Gaussian data of width `dims`, one batch of `batch` rows reused (the data order does not
+/// change the cost).
+pub fn bench_train(
+    arch: ArchConfig,
+    dims: usize,
+    latents: usize,
+    batch: usize,
+    steps: u64,
+    warmup: u64,
+    threads: usize,
+) -> Result<BenchResult> {
+    let x = random_data(batch, dims, 1);
+    let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
+    cfg.threads = threads;
+    cfg.log_every = u64::MAX;
+    cfg.b_dec_init = crate::train::BDecInit::Zero;
+    let mut timer = StepTimer {
+        last: Instant::now(),
+        warmup,
+        times: Vec::new(),
+    };
+    train(&cfg, &x, None, None, &mut timer)?;
+    let med = median(&timer.times);
+    Ok(BenchResult {
+        samples_per_s: batch as f64 / (med / 1e3),
+        step_ms_median: med,
+        step_ms: timer.times,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Which encoder [`bench_encode`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodeMethod {
+    /// FISTA with this L1 weight and iteration limit.
+    Fista {
+        /// L1 weight.
+        lambda: f32,
+        /// Iterations.
+        max_iter: usize,
+    },
+    /// OMP with `k` atoms.
+    Omp {
+        /// Atoms per sample.
+        k: usize,
+    },
+}
+
+/// Times `repeats` encodes (after one warm-up) of `samples` planted `k`-sparse signals with a
+/// random unit-norm dictionary of `atoms` x `dims`.
+pub fn bench_encode(
+    method: EncodeMethod,
+    dims: usize,
+    atoms: usize,
+    samples: usize,
+    repeats: usize,
+    threads: usize,
+) -> Result<BenchResult> {
+    let cfg = crate::data::SynthConfig {
+        latents: atoms,
+        dims,
+        support: crate::data::Support::Exact {
+            k: (dims / 8).clamp(1, atoms),
+        },
+        magnitude: crate::data::Magnitude::SignedNormal,
+        samples,
+        test_samples: 0,
+        snr_db: None,
+        seed: 2,
+    };
+    let data = crate::data::generate(&cfg, None)?;
+    let par = Parallelism::threads(threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::Error::param("threads", e.to_string()))?;
+    let (y, d) = (&data.train.activations, &data.dictionary);
+    let once = || -> Result<()> {
+        match method {
+            EncodeMethod::Fista { lambda, max_iter } => {
+                fista(
+                    y,
+                    d,
+                    None,
+                    &FistaParams {
+                        lambda,
+                        nonneg: false,
+                        max_iter,
+                        tol: 0.0,
+                        accelerated: true,
+                    },
+                    par,
+                )?;
+            }
+            EncodeMethod::Omp { k } => {
+                omp(
+                    y,
+                    d,
+                    &OmpParams {
+                        k: Some(k),
+                        tol: None,
+                    },
+                    par,
+                )?;
+            }
+        }
+        Ok(())
+    };
+    let mut times = Vec::with_capacity(repeats);
+    pool.install(|| -> Result<()> {
+        once()?;
+        for _ in 0..repeats {
+            let t = Instant::now();
+            once()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    })?;
+    let med = median(&times);
+    Ok(BenchResult {
+        samples_per_s: samples as f64 / (med / 1e3),
+        step_ms_median: med,
+        step_ms: times,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn tiny_benches_run_and_report() {
+        let r = bench_train(
+            ArchConfig::TopK {
+                k: 4,
+                aux_k: 8,
+                aux_coef: 1.0 / 32.0,
+            },
+            16,
+            64,
+            32,
+            3,
+            1,
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.step_ms.len(), 3);
+        assert!(r.samples_per_s > 0.0 && r.step_ms_median > 0.0);
+        let r = bench_encode(EncodeMethod::Omp { k: 2 }, 16, 32, 20, 2, 1).unwrap();
+        assert_eq!(r.step_ms.len(), 2);
+    }
+}
