@@ -5,6 +5,7 @@ mod gemm;
 mod matrix;
 mod power;
 mod rows;
+pub mod simd;
 mod topk;
 
 pub use self::gemm::{matmul, MatRef};

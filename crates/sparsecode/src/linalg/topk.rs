@@ -50,9 +50,42 @@ fn desc(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
+/// `a` ranks below `b`: a lower value, or the same value at a higher index.
+#[inline]
+fn worse(a: (f32, u32), b: (f32, u32)) -> bool {
+    match a.0.total_cmp(&b.0) {
+        Ordering::Less => true,
+        Ordering::Greater => false,
+        Ordering::Equal => a.1 > b.1,
+    }
+}
+
+/// Restores the heap property below `i` in a heap whose root is its worst element.
+fn sift_down(heap: &mut [(f32, u32)], mut i: usize) {
+    loop {
+        let (l, r) = (2 * i + 1, 2 * i + 2);
+        let mut w = i;
+        if l < heap.len() && worse(heap[l], heap[w]) {
+            w = l;
+        }
+        if r < heap.len() && worse(heap[r], heap[w]) {
+            w = r;
+        }
+        if w == i {
+            return;
+        }
+        heap.swap(i, w);
+        i = w;
+    }
+}
+
 /// Writes the `k` largest entries of `row` (ReLU applied: negatives become 0) into
 /// `indices`/`values`, ordered by decreasing value. `scratch` is reused between calls.
 /// Requires `1 <= k <= row.len()`.
+///
+/// One pass with a threshold: a heap of the best `k` seen so far whose root (the worst of them)
+/// is the bar a new value must clear. With `k << n` the bar is rarely cleared (about
+/// `k ln(n/k)` times for values in random order), so the pass costs about one comparison per value.
 pub fn topk_row(
     row: &[f32],
     k: usize,
@@ -62,13 +95,21 @@ pub fn topk_row(
 ) {
     debug_assert!(k >= 1 && k <= row.len());
     scratch.clear();
-    scratch.extend(row.iter().enumerate().map(|(i, &v)| (v, i as u32)));
-    if k < scratch.len() {
-        scratch.select_nth_unstable_by(k - 1, desc);
+    scratch.extend(row[..k].iter().enumerate().map(|(i, &v)| (v, i as u32)));
+    for i in (0..k / 2).rev() {
+        sift_down(scratch, i);
     }
-    let top = &mut scratch[..k];
-    top.sort_unstable_by(desc);
-    for (s, &(v, i)) in top.iter().enumerate() {
+    let mut bar = scratch[0].0;
+    for (i, &v) in row.iter().enumerate().skip(k) {
+        // Equal to the bar never enters: the newcomer has the higher index, so it ranks below.
+        if v > bar {
+            scratch[0] = (v, i as u32);
+            sift_down(scratch, 0);
+            bar = scratch[0].0;
+        }
+    }
+    scratch.sort_unstable_by(desc);
+    for (s, &(v, i)) in scratch.iter().enumerate() {
         indices[s] = i;
         values[s] = v.max(0.0);
     }

@@ -98,8 +98,6 @@ pub struct Workspace {
     pub(crate) colsum: Vec<f32>,
     pub(crate) topk: crate::linalg::TopK,
     pub(crate) aux: crate::linalg::TopK,
-    pub(crate) dval: Vec<f32>,
-    pub(crate) dval_aux: Vec<f32>,
     pub(crate) by_latent: Vec<u32>,
     pub(crate) latent_start: Vec<u32>,
     pub(crate) fired: Vec<bool>,

@@ -4,7 +4,7 @@
 
 use super::grads::{batch_variance, sized, subtract_encoder_path, Grads, LossParts, Workspace};
 use super::Sae;
-use crate::linalg::{topk_row, TopK};
+use crate::linalg::{simd, topk_row, TopK};
 use crate::Parallelism;
 use rayon::prelude::*;
 
@@ -17,10 +17,6 @@ pub struct AuxK<'a> {
     pub coef: f32,
     /// Which latents count as dead (length d_sae).
     pub dead: &'a [bool],
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Selects the top `k` per row of `pre` restricted to the latents where `mask` is true.
@@ -61,32 +57,8 @@ fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
     out.par_chunks_mut(m)
         .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
         .for_each(|(row, (idx, val))| {
-            for (&j, &v) in idx.iter().zip(val) {
-                if v > 0.0 {
-                    row.iter_mut()
-                        .zip(sae.w_dec.row(j as usize))
-                        .for_each(|(o, w)| *o += v * w);
-                }
-            }
-        });
-}
-
-/// `dval_bs = grad_b . W_dec[idx_bs]` for active slots, 0 otherwise.
-fn slot_grads(sae: &Sae, codes: &TopK, grad: &[f32], dval: &mut Vec<f32>) {
-    let m = sae.d_in();
-    let k = codes.k;
-    dval.resize(codes.values.len(), 0.0);
-    dval.par_chunks_mut(k)
-        .zip(grad.par_chunks(m))
-        .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
-        .for_each(|((d, gr), (idx, val))| {
-            for s in 0..k {
-                d[s] = if val[s] > 0.0 {
-                    dot(gr, sae.w_dec.row(idx[s] as usize))
-                } else {
-                    0.0
-                };
-            }
+            let terms = idx.iter().zip(val).filter(|(_, v)| **v > 0.0);
+            simd::axpy_many(row, terms.map(|(&j, &v)| (v, sae.w_dec.row(j as usize))));
         });
 }
 
@@ -123,7 +95,6 @@ pub fn topk_loss_grad(
         *d = 2.0 * e * inv_b;
     }
     recon /= b as f64;
-    slot_grads(sae, &ws.topk, de, &mut ws.dval);
 
     // AuxK: reconstruct the (detached) residual x - x_hat = -e from the top dead latents.
     let mut aux_loss = 0.0f64;
@@ -145,7 +116,6 @@ pub fn topk_loss_grad(
                 *ea = 2.0 * c * diff * inv_b;
             }
             aux_loss *= c as f64 / b as f64;
-            slot_grads(sae, &ws.aux, xhat, &mut ws.dval_aux);
         }
     }
 
@@ -180,7 +150,7 @@ pub fn topk_loss_grad(
         fill[j] += 1;
     }
     let (start, by) = (&ws.latent_start, &ws.by_latent);
-    let (topk, auxc, dval, dval_aux) = (&ws.topk, &ws.aux, &ws.dval, &ws.dval_aux);
+    let (topk, auxc) = (&ws.topk, &ws.aux);
     let (de, dea, xc) = (&*de, &*xhat, &*xc);
     g.w_dec
         .par_chunks_mut(m)
@@ -190,25 +160,32 @@ pub fn topk_loss_grad(
         .for_each(|(j, ((gd, ge), gb))| {
             gd.fill(0.0);
             ge.fill(0.0);
-            *gb = 0.0;
-            for &e in &by[start[j] as usize..start[j + 1] as usize] {
-                let e = e as usize;
-                let (row, val, dv, grad) = if e < main_slots {
-                    (e / k, topk.values[e], dval[e], de)
-                } else {
-                    let s = e - main_slots;
-                    (s / ka, auxc.values[s], dval_aux[s], dea)
-                };
-                if val > 0.0 {
-                    gd.iter_mut()
-                        .zip(&grad[row * m..(row + 1) * m])
-                        .for_each(|(a, v)| *a += val * v);
-                    ge.iter_mut()
-                        .zip(&xc[row * m..(row + 1) * m])
-                        .for_each(|(a, v)| *a += dv * v);
-                    *gb += dv;
+            let slots = &by[start[j] as usize..start[j + 1] as usize];
+            // Every active slot of latent j: its sample row, its code value, and the gradient
+            // of the loss with respect to that sample's reconstruction (main or AuxK).
+            let wd = sae.w_dec.row(j);
+            let mut sum_dv = 0.0f32;
+            simd::run(|| {
+                for &e in slots {
+                    let e = e as usize;
+                    let (row, val, grad) = if e < main_slots {
+                        (e / k, topk.values[e], de)
+                    } else {
+                        let s = e - main_slots;
+                        (s / ka, auxc.values[s], dea)
+                    };
+                    if val <= 0.0 {
+                        continue;
+                    }
+                    let gr = &grad[row * m..(row + 1) * m];
+                    // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through x_c.
+                    let dv = simd::dot_inline(gr, wd);
+                    simd::axpy_inline(gd, val, gr);
+                    simd::axpy_inline(ge, dv, &xc[row * m..(row + 1) * m]);
+                    sum_dv += dv;
                 }
-            }
+            });
+            *gb = sum_dv;
         });
 
     g.b_dec.fill(0.0);

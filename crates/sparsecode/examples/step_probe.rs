@@ -1,0 +1,48 @@
+//! Splits one TopK training step into its phases and times each (steady state, 2 threads).
+use rand::SeedableRng;
+use sparsecode::sae::{topk_loss_grad, Activation, AuxK, EncoderInit, Grads, Sae, Workspace};
+use sparsecode::train::Adam;
+use sparsecode::Parallelism;
+use std::time::Instant;
+
+fn main() {
+    let (b, m, n, k) = (4096usize, 768usize, 16384usize, 32usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut sae = Sae::init(m, n, Activation::TopK { k }, EncoderInit::Tied, &mut rng);
+    let x = sparsecode::bench::random_data(b, m, 1);
+    let dead: Vec<bool> = (0..n).map(|j| j % 10 == 0).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let par = Parallelism::Threads(2);
+    pool.install(|| {
+        let mut ws = Workspace::default();
+        let mut g = Grads::zeros(m, n);
+        let mut adam = Adam::new(0.9, 0.999, 1e-8, m, n);
+        for it in 0..4 {
+            let t = Instant::now();
+            let aux = AuxK {
+                k_aux: 256,
+                coef: 1.0 / 32.0,
+                dead: &dead,
+            };
+            let aux = if std::env::args().nth(1).is_some() {
+                Some(aux)
+            } else {
+                None
+            };
+            topk_loss_grad(&sae, x.as_slice(), k, aux, &mut ws, &mut g, par);
+            let t1 = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            adam.begin_step();
+            adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, 1e-4);
+            adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, 1e-4);
+            let t2 = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            sparsecode::linalg::normalize_rows(sae.w_dec.as_mut_slice(), m);
+            let t3 = t.elapsed().as_secs_f64() * 1e3;
+            println!("iter {it}: loss+grad {t1:.1} ms, adam {t2:.1} ms, normalize {t3:.1} ms");
+        }
+    });
+}
