@@ -12,7 +12,7 @@ pub use self::gemm::{matmul, MatRef};
 pub use matrix::Matrix;
 pub use power::spectral_norm_sq;
 pub use rows::{normalize_rows, row_norms};
-pub use topk::{topk_row, TopK};
+pub use topk::{topk_row, topk_row_shifted, TopK};
 
 /// How many threads a kernel may use. Results are identical for the same value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -93,14 +93,48 @@ pub fn topk_row(
     indices: &mut [u32],
     values: &mut [f32],
 ) {
-    debug_assert!(k >= 1 && k <= row.len());
+    select_by(row.len(), |i| row[i], k, scratch, indices, values)
+}
+
+/// [`topk_row`] of `row + shift` (elementwise) without writing the sum anywhere: the encoder
+/// bias is added while selecting instead of in a separate pass over the pre-activations.
+pub fn topk_row_shifted(
+    row: &[f32],
+    shift: &[f32],
+    k: usize,
+    scratch: &mut Vec<(f32, u32)>,
+    indices: &mut [u32],
+    values: &mut [f32],
+) {
+    debug_assert_eq!(row.len(), shift.len());
+    select_by(
+        row.len(),
+        |i| row[i] + shift[i],
+        k,
+        scratch,
+        indices,
+        values,
+    )
+}
+
+#[inline(always)]
+fn select_by(
+    n: usize,
+    value: impl Fn(usize) -> f32,
+    k: usize,
+    scratch: &mut Vec<(f32, u32)>,
+    indices: &mut [u32],
+    values: &mut [f32],
+) {
+    debug_assert!(k >= 1 && k <= n);
     scratch.clear();
-    scratch.extend(row[..k].iter().enumerate().map(|(i, &v)| (v, i as u32)));
+    scratch.extend((0..k).map(|i| (value(i), i as u32)));
     for i in (0..k / 2).rev() {
         sift_down(scratch, i);
     }
     let mut bar = scratch[0].0;
-    for (i, &v) in row.iter().enumerate().skip(k) {
+    for i in k..n {
+        let v = value(i);
         // Equal to the bar never enters: the newcomer has the higher index, so it ranks below.
         if v > bar {
             scratch[0] = (v, i as u32);
@@ -128,6 +162,13 @@ mod tests {
             let mut idx = vec![0u32; k];
             let mut val = vec![0f32; k];
             topk_row(&row, k, &mut Vec::new(), &mut idx, &mut val);
+            // Shifting by a vector selects the top-k of the sum.
+            let shift: Vec<f32> = (0..row.len()).map(|i| if i % 3 == 0 { 1.0 } else { -0.5 }).collect();
+            let summed: Vec<f32> = row.iter().zip(&shift).map(|(a, b)| a + b).collect();
+            let (mut i2, mut v2, mut i3, mut v3) = (vec![0u32; k], vec![0f32; k], vec![0u32; k], vec![0f32; k]);
+            topk_row_shifted(&row, &shift, k, &mut Vec::new(), &mut i2, &mut v2);
+            topk_row(&summed, k, &mut Vec::new(), &mut i3, &mut v3);
+            prop_assert_eq!((i2, v2), (i3, v3));
             let mut all: Vec<(f32, u32)> = row.iter().enumerate().map(|(i, &v)| (v, i as u32)).collect();
             all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
             for s in 0..k {

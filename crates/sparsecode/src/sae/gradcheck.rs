@@ -46,6 +46,7 @@ fn via_library(
     let loss = f(s, &mut w, &mut g).loss;
     let mut sig: Vec<u32> = w.pre.iter().map(|v| (*v > 0.0) as u32).collect();
     sig.extend(&w.topk.indices);
+    sig.extend(w.topk.values.iter().map(|v| (*v > 0.0) as u32));
     (loss, sig)
 }
 

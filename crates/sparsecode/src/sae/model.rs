@@ -1,6 +1,6 @@
 //! The SAE's parameters, initialisation, and inference (encode / decode).
 
-use crate::linalg::{matmul, normalize_rows, topk_row, MatRef, TopK};
+use crate::linalg::{matmul, normalize_rows, topk_row_shifted, MatRef, TopK};
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -167,13 +167,15 @@ impl Sae {
         Ok(())
     }
 
-    /// Pre-activations `(x - b_dec) W_enc^T + b_enc` into `pre` (`[rows, d_sae]`); `xc` receives
-    /// the centred input.
+    /// Pre-activations `(x - b_dec) W_enc^T (+ b_enc when `with_bias`)` into `pre`
+    /// (`[rows, d_sae]`); `xc` receives the centred input. TopK leaves the bias out and adds it
+    /// while selecting, saving a pass over `pre`.
     pub(crate) fn pre_activations(
         &self,
         x: &[f32],
         xc: &mut [f32],
         pre: &mut [f32],
+        with_bias: bool,
         par: Parallelism,
     ) {
         let (n, m) = self.w_dec.shape();
@@ -191,9 +193,11 @@ impl Sae {
             0.0,
             par,
         );
-        pre[..rows * n]
-            .par_chunks_mut(n.max(1))
-            .for_each(|r| r.iter_mut().zip(&self.b_enc).for_each(|(v, b)| *v += b));
+        if with_bias {
+            pre[..rows * n]
+                .par_chunks_mut(n.max(1))
+                .for_each(|r| r.iter_mut().zip(&self.b_enc).for_each(|(v, b)| *v += b));
+        }
     }
 
     /// Encodes `x` (`[rows, d_in]`, checked by [`Sae::check_input`]).
@@ -201,7 +205,8 @@ impl Sae {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.as_slice().len()];
         let mut pre = vec![0.0; x.rows() * n];
-        self.pre_activations(x.as_slice(), &mut xc, &mut pre, par);
+        let with_bias = self.activation == Activation::Relu;
+        self.pre_activations(x.as_slice(), &mut xc, &mut pre, with_bias, par);
         match self.activation {
             Activation::Relu => {
                 pre.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -212,7 +217,7 @@ impl Sae {
                 pre.par_chunks(n)
                     .zip(t.indices.par_chunks_mut(k).zip(t.values.par_chunks_mut(k)))
                     .for_each_init(Vec::new, |scratch, (row, (idx, val))| {
-                        topk_row(row, k, scratch, idx, val)
+                        topk_row_shifted(row, &self.b_enc, k, scratch, idx, val)
                     });
                 Codes::Sparse(t)
             }

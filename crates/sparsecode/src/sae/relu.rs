@@ -22,7 +22,7 @@ pub fn relu_loss_grad(
     let inv_b = 1.0 / b as f32;
     let xc = sized(&mut ws.xc, b * m);
     let pre = sized(&mut ws.pre, b * n);
-    sae.pre_activations(x, xc, pre, par);
+    sae.pre_activations(x, xc, pre, true, par);
     // z = ReLU(pre), kept in `pre`.
     pre.par_iter_mut().for_each(|v| *v = v.max(0.0));
     let z = &*pre;

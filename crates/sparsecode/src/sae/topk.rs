@@ -4,7 +4,7 @@
 
 use super::grads::{batch_variance, sized, subtract_encoder_path, Grads, LossParts, Workspace};
 use super::Sae;
-use crate::linalg::{simd, topk_row, TopK};
+use crate::linalg::{simd, topk_row, topk_row_shifted, TopK};
 use crate::Parallelism;
 use rayon::prelude::*;
 
@@ -19,8 +19,9 @@ pub struct AuxK<'a> {
     pub dead: &'a [bool],
 }
 
-/// Selects the top `k` per row of `pre` restricted to the latents where `mask` is true.
-fn select(pre: &[f32], n: usize, k: usize, mask: Option<&[bool]>, out: &mut TopK) {
+/// Selects the top `k` per row of `pre + bias` restricted to the latents where `mask` is true.
+fn select(pre: &[f32], bias: &[f32], k: usize, mask: Option<&[bool]>, out: &mut TopK) {
+    let n = bias.len();
     let b = pre.len() / n;
     out.k = k;
     out.indices.resize(b * k, 0);
@@ -35,12 +36,12 @@ fn select(pre: &[f32], n: usize, k: usize, mask: Option<&[bool]>, out: &mut TopK
             || (Vec::new(), Vec::new(), Vec::new()),
             |(scratch, masked, map): &mut (Vec<(f32, u32)>, Vec<f32>, Vec<u32>),
              (row, (idx, val))| match mask {
-                None => topk_row(row, k, scratch, idx, val),
+                None => topk_row_shifted(row, bias, k, scratch, idx, val),
                 Some(mask) => {
                     masked.clear();
                     map.clear();
                     for (j, (&v, _)) in row.iter().zip(mask).enumerate().filter(|(_, (_, &d))| d) {
-                        masked.push(v);
+                        masked.push(v + bias[j]);
                         map.push(j as u32);
                     }
                     topk_row(masked, k, scratch, idx, val);
@@ -79,8 +80,8 @@ pub fn topk_loss_grad(
     let inv_b = 1.0 / b as f32;
     let xc = sized(&mut ws.xc, b * m);
     let pre = sized(&mut ws.pre, b * n);
-    sae.pre_activations(x, xc, pre, par);
-    select(pre, n, k, None, &mut ws.topk);
+    sae.pre_activations(x, xc, pre, false, par);
+    select(pre, &sae.b_enc, k, None, &mut ws.topk);
 
     // Reconstruction: x_hat = b_dec + gather-sum; de = 2 (x_hat - x) / B.
     let xhat = sized(&mut ws.xhat, b * m);
@@ -105,7 +106,7 @@ pub fn topk_loss_grad(
         if ka > 0 && a.coef > 0.0 {
             aux_used = true;
             let scale = (dead as f32 / a.k_aux as f32).min(1.0);
-            select(pre, n, ka, Some(a.dead), &mut ws.aux);
+            select(pre, &sae.b_enc, ka, Some(a.dead), &mut ws.aux);
             // Reuse x_hat's buffer for e_aux, then turn it into d e_aux.
             xhat.fill(0.0);
             gather_sum(sae, &ws.aux, xhat);

@@ -142,12 +142,13 @@ fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix
 /// Removes from each decoder-row gradient its component along the (unit) row, so a step moves
 /// along the sphere to first order.
 fn project_decoder_grad(w_dec: &Matrix, g: &mut [f32]) {
+    use rayon::prelude::*;
     let m = w_dec.cols();
-    for (j, gr) in g.chunks_mut(m).enumerate() {
+    g.par_chunks_mut(m).enumerate().for_each(|(j, gr)| {
         let d = w_dec.row(j);
-        let dot: f32 = gr.iter().zip(d).map(|(a, b)| a * b).sum();
-        gr.iter_mut().zip(d).for_each(|(a, b)| *a -= dot * b);
-    }
+        let dot = crate::linalg::simd::dot(gr, d);
+        crate::linalg::simd::axpy(gr, -dot, d);
+    });
 }
 
 /// Trains an SAE on `data` (`[samples, d_in]`). With `fixed_decoder` the decoder starts as that
