@@ -1,5 +1,7 @@
-//! Data sources: synthetic superposition with planted ground truth.
+//! Data sources: synthetic superposition with planted ground truth, and the sharded,
+//! memory-mapped activation store.
 
+pub mod store;
 pub mod synth;
 
 pub use synth::{generate, Magnitude, Support, SynthConfig, SynthData, SynthSplit};

@@ -42,8 +42,9 @@ pub struct Header {
     pub data_offset: usize,
 }
 
-/// Parses the header of `bytes` (the whole file); `path` is only used in errors.
-pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+/// Parses the header of `bytes` (the whole file) without judging the dtype: returns the `descr`
+/// string, the shape and the offset of the first data byte. Fortran order is refused.
+pub fn parse_header_any(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
     let bad = |reason: String| Error::format(path, format!("not a valid .npy file: {reason}"));
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic bytes".into()));
@@ -80,19 +81,6 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let descr = dict
         .descr
         .ok_or_else(|| bad("header has no 'descr'".into()))?;
-    let dtype = match descr.as_str() {
-        "<f4" | "=f4" => DType::F32,
-        "<f8" | "=f8" => DType::F64,
-        "<f2" | "=f2" => DType::F16,
-        other => {
-            return Err(Error::format(
-                path,
-                format!(
-                "unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"
-            ),
-            ))
-        }
-    };
     if dict
         .fortran_order
         .ok_or_else(|| bad("header has no 'fortran_order'".into()))?
@@ -105,10 +93,27 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let shape = dict
         .shape
         .ok_or_else(|| bad("header has no 'shape'".into()))?;
+    Ok((descr, shape, end))
+}
+
+/// Parses the header of `bytes` (the whole file); `path` is only used in errors.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let (descr, shape, data_offset) = parse_header_any(path, bytes)?;
+    let dtype = match descr.as_str() {
+        "<f4" | "=f4" => DType::F32,
+        "<f8" | "=f8" => DType::F64,
+        "<f2" | "=f2" => DType::F16,
+        other => return Err(Error::format(
+            path,
+            format!(
+                "unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"
+            ),
+        )),
+    };
     Ok(Header {
         dtype,
         shape,
-        data_offset: end,
+        data_offset,
     })
 }
 
@@ -262,24 +267,32 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
     Ok(m)
 }
 
-/// Encodes an f32 array as `.npy` version 1 bytes.
-pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+/// A version-1 `.npy` header for `descr` and `shape`, padded so the data starts on a 64-byte
+/// boundary.
+pub fn to_npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = if dims.len() == 1 {
         format!("({},)", dims[0])
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
-    // Pad so that magic + version + length + header is a multiple of 64, ending in '\n'.
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// Encodes an f32 array as `.npy` version 1 bytes.
+pub fn to_npy_bytes(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let mut out = to_npy_header("<f4", shape);
+    out.reserve(values.len() * 4);
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }

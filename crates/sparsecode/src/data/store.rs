@@ -1,0 +1,488 @@
+//! The activation store: a folder of `.npy` shards (f32, f16, or bf16 bit patterns) plus a
+//! `manifest.json` that lists every shard with its row count and SHA-256. Shards are read
+//! through memory maps, so a store may be far larger than RAM; each shard is a plain `.npy` that
+//! NumPy opens as it is (bf16 shards open as `uint16`: the manifest says how to read them).
+//!
+//! Integrity: a shard is written whole under a temporary name and renamed, and is listed in the
+//! manifest only afterwards; opening checks every listed shard's header and exact length against
+//! the manifest (a truncated or foreign shard is refused), and `verify` recomputes the hashes.
+
+use crate::io::npy::{parse_header_any, to_npy_header};
+use crate::io::{read_json, write_atomic, write_json_atomic, OutputDir};
+use crate::{Error, Matrix, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+const FORMAT: &str = "sparsecode-store";
+
+/// How rows are stored on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16 (saved as `uint16` bit patterns in the `.npy`).
+    Bf16,
+}
+
+impl StoreDType {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            StoreDType::F32 => 4,
+            StoreDType::F16 | StoreDType::Bf16 => 2,
+        }
+    }
+
+    fn descr(self) -> &'static str {
+        match self {
+            StoreDType::F32 => "<f4",
+            StoreDType::F16 => "<f2",
+            StoreDType::Bf16 => "<u2",
+        }
+    }
+
+    fn encode(self, v: &[f32], out: &mut Vec<u8>) {
+        match self {
+            StoreDType::F32 => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            StoreDType::F16 => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&half::f16::from_f32(*x).to_le_bytes())),
+            StoreDType::Bf16 => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&half::bf16::from_f32(*x).to_le_bytes())),
+        }
+    }
+
+    fn decode(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            StoreDType::F32 => out
+                .iter_mut()
+                .zip(bytes.chunks_exact(4))
+                .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            StoreDType::F16 => out
+                .iter_mut()
+                .zip(bytes.chunks_exact(2))
+                .for_each(|(o, c)| *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            StoreDType::Bf16 => out
+                .iter_mut()
+                .zip(bytes.chunks_exact(2))
+                .for_each(|(o, c)| *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        }
+    }
+}
+
+/// One shard in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardInfo {
+    /// File name inside the store folder.
+    pub file: String,
+    /// Rows in the shard.
+    pub rows: u64,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: String,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always "sparsecode-store".
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// Width of every row.
+    pub d_in: usize,
+    /// On-disk value type.
+    pub dtype: StoreDType,
+    /// Total rows over all shards.
+    pub rows: u64,
+    /// The shards, in order.
+    pub shards: Vec<ShardInfo>,
+    /// Where the rows came from (files, model, hook, ...).
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a store shard by shard; rows are validated (finite, right width) on the way in.
+pub struct StoreWriter {
+    out: OutputDir,
+    d_in: usize,
+    dtype: StoreDType,
+    shard_rows: usize,
+    buf: Vec<u8>,
+    buf_rows: usize,
+    shards: Vec<ShardInfo>,
+    rows: u64,
+}
+
+impl StoreWriter {
+    /// Starts a store at `dest` (refused if it exists, unless `force`). `shard_rows` rows go in
+    /// each shard (the last may be shorter).
+    pub fn create(
+        dest: &Path,
+        d_in: usize,
+        dtype: StoreDType,
+        shard_rows: usize,
+        force: bool,
+    ) -> Result<Self> {
+        if d_in == 0 {
+            return Err(Error::param("d_in", "rows must have at least one value"));
+        }
+        if shard_rows == 0 {
+            return Err(Error::param("shard_rows", "must be at least 1"));
+        }
+        Ok(StoreWriter {
+            out: OutputDir::create(dest, force)?,
+            d_in,
+            dtype,
+            shard_rows,
+            buf: Vec::new(),
+            buf_rows: 0,
+            shards: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Appends row-major rows (`len` a multiple of `d_in`); `context` names their source in errors.
+    pub fn push(&mut self, rows: &[f32], context: &str) -> Result<()> {
+        if rows.len() % self.d_in != 0 {
+            return Err(Error::shape(
+                context,
+                format!("rows of width {}", self.d_in),
+                format!("{} values", rows.len()),
+            ));
+        }
+        for (r, row) in rows.chunks_exact(self.d_in).enumerate() {
+            if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    context: context.to_string(),
+                    row: r,
+                    col: c,
+                    value: row[c],
+                });
+            }
+            self.dtype.encode(row, &mut self.buf);
+            self.buf_rows += 1;
+            self.rows += 1;
+            if self.buf_rows == self.shard_rows {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf_rows == 0 {
+            return Ok(());
+        }
+        let file = format!("shard-{:05}.npy", self.shards.len());
+        let mut bytes = to_npy_header(self.dtype.descr(), &[self.buf_rows, self.d_in]);
+        bytes.extend_from_slice(&self.buf);
+        write_atomic(&self.out.join(&file), &bytes)?;
+        self.shards.push(ShardInfo {
+            file,
+            rows: self.buf_rows as u64,
+            sha256: sha256_hex(&bytes),
+        });
+        self.buf.clear();
+        self.buf_rows = 0;
+        Ok(())
+    }
+
+    /// Writes the last shard and the manifest, and moves the store into place.
+    pub fn finish(mut self, metadata: serde_json::Value) -> Result<PathBuf> {
+        self.flush()?;
+        if self.rows == 0 {
+            return Err(Error::Empty {
+                context: "activation store".into(),
+                reason: "no rows were written".into(),
+            });
+        }
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            version: 1,
+            d_in: self.d_in,
+            dtype: self.dtype,
+            rows: self.rows,
+            shards: std::mem::take(&mut self.shards),
+            metadata,
+        };
+        write_json_atomic(&self.out.join(MANIFEST), &manifest)?;
+        self.out.commit()
+    }
+}
+
+struct Shard {
+    map: memmap2::Mmap,
+    offset: usize,
+    rows: u64,
+}
+
+/// An open store: memory-mapped shards checked against the manifest.
+pub struct Store {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<Shard>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("rows", &self.manifest.rows)
+            .field("d_in", &self.manifest.d_in)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, mapping every shard and checking its header and exact size.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mpath = dir.join(MANIFEST);
+        if !mpath.exists() {
+            return Err(Error::format(
+                dir,
+                format!("not an activation store: no {MANIFEST}"),
+            ));
+        }
+        let manifest: Manifest = read_json(&mpath)?;
+        if manifest.format != FORMAT || manifest.version != 1 {
+            return Err(Error::format(
+                &mpath,
+                format!(
+                    "format '{}' version {} (expected '{FORMAT}' version 1)",
+                    manifest.format, manifest.version
+                ),
+            ));
+        }
+        let listed: u64 = manifest.shards.iter().map(|s| s.rows).sum();
+        if listed != manifest.rows {
+            return Err(Error::format(
+                &mpath,
+                format!(
+                    "shards hold {listed} rows but the manifest says {}",
+                    manifest.rows
+                ),
+            ));
+        }
+        let mut shards = Vec::with_capacity(manifest.shards.len());
+        for info in &manifest.shards {
+            let path = dir.join(&info.file);
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: read-only map of a file the store owns; shards are never modified in place
+            // (they are written under a temporary name and renamed).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let (descr, shape, offset) = parse_header_any(&path, &map)?;
+            if descr != manifest.dtype.descr() || shape != [info.rows as usize, manifest.d_in] {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "shard holds {descr} {shape:?}, the manifest says {} [{}, {}]",
+                        manifest.dtype.descr(),
+                        info.rows,
+                        manifest.d_in
+                    ),
+                ));
+            }
+            let need = offset + info.rows as usize * manifest.d_in * manifest.dtype.size();
+            if map.len() != need {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "shard is {} bytes, expected {need} (truncated or partial shard)",
+                        map.len()
+                    ),
+                ));
+            }
+            shards.push(Shard {
+                map,
+                offset,
+                rows: info.rows,
+            });
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            manifest,
+            shards,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The store folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Recomputes every shard's SHA-256 and compares it with the manifest.
+    pub fn verify(&self) -> Result<()> {
+        for (info, shard) in self.manifest.shards.iter().zip(&self.shards) {
+            let got = sha256_hex(&shard.map);
+            if got != info.sha256 {
+                return Err(Error::format(
+                    self.dir.join(&info.file),
+                    format!(
+                        "SHA-256 {got} does not match the manifest's {}",
+                        info.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len() / d_in` rows of shard `shard` from row `start`, as f32.
+    pub fn read_shard_rows(&self, shard: usize, start: u64, out: &mut [f32]) -> Result<()> {
+        let d = self.manifest.d_in;
+        let s = &self.shards[shard];
+        let count = (out.len() / d) as u64;
+        if start + count > s.rows {
+            return Err(Error::shape(
+                format!("shard {shard}"),
+                format!("rows < {}", s.rows),
+                format!("rows {start}..{}", start + count),
+            ));
+        }
+        let size = self.manifest.dtype.size();
+        let a = s.offset + start as usize * d * size;
+        self.manifest
+            .dtype
+            .decode(&s.map[a..a + count as usize * d * size], out);
+        Ok(())
+    }
+
+    /// The first `n` rows (or all) as a matrix: for initialisation and evaluation samples.
+    pub fn head(&self, n: u64) -> Result<Matrix> {
+        let n = n.min(self.manifest.rows);
+        let d = self.manifest.d_in;
+        let mut out = vec![0.0f32; n as usize * d];
+        let mut done = 0u64;
+        for (i, s) in self.shards.iter().enumerate() {
+            if done == n {
+                break;
+            }
+            let take = (n - done).min(s.rows);
+            self.read_shard_rows(
+                i,
+                0,
+                &mut out[done as usize * d..(done + take) as usize * d],
+            )?;
+            done += take;
+        }
+        Matrix::from_vec(n as usize, d, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, d: usize) -> Vec<f32> {
+        (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect()
+    }
+
+    #[test]
+    fn round_trip_every_dtype_and_shard_boundaries() {
+        let t = tempfile::tempdir().unwrap();
+        for dtype in [StoreDType::F32, StoreDType::F16, StoreDType::Bf16] {
+            let dir = t.path().join(format!("{dtype:?}"));
+            let mut w = StoreWriter::create(&dir, 3, dtype, 4, false).unwrap();
+            let data = rows(10, 3);
+            w.push(&data[..9], "a").unwrap();
+            w.push(&data[9..], "b").unwrap();
+            w.finish(serde_json::json!({"source": "test"})).unwrap();
+            let s = Store::open(&dir).unwrap();
+            assert_eq!(s.manifest().rows, 10);
+            assert_eq!(
+                s.manifest()
+                    .shards
+                    .iter()
+                    .map(|x| x.rows)
+                    .collect::<Vec<_>>(),
+                vec![4, 4, 2]
+            );
+            s.verify().unwrap();
+            let head = s.head(100).unwrap();
+            let tol = match dtype {
+                StoreDType::F32 => 0.0,
+                StoreDType::F16 => 1e-3,
+                StoreDType::Bf16 => 1e-2,
+            };
+            for (a, b) in head.as_slice().iter().zip(&data) {
+                assert!((a - b).abs() <= tol, "{dtype:?}: {a} vs {b}");
+            }
+            // A shard is a plain .npy file (f32 and f16 read back with the ordinary reader).
+            if dtype != StoreDType::Bf16 {
+                let m = crate::io::read_matrix(&dir.join("shard-00001.npy")).unwrap();
+                assert_eq!(m.shape(), (4, 3));
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_stores_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("s");
+        let mut w = StoreWriter::create(&dir, 2, StoreDType::F32, 3, false).unwrap();
+        w.push(&rows(7, 2), "x").unwrap();
+        w.finish(serde_json::Value::Null).unwrap();
+        // Flipped byte: opens (sizes agree) but fails verification.
+        let shard = dir.join("shard-00001.npy");
+        let mut bytes = std::fs::read(&shard).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&shard, &bytes).unwrap();
+        let e = Store::open(&dir).unwrap().verify().unwrap_err().to_string();
+        assert!(
+            e.contains("shard-00001.npy") && e.contains("SHA-256"),
+            "{e}"
+        );
+        // Truncated shard: refused at open.
+        std::fs::write(&shard, &bytes[..bytes.len() - 4]).unwrap();
+        let e = Store::open(&dir).unwrap_err().to_string();
+        assert!(e.contains("shard-00001.npy"), "{e}");
+        // Manifest whose rows disagree with its shards.
+        let mpath = dir.join(MANIFEST);
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+        m["rows"] = serde_json::json!(99);
+        std::fs::write(&mpath, m.to_string()).unwrap();
+        assert!(Store::open(&dir).unwrap_err().to_string().contains("99"));
+        // Not a store; non-finite input; empty store.
+        assert!(Store::open(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not an activation store"));
+        let mut w = StoreWriter::create(&t.path().join("n"), 2, StoreDType::F32, 3, false).unwrap();
+        let e = w
+            .push(&[1.0, 2.0, f32::NAN, 0.0], "input.npy")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input.npy") && e.contains("row 1"), "{e}");
+        let w = StoreWriter::create(&t.path().join("e"), 2, StoreDType::F32, 3, false).unwrap();
+        assert!(w.finish(serde_json::Value::Null).is_err());
+        assert!(
+            !t.path().join("e").exists(),
+            "a failed store leaves nothing behind"
+        );
+    }
+}
