@@ -2,6 +2,8 @@
 //! memory-mapped activation store.
 
 pub mod store;
+pub mod stream;
 pub mod synth;
 
+pub use stream::{Batcher, Plan, RowSource};
 pub use synth::{generate, Magnitude, Support, SynthConfig, SynthData, SynthSplit};

@@ -103,12 +103,14 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         "<f4" | "=f4" => DType::F32,
         "<f8" | "=f8" => DType::F64,
         "<f2" | "=f2" => DType::F16,
-        other => return Err(Error::format(
-            path,
-            format!(
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
                 "unsupported dtype '{other}' (expected little-endian float: '<f4', '<f8' or '<f2')"
             ),
-        )),
+            ))
+        }
     };
     Ok(Header {
         dtype,

@@ -118,6 +118,13 @@ pub struct TrainConfig {
     /// Threads for the kernels (results are identical for the same value).
     #[serde(default = "one")]
     pub threads: usize,
+    /// Rows in the shuffle window when streaming from a store (in-memory data is shuffled whole).
+    #[serde(default = "default_shuffle_rows")]
+    pub shuffle_rows: u64,
+}
+
+fn default_shuffle_rows() -> u64 {
+    65_536
 }
 
 fn default_beta1() -> f32 {
@@ -173,6 +180,7 @@ impl TrainConfig {
             log_every: default_log_every(),
             dead_window: default_dead_window(),
             threads: 1,
+            shuffle_rows: default_shuffle_rows(),
         }
     }
 
@@ -229,6 +237,15 @@ impl TrainConfig {
         }
         if self.threads == 0 {
             return bad("threads", "must be at least 1".into());
+        }
+        if self.shuffle_rows < self.batch_size as u64 {
+            return bad(
+                "shuffle_rows",
+                format!(
+                    "{} must be at least the batch size {}",
+                    self.shuffle_rows, self.batch_size
+                ),
+            );
         }
         match self.arch {
             ArchConfig::Relu { l1, .. } => {

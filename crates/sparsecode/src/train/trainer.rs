@@ -8,10 +8,10 @@
 
 use super::observer::{Control, Observer, StepRecord};
 use super::{Adam, ArchConfig, BDecInit, Schedule, TrainConfig};
+use crate::data::{Batcher, Plan, RowSource};
 use crate::linalg::normalize_rows;
 use crate::sae::{relu_loss_grad, topk_loss_grad, AuxK, Grads, Sae, Workspace};
 use crate::{Error, Matrix, Parallelism, Result};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -52,7 +52,6 @@ pub(crate) fn sub_seed(seed: u64, stream: u64) -> u64 {
 }
 
 const STREAM_INIT: u64 = 1;
-const STREAM_SHUFFLE: u64 = 2;
 
 /// Geometric median of the rows by Weiszfeld's iteration, started at the mean.
 pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
@@ -93,7 +92,14 @@ pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
     y.into_iter().map(|v| v as f32).collect()
 }
 
-fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix>) -> TrainState {
+/// Rows the decoder-bias initialisation looks at (the first ones of the data).
+const INIT_ROWS: u64 = 65_536;
+
+fn initial_state(
+    cfg: &TrainConfig,
+    data: &dyn RowSource,
+    fixed_decoder: Option<&Matrix>,
+) -> Result<TrainState> {
     let d_in = data.cols();
     let mut rng = ChaCha8Rng::seed_from_u64(sub_seed(cfg.seed, STREAM_INIT));
     let mut sae = Sae::init(
@@ -113,19 +119,21 @@ fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix
         }
     }
     if cfg.biases {
-        let head = data.slice_rows(0, data.rows().min(8192));
+        let head = data.head(INIT_ROWS)?;
         sae.b_dec = match cfg.b_dec_init {
             BDecInit::Zero => vec![0.0; d_in],
             BDecInit::Mean => (0..d_in)
                 .map(|c| {
-                    ((0..data.rows()).map(|r| data.get(r, c) as f64).sum::<f64>()
-                        / data.rows() as f64) as f32
+                    ((0..head.rows()).map(|r| head.get(r, c) as f64).sum::<f64>()
+                        / head.rows() as f64) as f32
                 })
                 .collect(),
-            BDecInit::GeometricMedian => geometric_median(&head),
+            BDecInit::GeometricMedian => {
+                geometric_median(&head.slice_rows(0, head.rows().min(8192)))
+            }
         };
     }
-    TrainState {
+    Ok(TrainState {
         adam: Adam::new(
             cfg.adam_beta1,
             cfg.adam_beta2,
@@ -136,7 +144,7 @@ fn initial_state(cfg: &TrainConfig, data: &Matrix, fixed_decoder: Option<&Matrix
         sae,
         step: 0,
         since_fired: vec![0; cfg.latents],
-    }
+    })
 }
 
 /// Removes from each decoder-row gradient its component along the (unit) row, so a step moves
@@ -151,19 +159,21 @@ fn project_decoder_grad(w_dec: &Matrix, g: &mut [f32]) {
     });
 }
 
-/// Trains an SAE on `data` (`[samples, d_in]`). With `fixed_decoder` the decoder starts as that
+/// Trains an SAE on `data` (an in-memory matrix or an activation store). With `fixed_decoder` the decoder starts as that
 /// dictionary (and stays fixed when `train_decoder` is false). With `resume` training continues
 /// from that state. The observer sees logs and checkpoints and may stop the run.
 pub fn train(
     cfg: &TrainConfig,
-    data: &Matrix,
+    data: &dyn RowSource,
     fixed_decoder: Option<&Matrix>,
     resume: Option<TrainState>,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    let (samples, d_in) = data.shape();
+    let (samples, d_in) = (data.rows() as usize, data.cols());
     cfg.validate(samples, d_in)?;
-    data.check_finite("training data")?;
+    if let Some(m) = data.as_matrix() {
+        m.check_finite("training data")?;
+    }
     if let Some(d) = fixed_decoder {
         if d.shape() != (cfg.latents, d_in) {
             return Err(Error::shape(
@@ -193,13 +203,13 @@ pub fn train(
 
 fn run(
     cfg: &TrainConfig,
-    data: &Matrix,
+    data: &dyn RowSource,
     fixed_decoder: Option<&Matrix>,
     resume: Option<TrainState>,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    let (samples, d_in) = data.shape();
+    let (samples, d_in) = (data.rows(), data.cols());
     let mut state = match resume {
         Some(s) => {
             if s.sae.d_in() != d_in
@@ -214,11 +224,10 @@ fn run(
             }
             s
         }
-        None => initial_state(cfg, data, fixed_decoder),
+        None => initial_state(cfg, data, fixed_decoder)?,
     };
     let par = Parallelism::threads(cfg.threads);
     let b = cfg.batch_size;
-    let batches_per_epoch = (samples / b) as u64;
     let lr = Schedule {
         peak: cfg.lr,
         warmup_steps: cfg.lr_warmup_steps,
@@ -245,115 +254,114 @@ fn run(
     let mut ws = Workspace::default();
     let mut g = Grads::zeros(d_in, cfg.latents);
     let mut batch = vec![0.0f32; b * d_in];
-    let mut perm: Vec<u32> = (0..samples as u32).collect();
-    let mut perm_epoch = u64::MAX;
-    let mut dead = vec![false; cfg.latents];
-    let mut last = None;
-    obs.on_start(state.step, cfg.steps);
+    // In-memory data is shuffled whole; a store through windows of `shuffle_rows` rows.
+    let window = if data.as_matrix().is_some() {
+        samples
+    } else {
+        cfg.shuffle_rows
+    };
+    let plan = Plan::new(data, b, window, cfg.seed)?;
+    std::thread::scope(|scope| {
+        let mut batcher = Batcher::new(plan, data, Some(scope));
+        let mut dead = vec![false; cfg.latents];
+        let mut last = None;
+        obs.on_start(state.step, cfg.steps);
 
-    while state.step < cfg.steps {
-        let step = state.step;
-        let epoch = step / batches_per_epoch;
-        if epoch != perm_epoch {
-            perm.iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
-            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(sub_seed(
-                cfg.seed,
-                STREAM_SHUFFLE ^ (epoch << 8),
-            )));
-            perm_epoch = epoch;
-        }
-        let pos = (step % batches_per_epoch) as usize * b;
-        for (dst, &r) in batch.chunks_mut(d_in).zip(&perm[pos..pos + b]) {
-            dst.copy_from_slice(data.row(r as usize));
-        }
-        for (d, s) in dead.iter_mut().zip(&state.since_fired) {
-            *d = *s >= cfg.dead_window;
-        }
-        let l1 = l1_schedule.at(step);
-        let parts = match cfg.arch {
-            ArchConfig::Relu { .. } => relu_loss_grad(&state.sae, &batch, l1, &mut ws, &mut g, par),
-            ArchConfig::TopK { k, aux_k, aux_coef } => {
-                let aux = (aux_k > 0).then_some(AuxK {
-                    k_aux: aux_k,
-                    coef: aux_coef,
-                    dead: &dead,
-                });
-                topk_loss_grad(&state.sae, &batch, k, aux, &mut ws, &mut g, par)
+        while state.step < cfg.steps {
+            let step = state.step;
+            batcher.batch(step, &mut batch)?;
+            for (d, s) in dead.iter_mut().zip(&state.since_fired) {
+                *d = *s >= cfg.dead_window;
             }
-        };
-        if !parts.loss.is_finite() {
-            return Err(Error::param(
-                "lr",
-                format!(
-                    "training diverged at step {step} (loss {}); lower the learning rate",
-                    parts.loss
-                ),
-            ));
-        }
-        let lr_now = lr.at(step);
-        let sae = &mut state.sae;
-        let adam = &mut state.adam;
-        adam.begin_step();
-        if cfg.train_decoder && cfg.unit_norm_decoder {
-            project_decoder_grad(&sae.w_dec, &mut g.w_dec);
-        }
-        adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, lr_now);
-        if cfg.biases {
-            adam.update(|g| &mut g.b_enc, &mut sae.b_enc, &g.b_enc, lr_now);
-            adam.update(|g| &mut g.b_dec, &mut sae.b_dec, &g.b_dec, lr_now);
-        }
-        if cfg.train_decoder {
-            adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, lr_now);
-            if cfg.unit_norm_decoder {
-                normalize_rows(sae.w_dec.as_mut_slice(), d_in);
-            }
-        }
-        for (s, &f) in state.since_fired.iter_mut().zip(&ws.fired) {
-            *s = if f { 0 } else { s.saturating_add(b as u64) };
-        }
-        state.step += 1;
-
-        let done = state.step == cfg.steps;
-        if state.step % cfg.log_every == 0 || done {
-            let dead_now = state
-                .since_fired
-                .iter()
-                .filter(|s| **s >= cfg.dead_window)
-                .count();
-            let rec = StepRecord {
-                step: state.step,
-                loss: parts.loss,
-                recon: parts.recon,
-                sparsity: parts.sparsity,
-                mse: parts.recon / d_in as f64,
-                fvu: parts.fvu(),
-                l0: parts.l0,
-                dead_fraction: dead_now as f64 / cfg.latents as f64,
-                lr: lr_now,
-                l1,
-                samples: state.step * b as u64,
-                elapsed_s: started.elapsed().as_secs_f64(),
+            let l1 = l1_schedule.at(step);
+            let parts = match cfg.arch {
+                ArchConfig::Relu { .. } => {
+                    relu_loss_grad(&state.sae, &batch, l1, &mut ws, &mut g, par)
+                }
+                ArchConfig::TopK { k, aux_k, aux_coef } => {
+                    let aux = (aux_k > 0).then_some(AuxK {
+                        k_aux: aux_k,
+                        coef: aux_coef,
+                        dead: &dead,
+                    });
+                    topk_loss_grad(&state.sae, &batch, k, aux, &mut ws, &mut g, par)
+                }
             };
-            obs.on_log(&rec)?;
-            last = Some(rec);
+            if !parts.loss.is_finite() {
+                return Err(Error::param(
+                    "lr",
+                    format!(
+                        "training diverged at step {step} (loss {}); lower the learning rate",
+                        parts.loss
+                    ),
+                ));
+            }
+            let lr_now = lr.at(step);
+            let sae = &mut state.sae;
+            let adam = &mut state.adam;
+            adam.begin_step();
+            if cfg.train_decoder && cfg.unit_norm_decoder {
+                project_decoder_grad(&sae.w_dec, &mut g.w_dec);
+            }
+            adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, lr_now);
+            if cfg.biases {
+                adam.update(|g| &mut g.b_enc, &mut sae.b_enc, &g.b_enc, lr_now);
+                adam.update(|g| &mut g.b_dec, &mut sae.b_dec, &g.b_dec, lr_now);
+            }
+            if cfg.train_decoder {
+                adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, lr_now);
+                if cfg.unit_norm_decoder {
+                    normalize_rows(sae.w_dec.as_mut_slice(), d_in);
+                }
+            }
+            for (s, &f) in state.since_fired.iter_mut().zip(&ws.fired) {
+                *s = if f { 0 } else { s.saturating_add(b as u64) };
+            }
+            state.step += 1;
+
+            let done = state.step == cfg.steps;
+            if state.step % cfg.log_every == 0 || done {
+                let dead_now = state
+                    .since_fired
+                    .iter()
+                    .filter(|s| **s >= cfg.dead_window)
+                    .count();
+                let rec = StepRecord {
+                    step: state.step,
+                    loss: parts.loss,
+                    recon: parts.recon,
+                    sparsity: parts.sparsity,
+                    mse: parts.recon / d_in as f64,
+                    fvu: parts.fvu(),
+                    l0: parts.l0,
+                    dead_fraction: dead_now as f64 / cfg.latents as f64,
+                    lr: lr_now,
+                    l1,
+                    samples: state.step * b as u64,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                };
+                obs.on_log(&rec)?;
+                last = Some(rec);
+            }
+            let stop = obs.on_step(state.step) == Control::Stop && !done;
+            if cfg.checkpoint_every > 0 && (state.step % cfg.checkpoint_every == 0 || stop) && !done
+            {
+                obs.on_checkpoint(&state)?;
+            }
+            if stop {
+                return Ok(TrainOutcome {
+                    state,
+                    last,
+                    stopped_early: true,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
         }
-        let stop = obs.on_step(state.step) == Control::Stop && !done;
-        if cfg.checkpoint_every > 0 && (state.step % cfg.checkpoint_every == 0 || stop) && !done {
-            obs.on_checkpoint(&state)?;
-        }
-        if stop {
-            return Ok(TrainOutcome {
-                state,
-                last,
-                stopped_early: true,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-    }
-    Ok(TrainOutcome {
-        state,
-        last,
-        stopped_early: false,
-        seconds: started.elapsed().as_secs_f64(),
+        Ok(TrainOutcome {
+            state,
+            last,
+            stopped_early: false,
+            seconds: started.elapsed().as_secs_f64(),
+        })
     })
 }
