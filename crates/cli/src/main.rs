@@ -35,6 +35,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// Time training steps and encoders (medians after a warm-up).
     Bench(commands::bench::Args),
+    /// Build, inspect and verify sharded activation stores.
+    Store(commands::store::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -66,6 +68,7 @@ fn main() {
             Command::Eval(a) => commands::eval::run(a, threads),
             Command::Demo(a) => commands::demo::run(a, threads),
             Command::Bench(a) => commands::bench::run(a, threads),
+            Command::Store(a) => commands::store::run(a),
         });
     match result {
         Ok(Outcome::Ok) => {}

@@ -653,3 +653,103 @@ fn e2_known_dictionary_sae_has_an_amortisation_gap_that_ito_closes() {
         "ITO {ito_mcc} vs SAE {sae}"
     );
 }
+
+#[test]
+fn store_create_inspect_verify_and_train_from_it() {
+    let t = tempfile::tempdir().unwrap();
+    let d = synth(t.path(), "data", "12");
+    let store = t.path().join("store");
+    ok(&[
+        "store",
+        "create",
+        "--from",
+        p(&d.join("activations.npy")),
+        "--out",
+        p(&store),
+        "--dtype",
+        "bf16",
+        "--shard-rows",
+        "300",
+    ]);
+    let m = json(&ok(&["store", "inspect", p(&store), "--json"]));
+    assert_eq!(
+        (m["rows"].as_u64(), m["d_in"].as_u64(), m["dtype"].as_str()),
+        (Some(2000), Some(12), Some("bf16"))
+    );
+    assert_eq!(m["shards"].as_array().unwrap().len(), 7);
+    assert!(ok(&["store", "verify", p(&store)]).contains("7 shards verified"));
+    let run_dir = t.path().join("run");
+    ok(&[
+        "train",
+        "--store",
+        p(&store),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "24",
+        "--steps",
+        "400",
+        "--batch",
+        "128",
+        "--shuffle-rows",
+        "512",
+        "--lr",
+        "3e-3",
+        "--out",
+        p(&run_dir),
+    ]);
+    let cfg = json(&std::fs::read_to_string(run_dir.join("cfg.json")).unwrap());
+    assert_eq!(cfg["metadata"]["dataset_path"], p(&store));
+    let e = json(&ok(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&d.join("test_activations.npy")),
+        "--truth",
+        p(&d),
+        "--json",
+    ]));
+    assert!(e["fvu"].as_f64().unwrap() < 0.5, "{e}");
+    // A damaged shard fails verification; a truncated one cannot even be opened for training.
+    let shard = store.join("shard-00003.npy");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&shard, &bytes).unwrap();
+    assert!(fails(&["store", "verify", p(&store)]).contains("SHA-256"));
+    std::fs::write(&shard, &bytes[..n - 10]).unwrap();
+    let e = fails(&[
+        "train",
+        "--store",
+        p(&store),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "24",
+        "--steps",
+        "5",
+        "--out",
+        p(&t.path().join("r2")),
+    ]);
+    assert!(
+        e.contains("shard-00003.npy") && e.contains("partial"),
+        "{e}"
+    );
+    // Inputs of different widths are refused.
+    let other = synth(t.path(), "other", "7");
+    let e = fails(&[
+        "store",
+        "create",
+        "--from",
+        p(&d.join("activations.npy")),
+        p(&other.join("activations.npy")),
+        "--out",
+        p(&t.path().join("mixed")),
+    ]);
+    assert!(e.contains("width 7"), "{e}");
+}

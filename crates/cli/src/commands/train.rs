@@ -5,12 +5,14 @@ use crate::Outcome;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde_json::json;
+use sparsecode::data::store::{Store, MANIFEST};
+use sparsecode::data::RowSource;
 use sparsecode::eval::evaluate;
-use sparsecode::io::record::{fingerprint, provenance};
+use sparsecode::io::record::{fingerprint, fingerprint_str, provenance};
 use sparsecode::sae::EncoderInit;
 use sparsecode::train::{train, ArchConfig, BDecInit, RunDir, RunJob, TrainConfig};
-use sparsecode::Parallelism;
-use std::path::PathBuf;
+use sparsecode::{Matrix, Parallelism};
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Arch {
@@ -33,9 +35,15 @@ pub enum BDec {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Activations, [samples, d_in] .npy.
-    #[arg(long, required_unless_present = "resume")]
+    /// Activations, [samples, d_in] .npy (loaded into memory).
+    #[arg(long, required_unless_present_any = ["resume", "store"], conflicts_with = "store")]
     data: Option<PathBuf>,
+    /// An activation store (`sparsecode store create`), streamed from disk.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Rows in the shuffle window when streaming a store.
+    #[arg(long, default_value_t = 65_536)]
+    shuffle_rows: u64,
     #[arg(long, value_enum, required_unless_present = "resume")]
     arch: Option<Arch>,
     /// Active latents per sample (topk).
@@ -102,7 +110,7 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Continue the killed run in this folder.
-    #[arg(long, conflicts_with_all = ["data", "arch", "latents", "out"])]
+    #[arg(long, conflicts_with_all = ["data", "store", "arch", "latents", "out"])]
     resume: Option<PathBuf>,
 }
 
@@ -152,8 +160,13 @@ fn build_job(
     config.checkpoint_every = a.checkpoint_every;
     config.log_every = a.log_every;
     config.threads = threads;
+    config.shuffle_rows = a.shuffle_rows;
     config.validate(samples, d_in)?;
-    let data = a.data.clone().context("missing --data")?;
+    let data = a
+        .data
+        .clone()
+        .or(a.store.clone())
+        .context("missing --data or --store")?;
     Ok(RunJob {
         config,
         metadata: json!({ "model_name": null, "hook_name": null, "dataset_path": data, "context_size": null, "trained_with": "sparsecode" }),
@@ -164,24 +177,81 @@ fn build_job(
     })
 }
 
+/// Training data: an in-memory matrix or a streamed store.
+enum Source {
+    Memory(Matrix),
+    Store(Store),
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Self> {
+        if path.join(MANIFEST).exists() {
+            Ok(Source::Store(Store::open(path)?))
+        } else {
+            Ok(Source::Memory(super::read_data(path)?))
+        }
+    }
+
+    fn rows(&self) -> &dyn RowSource {
+        match self {
+            Source::Memory(m) => m,
+            Source::Store(s) => s,
+        }
+    }
+
+    /// Identifies the content: a hash of the values in memory, of the shard hashes for a store.
+    fn fingerprint(&self) -> String {
+        match self {
+            Source::Memory(m) => fingerprint(m.as_slice()),
+            Source::Store(s) => {
+                let all: String = s
+                    .manifest()
+                    .shards
+                    .iter()
+                    .map(|x| x.sha256.as_str())
+                    .collect();
+                format!("shards:{}", fingerprint_str(&all))
+            }
+        }
+    }
+}
+
+/// Rows of a store used for the end-of-run metrics (all of them for in-memory data).
+const EVAL_ROWS: u64 = 65_536;
+
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let (mut run_dir, job, resume_state, x) = match &a.resume {
+    let (mut run_dir, job, resume_state, source) = match &a.resume {
         Some(path) => {
             let (dir, job, state) = RunDir::resume(path)?;
-            let x = super::read_data(&job.data)?;
-            if [x.rows(), x.cols()] != job.data_shape
-                || fingerprint(x.as_slice()) != job.data_fingerprint
+            let source = Source::open(&job.data)?;
+            let rows = source.rows();
+            if [rows.rows() as usize, rows.cols()] != job.data_shape
+                || source.fingerprint() != job.data_fingerprint
             {
                 anyhow::bail!("{}: the data changed since the run started (shape or content differs); cannot resume", job.data.display());
             }
-            (dir, job, state, x)
+            (dir, job, state, source)
         }
         None => {
-            let data = a.data.clone().context("missing --data")?;
-            let x = super::read_data(&data)?;
-            let job = build_job(&a, threads, x.rows(), x.cols(), fingerprint(x.as_slice()))?;
+            let path = a
+                .data
+                .clone()
+                .or(a.store.clone())
+                .context("missing --data or --store")?;
+            if !path.exists() {
+                anyhow::bail!("{}: no such file or store", path.display());
+            }
+            let source = Source::open(&path)?;
+            let rows = source.rows();
+            let job = build_job(
+                &a,
+                threads,
+                rows.rows() as usize,
+                rows.cols(),
+                source.fingerprint(),
+            )?;
             let out = a.out.clone().context("missing --out")?;
-            (RunDir::create(&out, a.force, &job)?, job, None, x)
+            (RunDir::create(&out, a.force, &job)?, job, None, source)
         }
     };
     let dict = job
@@ -195,10 +265,17 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     }
     let outcome = {
         let mut progress = Progress::new(&mut run_dir);
-        train(&job.config, &x, dict.as_ref(), resume_state, &mut progress)?
+        train(
+            &job.config,
+            source.rows(),
+            dict.as_ref(),
+            resume_state,
+            &mut progress,
+        )?
     };
     let sae = &outcome.state.sae;
     let par = Parallelism::threads(job.config.threads);
+    let x = source.rows().head(EVAL_ROWS)?;
     let codes = sae.encode_dense(&x, par);
     let metrics = evaluate(&x, &sae.decode(&codes, par), &codes);
     let mut record = provenance("train");
@@ -213,7 +290,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     record["metrics"] = serde_json::to_value(&metrics)?;
     let dest = run_dir.finish(sae, job.metadata.clone(), &record)?;
     eprintln!(
-        "wrote {}: {} steps, training-set mse {:.6} fvu {:.4} l0 {:.2} dead {:.1}% ({:.1}s)",
+        "wrote {}: {} steps, training-data mse {:.6} fvu {:.4} l0 {:.2} dead {:.1}% ({:.1}s)",
         dest.display(),
         job.config.steps,
         metrics.mse,

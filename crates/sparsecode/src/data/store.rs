@@ -486,3 +486,245 @@ mod tests {
         );
     }
 }
+
+/// Rows converted per chunk while importing.
+const IMPORT_CHUNK_ROWS: usize = 8192;
+
+/// One input file of [`import_files`], opened and checked.
+enum Input {
+    Npy(crate::io::npy::NpyMap),
+    Tensor {
+        map: memmap2::Mmap,
+        name: String,
+        dtype: safetensors::Dtype,
+        offset: usize,
+    },
+}
+
+fn open_input(path: &Path, tensor: Option<&str>) -> Result<(Input, usize, usize)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: read-only map of an input file for the duration of the import.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    if map.starts_with(b"\x93NUMPY") {
+        drop(map);
+        let n = crate::io::npy::NpyMap::open(path)?;
+        if n.shape().len() != 2 {
+            return Err(Error::shape(
+                path.display().to_string(),
+                "a 2-D array [rows, d_in]",
+                format!("shape {:?}", n.shape()),
+            ));
+        }
+        let (r, c) = (n.shape()[0], n.shape()[1]);
+        return Ok((Input::Npy(n), r, c));
+    }
+    let st = safetensors::SafeTensors::deserialize(&map)
+        .map_err(|e| Error::format(path, format!("neither a .npy nor a safetensors file ({e})")))?;
+    let two_d: Vec<String> = st
+        .tensors()
+        .into_iter()
+        .filter(|(_, v)| v.shape().len() == 2)
+        .map(|(n, _)| n)
+        .collect();
+    let name = match tensor {
+        Some(t) => t.to_string(),
+        None if two_d.len() == 1 => two_d[0].clone(),
+        None => {
+            return Err(Error::param(
+                "tensor",
+                format!(
+                    "{} holds {} 2-D tensors ({}): name one with --tensor",
+                    path.display(),
+                    two_d.len(),
+                    two_d.join(", ")
+                ),
+            ))
+        }
+    };
+    let view = st
+        .tensor(&name)
+        .map_err(|_| Error::format(path, format!("no tensor named '{name}'")))?;
+    if view.shape().len() != 2 {
+        return Err(Error::shape(
+            format!("{}: tensor '{name}'", path.display()),
+            "2-D [rows, d_in]",
+            format!("{:?}", view.shape()),
+        ));
+    }
+    let dtype = view.dtype();
+    if !matches!(
+        dtype,
+        safetensors::Dtype::F32
+            | safetensors::Dtype::F16
+            | safetensors::Dtype::BF16
+            | safetensors::Dtype::F64
+    ) {
+        return Err(Error::format(
+            path,
+            format!("tensor '{name}' has dtype {dtype:?} (expected F32, F16, BF16 or F64)"),
+        ));
+    }
+    let (rows, cols) = (view.shape()[0], view.shape()[1]);
+    let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
+    Ok((
+        Input::Tensor {
+            map,
+            name,
+            dtype,
+            offset,
+        },
+        rows,
+        cols,
+    ))
+}
+
+impl Input {
+    fn read(&self, row: usize, cols: usize, out: &mut [f32]) {
+        match self {
+            Input::Npy(n) => n.read_values(row * cols, out),
+            Input::Tensor {
+                map, dtype, offset, ..
+            } => {
+                use safetensors::Dtype;
+                let size = dtype.bitsize() / 8;
+                let a = offset + row * cols * size;
+                let data = &map[a..a + out.len() * size];
+                match dtype {
+                    Dtype::F32 => StoreDType::F32.decode(data, out),
+                    Dtype::F16 => StoreDType::F16.decode(data, out),
+                    Dtype::BF16 => StoreDType::Bf16.decode(data, out),
+                    _ => out.iter_mut().zip(data.chunks_exact(8)).for_each(|(o, c)| {
+                        *o = f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32
+                    }),
+                }
+            }
+        }
+    }
+
+    fn describe(&self, path: &Path) -> String {
+        match self {
+            Input::Npy(_) => path.display().to_string(),
+            Input::Tensor { name, .. } => format!("{}: tensor '{name}'", path.display()),
+        }
+    }
+}
+
+/// Row width of an input file of [`import_files`] (checks the file on the way).
+pub fn input_width(path: &Path, tensor: Option<&str>) -> Result<usize> {
+    Ok(open_input(path, tensor)?.2)
+}
+
+/// Builds a store at `dest` from `.npy` and safetensors files (all of the same width), streaming
+/// them through memory maps. `progress` is told the rows written so far and the total.
+pub fn import_files(
+    inputs: &[PathBuf],
+    dest: &Path,
+    dtype: StoreDType,
+    shard_rows: usize,
+    tensor: Option<&str>,
+    force: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    if inputs.is_empty() {
+        return Err(Error::param("from", "give at least one input file"));
+    }
+    let mut opened = Vec::with_capacity(inputs.len());
+    for p in inputs {
+        opened.push(open_input(p, tensor)?);
+    }
+    let d = opened[0].2;
+    for ((inp, _, c), p) in opened.iter().zip(inputs) {
+        if *c != d {
+            return Err(Error::shape(
+                inp.describe(p),
+                format!("rows of width {d} (like {})", inputs[0].display()),
+                format!("width {c}"),
+            ));
+        }
+    }
+    let total: u64 = opened.iter().map(|(_, r, _)| *r as u64).sum();
+    let mut w = StoreWriter::create(dest, d, dtype, shard_rows, force)?;
+    let mut buf = vec![0.0f32; IMPORT_CHUNK_ROWS * d];
+    let mut done = 0u64;
+    let mut sources = Vec::new();
+    for ((inp, rows, _), p) in opened.iter().zip(inputs) {
+        let mut r = 0;
+        while r < *rows {
+            let n = IMPORT_CHUNK_ROWS.min(rows - r);
+            inp.read(r, d, &mut buf[..n * d]);
+            w.push(
+                &buf[..n * d],
+                &format!("{} (from row {r})", inp.describe(p)),
+            )?;
+            r += n;
+            done += n as u64;
+            progress(done, total);
+        }
+        sources.push(serde_json::json!({ "file": p, "rows": rows }));
+    }
+    let dir = w.finish(serde_json::json!({ "sources": sources }))?;
+    Ok(Store::open(&dir)?.manifest().clone())
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+
+    #[test]
+    fn imports_npy_and_safetensors_and_checks_widths() {
+        let t = tempfile::tempdir().unwrap();
+        let a = Matrix::from_fn(5, 3, |r, c| (r * 3 + c) as f32);
+        let np = t.path().join("a.npy");
+        crate::io::write_matrix(&np, &a).unwrap();
+        let st = t.path().join("b.safetensors");
+        let bvals: Vec<f32> = (0..6).map(|i| 100.0 + i as f32).collect();
+        crate::io::tensors::write_tensors(
+            &st,
+            &[("acts", vec![2, 3], &bvals), ("bias", vec![3], &[0.0; 3])],
+            None,
+        )
+        .unwrap();
+        let dest = t.path().join("s");
+        let m = import_files(
+            &[np.clone(), st.clone()],
+            &dest,
+            StoreDType::F32,
+            4,
+            None,
+            false,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!((m.rows, m.d_in, m.shards.len()), (7, 3, 2));
+        let all = Store::open(&dest).unwrap().head(7).unwrap();
+        assert_eq!(&all.as_slice()[..15], a.as_slice());
+        assert_eq!(&all.as_slice()[15..], &bvals[..]);
+        let narrow = t.path().join("n.npy");
+        crate::io::write_matrix(&narrow, &Matrix::zeros(2, 4)).unwrap();
+        let e = import_files(
+            &[np, narrow],
+            &t.path().join("x"),
+            StoreDType::F32,
+            4,
+            None,
+            false,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("n.npy") && e.to_string().contains("width 4"),
+            "{e}"
+        );
+        let e = import_files(
+            &[st],
+            &t.path().join("y"),
+            StoreDType::F32,
+            4,
+            Some("nope"),
+            false,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}

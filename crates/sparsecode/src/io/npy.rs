@@ -193,64 +193,90 @@ fn parse_str(s: &str) -> Option<(String, &str)> {
     Some((body[..end].to_string(), &body[end + 1..]))
 }
 
+/// A memory-mapped `.npy` file whose header and size have been checked: values are converted to
+/// f32 only when read, so files larger than RAM can be streamed.
+pub struct NpyMap {
+    map: memmap2::Mmap,
+    header: Header,
+}
+
+impl NpyMap {
+    /// Opens and checks `path` (magic, header, dtype, exact data length).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.len() == 0 {
+            return Err(Error::format(
+                path,
+                "not a valid .npy file: the file is empty",
+            ));
+        }
+        // SAFETY: a read-only map; a concurrent writer truncating the file is outside what we
+        // can defend against (as with every mmap reader).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = parse_header(path, &map)?;
+        let count = header
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::format(path, "shape overflows"))?;
+        let need = count * header.dtype.size();
+        let have = map.len() - header.data_offset;
+        if have < need {
+            return Err(Error::format(
+                path,
+                format!(
+                    "truncated: shape {:?} needs {need} data bytes, the file has {have}",
+                    header.shape
+                ),
+            ));
+        }
+        if have > need {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{} bytes of trailing data after the array of shape {:?}",
+                    have - need,
+                    header.shape
+                ),
+            ));
+        }
+        Ok(NpyMap { map, header })
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.header.shape
+    }
+
+    /// Converts values `start..start + out.len()` (flat, C order) to f32.
+    pub fn read_values(&self, start: usize, out: &mut [f32]) {
+        let size = self.header.dtype.size();
+        let a = self.header.data_offset + start * size;
+        let data = &self.map[a..a + out.len() * size];
+        match self.header.dtype {
+            DType::F32 => out
+                .iter_mut()
+                .zip(data.chunks_exact(4))
+                .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DType::F64 => out.iter_mut().zip(data.chunks_exact(8)).for_each(|(o, c)| {
+                *o =
+                    f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")) as f32
+            }),
+            DType::F16 => out
+                .iter_mut()
+                .zip(data.chunks_exact(2))
+                .for_each(|(o, c)| *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        }
+    }
+}
+
 /// Reads any-rank array as `(shape, values as f32)`, through a memory map.
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if meta.len() == 0 {
-        return Err(Error::format(
-            path,
-            "not a valid .npy file: the file is empty",
-        ));
-    }
-    // SAFETY: the map is read-only and dropped before we return; a concurrent writer truncating
-    // the file is outside what we can defend against (as with every mmap reader).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let header = parse_header(path, &map)?;
-    let count = header
-        .shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::format(path, "shape overflows"))?;
-    let need = count * header.dtype.size();
-    let have = map.len() - header.data_offset;
-    if have < need {
-        return Err(Error::format(
-            path,
-            format!(
-                "truncated: shape {:?} needs {need} data bytes, the file has {have}",
-                header.shape
-            ),
-        ));
-    }
-    if have > need {
-        return Err(Error::format(
-            path,
-            format!(
-                "{} bytes of trailing data after the array of shape {:?}",
-                have - need,
-                header.shape
-            ),
-        ));
-    }
-    let data = &map[header.data_offset..];
-    let values: Vec<f32> = match header.dtype {
-        DType::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F64 => data
-            .chunks_exact(8)
-            .map(|c| {
-                f64::from_le_bytes(c.try_into().expect("chunks_exact(8) yields 8 bytes")) as f32
-            })
-            .collect(),
-        DType::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-    };
-    Ok((header.shape, values))
+    let m = NpyMap::open(path)?;
+    let mut values = vec![0.0f32; m.shape().iter().product()];
+    m.read_values(0, &mut values);
+    Ok((m.shape().to_vec(), values))
 }
 
 /// Reads a rank-2 array as a [`Matrix`], refusing other ranks and non-finite values (the error

@@ -19,15 +19,25 @@ pub fn provenance(command: &str) -> Value {
     })
 }
 
+/// FNV-1a over the bytes of a string (see [`fingerprint`]).
+pub fn fingerprint_str(s: &str) -> String {
+    format!("{:016x}", fnv1a(s.bytes()))
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// FNV-1a over the bytes of the values: a cheap fingerprint that tells whether the data given to
 /// `--resume` is the data the run started with.
 pub fn fingerprint(values: &[f32]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for v in values {
-        for b in v.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    format!(
+        "{:016x}",
+        fnv1a(values.iter().flat_map(|v| v.to_le_bytes()))
+    )
 }

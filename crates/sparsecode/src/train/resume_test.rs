@@ -123,7 +123,17 @@ fn killed_and_resumed_equals_uninterrupted() {
 #[test]
 fn store_streaming_equals_memory_and_resumes_exactly() {
     use crate::data::store::{Store, StoreDType, StoreWriter};
-    let data = generate(&SynthConfig { latents: 20, dims: 10, samples: 300, test_samples: 0, ..SynthConfig::e2(2) }, None).unwrap();
+    let data = generate(
+        &SynthConfig {
+            latents: 20,
+            dims: 10,
+            samples: 300,
+            test_samples: 0,
+            ..SynthConfig::e2(2)
+        },
+        None,
+    )
+    .unwrap();
     let x = &data.train.activations;
     let t = tempfile::tempdir().unwrap();
     let write_store = |name: &str, shard_rows: usize| {
@@ -133,21 +143,41 @@ fn store_streaming_equals_memory_and_resumes_exactly() {
         w.finish(json!({})).unwrap();
         Store::open(&dir).unwrap()
     };
-    let mut cfg = TrainConfig::new(ArchConfig::TopK { k: 3, aux_k: 4, aux_coef: 0.1 }, 24, 50, 32, 3e-3, 3);
+    let mut cfg = TrainConfig::new(
+        ArchConfig::TopK {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.1,
+        },
+        24,
+        50,
+        32,
+        3e-3,
+        3,
+    );
     cfg.threads = 2;
     cfg.dead_window = 200;
     // One shard and a window holding everything: the very same batches as in memory.
     let single = write_store("single", 1000);
     let mem = train(&cfg, x, None, None, &mut NoObserver).unwrap();
     let streamed = train(&cfg, &single, None, None, &mut NoObserver).unwrap();
-    assert!(mem.state == streamed.state, "one-shard store differs from memory");
+    assert!(
+        mem.state == streamed.state,
+        "one-shard store differs from memory"
+    );
     // Many shards and small windows: stopped and resumed equals uninterrupted.
     let sharded = write_store("sharded", 37);
-    let cfg = TrainConfig { shuffle_rows: 64, ..cfg };
+    let cfg = TrainConfig {
+        shuffle_rows: 64,
+        ..cfg
+    };
     let full = train(&cfg, &sharded, None, None, &mut NoObserver).unwrap();
     let part = train(&cfg, &sharded, None, None, &mut StopAt(23)).unwrap();
     assert!(part.stopped_early);
     let rest = train(&cfg, &sharded, None, Some(part.state), &mut NoObserver).unwrap();
     assert!(rest.state == full.state, "resumed store run differs");
-    assert!(full.state != mem.state, "windowed shuffling is a different order");
+    assert!(
+        full.state != mem.state,
+        "windowed shuffling is a different order"
+    );
 }
