@@ -4,7 +4,9 @@ use crate::Outcome;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use sparsecode::bench::{bench_encode, bench_train, BenchResult, EncodeMethod};
+use sparsecode::data::store::{StoreDType, StoreWriter};
 use sparsecode::train::ArchConfig;
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Arch {
@@ -70,6 +72,26 @@ pub enum Which {
         #[arg(long)]
         json: bool,
     },
+    /// Write Gaussian rows to a .npy file or an activation store (data for benchmarks).
+    RandomData(RandomData),
+}
+
+/// Arguments of `bench random-data`.
+#[derive(clap::Args)]
+pub struct RandomData {
+    /// Rows to write.
+    #[arg(long)]
+    rows: u64,
+    #[arg(long)]
+    dims: usize,
+    /// A `.npy` file (built in memory) or, for any other name, an f32 activation store
+    /// (streamed, so it may be larger than RAM).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +173,41 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 format!("encode {m:?} M={dims} N={atoms} samples={samples} threads={threads}"),
             )?;
         }
+        Which::RandomData(r) => random_data(r)?,
     }
     Ok(Outcome::Ok)
+}
+
+fn random_data(a: RandomData) -> Result<()> {
+    const CHUNK: u64 = 16_384;
+    if a.out.extension().is_some_and(|e| e == "npy") {
+        if a.out.exists() && !a.force {
+            return Err(sparsecode::Error::OutputExists { path: a.out }.into());
+        }
+        let m = sparsecode::bench::random_data(a.rows as usize, a.dims, a.seed);
+        sparsecode::io::write_matrix(&a.out, &m)?;
+    } else {
+        let mut w = StoreWriter::create(
+            &a.out,
+            a.dims,
+            StoreDType::F32,
+            ((256usize << 20) / (4 * a.dims.max(1))).max(1),
+            a.force,
+        )?;
+        let mut done = 0;
+        while done < a.rows {
+            let n = CHUNK.min(a.rows - done);
+            let m = sparsecode::bench::random_data(n as usize, a.dims, a.seed.wrapping_add(done));
+            w.push(m.as_slice(), "random rows")?;
+            done += n;
+        }
+        w.finish(serde_json::json!({ "source": "sparsecode bench random-data", "seed": a.seed }))?;
+    }
+    eprintln!(
+        "wrote {}: {} random rows of width {}",
+        a.out.display(),
+        a.rows,
+        a.dims
+    );
+    Ok(())
 }
