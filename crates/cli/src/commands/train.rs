@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use serde_json::json;
 use sparsecode::data::store::{Store, MANIFEST};
 use sparsecode::data::RowSource;
-use sparsecode::eval::evaluate;
+use sparsecode::eval::evaluate_sae;
 use sparsecode::io::record::{fingerprint, fingerprint_str, provenance};
 use sparsecode::sae::EncoderInit;
 use sparsecode::train::{train, ArchConfig, BDecInit, RunDir, RunJob, TrainConfig};
@@ -217,7 +217,7 @@ impl Source {
 }
 
 /// Rows of a store used for the end-of-run metrics (all of them for in-memory data).
-const EVAL_ROWS: u64 = 65_536;
+const EVAL_ROWS: u64 = 32_768;
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let (mut run_dir, job, resume_state, source) = match &a.resume {
@@ -276,8 +276,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let sae = &outcome.state.sae;
     let par = Parallelism::threads(job.config.threads);
     let x = source.rows().head(EVAL_ROWS)?;
-    let codes = sae.encode_dense(&x, par);
-    let metrics = evaluate(&x, &sae.decode(&codes, par), &codes);
+    let metrics = evaluate_sae(sae, &x, par);
     let mut record = provenance("train");
     record["job"] = serde_json::to_value(&job)?;
     record["seed"] = json!(job.config.seed);

@@ -153,3 +153,87 @@ mod tests {
         assert_eq!(evaluate(&z, &z, &z).dead_fraction, 1.0 / 3.0);
     }
 }
+
+/// Rows encoded at a time by [`evaluate_sae`].
+const EVAL_CHUNK: usize = 2048;
+
+/// [`evaluate`] for an SAE on `x`, in chunks of rows, so memory stays at one chunk of codes
+/// however wide the SAE (dense codes of 65k samples x 65k latents would need 16 GiB).
+pub fn evaluate_sae(sae: &crate::sae::Sae, x: &Matrix, par: crate::Parallelism) -> ReconMetrics {
+    let (s, m) = x.shape();
+    let n = sae.d_sae();
+    let mut mean = vec![0.0f64; m];
+    for r in 0..s {
+        mean.iter_mut()
+            .zip(x.row(r))
+            .for_each(|(a, v)| *a += *v as f64);
+    }
+    mean.iter_mut().for_each(|a| *a /= s.max(1) as f64);
+    let (mut err, mut total, mut active) = (0.0f64, 0.0f64, 0u64);
+    let mut fired = vec![0u64; n];
+    for start in (0..s).step_by(EVAL_CHUNK) {
+        let chunk = x.slice_rows(start, (start + EVAL_CHUNK).min(s));
+        let codes = sae.encode_dense(&chunk, par);
+        let rec = sae.decode(&codes, par);
+        err += sq_err(&chunk, &rec);
+        for r in 0..chunk.rows() {
+            total += chunk
+                .row(r)
+                .iter()
+                .zip(&mean)
+                .map(|(v, mu)| (*v as f64 - mu).powi(2))
+                .sum::<f64>();
+            for (f, v) in fired.iter_mut().zip(codes.row(r)) {
+                if *v != 0.0 {
+                    *f += 1;
+                    active += 1;
+                }
+            }
+        }
+    }
+    let freq: Vec<f64> = fired.iter().map(|c| *c as f64 / s.max(1) as f64).collect();
+    ReconMetrics {
+        samples: s,
+        mse: if s == 0 {
+            f64::NAN
+        } else {
+            err / (s * m) as f64
+        },
+        fvu: err / total,
+        l0: if s == 0 {
+            f64::NAN
+        } else {
+            active as f64 / s as f64
+        },
+        dead_fraction: freq.iter().filter(|f| **f == 0.0).count() as f64 / n.max(1) as f64,
+        density: density_histogram(&freq, 20),
+    }
+}
+
+#[cfg(test)]
+mod sae_eval_tests {
+    use super::*;
+    use crate::sae::{Activation, EncoderInit, Sae};
+    use rand::SeedableRng;
+
+    #[test]
+    fn chunked_sae_evaluation_equals_the_whole_matrix_one() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let sae = Sae::init(
+            6,
+            20,
+            Activation::TopK { k: 3 },
+            EncoderInit::Tied,
+            &mut rng,
+        );
+        let x = crate::bench::random_data(5000, 6, 4);
+        let codes = sae.encode_dense(&x, crate::Parallelism::Serial);
+        let whole = evaluate(&x, &sae.decode(&codes, crate::Parallelism::Serial), &codes);
+        let chunked = evaluate_sae(&sae, &x, crate::Parallelism::Serial);
+        assert_eq!(whole.density, chunked.density);
+        assert_eq!(whole.l0, chunked.l0);
+        for (a, b) in [(whole.mse, chunked.mse), (whole.fvu, chunked.fvu)] {
+            assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}

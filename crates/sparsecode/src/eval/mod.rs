@@ -9,5 +9,6 @@ mod metrics;
 pub use identifiability::{abs_correlation, abs_cosine, code_mcc, dictionary_metrics, DictMetrics};
 pub use matching::{max_weight_matching, Matching, MatchingMethod, HUNGARIAN_MAX};
 pub use metrics::{
-    density_histogram, evaluate, firing_frequency, fvu, l0, mse, Histogram, ReconMetrics,
+    density_histogram, evaluate, evaluate_sae, firing_frequency, fvu, l0, mse, Histogram,
+    ReconMetrics,
 };
