@@ -75,5 +75,15 @@ Streaming keeps **$(python3 -c "print(f'{100*$s/$m:.0f}')")%** of the in-memory 
 MD
 )
 echo "$table"
+# Replace an older streaming section, keep everything else.
+if [ -f "$root/BENCHMARKS.md" ]; then
+  python3 - "$root/BENCHMARKS.md" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+at = s.find("\n## Streaming a store")
+open(p, "w").write(s[:at] if at >= 0 else s)
+PY
+fi
 echo "$table" >> "$root/BENCHMARKS.md"
 rmdir "$cg" 2>/dev/null || true

@@ -102,6 +102,7 @@ pub struct Workspace {
     pub(crate) latent_start: Vec<u32>,
     pub(crate) fired: Vec<bool>,
     pub(crate) tmp_m: Vec<f32>,
+    pub(crate) fill: Vec<u32>,
 }
 
 pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {

@@ -139,7 +139,9 @@ pub fn topk_loss_grad(
     }
     let by = &mut ws.by_latent;
     by.resize(main_slots + aux_slots, 0);
-    let mut fill: Vec<u32> = start[..n].to_vec();
+    let fill = &mut ws.fill;
+    fill.clear();
+    fill.extend_from_slice(&start[..n]);
     for s in 0..main_slots {
         let j = ws.topk.indices[s] as usize;
         by[fill[j] as usize] = s as u32;
