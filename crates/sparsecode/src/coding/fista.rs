@@ -6,7 +6,9 @@
 //! Adaptive restart (O'Donoghue & Candes, gradient scheme): when `(v_k - x_k).(x_k - x_{k-1}) > 0`
 //! the momentum points uphill, so that row restarts with `t = 1` (same trigger as a rising
 //! objective to first order, without an extra product per iteration).
-//! The gradient is `v G - y D^T` with the Gram matrix `G = D D^T` when `N <= 2M`, else
+//! Up to 4096 atoms the problem is solved per sample on a growing working set of atoms with a
+//! KKT check ([`super::working_set`]); above that, all samples of a chunk advance together and
+//! the gradient is `v G - y D^T` with the Gram matrix `G = D D^T` when `N <= 2M`, else
 //! `(v D - y) D^T`.
 
 use crate::linalg::{matmul, spectral_norm_sq, MatRef};
@@ -102,6 +104,20 @@ pub fn fista(
     p: &FistaParams,
     par: Parallelism,
 ) -> Result<FistaResult> {
+    fista_with(y, d, init, p, par, WORKING_SET_MAX)
+}
+
+/// Up to this many atoms (a Gram matrix of at most 64 MiB) the working-set solver runs.
+const WORKING_SET_MAX: usize = 4096;
+
+pub(crate) fn fista_with(
+    y: &Matrix,
+    d: &Matrix,
+    init: Option<&Matrix>,
+    p: &FistaParams,
+    par: Parallelism,
+    working_set_max: usize,
+) -> Result<FistaResult> {
     p.validate()?;
     super::check_problem(y, d)?;
     let (s, m) = y.shape();
@@ -122,6 +138,14 @@ pub fn fista(
             codes,
             iterations: 0,
             converged: 1.0,
+        });
+    }
+    if n <= working_set_max {
+        let (codes, iterations, converged) = super::working_set::solve(y, d, init, p, par);
+        return Ok(FistaResult {
+            codes,
+            iterations,
+            converged,
         });
     }
     let gram = (n <= 2 * m).then(|| {
@@ -303,6 +327,9 @@ mod tests {
                     accelerated: true,
                 };
                 let f = fista(&y, &d, None, &p, Parallelism::Serial).unwrap();
+                // The batched GEMM path (used above 4096 atoms) reaches the same optimum.
+                let batched = fista_with(&y, &d, None, &p, Parallelism::Threads(2), 0).unwrap();
+                let ob = objective(&y, &d, &batched.codes, 0.05);
                 let i = fista(
                     &y,
                     &d,
@@ -333,6 +360,10 @@ mod tests {
                     objective(&y, &d, &naive, 0.05),
                 );
                 assert!((of - on).abs() <= 1e-4 * on, "fista {of} vs naive {on}");
+                assert!(
+                    (ob - on).abs() <= 1e-4 * on,
+                    "batched fista {ob} vs naive {on}"
+                );
                 assert!((oi - on).abs() <= 1e-4 * on, "ista {oi} vs naive {on}");
                 if nonneg {
                     assert!(f.codes.as_slice().iter().all(|v| *v >= 0.0));
@@ -344,6 +375,35 @@ mod tests {
                     i.iterations
                 );
             }
+        }
+    }
+
+    #[test]
+    fn warm_starts_reach_the_same_optimum_on_both_paths() {
+        // A dense, non-optimal start (as ITO gives from an SAE) must still be solved on its own
+        // support and beyond: the working-set path once returned such starts unchanged.
+        let (y, d, _) = problem(16, 8, 4);
+        let start = Matrix::from_fn(y.rows(), 16, |r, c| 0.05 * ((r + c) % 7) as f32);
+        let p = FistaParams {
+            lambda: 0.01,
+            nonneg: true,
+            max_iter: 5000,
+            tol: 1e-7,
+            accelerated: true,
+        };
+        let cold = objective(
+            &y,
+            &d,
+            &fista(&y, &d, None, &p, Parallelism::Serial).unwrap().codes,
+            0.01,
+        );
+        for gram_max in [4096, 0] {
+            let warm = fista_with(&y, &d, Some(&start), &p, Parallelism::Serial, gram_max).unwrap();
+            let ow = objective(&y, &d, &warm.codes, 0.01);
+            assert!(
+                (ow - cold).abs() <= 1e-4 * cold,
+                "path {gram_max}: warm {ow} vs cold {cold}"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 mod fista;
 mod ito;
 mod omp;
+mod working_set;
 
 pub use fista::{fista, objective, FistaParams, FistaResult};
 pub use ito::ito;
