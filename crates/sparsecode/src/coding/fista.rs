@@ -171,6 +171,50 @@ pub(crate) fn fista_with(
     })
 }
 
+/// One FISTA step for one sample given the gradient at `v`: `x_k = prox(v - grad/L)` (soft
+/// threshold by `thr = lambda/L`, non-negative when asked), then the momentum step
+/// `v = x_k + (t_k - 1)/t_{k+1} (x_k - x_{k-1})`, restarted (t = 1) when the momentum points
+/// uphill, `(v - x_k).(x_k - x_{k-1}) > 0`. Returns whether the sample has converged.
+#[inline(always)]
+pub(super) fn prox_momentum_step(
+    x: &mut [f32],
+    v: &mut [f32],
+    grad: &[f32],
+    t: &mut f32,
+    step: f32,
+    thr: f32,
+    p: &FistaParams,
+) -> bool {
+    let (mut change, mut scale, mut uphill) = (0.0f32, 1.0f32, 0.0f32);
+    for i in 0..x.len() {
+        let u = v[i] - step * grad[i];
+        let new = if p.nonneg {
+            (u - thr).max(0.0)
+        } else {
+            u.signum() * (u.abs() - thr).max(0.0)
+        };
+        let diff = new - x[i];
+        change = change.max(diff.abs());
+        scale = scale.max(new.abs());
+        uphill += (v[i] - new) * diff;
+        v[i] = x[i]; // x_{k-1}, until the momentum step below
+        x[i] = new;
+    }
+    let restart = !p.accelerated || uphill > 0.0;
+    let (t_old, t_new) = if restart {
+        (1.0, 1.0)
+    } else {
+        (*t, (1.0 + (1.0 + 4.0 * *t * *t).sqrt()) / 2.0)
+    };
+    let beta = (t_old - 1.0) / t_new;
+    for i in 0..x.len() {
+        let prev = v[i];
+        v[i] = x[i] + beta * (x[i] - prev);
+    }
+    *t = t_new;
+    change <= p.tol * scale
+}
+
 #[allow(clippy::too_many_arguments)]
 fn solve_chunk(
     y: &[f32],
@@ -215,44 +259,17 @@ fn solve_chunk(
                 matmul(&mut grad, MatRef::new(&resid, b, m), d.view().t(), 0.0, par);
             }
         }
-        let sub_c = gram.is_some();
+        if gram.is_some() {
+            grad.par_chunks_mut(n)
+                .zip(c.par_chunks(n))
+                .for_each(|(gr, cr)| gr.iter_mut().zip(cr).for_each(|(g, cv)| *g -= cv));
+        }
         x.par_chunks_mut(n)
             .zip(v.par_chunks_mut(n))
-            .zip(grad.par_chunks(n).zip(c.par_chunks(n)))
+            .zip(grad.par_chunks(n))
             .zip(t.par_iter_mut().zip(done.par_iter_mut()))
-            .for_each(|(((xr, vr), (gr, cr)), (tr, dr))| {
-                let mut change = 0.0f32;
-                let mut scale = 1.0f32;
-                let mut uphill = 0.0f32;
-                for i in 0..n {
-                    let g = if sub_c { gr[i] - cr[i] } else { gr[i] };
-                    let u = vr[i] - step * g;
-                    let new = if p.nonneg {
-                        (u - thr).max(0.0)
-                    } else {
-                        u.signum() * (u.abs() - thr).max(0.0)
-                    };
-                    let diff = new - xr[i];
-                    change = change.max(diff.abs());
-                    scale = scale.max(new.abs());
-                    uphill += (vr[i] - new) * diff;
-                    // Stash x_{k-1} in vr until the momentum step below.
-                    vr[i] = xr[i];
-                    xr[i] = new;
-                }
-                *dr = change <= p.tol * scale;
-                let restart = !p.accelerated || uphill > 0.0;
-                let (t_old, t_new) = if restart {
-                    (1.0, 1.0)
-                } else {
-                    (*tr, (1.0 + (1.0 + 4.0 * *tr * *tr).sqrt()) / 2.0)
-                };
-                let beta = (t_old - 1.0) / t_new;
-                for i in 0..n {
-                    let prev = vr[i];
-                    vr[i] = xr[i] + beta * (xr[i] - prev);
-                }
-                *tr = t_new;
+            .for_each(|(((xr, vr), gr), (tr, dr))| {
+                *dr = prox_momentum_step(xr, vr, gr, tr, step, thr, p)
             });
         if done.iter().all(|d| *d) {
             break;

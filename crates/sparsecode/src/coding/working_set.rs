@@ -194,34 +194,7 @@ fn solve_on_set(z: &mut [f32], c: &[f32], g: &Matrix, p: &FistaParams, sc: &mut 
         for a in 0..k {
             grad[a] = simd::dot_inline(&sc.g_sub[a * k..(a + 1) * k], &v) - sc.c_sub[a];
         }
-        let (mut change, mut scale, mut uphill) = (0.0f32, 1.0f32, 0.0f32);
-        for a in 0..k {
-            let u = v[a] - step * grad[a];
-            let new = if p.nonneg {
-                (u - thr).max(0.0)
-            } else {
-                u.signum() * (u.abs() - thr).max(0.0)
-            };
-            let diff = new - sc.z_sub[a];
-            change = change.max(diff.abs());
-            scale = scale.max(new.abs());
-            uphill += (v[a] - new) * diff;
-            v[a] = sc.z_sub[a];
-            sc.z_sub[a] = new;
-        }
-        let restart = !p.accelerated || uphill > 0.0;
-        let (t_old, t_new) = if restart {
-            (1.0, 1.0)
-        } else {
-            (t, (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0)
-        };
-        let beta = (t_old - 1.0) / t_new;
-        for a in 0..k {
-            let prev = v[a];
-            v[a] = sc.z_sub[a] + beta * (sc.z_sub[a] - prev);
-        }
-        t = t_new;
-        if change <= p.tol * scale {
+        if super::fista::prox_momentum_step(&mut sc.z_sub, &mut v, &grad, &mut t, step, thr, p) {
             break;
         }
     }
