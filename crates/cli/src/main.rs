@@ -37,6 +37,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Build, inspect and verify sharded activation stores.
     Store(commands::store::Args),
+    /// Learn a dictionary by alternating sparse coding and atom updates.
+    Learn(commands::learn::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -69,6 +71,7 @@ fn main() {
             Command::Demo(a) => commands::demo::run(a, threads),
             Command::Bench(a) => commands::bench::run(a, threads),
             Command::Store(a) => commands::store::run(a),
+            Command::Learn(a) => commands::learn::run(a, threads),
         });
     match result {
         Ok(Outcome::Ok) => {}

@@ -2,11 +2,13 @@
 //! for the L1 problem, OMP for the L0-constrained one, and inference-time optimisation (FISTA
 //! started from an SAE's codes with that SAE's decoder).
 
+mod dictionary;
 mod fista;
 mod ito;
 mod omp;
 mod working_set;
 
+pub use dictionary::{learn_dictionary, DictLearnParams, DictLearnResult};
 pub use fista::{fista, objective, FistaParams, FistaResult};
 pub use ito::ito;
 pub use omp::{omp, OmpParams};
