@@ -3,8 +3,8 @@
 //! sparse coding of all samples with the working-set FISTA (warm-started from the previous
 //! codes), then one pass of block-coordinate descent over the atoms on the sufficient statistics
 //! `A = Z^T Z`, `B = Z^T Y` (Mairal et al. 2009): `d_j <- d_j + (b_j - a_j D) / A_jj`, then
-//! `d_j / ||d_j||`. An atom no sample uses (`A_jj = 0`) is re-seeded from the worst-reconstructed
-//! sample. Stops when the objective changes by less than `tol` (relative).
+//! `d_j / ||d_j||`. An atom no sample uses (`A_jj = 0`), or one that duplicates an earlier atom
+//! (|cosine| > 0.97), is re-seeded from the worst-reconstructed samples. Stops when the objective changes by less than `tol` (relative).
 
 use super::{fista, FistaParams};
 use crate::linalg::{matmul, normalize_rows};
@@ -13,6 +13,9 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+/// Atoms closer than this (|cosine|) to an earlier atom are re-seeded.
+const DUPLICATE_COSINE: f32 = 0.97;
 
 /// Parameters of [`learn_dictionary`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +78,34 @@ pub struct DictLearnResult {
     pub objective: Vec<f64>,
 }
 
+/// Picks `n` samples far apart in angle (farthest-point seeding): the first at random, then
+/// repeatedly the sample whose best |cosine| with the picks so far is smallest. Starting atoms
+/// spread out this way rarely share a true atom, the usual local minimum of dictionary learning.
+fn spread_samples(y: &Matrix, n: usize, seed: u64) -> Vec<usize> {
+    let (s, m) = y.shape();
+    let mut unit = y.clone();
+    normalize_rows(unit.as_mut_slice(), m);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let first = sample(&mut rng, s, 1).index(0);
+    let mut picks = vec![first];
+    let mut best = vec![0.0f32; s]; // best |cos| of each sample with the picks
+    let mut last = first;
+    while picks.len() < n {
+        for (i, b) in best.iter_mut().enumerate() {
+            let c = crate::linalg::simd::dot(unit.row(i), unit.row(last)).abs();
+            *b = b.max(c);
+        }
+        for &p in &picks {
+            best[p] = f32::INFINITY;
+        }
+        last = (0..s)
+            .min_by(|&i, &j| best[i].total_cmp(&best[j]).then(i.cmp(&j)))
+            .unwrap_or(0);
+        picks.push(last);
+    }
+    picks
+}
+
 fn objective(y: &Matrix, d: &Matrix, z: &Matrix, lambda: f32, par: Parallelism) -> (f64, Vec<f64>) {
     let mut r = Matrix::zeros(y.rows(), y.cols());
     matmul(r.as_mut_slice(), z.view(), d.view(), 0.0, par);
@@ -104,9 +135,7 @@ pub fn learn_dictionary(
     p.validate(s)?;
     y.check_finite("data")?;
     let n = p.atoms;
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let picks: Vec<usize> = sample(&mut rng, s, n).into_vec();
-    let mut d = y.select_rows(&picks);
+    let mut d = y.select_rows(&spread_samples(y, n, p.seed));
     if normalize_rows(d.as_mut_slice(), m) > 0 {
         // Zero rows picked: replace them by unit basis vectors so every atom has a direction.
         for j in 0..n {
@@ -167,6 +196,16 @@ pub fn learn_dictionary(
                 d.row_mut(j)
                     .iter_mut()
                     .for_each(|v| *v = (*v as f64 / norm) as f32);
+            }
+        }
+        // Two atoms that converged to the same direction waste one: re-seed the later one.
+        let mut gram = Matrix::zeros(n, n);
+        matmul(gram.as_mut_slice(), d.view(), d.view().t(), 0.0, par);
+        for j in 1..n {
+            if (0..j).any(|k| gram.get(j, k).abs() > DUPLICATE_COSINE) {
+                let src = next_worst.next().unwrap_or(0);
+                d.row_mut(j).copy_from_slice(y.row(src));
+                normalize_rows(d.row_mut(j), m);
             }
         }
         let (obj, _) = objective(y, &d, &codes, p.lambda, par);
