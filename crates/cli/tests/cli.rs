@@ -753,3 +753,62 @@ fn store_create_inspect_verify_and_train_from_it() {
     ]);
     assert!(e.contains("width 7"), "{e}");
 }
+
+#[test]
+fn learn_recovers_a_planted_dictionary_and_rejects_bad_parameters() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("e2");
+    ok(&["synth", "--preset", "e2", "--seed", "3", "--out", p(&d)]);
+    let out = t.path().join("dict");
+    ok(&[
+        "learn",
+        "--data",
+        p(&d.join("activations.npy")),
+        "--atoms",
+        "16",
+        "--lambda",
+        "0.05",
+        "--transform-lambda",
+        "0.01",
+        "--nonneg",
+        "--out",
+        p(&out),
+    ]);
+    let rec = json(&std::fs::read_to_string(out.join("learn.json")).unwrap());
+    assert_eq!(rec["params"]["restarts"], 3);
+    let e = json(&ok(&[
+        "eval",
+        "--codes",
+        p(&out.join("codes.npy")),
+        "--dictionary",
+        p(&out.join("dictionary.npy")),
+        "--data",
+        p(&d.join("activations.npy")),
+        "--truth",
+        p(&d),
+        "--json",
+    ]));
+    assert!(e["dict_mcc"].as_f64().unwrap() > 0.98, "{e}");
+    assert!(e["code_mcc"].as_f64().unwrap() > 0.95, "{e}");
+    let e = fails(&[
+        "learn",
+        "--data",
+        p(&d.join("activations.npy")),
+        "--atoms",
+        "5000",
+        "--out",
+        p(&t.path().join("x")),
+    ]);
+    assert!(e.contains("`atoms`"), "{e}");
+    let e = fails(&[
+        "learn",
+        "--data",
+        p(&d.join("activations.npy")),
+        "--atoms",
+        "4",
+        "--lambda=-1",
+        "--out",
+        p(&t.path().join("y")),
+    ]);
+    assert!(e.contains("`lambda`"), "{e}");
+}

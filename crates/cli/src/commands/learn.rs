@@ -33,6 +33,9 @@ pub struct Args {
     tol: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Independent starts; the lowest objective wins.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
     /// Output folder: dictionary.npy, codes.npy, learn.json.
     #[arg(long)]
     out: PathBuf,
@@ -51,6 +54,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         max_iter: a.max_iter,
         tol: a.tol,
         seed: a.seed,
+        restarts: a.restarts,
     };
     let started = std::time::Instant::now();
     let r = learn_dictionary(&y, &p, par)?;

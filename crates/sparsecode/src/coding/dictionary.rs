@@ -30,8 +30,11 @@ pub struct DictLearnParams {
     pub max_iter: usize,
     /// Stop when the objective changes by less than this, relatively.
     pub tol: f64,
-    /// Seed of the initial atoms (random distinct samples).
+    /// Seed of the initial atoms.
     pub seed: u64,
+    /// Independent starts (seeds `seed`, `seed + 1`, ...); the lowest final objective wins.
+    /// Dictionary learning is non-convex: a few starts avoid most poor local minima.
+    pub restarts: usize,
 }
 
 impl DictLearnParams {
@@ -56,6 +59,9 @@ impl DictLearnParams {
         }
         if self.max_iter == 0 {
             return Err(Error::param("max_iter", "must be at least 1"));
+        }
+        if self.restarts == 0 {
+            return Err(Error::param("restarts", "must be at least 1"));
         }
         if !(self.tol.is_finite() && self.tol >= 0.0) {
             return Err(Error::param(
@@ -125,17 +131,37 @@ fn objective(y: &Matrix, d: &Matrix, z: &Matrix, lambda: f32, par: Parallelism) 
     )
 }
 
-/// Learns `p.atoms` unit-norm atoms from the rows of `y`.
+/// Learns `p.atoms` unit-norm atoms from the rows of `y` (best of `p.restarts` starts).
 pub fn learn_dictionary(
     y: &Matrix,
     p: &DictLearnParams,
     par: Parallelism,
 ) -> Result<DictLearnResult> {
-    let (s, m) = y.shape();
-    p.validate(s)?;
+    p.validate(y.rows())?;
     y.check_finite("data")?;
+    let mut best: Option<DictLearnResult> = None;
+    for r in 0..p.restarts {
+        let run = learn_once(y, p, p.seed.wrapping_add(r as u64), par)?;
+        let better = match &best {
+            None => true,
+            Some(b) => run.objective.last() < b.objective.last(),
+        };
+        if better {
+            best = Some(run);
+        }
+    }
+    Ok(best.expect("restarts >= 1 was validated"))
+}
+
+fn learn_once(
+    y: &Matrix,
+    p: &DictLearnParams,
+    seed: u64,
+    par: Parallelism,
+) -> Result<DictLearnResult> {
+    let (s, m) = y.shape();
     let n = p.atoms;
-    let mut d = y.select_rows(&spread_samples(y, n, p.seed));
+    let mut d = y.select_rows(&spread_samples(y, n, seed));
     if normalize_rows(d.as_mut_slice(), m) > 0 {
         // Zero rows picked: replace them by unit basis vectors so every atom has a direction.
         for j in 0..n {
@@ -253,6 +279,7 @@ mod tests {
             max_iter: 300,
             tol: 1e-7,
             seed: 0,
+            restarts: 2,
         };
         let r = learn_dictionary(y, &p, Parallelism::Serial).unwrap();
         let w = r
@@ -293,6 +320,7 @@ mod tests {
             max_iter: 3,
             tol: 0.0,
             seed: 0,
+            restarts: 1,
         };
         assert!(learn_dictionary(&y, &p, Parallelism::Serial)
             .unwrap_err()
