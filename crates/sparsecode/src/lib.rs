@@ -8,6 +8,23 @@
 //! Layout conventions: matrices are row-major `f32`; activations are `[samples, d_in]`; every latent
 //! owns one row of the encoder and one row of the decoder (`[d_sae, d_in]` both), so that a latent
 //! shard is a contiguous block of rows. The SAELens export transposes the encoder on the way out.
+//!
+//! ```
+//! use sparsecode::coding::{fista, FistaParams};
+//! use sparsecode::data::{generate, SynthConfig};
+//! use sparsecode::eval::code_mcc;
+//! use sparsecode::Parallelism;
+//!
+//! // Plant 16 features in 8 dimensions (3 active per sample), then recover the codes by sparse
+//! // inference with the true dictionary.
+//! let data = generate(&SynthConfig::e2(0), None)?;
+//! let x = &data.train.activations;
+//! let params = FistaParams { lambda: 0.001, nonneg: true, ..FistaParams::default() };
+//! let codes = fista(x, &data.dictionary, None, &params, Parallelism::Serial)?.codes;
+//! let (mcc, _) = code_mcc(&data.train.codes, &codes, 4096, Parallelism::Serial)?;
+//! assert!(mcc > 0.95);
+//! # Ok::<(), sparsecode::Error>(())
+//! ```
 
 #![warn(missing_docs)]
 // Numerical kernels index several arrays by the same loop variable and take many slices.
