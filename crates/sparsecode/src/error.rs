@@ -110,3 +110,24 @@ impl Error {
         }
     }
 }
+
+/// Fails with [`Error::InvalidParam`] unless `value` is a finite number `>= 0`.
+pub(crate) fn require_non_negative(field: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(
+            field,
+            format!("{value} must be a non-negative number"),
+        ))
+    }
+}
+
+/// Fails with [`Error::InvalidParam`] unless `value >= 1`.
+pub(crate) fn require_positive_count(field: &str, value: usize) -> Result<()> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(Error::param(field, "must be at least 1"))
+    }
+}

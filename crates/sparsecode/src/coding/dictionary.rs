@@ -7,6 +7,7 @@
 //! (|cosine| > 0.97), is re-seeded from the worst-reconstructed samples. Stops when the objective changes by less than `tol` (relative).
 
 use super::{fista, FistaParams};
+use crate::error::{require_non_negative, require_positive_count};
 use crate::linalg::{matmul, normalize_rows};
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::seq::index::sample;
@@ -39,9 +40,7 @@ pub struct DictLearnParams {
 
 impl DictLearnParams {
     fn validate(&self, samples: usize) -> Result<()> {
-        if self.atoms == 0 {
-            return Err(Error::param("atoms", "must be at least 1"));
-        }
+        require_positive_count("atoms", self.atoms)?;
         if self.atoms > samples {
             return Err(Error::param(
                 "atoms",
@@ -51,24 +50,10 @@ impl DictLearnParams {
                 ),
             ));
         }
-        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::param(
-                "lambda",
-                format!("{} must be a non-negative number", self.lambda),
-            ));
-        }
-        if self.max_iter == 0 {
-            return Err(Error::param("max_iter", "must be at least 1"));
-        }
-        if self.restarts == 0 {
-            return Err(Error::param("restarts", "must be at least 1"));
-        }
-        if !(self.tol.is_finite() && self.tol >= 0.0) {
-            return Err(Error::param(
-                "tol",
-                format!("{} must be a non-negative number", self.tol),
-            ));
-        }
+        require_non_negative("lambda", self.lambda as f64)?;
+        require_positive_count("max_iter", self.max_iter)?;
+        require_positive_count("restarts", self.restarts)?;
+        require_non_negative("tol", self.tol)?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! the gradient is `v G - y D^T` with the Gram matrix `G = D D^T` when `N <= 2M`, else
 //! `(v D - y) D^T`.
 
+use crate::error::{require_non_negative, require_positive_count};
 use crate::linalg::{matmul, spectral_norm_sq, MatRef};
 use crate::{Error, Matrix, Parallelism, Result};
 use rayon::prelude::*;
@@ -45,22 +46,9 @@ impl Default for FistaParams {
 
 impl FistaParams {
     fn validate(&self) -> Result<()> {
-        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::param(
-                "lambda",
-                format!("{} must be a non-negative number", self.lambda),
-            ));
-        }
-        if self.max_iter == 0 {
-            return Err(Error::param("max_iter", "must be at least 1"));
-        }
-        if !(self.tol.is_finite() && self.tol >= 0.0) {
-            return Err(Error::param(
-                "tol",
-                format!("{} must be a non-negative number", self.tol),
-            ));
-        }
-        Ok(())
+        require_non_negative("lambda", self.lambda as f64)?;
+        require_positive_count("max_iter", self.max_iter)?;
+        require_non_negative("tol", self.tol as f64)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The training configuration: one serde type, validated in one place.
 
+use crate::error::{require_non_negative, require_positive_count};
 use crate::sae::{Activation, EncoderInit};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -194,9 +195,7 @@ impl TrainConfig {
                 reason: format!("{samples} samples of width {d_in}"),
             });
         }
-        if self.latents == 0 {
-            return bad("latents", "must be at least 1".into());
-        }
+        require_positive_count("latents", self.latents)?;
         if self.steps == 0 {
             return bad("steps", "must be at least 1".into());
         }
@@ -235,9 +234,7 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every", "must be at least 1".into());
         }
-        if self.threads == 0 {
-            return bad("threads", "must be at least 1".into());
-        }
+        require_positive_count("threads", self.threads)?;
         if self.shuffle_rows < self.batch_size as u64 {
             return bad(
                 "shuffle_rows",
@@ -249,9 +246,7 @@ impl TrainConfig {
         }
         match self.arch {
             ArchConfig::Relu { l1, .. } => {
-                if !(l1.is_finite() && l1 >= 0.0) {
-                    return bad("l1", format!("{l1} must be a non-negative number"));
-                }
+                require_non_negative("l1", l1 as f64)?;
             }
             ArchConfig::TopK { k, aux_k, aux_coef } => {
                 if k == 0 || k > self.latents {
@@ -272,12 +267,7 @@ impl TrainConfig {
                         ),
                     );
                 }
-                if !(aux_coef.is_finite() && aux_coef >= 0.0) {
-                    return bad(
-                        "aux_coef",
-                        format!("{aux_coef} must be a non-negative number"),
-                    );
-                }
+                require_non_negative("aux_coef", aux_coef as f64)?;
             }
         }
         Ok(())
