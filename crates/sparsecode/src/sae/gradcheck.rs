@@ -256,3 +256,36 @@ fn topk_forward_matches_dense_reference() {
         parts.recon
     );
 }
+
+#[test]
+fn dense_and_sparse_auxk_paths_agree() {
+    let sae = random_sae(12, 40, Activation::TopK { k: 3 }, 11);
+    let x = batch(9, 12, 12);
+    let dead: Vec<bool> = (0..40).map(|j| j % 5 != 0).collect();
+    let aux = AuxK {
+        k_aux: 4,
+        coef: 0.25,
+        dead: &dead,
+    };
+    let run = |dense: bool| {
+        super::topk::FORCE_DENSE_AUX.with(|f| f.set(Some(dense)));
+        let mut ws = Workspace::default();
+        let mut g = Grads::zeros(12, 40);
+        let l = topk_loss_grad(&sae, &x, 3, Some(aux), &mut ws, &mut g, Parallelism::Serial);
+        super::topk::FORCE_DENSE_AUX.with(|f| f.set(None));
+        (l, g)
+    };
+    let ((ld, gd), (ls, gs)) = (run(true), run(false));
+    assert!(ld.sparsity > 0.0);
+    assert!((ld.loss - ls.loss).abs() < 1e-6 * ld.loss.abs().max(1.0));
+    for (a, b) in [
+        (&gd.w_enc, &gs.w_enc),
+        (&gd.b_enc, &gs.b_enc),
+        (&gd.w_dec, &gs.w_dec),
+        (&gd.b_dec, &gs.b_dec),
+    ] {
+        for (u, v) in a.iter().zip(b.iter()) {
+            assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{u} vs {v}");
+        }
+    }
+}

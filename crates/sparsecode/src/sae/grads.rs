@@ -103,6 +103,18 @@ pub struct Workspace {
     pub(crate) fired: Vec<bool>,
     pub(crate) tmp_m: Vec<f32>,
     pub(crate) fill: Vec<u32>,
+    pub(crate) dense_aux: DenseAux,
+}
+
+/// Buffers of the dense AuxK path (dead latents as a dense block).
+#[derive(Debug, Default)]
+pub struct DenseAux {
+    pub(crate) dead_idx: Vec<u32>,
+    pub(crate) dead_pos: Vec<u32>,
+    pub(crate) z: Vec<f32>,
+    pub(crate) w_dead: Vec<f32>,
+    pub(crate) tmp: Vec<f32>,
+    pub(crate) dz: Vec<f32>,
 }
 
 pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {

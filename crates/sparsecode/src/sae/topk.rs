@@ -2,7 +2,9 @@
 //! decoder is a gather-sum over the k active rows, and the weight gradients touch only the rows of
 //! latents that fired (or were used by AuxK) in the batch, accumulated per latent in parallel.
 
-use super::grads::{batch_variance, sized, subtract_encoder_path, Grads, LossParts, Workspace};
+use super::grads::{
+    batch_variance, sized, subtract_encoder_path, DenseAux, Grads, LossParts, Workspace,
+};
 use super::Sae;
 use crate::linalg::{simd, topk_row, topk_row_shifted, TopK};
 use crate::Parallelism;
@@ -49,6 +51,120 @@ fn select(pre: &[f32], bias: &[f32], k: usize, mask: Option<&[bool]>, out: &mut 
                 }
             },
         );
+}
+
+/// AuxK runs on dense GEMMs over the dead latents when there are at most this many times
+/// `k_aux` of them.
+const DENSE_AUX_RATIO: usize = 16;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests force one AuxK path or the other.
+    pub(crate) static FORCE_DENSE_AUX: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Dense AuxK forward: the aux codes as a `[B, dead]` matrix times the dead decoder rows, into
+/// `out`. Leaves the dense codes and the gathered rows in the workspace for the backward.
+fn dense_aux_forward(
+    sae: &Sae,
+    dead: &[bool],
+    codes: &TopK,
+    ws: &mut DenseAux,
+    b: usize,
+    out: &mut [f32],
+    par: Parallelism,
+) {
+    let m = sae.d_in();
+    ws.dead_idx.clear();
+    ws.dead_pos.clear();
+    ws.dead_pos.resize(dead.len(), u32::MAX);
+    for (j, &d) in dead.iter().enumerate() {
+        if d {
+            ws.dead_pos[j] = ws.dead_idx.len() as u32;
+            ws.dead_idx.push(j as u32);
+        }
+    }
+    let nd = ws.dead_idx.len();
+    let z = sized(&mut ws.z, b * nd);
+    z.fill(0.0);
+    let ka = codes.k;
+    for (s, (&j, &v)) in codes.indices.iter().zip(&codes.values).enumerate() {
+        if v > 0.0 {
+            z[(s / ka) * nd + ws.dead_pos[j as usize] as usize] = v;
+        }
+    }
+    let wd = sized(&mut ws.w_dead, nd * m);
+    for (row, &j) in wd.chunks_mut(m).zip(&ws.dead_idx) {
+        row.copy_from_slice(sae.w_dec.row(j as usize));
+    }
+    crate::linalg::matmul(
+        out,
+        crate::linalg::MatRef::new(z, b, nd),
+        crate::linalg::MatRef::new(wd, nd, m),
+        0.0,
+        par,
+    );
+}
+
+/// Dense AuxK backward: adds the aux gradients of the dead latents' decoder rows, encoder rows
+/// and encoder biases, given `dea = d loss / d e_aux` (`[B, d_in]`).
+fn dense_aux_backward(
+    ws: &mut DenseAux,
+    dea: &[f32],
+    xc: &[f32],
+    g: &mut Grads,
+    b: usize,
+    m: usize,
+    par: Parallelism,
+) {
+    use crate::linalg::{matmul, MatRef};
+    let nd = ws.dead_idx.len();
+    let z = &ws.z[..b * nd];
+    let wd = &ws.w_dead[..nd * m];
+    let tmp = sized(&mut ws.tmp, nd * m);
+    // d W_dec[dead] = z^T dea.
+    matmul(
+        tmp,
+        MatRef::new(z, b, nd).t(),
+        MatRef::new(dea, b, m),
+        0.0,
+        par,
+    );
+    for (row, &j) in tmp.chunks(m).zip(&ws.dead_idx) {
+        g.w_dec[j as usize * m..(j as usize + 1) * m]
+            .iter_mut()
+            .zip(row)
+            .for_each(|(a, v)| *a += v);
+    }
+    // d codes = dea W_dec[dead]^T, kept where the aux code is active.
+    let dz = sized(&mut ws.dz, b * nd);
+    matmul(
+        dz,
+        MatRef::new(dea, b, m),
+        MatRef::new(wd, nd, m).t(),
+        0.0,
+        par,
+    );
+    dz.iter_mut().zip(z).for_each(|(d, zv)| {
+        if *zv <= 0.0 {
+            *d = 0.0
+        }
+    });
+    // d W_enc[dead] = dz^T x_c; d b_enc[dead] = column sums of dz.
+    matmul(
+        tmp,
+        MatRef::new(dz, b, nd).t(),
+        MatRef::new(xc, b, m),
+        0.0,
+        par,
+    );
+    for (p, (row, &j)) in tmp.chunks(m).zip(&ws.dead_idx).enumerate() {
+        g.w_enc[j as usize * m..(j as usize + 1) * m]
+            .iter_mut()
+            .zip(row)
+            .for_each(|(a, v)| *a += v);
+        g.b_enc[j as usize] += dz.chunks(nd).map(|r| r[p]).sum::<f32>();
+    }
 }
 
 /// Adds `sum_s val_bs W_dec[idx_bs]` to every row `b` of `out` (`[B, d_in]`).
@@ -100,6 +216,7 @@ pub fn topk_loss_grad(
     // AuxK: reconstruct the (detached) residual x - x_hat = -e from the top dead latents.
     let mut aux_loss = 0.0f64;
     let mut aux_used = false;
+    let mut aux_dense = false;
     if let Some(a) = aux {
         let dead = a.dead.iter().filter(|d| **d).count();
         let ka = a.k_aux.min(dead);
@@ -107,9 +224,19 @@ pub fn topk_loss_grad(
             aux_used = true;
             let scale = (dead as f32 / a.k_aux as f32).min(1.0);
             select(pre, &sae.b_enc, ka, Some(a.dead), &mut ws.aux);
-            // Reuse x_hat's buffer for e_aux, then turn it into d e_aux.
-            xhat.fill(0.0);
-            gather_sum(sae, &ws.aux, xhat);
+            // Reuse x_hat's buffer for e_aux, then turn it into d e_aux. With few dead latents
+            // relative to k_aux, dense GEMMs over the dead subset beat the gather/scatter.
+            aux_dense = dead <= DENSE_AUX_RATIO * ka;
+            #[cfg(test)]
+            if let Some(forced) = FORCE_DENSE_AUX.with(|f| f.get()) {
+                aux_dense = forced;
+            }
+            if aux_dense {
+                dense_aux_forward(sae, a.dead, &ws.aux, &mut ws.dense_aux, b, xhat, par);
+            } else {
+                xhat.fill(0.0);
+                gather_sum(sae, &ws.aux, xhat);
+            }
             let c = a.coef * scale;
             for (ea, d) in xhat.iter_mut().zip(de.iter()) {
                 let diff = *ea + *d / (2.0 * inv_b); // e_aux - (x - x_hat) = e_aux + e
@@ -123,7 +250,11 @@ pub fn topk_loss_grad(
     // Group slots by latent (counting sort) so each latent's rows are summed by one thread in a
     // fixed order: no atomics, identical results for any thread count.
     let main_slots = b * k;
-    let aux_slots = if aux_used { ws.aux.values.len() } else { 0 };
+    let aux_slots = if aux_used && !aux_dense {
+        ws.aux.values.len()
+    } else {
+        0
+    };
     let ka = if aux_used { ws.aux.k } else { 1 };
     let start = &mut ws.latent_start;
     start.clear();
@@ -191,6 +322,9 @@ pub fn topk_loss_grad(
             *gb = sum_dv;
         });
 
+    if aux_dense {
+        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
+    }
     g.b_dec.fill(0.0);
     for row in de.chunks_exact(m) {
         g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
