@@ -278,11 +278,6 @@ impl<'a> Batcher<'a> {
         me
     }
 
-    /// The plan in use.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     fn enter(&mut self, e: u64, w: u64) -> Result<()> {
         let mut loaded = None;
         if let Some(k) = self.in_flight.take() {

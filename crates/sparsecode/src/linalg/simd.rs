@@ -81,15 +81,6 @@ pub fn axpy_many<'a>(y: &mut [f32], terms: impl Iterator<Item = (f32, &'a [f32])
     });
 }
 
-/// `out[s] = dot(g, rows(s))` for several rows: one dispatch for all of them.
-pub fn dot_many<'a>(g: &[f32], rows: impl Iterator<Item = &'a [f32]>, out: &mut [f32]) {
-    pulp::Arch::new().dispatch(|| {
-        for (o, r) in out.iter_mut().zip(rows) {
-            *o = dot_body(g, r);
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,9 +97,6 @@ mod tests {
             for i in 0..v.len() {
                 prop_assert!((y[i] - (w[i] + a * v[i])).abs() < 1e-5);
             }
-            let mut out = [0.0f32; 2];
-            dot_many(&v, [&w[..], &v[..]].into_iter(), &mut out);
-            prop_assert_eq!(out[0], dot(&v, &w));
             let mut z = vec![0.0f32; v.len()];
             axpy_many(&mut z, [(a, &v[..]), (1.0, &w[..])].into_iter());
             let mut z2 = vec![0.0f32; v.len()];
