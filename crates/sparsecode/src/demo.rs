@@ -4,6 +4,7 @@
 use crate::coding::{fista, ito, omp, FistaParams, OmpParams};
 use crate::data::{generate, Magnitude, Support, SynthConfig};
 use crate::eval::{code_mcc, dictionary_metrics, evaluate, HUNGARIAN_MAX};
+use crate::linalg::synthesize;
 use crate::train::{train, ArchConfig, NoObserver, TrainConfig};
 use crate::{Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
@@ -107,15 +108,6 @@ fn row(
     })
 }
 
-fn decode(codes: &Matrix, d: &Matrix, bias: Option<&[f32]>, par: Parallelism) -> Matrix {
-    let mut out = Matrix::zeros(codes.rows(), d.cols());
-    crate::linalg::matmul(out.as_mut_slice(), codes.view(), d.view(), 0.0, par);
-    if let Some(b) = bias {
-        out.add_to_rows(b, 1.0);
-    }
-    out
-}
-
 /// Runs the demo; `stage` is told what is happening (for a progress display).
 pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> {
     let par = Parallelism::threads(cfg.threads);
@@ -193,7 +185,7 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     stage("inference-time optimisation on the TopK SAE");
     let t0 = Instant::now();
     let refined = ito(&sae, x, &fp, par)?;
-    let x_hat = decode(&refined.codes, &sae.w_dec, Some(&sae.b_dec), par);
+    let x_hat = synthesize(&refined.codes, &sae.w_dec, Some(&sae.b_dec), par);
     rows.push(row(
         "SAE + ITO (FISTA)",
         "TopK SAE decoder",
@@ -208,7 +200,7 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     stage("FISTA with the true dictionary");
     let t0 = Instant::now();
     let f = fista(x, &data.dictionary, None, &fp, par)?;
-    let x_hat = decode(&f.codes, &data.dictionary, None, par);
+    let x_hat = synthesize(&f.codes, &data.dictionary, None, par);
     rows.push(row(
         "FISTA (oracle)",
         "true",
@@ -231,7 +223,7 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
         },
         par,
     )?;
-    let x_hat = decode(&o, &data.dictionary, None, par);
+    let x_hat = synthesize(&o, &data.dictionary, None, par);
     rows.push(row(
         "OMP (oracle)",
         "true",

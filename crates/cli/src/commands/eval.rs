@@ -98,9 +98,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                         z.cols(),
                         Some(x.cols()),
                     )?;
-                    let mut xh = Matrix::zeros(x.rows(), x.cols());
-                    sparsecode::linalg::matmul(xh.as_mut_slice(), z.view(), d.view(), 0.0, par);
-                    Some(xh)
+                    Some(sparsecode::linalg::synthesize(&z, d, None, par))
                 }
                 None => None,
             };

@@ -6,6 +6,7 @@
 //! `d_j / ||d_j||`. An atom no sample uses (`A_jj = 0`), or one that duplicates an earlier atom
 //! (|cosine| > 0.97), is re-seeded from the worst-reconstructed samples. Stops when the objective changes by less than `tol` (relative).
 
+use super::fista::objective_per_sample;
 use super::{fista, FistaParams};
 use crate::error::{require_non_negative, require_positive_count};
 use crate::linalg::{matmul, normalize_rows};
@@ -97,25 +98,6 @@ fn spread_samples(y: &Matrix, n: usize, seed: u64) -> Vec<usize> {
     picks
 }
 
-fn objective(y: &Matrix, d: &Matrix, z: &Matrix, lambda: f32, par: Parallelism) -> (f64, Vec<f64>) {
-    let mut r = Matrix::zeros(y.rows(), y.cols());
-    matmul(r.as_mut_slice(), z.view(), d.view(), 0.0, par);
-    let per_sample: Vec<f64> = (0..y.rows())
-        .map(|s| {
-            r.row(s)
-                .iter()
-                .zip(y.row(s))
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum::<f64>()
-        })
-        .collect();
-    let fit: f64 = per_sample.iter().sum();
-    (
-        0.5 * fit + lambda as f64 * z.as_slice().iter().map(|v| v.abs() as f64).sum::<f64>(),
-        per_sample,
-    )
-}
-
 /// Learns `p.atoms` unit-norm atoms from the rows of `y` (best of `p.restarts` starts).
 pub fn learn_dictionary(
     y: &Matrix,
@@ -171,7 +153,7 @@ fn learn_once(
         // Sufficient statistics: A = Z^T Z, B = Z^T Y.
         matmul(a.as_mut_slice(), codes.view().t(), codes.view(), 0.0, par);
         matmul(b.as_mut_slice(), codes.view().t(), y.view(), 0.0, par);
-        let (_, per_sample) = objective(y, &d, &codes, p.lambda, par);
+        let (_, per_sample) = objective_per_sample(y, &d, &codes, p.lambda, par);
         let mut worst: Vec<usize> = (0..s).collect();
         worst.sort_by(|&i, &j| per_sample[j].total_cmp(&per_sample[i]).then(i.cmp(&j)));
         let mut next_worst = worst.into_iter();
@@ -219,7 +201,7 @@ fn learn_once(
                 normalize_rows(d.row_mut(j), m);
             }
         }
-        let (obj, _) = objective(y, &d, &codes, p.lambda, par);
+        let (obj, _) = objective_per_sample(y, &d, &codes, p.lambda, par);
         z = Some(codes);
         let done = history
             .last()

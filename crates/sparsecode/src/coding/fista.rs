@@ -63,23 +63,34 @@ pub struct FistaResult {
     pub converged: f64,
 }
 
-/// Per-sample objective `1/2 ||y - z D||^2 + lambda ||z||_1`, summed over samples (f64).
+/// The objective `1/2 ||y - z D||^2 + lambda ||z||_1` summed over samples (f64).
 pub fn objective(y: &Matrix, d: &Matrix, z: &Matrix, lambda: f32) -> f64 {
-    let mut r = Matrix::zeros(y.rows(), y.cols());
-    matmul(
-        r.as_mut_slice(),
-        z.view(),
-        d.view(),
-        0.0,
-        Parallelism::Serial,
-    );
-    let fit: f64 = r
-        .as_slice()
-        .iter()
-        .zip(y.as_slice())
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    0.5 * fit + lambda as f64 * z.as_slice().iter().map(|v| v.abs() as f64).sum::<f64>()
+    objective_per_sample(y, d, z, lambda, Parallelism::Serial).0
+}
+
+/// The summed objective and each sample's squared reconstruction error.
+pub(crate) fn objective_per_sample(
+    y: &Matrix,
+    d: &Matrix,
+    z: &Matrix,
+    lambda: f32,
+    par: Parallelism,
+) -> (f64, Vec<f64>) {
+    let r = crate::linalg::synthesize(z, d, None, par);
+    let per_sample: Vec<f64> = (0..y.rows())
+        .map(|s| {
+            r.row(s)
+                .iter()
+                .zip(y.row(s))
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .collect();
+    let l1: f64 = z.as_slice().iter().map(|v| v.abs() as f64).sum();
+    (
+        0.5 * per_sample.iter().sum::<f64>() + lambda as f64 * l1,
+        per_sample,
+    )
 }
 
 const CHUNK_ROWS: usize = 4096;

@@ -214,16 +214,8 @@ pub fn generate(cfg: &SynthConfig, dictionary: Option<&Matrix>) -> Result<SynthD
     normalize_rows(d.as_mut_slice(), cfg.dims);
     let make = |rows: usize, rng: &mut ChaCha8Rng| {
         let z = codes(cfg, rows, rng);
-        let mut x = Matrix::zeros(rows, cfg.dims);
-        crate::linalg::matmul(
-            x.as_mut_slice(),
-            z.view(),
-            d.view(),
-            0.0,
-            crate::Parallelism::Serial,
-        );
         SynthSplit {
-            activations: x,
+            activations: crate::linalg::synthesize(&z, &d, None, crate::Parallelism::Serial),
             codes: z,
         }
     };

@@ -109,6 +109,22 @@ pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, beta: f32, par: Par
     }
 }
 
+/// `codes D (+ bias on every row)`: the signal a set of codes describes with dictionary `d`
+/// (atoms are rows), e.g. an SAE's decoder output.
+pub fn synthesize(
+    codes: &crate::Matrix,
+    d: &crate::Matrix,
+    bias: Option<&[f32]>,
+    par: Parallelism,
+) -> crate::Matrix {
+    let mut out = crate::Matrix::zeros(codes.rows(), d.cols());
+    matmul(out.as_mut_slice(), codes.view(), d.view(), 0.0, par);
+    if let Some(b) = bias {
+        out.add_to_rows(b, 1.0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod rows;
 pub mod simd;
 mod topk;
 
-pub use self::gemm::{matmul, MatRef};
+pub use self::gemm::{matmul, synthesize, MatRef};
 pub use matrix::Matrix;
 pub use power::spectral_norm_sq;
 pub use rows::{normalize_rows, row_norms};

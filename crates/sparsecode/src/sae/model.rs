@@ -234,13 +234,7 @@ impl Sae {
 
     /// `z W_dec + b_dec` for dense codes `z` (`[rows, d_sae]`).
     pub fn decode(&self, z: &Matrix, par: Parallelism) -> Matrix {
-        let m = self.d_in();
-        let mut out = Matrix::zeros(z.rows(), m);
-        matmul(out.as_mut_slice(), z.view(), self.w_dec.view(), 0.0, par);
-        out.as_mut_slice()
-            .par_chunks_mut(m.max(1))
-            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v += b));
-        out
+        crate::linalg::synthesize(z, &self.w_dec, Some(&self.b_dec), par)
     }
 
     /// Encodes then decodes: the reconstruction of `x`.
