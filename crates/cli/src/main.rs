@@ -39,6 +39,8 @@ enum Command {
     Store(commands::store::Args),
     /// Learn a dictionary by alternating sparse coding and atom updates.
     Learn(commands::learn::Args),
+    /// Run one of the paper's experiments and write its tables and figures.
+    Experiment(commands::experiment::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -72,6 +74,7 @@ fn main() {
             Command::Bench(a) => commands::bench::run(a, threads),
             Command::Store(a) => commands::store::run(a),
             Command::Learn(a) => commands::learn::run(a, threads),
+            Command::Experiment(a) => commands::experiment::run(a, threads),
         });
     match result {
         Ok(Outcome::Ok) => {}

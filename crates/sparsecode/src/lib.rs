@@ -40,6 +40,7 @@ pub mod data;
 pub mod demo;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod io;
 pub mod linalg;
 pub mod sae;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+pub mod experiment;
 pub mod learn;
 pub mod store;
 pub mod synth;
