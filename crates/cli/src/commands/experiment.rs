@@ -6,7 +6,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sparsecode::experiment::methods::Method;
-use sparsecode::experiment::{amortisation, phase, Report};
+use sparsecode::experiment::{amortisation, phase, toy, Report};
 use sparsecode::Parallelism;
 use std::path::PathBuf;
 
@@ -35,6 +35,17 @@ pub struct Common {
 
 #[derive(clap::Subcommand)]
 enum Which {
+    /// Toy Models of Superposition (REFERENCE E8), then an SAE on the toy's hidden layer.
+    ToySuperposition {
+        #[command(flatten)]
+        common: Common,
+        /// Feature sparsities S (probability a feature is zero), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        sparsities: Option<Vec<f64>>,
+        /// Toy model steps.
+        #[arg(long)]
+        steps: Option<u64>,
+    },
     /// The amortisation gap: SAE, SAE + ITO and sparse coding, dictionary known and unknown
     /// (REFERENCE E2, E4).
     Amortisation {
@@ -123,6 +134,23 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let pb = bar();
     let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
     match a.which {
+        Which::ToySuperposition {
+            common,
+            sparsities,
+            steps,
+        } => {
+            let mut p = if common.quick {
+                toy::ToyParams::quick()
+            } else {
+                toy::ToyParams::full()
+            };
+            p.seed = common.seed;
+            p.sparsities = sparsities.unwrap_or(p.sparsities);
+            p.steps = steps.unwrap_or(p.steps);
+            let r = toy::run(&p, par, &mut progress)?;
+            pb.finish_and_clear();
+            finish(r, &common, serde_json::to_value(&p)?, threads)
+        }
         Which::Amortisation {
             common,
             seeds,

@@ -11,7 +11,7 @@ pub mod plot;
 // pub mod scaling;
 // pub mod stability;
 // pub mod sweep;
-// pub mod toy;
+pub mod toy;
 
 use crate::io::atomic::OutputDir;
 use crate::{Error, Result};

@@ -111,6 +111,11 @@ impl Matrix {
         }
     }
 
+    /// The columns `indices`, in that order.
+    pub fn select_columns(&self, indices: &[usize]) -> Matrix {
+        Matrix::from_fn(self.rows, indices.len(), |r, c| self.get(r, indices[c]))
+    }
+
     /// Rows `start..end` as a new matrix.
     pub fn slice_rows(&self, start: usize, end: usize) -> Matrix {
         Matrix {
