@@ -6,7 +6,9 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sparsecode::experiment::methods::Method;
-use sparsecode::experiment::{amortisation, phase, toy, Report};
+use sparsecode::experiment::{
+    amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy, Report,
+};
 use sparsecode::Parallelism;
 use std::path::PathBuf;
 
@@ -33,8 +35,121 @@ pub struct Common {
     seed: u64,
 }
 
+/// Data and recipe flags of the SAE experiments (sweep, stability).
+#[derive(clap::Args, Clone)]
+pub struct SaeFlags {
+    /// Activations [samples, d_in] .npy (default: a planted problem with known truth).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Share of the rows of --data held out for the metrics (the last ones).
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Architecture: topk or relu.
+    #[arg(long, default_value = "topk")]
+    arch: String,
+    /// Latents.
+    #[arg(long)]
+    latents: Option<usize>,
+    /// Training steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+}
+
+impl SaeFlags {
+    fn apply(&self, r: &mut sae_runs::Recipe) {
+        r.latents = self.latents.unwrap_or(r.latents);
+        r.steps = self.steps.unwrap_or(r.steps);
+        r.batch_size = self.batch.unwrap_or(r.batch_size);
+        r.lr = self.lr.unwrap_or(r.lr);
+    }
+
+    fn data(&self, common: &Common) -> Result<sae_runs::ExperimentData> {
+        Ok(match &self.data {
+            Some(path) => sae_runs::ExperimentData::from_matrix(
+                path.display().to_string(),
+                super::read_data(path)?,
+                self.test_fraction,
+            )?,
+            None if common.quick => sweep::SweepParams::quick_data(common.seed)?,
+            None => sweep::SweepParams::full_data(common.seed)?,
+        })
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Which {
+    /// Code MCC over (N, M), over K and over training-set size, dictionary unknown (REFERENCE E5).
+    Scaling {
+        #[command(flatten)]
+        common: Common,
+        /// (N, M) pairs, comma-separated NxM (e.g. 16x16,32x16).
+        #[arg(long, value_delimiter = ',')]
+        grid: Option<Vec<String>>,
+        /// K values of the K study, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ks: Option<Vec<usize>>,
+        /// Training-set sizes of the data study, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        samples: Option<Vec<usize>>,
+        /// Seeds per cell.
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// SAE steps.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Methods: sae, sae-ito, sc (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        methods: Option<Vec<String>>,
+    },
+    /// Is the width enough for the codes' sparsity? M / (K ln(N/K)) and the Donoho-Tanner limit.
+    CsBound {
+        #[command(flatten)]
+        common: Common,
+        /// Activations [samples, d_in] .npy (without it: a planted demonstration).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// A trained SAE folder whose codes are checked.
+        #[arg(long, conflicts_with = "dictionary")]
+        sae: Option<PathBuf>,
+        /// A dictionary [N, d_in] .npy, coded by FISTA.
+        #[arg(long)]
+        dictionary: Option<PathBuf>,
+        /// L1 weight of the FISTA codes (with --dictionary).
+        #[arg(long, default_value_t = 0.01)]
+        lambda: f32,
+        /// Signed FISTA codes (default: non-negative).
+        #[arg(long)]
+        signed: bool,
+    },
+    /// Train one architecture over sparsity settings; FVU against L0 with the knee.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sae: SaeFlags,
+        /// Sparsity settings, comma-separated: k values (topk) or L1 coefficients (relu).
+        #[arg(long, value_delimiter = ',')]
+        values: Option<Vec<f64>>,
+    },
+    /// Train R seeds of one configuration; pairwise dictionary and code MCC.
+    Stability {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sae: SaeFlags,
+        /// Sparsity setting: k (topk) or L1 coefficient (relu).
+        #[arg(long)]
+        value: Option<f64>,
+        /// Seeds R.
+        #[arg(long)]
+        runs: Option<usize>,
+    },
     /// Toy Models of Superposition (REFERENCE E8), then an SAE on the toy's hidden layer.
     ToySuperposition {
         #[command(flatten)]
@@ -125,6 +240,16 @@ fn finish(
     Ok(Outcome::Ok)
 }
 
+/// Parses `NxM`.
+fn parse_pair(s: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("invalid --grid entry '{s}': expected NxM, e.g. 128x32");
+    let (a, b) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
 fn parse_methods(names: &[String]) -> sparsecode::Result<Vec<Method>> {
     names.iter().map(|s| Method::parse(s)).collect()
 }
@@ -134,6 +259,118 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let pb = bar();
     let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
     match a.which {
+        Which::Scaling {
+            common,
+            grid,
+            ks,
+            samples,
+            seeds,
+            steps,
+            methods,
+        } => {
+            let mut p = if common.quick {
+                scaling::ScalingParams::quick()
+            } else {
+                scaling::ScalingParams::full()
+            };
+            p.seed = common.seed;
+            if let Some(g) = grid {
+                p.grid = g.iter().map(|s| parse_pair(s)).collect::<Result<_>>()?;
+            }
+            p.ks = ks.unwrap_or(p.ks);
+            p.sample_sizes = samples.unwrap_or(p.sample_sizes);
+            p.seeds = seeds.unwrap_or(p.seeds);
+            p.steps = steps.unwrap_or(p.steps);
+            if let Some(m) = methods {
+                p.methods = parse_methods(&m)?;
+            }
+            let r = scaling::run(&p, par, &mut progress)?;
+            pb.finish_and_clear();
+            finish(r, &common, serde_json::to_value(&p)?, threads)
+        }
+        Which::CsBound {
+            common,
+            data,
+            sae,
+            dictionary,
+            lambda,
+            signed,
+        } => {
+            let r = match (&data, &sae, &dictionary) {
+                (None, None, None) => cs_bound::quick(par)?,
+                (Some(d), Some(s), None) => {
+                    let x = super::read_data(d)?;
+                    let model = sparsecode::io::saelens::load(s)?;
+                    let c = cs_bound::check(&d.display().to_string(), &x, &cs_bound::Coder::Sae(&model), par)?;
+                    cs_bound::report(&[c])
+                }
+                (Some(d), None, Some(dict)) => {
+                    let x = super::read_data(d)?;
+                    let dm = super::read_data(dict)?;
+                    let c = cs_bound::check(
+                        &d.display().to_string(),
+                        &x,
+                        &cs_bound::Coder::Dictionary(&dm, lambda, !signed),
+                        par,
+                    )?;
+                    cs_bound::report(&[c])
+                }
+                _ => anyhow::bail!("give --data with --sae or --dictionary (or none of them for the planted demonstration)"),
+            };
+            pb.finish_and_clear();
+            finish(
+                r,
+                &common,
+                json!({"data": data, "sae": sae, "dictionary": dictionary, "lambda": lambda, "signed": signed}),
+                threads,
+            )
+        }
+        Which::Sweep {
+            common,
+            sae,
+            values,
+        } => {
+            let mut p = if common.quick {
+                sweep::SweepParams::quick()
+            } else {
+                sweep::SweepParams::full()
+            };
+            p.seed = common.seed;
+            p.kind = sae_runs::SaeKind::parse(&sae.arch)?;
+            if p.kind == sae_runs::SaeKind::Relu && values.is_none() {
+                p.values = vec![0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0];
+            }
+            p.values = values.unwrap_or(p.values);
+            sae.apply(&mut p.recipe);
+            let data = sae.data(&common)?;
+            let r = sweep::run(&p, &data, par, &mut progress)?;
+            pb.finish_and_clear();
+            finish(r, &common, serde_json::to_value(&p)?, threads)
+        }
+        Which::Stability {
+            common,
+            sae,
+            value,
+            runs,
+        } => {
+            let mut p = if common.quick {
+                stability::StabilityParams::quick()
+            } else {
+                stability::StabilityParams::full()
+            };
+            p.seed = common.seed;
+            p.kind = sae_runs::SaeKind::parse(&sae.arch)?;
+            if p.kind == sae_runs::SaeKind::Relu && value.is_none() {
+                p.value = 0.2;
+            }
+            p.value = value.unwrap_or(p.value);
+            p.runs = runs.unwrap_or(p.runs);
+            sae.apply(&mut p.recipe);
+            let data = sae.data(&common)?;
+            let r = stability::run(&p, &data, par, &mut progress)?;
+            pb.finish_and_clear();
+            finish(r, &common, serde_json::to_value(&p)?, threads)
+        }
         Which::ToySuperposition {
             common,
             sparsities,

@@ -110,7 +110,8 @@ pub fn train_sae(
         },
         n,
         s.sae_steps,
-        x.rows(),
+        // Full batch at the paper's 1024 samples; mini-batches of 1024 on larger sets.
+        x.rows().min(1024),
         1e-3,
         seed,
     );

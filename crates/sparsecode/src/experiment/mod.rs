@@ -4,13 +4,14 @@
 //! results) and a full one (the published sizes).
 
 pub mod amortisation;
-// pub mod cs_bound;
+pub mod cs_bound;
 pub mod methods;
 pub mod phase;
 pub mod plot;
-// pub mod scaling;
-// pub mod stability;
-// pub mod sweep;
+pub mod sae_runs;
+pub mod scaling;
+pub mod stability;
+pub mod sweep;
 pub mod toy;
 
 use crate::io::atomic::OutputDir;
@@ -52,7 +53,8 @@ impl Table {
         if !self.title.is_empty() {
             let _ = writeln!(s, "**{}**\n", self.title);
         }
-        let _ = writeln!(s, "| {} |", self.header.join(" | "));
+        let header: Vec<String> = self.header.iter().map(|c| c.replace('|', "\\|")).collect();
+        let _ = writeln!(s, "| {} |", header.join(" | "));
         let _ = writeln!(
             s,
             "|{}|",
@@ -62,8 +64,10 @@ impl Table {
                 .collect::<Vec<_>>()
                 .join("|")
         );
+        let cell = |c: &String| c.replace('|', "\\|");
         for r in &self.rows {
-            let _ = writeln!(s, "| {} |", r.join(" | "));
+            let cells: Vec<String> = r.iter().map(cell).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
         s
     }

@@ -462,8 +462,7 @@ impl HeatMap {
         }
         let _ = write!(
             s,
-            r#"<text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">{}</text></svg>
-"#,
+            r#"<text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">{}</text></svg>"#,
             bx + 20.0,
             top + 10.0,
             fmt_tick(hi),
@@ -471,6 +470,7 @@ impl HeatMap {
             top + bh,
             fmt_tick(lo)
         );
+        s.push('\n');
         s
     }
 }

@@ -1,0 +1,323 @@
+//! Every `sparsecode experiment` in its quick setting, end to end through the binary, with
+//! assertions on what the results say (not only that files appear), and the errors of bad
+//! experiment parameters.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsecode"))
+        .arg("--threads")
+        .arg("2")
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Runs `experiment NAME --quick --out DIR ...` and returns results.json.
+fn experiment(dir: &Path, name: &str, extra: &[&str]) -> Value {
+    let out = dir.join(name);
+    let mut args = vec![
+        "experiment",
+        name,
+        "--quick",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(
+        o.status.success(),
+        "{name} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| "), "{name} printed no table:\n{stdout}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.starts_with(&format!("# Experiment: {name}")));
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["experiment"], name);
+    assert!(json["version"].is_string(), "run record lacks versions");
+    for plot in json["plots"].as_array().unwrap() {
+        let svg = std::fs::read_to_string(out.join(plot.as_str().unwrap())).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+    json
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected '{needle}' in:\n{err}"
+    );
+}
+
+#[test]
+fn phase_transition_crosses_at_the_donoho_tanner_curve() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(t.path(), "phase-transition", &[]);
+    let crossings = j["results"]["crossings"].as_array().unwrap();
+    let at = |codes: &str, method: &str, delta: f64| {
+        crossings
+            .iter()
+            .find(|c| {
+                c["codes"] == codes && c["method"] == method && c["delta"].as_f64() == Some(delta)
+            })
+            .and_then(|c| c["crossing"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let signed = at("signed", "basis_pursuit", 0.5);
+    assert!(
+        (signed - 0.386).abs() < 0.06,
+        "signed BP crossing at delta 0.5: {signed}"
+    );
+    // Non-negative codes are recoverable further out than signed ones.
+    assert!(at("non-negative", "basis_pursuit", 0.5) > signed + 0.05);
+    // OMP gives up before basis pursuit at delta 0.75.
+    assert!(at("signed", "omp", 0.75) < at("signed", "basis_pursuit", 0.75));
+    assert_eq!(j["plots"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn amortisation_gap_is_closed_by_inference_time_optimisation() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(t.path(), "amortisation", &[]);
+    let mean = |known: bool, method: &str| {
+        let s = j["results"]["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["known"] == known)
+            .unwrap();
+        let m = s["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["method"] == method)
+            .unwrap();
+        let v: Vec<f64> = m["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["code_mcc"].as_f64().unwrap())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (sae, ito) = (mean(true, "sae"), mean(true, "sae_ito"));
+    assert!(
+        ito > sae + 0.2,
+        "E2: ITO {ito} should beat the SAE {sae} clearly"
+    );
+    assert!(ito > 0.95, "E2: ITO {ito}");
+    assert!(
+        (0.45..0.75).contains(&sae),
+        "E2 SAE {sae} far from the published 0.609"
+    );
+    assert!(
+        mean(false, "sparse_coding") > 0.95,
+        "E4: dictionary learning"
+    );
+}
+
+#[test]
+fn toy_model_puts_five_features_in_two_dimensions_when_sparse() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(t.path(), "toy-superposition", &[]);
+    let runs = j["results"]["runs"].as_array().unwrap();
+    let rep = |n: u64, s: f64| {
+        runs.iter()
+            .find(|r| {
+                r["n"] == n && r["sparsity"].as_f64() == Some(s) && r.get("represented").is_some()
+            })
+            .unwrap()["represented"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(rep(5, 0.0), 2, "dense features: one per dimension");
+    assert_eq!(rep(5, 0.9), 5, "sparse features: all five in superposition");
+    assert!(rep(20, 0.97) > 10);
+    // The pentagon: every feature takes 2/5 of a dimension.
+    let pent = runs
+        .iter()
+        .find(|r| r["n"] == 5 && r["sparsity"].as_f64() == Some(0.9))
+        .unwrap();
+    for d in pent["feature_dimensionality"].as_array().unwrap() {
+        assert!((d.as_f64().unwrap() - 0.4).abs() < 0.05, "{d}");
+    }
+    // The SAE on the hidden layer finds the toy's feature directions.
+    let sae = runs
+        .iter()
+        .find_map(|r| (r["n"] == 5).then(|| r.get("sae")).flatten())
+        .unwrap();
+    assert!(sae["dict_mcc"].as_f64().unwrap() > 0.95);
+}
+
+#[test]
+fn sweep_finds_a_knee_and_stability_compares_seeds() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(t.path(), "sweep", &[]);
+    let runs = j["results"]["runs"].as_array().unwrap();
+    let fvu: Vec<f64> = runs.iter().map(|r| r["fvu"].as_f64().unwrap()).collect();
+    assert!(fvu.first() > fvu.last(), "FVU falls as k grows: {fvu:?}");
+    let knee = j["results"]["knee"].as_f64().expect("a knee");
+    assert!(
+        (2.0..=8.0).contains(&knee),
+        "knee at k = {knee} (true K = 4)"
+    );
+
+    let j = experiment(t.path(), "stability", &[]);
+    let d = &j["results"]["dict_mcc"];
+    assert_eq!(d[0][0], 1.0);
+    let pair = d[0][1].as_f64().unwrap();
+    assert!(pair > 0.5 && pair < 1.0, "pairwise dictionary MCC {pair}");
+    let shares = j["results"]["share_in_every_seed"].as_array().unwrap();
+    assert_eq!(shares.len(), 3);
+}
+
+#[test]
+fn scaling_and_cs_bound_run_quick() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(
+        t.path(),
+        "scaling",
+        &["--grid", "16x16,32x16", "--ks", "3", "--samples", "1024"],
+    );
+    let grid = j["results"]["grid"].as_array().unwrap();
+    assert_eq!(grid.len(), 2);
+    // Dictionary learning beats the SAE on every cell (methods: sae, sae-ito, sc).
+    for c in grid {
+        let m = c["code_mcc"].as_array().unwrap();
+        assert!(m[2].as_f64().unwrap() > m[0].as_f64().unwrap(), "{c}");
+    }
+    let j = experiment(t.path(), "cs-bound", &[]);
+    let checks = j["results"]["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["threshold_met"], true);
+    assert_eq!(checks[1]["threshold_met"], false);
+}
+
+#[test]
+fn bad_experiment_parameters_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("x");
+    let o = out.to_str().unwrap();
+    fails(
+        &[
+            "experiment",
+            "amortisation",
+            "--quick",
+            "--k",
+            "8",
+            "--out",
+            o,
+        ],
+        "K >= M",
+    );
+    fails(
+        &[
+            "experiment",
+            "phase-transition",
+            "--quick",
+            "--rhos",
+            "",
+            "--out",
+            o,
+        ],
+        "rhos",
+    );
+    fails(
+        &[
+            "experiment",
+            "amortisation",
+            "--quick",
+            "--methods",
+            "sae,lasso",
+            "--out",
+            o,
+        ],
+        "unknown method 'lasso'",
+    );
+    fails(
+        &[
+            "experiment",
+            "phase-transition",
+            "--quick",
+            "--methods",
+            "cosamp",
+            "--out",
+            o,
+        ],
+        "unknown method 'cosamp'",
+    );
+    fails(
+        &[
+            "experiment",
+            "scaling",
+            "--quick",
+            "--grid",
+            "16by8",
+            "--out",
+            o,
+        ],
+        "expected NxM",
+    );
+    fails(
+        &["experiment", "scaling", "--quick", "--ks", "40", "--out", o],
+        "K >= M",
+    );
+    fails(
+        &[
+            "experiment",
+            "sweep",
+            "--quick",
+            "--arch",
+            "gated",
+            "--out",
+            o,
+        ],
+        "unknown architecture 'gated'",
+    );
+    fails(
+        &[
+            "experiment",
+            "stability",
+            "--quick",
+            "--runs",
+            "1",
+            "--out",
+            o,
+        ],
+        "at least 2 seeds",
+    );
+    fails(
+        &[
+            "experiment",
+            "toy-superposition",
+            "--quick",
+            "--sparsities",
+            "1.5",
+            "--out",
+            o,
+        ],
+        "[0, 1)",
+    );
+    fails(
+        &[
+            "experiment",
+            "cs-bound",
+            "--quick",
+            "--data",
+            "/nonexistent.npy",
+            "--sae",
+            "/x",
+            "--out",
+            o,
+        ],
+        "no such file",
+    );
+    assert!(!out.exists(), "a failed experiment left an output folder");
+}

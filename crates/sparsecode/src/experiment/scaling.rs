@@ -1,0 +1,264 @@
+//! Where each method breaks (REFERENCE E5 and beyond): code MCC with the dictionary unknown over a
+//! grid of (N, M) at K = 3, then at (N, M) = (128, 32) as K grows towards the Donoho-Tanner limit
+//! and as the training set grows. The last two separate the SAE's two handicaps: if more data
+//! closes the gap, the encoder was starved of samples; if ITO on the SAE's own decoder closes it,
+//! the dictionary was fine and the one-shot encoder is what falls short.
+
+use super::amortisation::{dataset, validate_problem};
+use super::methods::{run_methods, Method, MethodSettings};
+use super::plot::{HeatMap, LinePlot, Series};
+use super::{mean_sd, require_grid, Report, Table};
+use crate::{Parallelism, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Parameters of the scaling experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScalingParams {
+    /// `(N, M)` pairs of the grid (K = `k`).
+    pub grid: Vec<(usize, usize)>,
+    /// Active latents of the grid.
+    pub k: usize,
+    /// `(N, M)` of the K and sample-size studies.
+    pub focus: (usize, usize),
+    /// K values of the K study.
+    pub ks: Vec<usize>,
+    /// Training-set sizes of the data study (test split: 1024 samples).
+    pub sample_sizes: Vec<usize>,
+    /// Seeds per cell.
+    pub seeds: usize,
+    /// SAE steps.
+    pub steps: u64,
+    /// Methods.
+    pub methods: Vec<Method>,
+    /// First seed.
+    pub seed: u64,
+}
+
+impl ScalingParams {
+    /// REFERENCE E5 grid, 30k steps, 3 seeds; K = 3..15 and 1k..100k samples at (128, 32).
+    pub fn full() -> Self {
+        ScalingParams {
+            grid: vec![(16, 16), (32, 16), (64, 32), (128, 32)],
+            k: 3,
+            focus: (128, 32),
+            ks: vec![3, 6, 9, 12, 15],
+            sample_sizes: vec![1024, 10_000, 100_000],
+            seeds: 3,
+            steps: 30_000,
+            methods: vec![Method::Sae, Method::SaeIto, Method::SparseCoding],
+            seed: 0,
+        }
+    }
+
+    /// One seed, a sixth of the steps, a smaller focus study.
+    pub fn quick() -> Self {
+        ScalingParams {
+            ks: vec![3, 9],
+            sample_sizes: vec![1024, 4096],
+            seeds: 1,
+            steps: 5_000,
+            ..ScalingParams::full()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        require_grid("grid", &self.grid)?;
+        require_grid("methods", &self.methods)?;
+        crate::error::require_positive_count("seeds", self.seeds)?;
+        for &(n, m) in &self.grid {
+            validate_problem(n, m, self.k)?;
+        }
+        for &k in &self.ks {
+            validate_problem(self.focus.0, self.focus.1, k)?;
+        }
+        if let Some(s) = self.sample_sizes.iter().find(|s| **s < self.focus.0) {
+            return Err(crate::Error::param(
+                "sample_sizes",
+                format!("{s} samples cannot seed {} atoms", self.focus.0),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Published E5 code MCC `(N, M) -> (SAE, MLP256, SC)`.
+fn published(n: usize, m: usize) -> Option<[f64; 3]> {
+    match (n, m) {
+        (16, 16) => Some([0.958, 0.870, 0.974]),
+        (32, 16) => Some([0.577, 0.533, 0.928]),
+        (64, 32) => Some([0.547, 0.409, 0.918]),
+        (128, 32) => Some([0.420, 0.316, 0.869]),
+        _ => None,
+    }
+}
+
+/// Mean code and dictionary MCC per method of one cell.
+fn cell(
+    p: &ScalingParams,
+    (n, m, k, samples): (usize, usize, usize, usize),
+    par: Parallelism,
+) -> Result<Vec<(f64, f64)>> {
+    let settings = MethodSettings {
+        sae_steps: p.steps,
+        ..MethodSettings::default()
+    };
+    let mut code = vec![Vec::new(); p.methods.len()];
+    let mut dict = vec![Vec::new(); p.methods.len()];
+    for s in 0..p.seeds {
+        let seed = p.seed + s as u64;
+        let mut data = dataset(n, m, k, samples, seed)?;
+        // The test split stays at 1024 samples whatever the training size.
+        if let Some(t) = data.test.as_mut() {
+            let rows = t.activations.rows().min(1024);
+            t.activations = t.activations.slice_rows(0, rows);
+            t.codes = t.codes.slice_rows(0, rows);
+        }
+        for (i, (_, sc)) in run_methods(&data, false, &p.methods, &settings, seed, par)?
+            .into_iter()
+            .enumerate()
+        {
+            code[i].push(sc.code_mcc);
+            dict[i].push(sc.dict_mcc);
+        }
+    }
+    Ok((0..p.methods.len())
+        .map(|i| (mean_sd(&code[i]).0, mean_sd(&dict[i]).0))
+        .collect())
+}
+
+/// Runs the experiment; `progress` is told the fraction done.
+pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
+    p.validate()?;
+    let labels: Vec<&str> = p.methods.iter().map(|m| m.label()).collect();
+    let total = (p.grid.len() + p.ks.len() + p.sample_sizes.len()) as f64;
+    let mut done = 0.0;
+    let mut tick = |progress: &mut dyn FnMut(f64)| {
+        done += 1.0;
+        progress(done / total);
+    };
+    let mut header = vec!["N", "M"];
+    header.extend(labels.iter().copied());
+    header.extend(["published SAE", "published MLP256", "published SC"]);
+    let mut grid_table = Table::new(
+        format!(
+            "Code MCC, dictionary unknown, K = {} ({} seeds, test split)",
+            p.k, p.seeds
+        ),
+        &header,
+    );
+    let mut grid_json = Vec::new();
+    let mut heat = Vec::new();
+    for &(n, m) in &p.grid {
+        let r = cell(p, (n, m, p.k, 1024), par)?;
+        let mut row = vec![n.to_string(), m.to_string()];
+        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
+        row.extend(match published(n, m) {
+            Some(v) => v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>(),
+            None => vec!["-".into(); 3],
+        });
+        grid_table.push(row);
+        heat.push(r.iter().map(|x| x.0).collect::<Vec<_>>());
+        grid_json.push(json!({"n": n, "m": m, "k": p.k, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
+        tick(progress);
+    }
+    let (fnn, fm) = p.focus;
+    let mut series_k: Vec<Series> = labels
+        .iter()
+        .map(|l| Series::line(*l, Vec::new()))
+        .collect();
+    let mut k_json = Vec::new();
+    let mut k_table = Table::new(
+        format!("Code MCC as K grows at (N, M) = ({fnn}, {fm}), 1024 samples"),
+        &[&["K", "rho = K/M"][..], &labels[..]].concat(),
+    );
+    for &k in &p.ks {
+        let r = cell(p, (fnn, fm, k, 1024), par)?;
+        let mut row = vec![k.to_string(), format!("{:.2}", k as f64 / fm as f64)];
+        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
+        k_table.push(row);
+        for (s, x) in series_k.iter_mut().zip(&r) {
+            s.points.push((k as f64, x.0));
+        }
+        k_json.push(json!({"k": k, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
+        tick(progress);
+    }
+    let mut series_s: Vec<Series> = labels
+        .iter()
+        .map(|l| Series::line(*l, Vec::new()))
+        .collect();
+    let mut s_json = Vec::new();
+    let mut s_table = Table::new(
+        format!(
+            "Code MCC as the training set grows at (N, M, K) = ({fnn}, {fm}, {})",
+            p.k
+        ),
+        &[&["training samples"][..], &labels[..]].concat(),
+    );
+    for &samples in &p.sample_sizes {
+        let r = cell(p, (fnn, fm, p.k, samples), par)?;
+        let mut row = vec![samples.to_string()];
+        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
+        s_table.push(row);
+        for (s, x) in series_s.iter_mut().zip(&r) {
+            s.points.push((samples as f64, x.0));
+        }
+        s_json.push(json!({"samples": samples, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
+        tick(progress);
+    }
+    let plots = vec![
+        (
+            "scaling-grid.svg".into(),
+            HeatMap {
+                title: format!("Code MCC, dictionary unknown, K = {}", p.k),
+                x_label: "method".into(),
+                y_label: "(N, M)".into(),
+                row_labels: p.grid.iter().map(|(n, m)| format!("({n}, {m})")).collect(),
+                col_labels: labels.iter().map(|s| s.to_string()).collect(),
+                values: heat,
+                range: (0.0, 1.0),
+                diverging: false,
+                annotate: true,
+            }
+            .to_svg(),
+        ),
+        (
+            "scaling-k.svg".into(),
+            LinePlot {
+                title: format!("Code MCC vs K at (N, M) = ({fnn}, {fm})"),
+                x_label: "K (active latents)".into(),
+                y_label: "code MCC".into(),
+                series: series_k,
+                y_range: Some((0.0, 1.0)),
+                ..LinePlot::default()
+            }
+            .to_svg(),
+        ),
+        (
+            "scaling-samples.svg".into(),
+            LinePlot {
+                title: format!("Code MCC vs training samples at ({fnn}, {fm}, {})", p.k),
+                x_label: "training samples".into(),
+                y_label: "code MCC".into(),
+                series: series_s,
+                log_x: true,
+                y_range: Some((0.0, 1.0)),
+                ..LinePlot::default()
+            }
+            .to_svg(),
+        ),
+    ];
+    Ok(Report {
+        name: "scaling".into(),
+        summary: format!(
+            "Code MCC with the dictionary unknown (REFERENCE E5 and beyond): {} seeds per cell, SAE trained {} steps (full batch at 1024 samples, batches of 1024 above), dictionary learning with 3 starts; test split of 1024 samples.",
+            p.seeds, p.steps
+        ),
+        tables: vec![grid_table, k_table, s_table],
+        notes: vec![
+            "rho = K/M against the Donoho-Tanner limit: at delta = M/N = 0.25 exact L1 recovery with a known dictionary holds up to rho = 0.267 (K = 8.5 of 32), so past K = 9 even the oracle starts failing.".into(),
+        ],
+        json: json!({"params": p, "grid": grid_json, "k_study": k_json, "sample_study": s_json}),
+        plots,
+    })
+}
