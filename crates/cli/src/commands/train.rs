@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub enum Arch {
     Relu,
     Topk,
+    Batchtopk,
+    Jumprelu,
+    Gated,
+    Mlp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,12 +50,24 @@ pub struct Args {
     shuffle_rows: u64,
     #[arg(long, value_enum, required_unless_present = "resume")]
     arch: Option<Arch>,
-    /// Active latents per sample (topk).
+    /// Active latents per sample (topk; the batch mean for batchtopk).
     #[arg(long)]
     k: Option<usize>,
-    /// L1 coefficient (relu).
+    /// L1 coefficient (relu, gated, mlp).
     #[arg(long)]
     l1: Option<f32>,
+    /// L0 coefficient (jumprelu).
+    #[arg(long)]
+    l0: Option<f32>,
+    /// Rectangle-kernel width of the threshold's pseudo-gradient (jumprelu).
+    #[arg(long, default_value_t = 0.001)]
+    bandwidth: f32,
+    /// Starting threshold (jumprelu).
+    #[arg(long, default_value_t = 0.001)]
+    init_threshold: f32,
+    /// Hidden width of the encoder (mlp).
+    #[arg(long)]
+    hidden: Option<usize>,
     /// Number of latents (d_sae).
     #[arg(long, required_unless_present = "resume")]
     latents: Option<usize>,
@@ -122,14 +138,33 @@ fn build_job(
     data_fp: String,
 ) -> Result<RunJob> {
     let latents = a.latents.context("missing --latents")?;
+    let aux_k = a.aux_k.unwrap_or((d_in / 2).clamp(1, 256)).min(latents);
     let arch = match a.arch.context("missing --arch")? {
         Arch::Topk => ArchConfig::TopK {
             k: a.k.context("`--arch topk` needs `--k`")?,
-            aux_k: a.aux_k.unwrap_or((d_in / 2).clamp(1, 256)).min(latents),
+            aux_k,
+            aux_coef: a.aux_coef,
+        },
+        Arch::Batchtopk => ArchConfig::BatchTopK {
+            k: a.k.context("`--arch batchtopk` needs `--k`")?,
+            aux_k,
             aux_coef: a.aux_coef,
         },
         Arch::Relu => ArchConfig::Relu {
             l1: a.l1.context("`--arch relu` needs `--l1`")?,
+            l1_warmup_steps: a.l1_warmup,
+        },
+        Arch::Jumprelu => ArchConfig::JumpRelu {
+            l0: a.l0.context("`--arch jumprelu` needs `--l0`")?,
+            bandwidth: a.bandwidth,
+            init_threshold: a.init_threshold,
+        },
+        Arch::Gated => ArchConfig::Gated {
+            l1: a.l1.context("`--arch gated` needs `--l1`")?,
+        },
+        Arch::Mlp => ArchConfig::Mlp {
+            l1: a.l1.context("`--arch mlp` needs `--l1`")?,
+            hidden: a.hidden.context("`--arch mlp` needs `--hidden`")?,
             l1_warmup_steps: a.l1_warmup,
         },
     };

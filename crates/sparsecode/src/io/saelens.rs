@@ -1,10 +1,13 @@
 //! The SAELens folder format: `cfg.json` + `sae_weights.safetensors` with tensors `W_enc
-//! [d_in, d_sae]`, `b_enc [d_sae]`, `W_dec [d_sae, d_in]`, `b_dec [d_in]`. Newer configs name the
-//! architecture in `architecture` ("standard" | "topk") with `k`; older ones use
+//! [d_in, d_sae]`, `b_enc [d_sae]`, `W_dec [d_sae, d_in]`, `b_dec [d_in]`; "jumprelu" adds
+//! `threshold [d_sae]`; "gated" has `b_gate`, `b_mag`, `r_mag` in place of `b_enc`. Newer
+//! configs name the architecture in `architecture` with `k` for "topk"; older ones use
 //! `activation_fn_str` and `activation_fn_kwargs.k`: both are read, both are written.
+//! MLP encoders are a sparsecode extension: architecture "mlp" with `d_hidden`, and tensors
+//! `W_hidden [d_in, d_hidden]`, `b_hidden [d_hidden]`, `W_enc [d_hidden, d_sae]`.
 
 use super::tensors::{read_tensors, take, write_tensors};
-use crate::sae::{Activation, Sae};
+use crate::sae::{Activation, HiddenLayer, Sae};
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -18,20 +21,35 @@ pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 /// `metadata` object (model_name, hook_name, dataset_path, ...).
 pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     let (n, m) = sae.w_dec.shape();
+    let e = sae.encoder_input_width();
     let w_enc_t = sae.w_enc.transpose();
-    write_tensors(
-        &dir.join(WEIGHTS_FILE),
-        &[
-            ("W_enc", vec![m, n], w_enc_t.as_slice()),
-            ("b_enc", vec![n], &sae.b_enc),
-            ("W_dec", vec![n, m], sae.w_dec.as_slice()),
-            ("b_dec", vec![m], &sae.b_dec),
-        ],
-        None,
-    )?;
-    let (architecture, activation, kwargs) = match sae.activation {
-        Activation::Relu => ("standard", "relu", json!({})),
-        Activation::TopK { k } => ("topk", "topk", json!({ "k": k })),
+    let hidden_t = sae.hidden.as_ref().map(|h| h.w.transpose());
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        ("W_enc", vec![e, n], w_enc_t.as_slice()),
+        ("W_dec", vec![n, m], sae.w_dec.as_slice()),
+        ("b_dec", vec![m], &sae.b_dec),
+    ];
+    if sae.activation == Activation::Gated {
+        tensors.push(("b_gate", vec![n], &sae.b_enc));
+        tensors.push(("b_mag", vec![n], &sae.b_mag));
+        tensors.push(("r_mag", vec![n], &sae.r_mag));
+    } else {
+        tensors.push(("b_enc", vec![n], &sae.b_enc));
+    }
+    if sae.activation == Activation::JumpRelu {
+        tensors.push(("threshold", vec![n], &sae.threshold));
+    }
+    if let (Some(h), Some(t)) = (&sae.hidden, &hidden_t) {
+        tensors.push(("W_hidden", vec![m, e], t.as_slice()));
+        tensors.push(("b_hidden", vec![e], &h.b));
+    }
+    write_tensors(&dir.join(WEIGHTS_FILE), &tensors, None)?;
+    let (architecture, activation, kwargs) = match (sae.activation, &sae.hidden) {
+        (_, Some(_)) => ("mlp", "relu", json!({})),
+        (Activation::Relu, None) => ("standard", "relu", json!({})),
+        (Activation::TopK { k }, None) => ("topk", "topk", json!({ "k": k })),
+        (Activation::JumpRelu, None) => ("jumprelu", "jumprelu", json!({})),
+        (Activation::Gated, None) => ("gated", "relu", json!({})),
     };
     let mut cfg = json!({
         "architecture": architecture,
@@ -47,6 +65,9 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     });
     if let Activation::TopK { k } = sae.activation {
         cfg["k"] = json!(k);
+    }
+    if sae.hidden.is_some() {
+        cfg["d_hidden"] = json!(e);
     }
     super::write_json_atomic(&dir.join(CFG_FILE), &cfg)
 }
@@ -96,14 +117,21 @@ pub fn load(dir: &Path) -> Result<Sae> {
             })
     };
     let activation = match arch {
-        "standard" | "relu" => Activation::Relu,
+        "standard" | "relu" | "mlp" => Activation::Relu,
         "topk" => Activation::TopK { k: k_of()? },
+        "jumprelu" => Activation::JumpRelu,
+        "gated" => Activation::Gated,
         other => {
             return Err(Error::format(
                 &cfg_path,
-                format!("architecture '{other}' is not supported (expected 'standard' or 'topk')"),
+                format!("architecture '{other}' is not supported (expected 'standard', 'topk', 'jumprelu', 'gated' or 'mlp')"),
             ))
         }
+    };
+    let width = if arch == "mlp" {
+        Some(usize_field(&cfg, &cfg_path, "d_hidden")?)
+    } else {
+        None
     };
     match cfg.get("normalize_activations").and_then(Value::as_str) {
         None | Some("none") => {}
@@ -120,14 +148,39 @@ pub fn load(dir: &Path) -> Result<Sae> {
         .unwrap_or(true);
     let wpath = dir.join(WEIGHTS_FILE);
     let mut t = read_tensors(&wpath)?;
-    let w_enc_t = Matrix::from_vec(d_in, d_sae, take(&mut t, &wpath, "W_enc", &[d_in, d_sae])?)?;
+    let e = width.unwrap_or(d_in);
+    let w_enc_t = Matrix::from_vec(e, d_sae, take(&mut t, &wpath, "W_enc", &[e, d_sae])?)?;
+    let gated = activation == Activation::Gated;
+    let mut per_latent = |name: &str, on: bool| -> Result<Vec<f32>> {
+        if on {
+            take(&mut t, &wpath, name, &[d_sae])
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let b_enc = per_latent(if gated { "b_gate" } else { "b_enc" }, true)?;
+    let threshold = per_latent("threshold", activation == Activation::JumpRelu)?;
+    let b_mag = per_latent("b_mag", gated)?;
+    let r_mag = per_latent("r_mag", gated)?;
+    let hidden = match width {
+        Some(w) => Some(HiddenLayer {
+            w: Matrix::from_vec(d_in, w, take(&mut t, &wpath, "W_hidden", &[d_in, w])?)?
+                .transpose(),
+            b: take(&mut t, &wpath, "b_hidden", &[w])?,
+        }),
+        None => None,
+    };
     let sae = Sae {
         activation,
         w_enc: w_enc_t.transpose(),
-        b_enc: take(&mut t, &wpath, "b_enc", &[d_sae])?,
+        b_enc,
         w_dec: Matrix::from_vec(d_sae, d_in, take(&mut t, &wpath, "W_dec", &[d_sae, d_in])?)?,
         b_dec: take(&mut t, &wpath, "b_dec", &[d_in])?,
         apply_b_dec_to_input: apply,
+        threshold,
+        b_mag,
+        r_mag,
+        hidden,
     };
     sae.validate(&dir.display().to_string())?;
     Ok(sae)
@@ -143,11 +196,27 @@ mod tests {
     fn round_trip_both_architectures() {
         let t = tempfile::tempdir().unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        for act in [Activation::Relu, Activation::TopK { k: 3 }] {
+        let archs = [
+            (Activation::Relu, false),
+            (Activation::TopK { k: 3 }, false),
+            (Activation::JumpRelu, false),
+            (Activation::Gated, false),
+            (Activation::Relu, true),
+        ];
+        for (act, mlp) in archs {
             let mut sae = Sae::init(5, 7, act, EncoderInit::FanInUniform, &mut rng);
+            if mlp {
+                sae = sae.with_hidden_layer(4, &mut rng);
+                sae.hidden.as_mut().unwrap().b[1] = 0.75;
+            }
             sae.b_enc[2] = 0.5;
             sae.b_dec[1] = -0.25;
-            let dir = t.path().join(format!("{act:?}"));
+            for v in [&mut sae.threshold, &mut sae.b_mag, &mut sae.r_mag] {
+                v.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, x)| *x = 0.1 * i as f32);
+            }
+            let dir = t.path().join(format!("{act:?}-{mlp}"));
             std::fs::create_dir(&dir).unwrap();
             save(&dir, &sae, json!({"model_name": "synthetic"})).unwrap();
             assert_eq!(load(&dir).unwrap(), sae);
@@ -174,10 +243,14 @@ mod tests {
         assert!(e.contains("W_enc") && e.contains("[5, 6]"), "{e}");
         let jump = json!({"d_in": 4, "d_sae": 6, "architecture": "jumprelu"});
         std::fs::write(&cfg_path, jump.to_string()).unwrap();
+        let e = load(t.path()).unwrap_err().to_string();
+        assert!(e.contains("threshold"), "{e}");
+        let other = json!({"d_in": 4, "d_sae": 6, "architecture": "matryoshka"});
+        std::fs::write(&cfg_path, other.to_string()).unwrap();
         assert!(load(t.path())
             .unwrap_err()
             .to_string()
-            .contains("'jumprelu' is not supported"));
+            .contains("'matryoshka' is not supported"));
         std::fs::write(&cfg_path, "{").unwrap();
         assert!(load(t.path())
             .unwrap_err()

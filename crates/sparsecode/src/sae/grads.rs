@@ -11,6 +11,16 @@ pub struct Grads {
     pub w_dec: Vec<f32>,
     /// Gradient of the decoder bias `[d_in]`.
     pub b_dec: Vec<f32>,
+    /// JumpReLU: pseudo-gradient with respect to the log-thresholds `[d_sae]` (else empty).
+    pub threshold: Vec<f32>,
+    /// Gated: gradient of `b_mag` `[d_sae]` (else empty).
+    pub b_mag: Vec<f32>,
+    /// Gated: gradient of `r_mag` `[d_sae]` (else empty).
+    pub r_mag: Vec<f32>,
+    /// MLP encoder: gradient of the hidden weights `[width, d_in]` (else empty).
+    pub w_hidden: Vec<f32>,
+    /// MLP encoder: gradient of the hidden bias `[width]` (else empty).
+    pub b_hidden: Vec<f32>,
 }
 
 impl Grads {
@@ -21,7 +31,55 @@ impl Grads {
             b_enc: vec![0.0; d_sae],
             w_dec: vec![0.0; d_in * d_sae],
             b_dec: vec![0.0; d_in],
+            ..Grads::default()
         }
+    }
+
+    /// Zeroed gradients shaped like every parameter of `sae`.
+    pub fn like(sae: &super::Sae) -> Self {
+        let z = |n: usize| vec![0.0f32; n];
+        Grads {
+            w_enc: z(sae.w_enc.as_slice().len()),
+            b_enc: z(sae.b_enc.len()),
+            w_dec: z(sae.w_dec.as_slice().len()),
+            b_dec: z(sae.b_dec.len()),
+            threshold: z(sae.threshold.len()),
+            b_mag: z(sae.b_mag.len()),
+            r_mag: z(sae.r_mag.len()),
+            w_hidden: z(sae.hidden.as_ref().map_or(0, |h| h.w.as_slice().len())),
+            b_hidden: z(sae.hidden.as_ref().map_or(0, |h| h.b.len())),
+        }
+    }
+
+    /// Every tensor with its name, the always-present four first.
+    pub fn named(&self) -> [(&'static str, &Vec<f32>); 9] {
+        [
+            ("w_enc", &self.w_enc),
+            ("b_enc", &self.b_enc),
+            ("w_dec", &self.w_dec),
+            ("b_dec", &self.b_dec),
+            ("threshold", &self.threshold),
+            ("b_mag", &self.b_mag),
+            ("r_mag", &self.r_mag),
+            ("w_hidden", &self.w_hidden),
+            ("b_hidden", &self.b_hidden),
+        ]
+    }
+
+    /// The tensor called `name` (one of [`Grads::named`]'s names).
+    pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Vec<f32>> {
+        Some(match name {
+            "w_enc" => &mut self.w_enc,
+            "b_enc" => &mut self.b_enc,
+            "w_dec" => &mut self.w_dec,
+            "b_dec" => &mut self.b_dec,
+            "threshold" => &mut self.threshold,
+            "b_mag" => &mut self.b_mag,
+            "r_mag" => &mut self.r_mag,
+            "w_hidden" => &mut self.w_hidden,
+            "b_hidden" => &mut self.b_hidden,
+            _ => return None,
+        })
     }
 
     /// Sets every gradient to zero, keeping the allocations.
@@ -31,6 +89,11 @@ impl Grads {
             &mut self.b_enc,
             &mut self.w_dec,
             &mut self.b_dec,
+            &mut self.threshold,
+            &mut self.b_mag,
+            &mut self.r_mag,
+            &mut self.w_hidden,
+            &mut self.b_hidden,
         ] {
             v.fill(0.0);
         }
@@ -104,6 +167,8 @@ pub struct Workspace {
     pub(crate) tmp_m: Vec<f32>,
     pub(crate) fill: Vec<u32>,
     pub(crate) dense_aux: DenseAux,
+    /// BatchTopK: the smallest pre-activation kept in the last batch.
+    pub(crate) batch_threshold: f32,
 }
 
 /// Buffers of the dense AuxK path (dead latents as a dense block).

@@ -9,15 +9,21 @@
 //!   where `e_aux` reconstructs the residual from the top `k_aux` pre-activations among dead
 //!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
 
+mod gated;
 mod grads;
+mod jumprelu;
+mod mlp;
 mod model;
 mod relu;
 mod topk;
 
+pub use gated::gated_loss_grad;
 pub use grads::{Grads, LossParts, Workspace};
-pub use model::{Activation, Codes, EncoderInit, Sae};
+pub use jumprelu::jumprelu_loss_grad;
+pub use mlp::mlp_loss_grad;
+pub use model::{Activation, Codes, EncoderInit, HiddenLayer, Sae};
 pub use relu::relu_loss_grad;
-pub use topk::{topk_loss_grad, AuxK};
+pub use topk::{sparse_loss_grad, topk_loss_grad, AuxK, Selection};
 
 #[cfg(test)]
 mod gradcheck;

@@ -13,11 +13,26 @@ pub enum Activation {
     /// `ReLU(pre)`: SAELens "standard".
     Relu,
     /// Keep the `k` largest pre-activations per sample, then ReLU.
-    /// Keep the `k` largest pre-activations per sample, then ReLU.
     TopK {
         /// Active latents per sample.
         k: usize,
     },
+    /// `pre * H(pre - threshold_j)` with per-latent thresholds ([`Sae::threshold`]); also the
+    /// inference form of BatchTopK (one shared threshold).
+    JumpRelu,
+    /// Gated: the gate `xc W_enc^T + b_enc > 0` decides which latents fire, the magnitude path
+    /// `exp(r_mag) * (xc W_enc^T) + b_mag` (then ReLU) decides how much ([`Sae::b_mag`],
+    /// [`Sae::r_mag`]; `b_enc` is SAELens' `b_gate`).
+    Gated,
+}
+
+/// The first layer of an MLP encoder: `hidden = ReLU(xc W^T + b)`, then `W_enc` reads `hidden`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HiddenLayer {
+    /// `[width, d_in]`.
+    pub w: Matrix,
+    /// `[width]`.
+    pub b: Vec<f32>,
 }
 
 /// How the encoder is initialised from the (random, unit-row) decoder.
@@ -42,7 +57,8 @@ pub enum Codes {
 }
 
 /// A sparse autoencoder. Every latent `j` owns row `j` of `w_enc` and of `w_dec` (both
-/// `[d_sae, d_in]`); the SAELens file layout stores `W_enc` transposed, see [`crate::io::saelens`].
+/// `[d_sae, d_in]`, or `w_enc` `[d_sae, width]` behind an MLP encoder's hidden layer); the
+/// SAELens file layout stores `W_enc` transposed, see [`crate::io::saelens`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sae {
     /// The encoder non-linearity.
@@ -57,6 +73,14 @@ pub struct Sae {
     pub b_dec: Vec<f32>,
     /// Subtract `b_dec` before encoding (SAELens `apply_b_dec_to_input`).
     pub apply_b_dec_to_input: bool,
+    /// JumpReLU thresholds `[d_sae]` (empty for other activations).
+    pub threshold: Vec<f32>,
+    /// Gated magnitude-path bias `[d_sae]` (empty unless gated).
+    pub b_mag: Vec<f32>,
+    /// Gated magnitude-path log scale `[d_sae]` (empty unless gated).
+    pub r_mag: Vec<f32>,
+    /// The hidden layer of an MLP encoder (`None`: linear encoder).
+    pub hidden: Option<HiddenLayer>,
 }
 
 impl Sae {
@@ -77,6 +101,7 @@ impl Sae {
                 Matrix::from_fn(d_sae, d_in, |_, _| rng.random_range(-bound..=bound))
             }
         };
+        let per_latent = |on: bool, v: f32| if on { vec![v; d_sae] } else { Vec::new() };
         Sae {
             activation,
             w_enc,
@@ -84,7 +109,30 @@ impl Sae {
             w_dec,
             b_dec: vec![0.0; d_in],
             apply_b_dec_to_input: true,
+            threshold: per_latent(activation == Activation::JumpRelu, 0.0),
+            b_mag: per_latent(activation == Activation::Gated, 0.0),
+            r_mag: per_latent(activation == Activation::Gated, 0.0),
+            hidden: None,
         }
+    }
+
+    /// Puts an MLP encoder of hidden width `width` in front: `W_hidden`, and `W_enc` now
+    /// `[d_sae, width]`, uniform in `±1/sqrt(fan_in)`, biases zero.
+    pub fn with_hidden_layer<R: Rng>(mut self, width: usize, rng: &mut R) -> Self {
+        let (n, m) = self.w_dec.shape();
+        let b1 = 1.0 / (m as f32).sqrt();
+        let b2 = 1.0 / (width.max(1) as f32).sqrt();
+        self.hidden = Some(HiddenLayer {
+            w: Matrix::from_fn(width, m, |_, _| rng.random_range(-b1..=b1)),
+            b: vec![0.0; width],
+        });
+        self.w_enc = Matrix::from_fn(n, width, |_, _| rng.random_range(-b2..=b2));
+        self
+    }
+
+    /// Width of what `W_enc` reads: `d_in`, or the hidden width of an MLP encoder.
+    pub fn encoder_input_width(&self) -> usize {
+        self.hidden.as_ref().map_or(self.d_in(), |h| h.w.rows())
     }
 
     /// Input width.
@@ -107,12 +155,43 @@ impl Sae {
                 format!("{n} x {m}"),
             ));
         }
+        let e = self.encoder_input_width();
+        let per_latent = |v: &Vec<f32>, on: bool| if on { v.len() == n } else { v.is_empty() };
+        let act = self.activation;
         let checks = [
             (
                 "W_enc",
-                self.w_enc.shape() == (n, m),
-                format!("{n} x {m}"),
+                self.w_enc.shape() == (n, e),
+                format!("{n} x {e}"),
                 format!("{:?}", self.w_enc.shape()),
+            ),
+            (
+                "threshold",
+                per_latent(&self.threshold, act == Activation::JumpRelu),
+                format!("{} values", if act == Activation::JumpRelu { n } else { 0 }),
+                format!("{}", self.threshold.len()),
+            ),
+            (
+                "b_mag",
+                per_latent(&self.b_mag, act == Activation::Gated),
+                format!("{} values", if act == Activation::Gated { n } else { 0 }),
+                format!("{}", self.b_mag.len()),
+            ),
+            (
+                "r_mag",
+                per_latent(&self.r_mag, act == Activation::Gated),
+                format!("{} values", if act == Activation::Gated { n } else { 0 }),
+                format!("{}", self.r_mag.len()),
+            ),
+            (
+                "W_hidden",
+                self.hidden
+                    .as_ref()
+                    .is_none_or(|h| h.w.cols() == m && h.b.len() == h.w.rows() && h.w.rows() > 0),
+                format!("[width, {m}] with a bias of the same width"),
+                self.hidden.as_ref().map_or(String::new(), |h| {
+                    format!("{:?} and {}", h.w.shape(), h.b.len())
+                }),
             ),
             (
                 "b_enc",
@@ -142,7 +221,20 @@ impl Sae {
         }
         self.w_enc.check_finite(&format!("{context}: W_enc"))?;
         self.w_dec.check_finite(&format!("{context}: W_dec"))?;
-        for (name, v) in [("b_enc", &self.b_enc), ("b_dec", &self.b_dec)] {
+        if let Some(h) = &self.hidden {
+            h.w.check_finite(&format!("{context}: W_hidden"))?;
+        }
+        let hidden_b = self.hidden.as_ref().map(|h| &h.b);
+        for (name, v) in [
+            ("b_enc", &self.b_enc),
+            ("b_dec", &self.b_dec),
+            ("threshold", &self.threshold),
+            ("b_mag", &self.b_mag),
+            ("r_mag", &self.r_mag),
+        ]
+        .into_iter()
+        .chain(hidden_b.map(|b| ("b_hidden", b)))
+        {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(Error::NonFinite {
                     context: format!("{context}: {name}"),
@@ -169,7 +261,7 @@ impl Sae {
 
     /// Pre-activations `(x - b_dec) W_enc^T (+ b_enc when `with_bias`)` into `pre`
     /// (`[rows, d_sae]`); `xc` receives the centred input. TopK leaves the bias out and adds it
-    /// while selecting, saving a pass over `pre`.
+    /// while selecting, saving a pass over `pre`. An MLP encoder's hidden layer is applied first.
     pub(crate) fn pre_activations(
         &self,
         x: &[f32],
@@ -186,13 +278,32 @@ impl Sae {
                 .par_chunks_mut(m.max(1))
                 .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
         }
-        matmul(
-            pre,
-            MatRef::new(xc, rows, m),
-            self.w_enc.view().t(),
-            0.0,
-            par,
-        );
+        match &self.hidden {
+            None => matmul(
+                pre,
+                MatRef::new(xc, rows, m),
+                self.w_enc.view().t(),
+                0.0,
+                par,
+            ),
+            Some(h) => {
+                let width = h.w.rows();
+                let mut hid = vec![0.0f32; rows * width];
+                matmul(&mut hid, MatRef::new(xc, rows, m), h.w.view().t(), 0.0, par);
+                hid.par_chunks_mut(width).for_each(|r| {
+                    r.iter_mut()
+                        .zip(&h.b)
+                        .for_each(|(v, b)| *v = (*v + b).max(0.0))
+                });
+                matmul(
+                    pre,
+                    MatRef::new(&hid, rows, width),
+                    self.w_enc.view().t(),
+                    0.0,
+                    par,
+                );
+            }
+        }
         if with_bias {
             pre[..rows * n]
                 .par_chunks_mut(n.max(1))
@@ -205,12 +316,37 @@ impl Sae {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.as_slice().len()];
         let mut pre = vec![0.0; x.rows() * n];
-        let with_bias = self.activation == Activation::Relu;
+        let with_bias = matches!(self.activation, Activation::Relu | Activation::JumpRelu);
         self.pre_activations(x.as_slice(), &mut xc, &mut pre, with_bias, par);
+        let dense = |pre: Vec<f32>| {
+            Codes::Dense(Matrix::from_vec(x.rows(), n, pre).expect("pre has rows*d_sae values"))
+        };
         match self.activation {
             Activation::Relu => {
-                pre.iter_mut().for_each(|v| *v = v.max(0.0));
-                Codes::Dense(Matrix::from_vec(x.rows(), n, pre).expect("pre has rows*d_sae values"))
+                pre.par_iter_mut().for_each(|v| *v = v.max(0.0));
+                dense(pre)
+            }
+            Activation::JumpRelu => {
+                pre.par_chunks_mut(n).for_each(|r| {
+                    r.iter_mut()
+                        .zip(&self.threshold)
+                        .for_each(|(v, t)| *v = if *v > *t { *v } else { 0.0 })
+                });
+                dense(pre)
+            }
+            Activation::Gated => {
+                let scale: Vec<f32> = self.r_mag.iter().map(|r| r.exp()).collect();
+                pre.par_chunks_mut(n).for_each(|r| {
+                    for (j, u) in r.iter_mut().enumerate() {
+                        let gate = *u + self.b_enc[j];
+                        *u = if gate > 0.0 {
+                            (scale[j] * *u + self.b_mag[j]).max(0.0)
+                        } else {
+                            0.0
+                        };
+                    }
+                });
+                dense(pre)
             }
             Activation::TopK { k } => {
                 let mut t = TopK::with_rows(x.rows(), k);

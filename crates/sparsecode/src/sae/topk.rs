@@ -179,6 +179,74 @@ fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
         });
 }
 
+/// How the active latents of a batch are chosen.
+#[derive(Clone, Copy, Debug)]
+pub enum Selection<'a> {
+    /// The `k` largest pre-activations of each sample (TopK).
+    PerSample(usize),
+    /// The `k * B` largest positive pre-activations of the whole batch (BatchTopK).
+    Batch(usize),
+    /// Every pre-activation above its latent's threshold (JumpReLU).
+    Threshold(&'a [f32]),
+}
+
+/// Keeps the entries of `pre + bias` chosen by `keep` (row, latent, value), at most `n` per row,
+/// as a [`TopK`] with as many slots per row as the fullest row has, padded with zero values.
+fn select_variable(
+    pre: &[f32],
+    bias: &[f32],
+    keep: &(dyn Fn(usize, f32) -> bool + Sync),
+    out: &mut TopK,
+) {
+    let n = bias.len();
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(n)
+        .map(|row| {
+            row.iter()
+                .zip(bias)
+                .enumerate()
+                .filter_map(|(j, (v, b))| {
+                    let v = v + b;
+                    keep(j, v).then_some((j as u32, v))
+                })
+                .collect()
+        })
+        .collect();
+    let k = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    out.k = k;
+    out.indices.clear();
+    out.indices.resize(rows.len() * k, 0);
+    out.values.clear();
+    out.values.resize(rows.len() * k, 0.0);
+    for (r, row) in rows.iter().enumerate() {
+        for (s, &(j, v)) in row.iter().enumerate() {
+            out.indices[r * k + s] = j;
+            out.values[r * k + s] = v;
+        }
+    }
+}
+
+/// The value of the `count`-th largest positive entry of `pre + bias` (0 when there are no more
+/// positive entries than `count`): BatchTopK keeps what is at least this.
+fn batch_threshold(pre: &[f32], bias: &[f32], count: usize, scratch: &mut Vec<f32>) -> f32 {
+    let n = bias.len();
+    scratch.clear();
+    for row in pre.chunks(n) {
+        scratch.extend(
+            row.iter()
+                .zip(bias)
+                .map(|(v, b)| v + b)
+                .filter(|v| *v > 0.0),
+        );
+    }
+    if scratch.len() <= count || count == 0 {
+        return 0.0;
+    }
+    let at = scratch.len() - count;
+    let (_, v, _) = scratch.select_nth_unstable_by(at, |a, b| a.total_cmp(b));
+    *v
+}
+
 /// Loss and gradients of the TopK SAE (with AuxK when `aux` is given and some latent is dead) on
 /// the row-major batch `x`. Gradients are written into `g` (overwritten); `ws.fired` receives
 /// which latents fired.
@@ -191,13 +259,40 @@ pub fn topk_loss_grad(
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
+    sparse_loss_grad(sae, x, Selection::PerSample(k), aux, ws, g, par)
+}
+
+/// The loss and gradients of an SAE whose codes are the pre-activations `selection` keeps (no
+/// penalty beyond AuxK): TopK, BatchTopK, and the reconstruction part of JumpReLU. After a
+/// BatchTopK step `ws.batch_threshold` holds the smallest kept value.
+pub fn sparse_loss_grad(
+    sae: &Sae,
+    x: &[f32],
+    selection: Selection<'_>,
+    aux: Option<AuxK<'_>>,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
+    debug_assert!(sae.hidden.is_none(), "sparse SAEs have linear encoders");
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
     let inv_b = 1.0 / b as f32;
     let xc = sized(&mut ws.xc, b * m);
     let pre = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, pre, false, par);
-    select(pre, &sae.b_enc, k, None, &mut ws.topk);
+    match selection {
+        Selection::PerSample(k) => select(pre, &sae.b_enc, k, None, &mut ws.topk),
+        Selection::Batch(k) => {
+            let t = batch_threshold(pre, &sae.b_enc, k * b, &mut ws.tmp_m);
+            ws.batch_threshold = t;
+            select_variable(pre, &sae.b_enc, &|_, v| v > 0.0 && v >= t, &mut ws.topk);
+        }
+        Selection::Threshold(theta) => {
+            select_variable(pre, &sae.b_enc, &|j, v| v > theta[j], &mut ws.topk)
+        }
+    }
+    let k = ws.topk.k;
 
     // Reconstruction: x_hat = b_dec + gather-sum; de = 2 (x_hat - x) / B.
     let xhat = sized(&mut ws.xhat, b * m);
@@ -249,7 +344,7 @@ pub fn topk_loss_grad(
 
     // Group slots by latent (counting sort) so each latent's rows are summed by one thread in a
     // fixed order: no atomics, identical results for any thread count.
-    let main_slots = b * k;
+    let main_slots = ws.topk.values.len();
     let aux_slots = if aux_used && !aux_dense {
         ws.aux.values.len()
     } else {

@@ -43,6 +43,20 @@ impl Adam {
         }
     }
 
+    /// Fresh state shaped like every parameter of `sae`.
+    pub fn for_sae(beta1: f32, beta2: f32, eps: f32, sae: &crate::sae::Sae) -> Self {
+        Adam {
+            beta1,
+            beta2,
+            eps,
+            state: AdamState {
+                t: 0,
+                m: Grads::like(sae),
+                v: Grads::like(sae),
+            },
+        }
+    }
+
     /// Advances the step count; call once per optimiser step, before [`Adam::update`].
     pub fn begin_step(&mut self) {
         self.state.t += 1;

@@ -29,6 +29,51 @@ pub enum ArchConfig {
         #[serde(default = "default_aux_coef")]
         aux_coef: f32,
     },
+    /// BatchTopK (arXiv 2412.06410): the `k * B` largest activations of the batch, AuxK for dead
+    /// latents; saved for inference as JumpReLU with one threshold (a running average of the
+    /// smallest kept activation).
+    #[serde(rename = "batchtopk")]
+    BatchTopK {
+        /// Mean active latents per sample.
+        k: usize,
+        /// Dead latents used by AuxK (0 disables AuxK).
+        #[serde(default = "default_aux_k")]
+        aux_k: usize,
+        /// AuxK coefficient.
+        #[serde(default = "default_aux_coef")]
+        aux_coef: f32,
+    },
+    /// JumpReLU with learnable thresholds and an L0 penalty (straight-through estimator).
+    #[serde(rename = "jumprelu")]
+    JumpRelu {
+        /// L0 coefficient (on the mean number of active latents per sample).
+        l0: f32,
+        /// Width of the rectangle kernel of the threshold's pseudo-gradient.
+        #[serde(default = "default_bandwidth")]
+        bandwidth: f32,
+        /// Starting threshold of every latent.
+        #[serde(default = "default_bandwidth")]
+        init_threshold: f32,
+    },
+    /// Gated SAE with the L1 penalty on the gate and the frozen-decoder auxiliary loss.
+    Gated {
+        /// L1 coefficient (on `1/B sum_bj ReLU(gate_bj) ||W_dec_j||`).
+        l1: f32,
+    },
+    /// MLP encoder (Linear-ReLU-Linear-ReLU) with a linear decoder and the L1 penalty.
+    Mlp {
+        /// L1 coefficient, as for ReLU.
+        l1: f32,
+        /// Hidden width of the encoder.
+        hidden: usize,
+        /// Steps over which the L1 coefficient ramps linearly from 0.
+        #[serde(default)]
+        l1_warmup_steps: u64,
+    },
+}
+
+fn default_bandwidth() -> f32 {
+    0.001
 }
 
 fn default_aux_k() -> usize {
@@ -42,8 +87,27 @@ impl ArchConfig {
     /// The inference-time activation of this architecture.
     pub fn activation(&self) -> Activation {
         match *self {
-            ArchConfig::Relu { .. } => Activation::Relu,
+            ArchConfig::Relu { .. } | ArchConfig::Mlp { .. } => Activation::Relu,
             ArchConfig::TopK { k, .. } => Activation::TopK { k },
+            ArchConfig::BatchTopK { .. } | ArchConfig::JumpRelu { .. } => Activation::JumpRelu,
+            ArchConfig::Gated { .. } => Activation::Gated,
+        }
+    }
+
+    /// The L1 coefficient and its warm-up, for the architectures that have one.
+    pub fn l1(&self) -> Option<(f32, u64)> {
+        match *self {
+            ArchConfig::Relu {
+                l1,
+                l1_warmup_steps,
+            }
+            | ArchConfig::Mlp {
+                l1,
+                l1_warmup_steps,
+                ..
+            } => Some((l1, l1_warmup_steps)),
+            ArchConfig::Gated { l1 } => Some((l1, 0)),
+            _ => None,
         }
     }
 }
@@ -245,10 +309,27 @@ impl TrainConfig {
             );
         }
         match self.arch {
-            ArchConfig::Relu { l1, .. } => {
+            ArchConfig::Relu { l1, .. } | ArchConfig::Gated { l1 } => {
                 require_non_negative("l1", l1 as f64)?;
             }
-            ArchConfig::TopK { k, aux_k, aux_coef } => {
+            ArchConfig::Mlp { l1, hidden, .. } => {
+                require_non_negative("l1", l1 as f64)?;
+                require_positive_count("hidden", hidden)?;
+            }
+            ArchConfig::JumpRelu {
+                l0,
+                bandwidth,
+                init_threshold,
+            } => {
+                require_non_negative("l0", l0 as f64)?;
+                for (name, v) in [("bandwidth", bandwidth), ("init_threshold", init_threshold)] {
+                    if !(v.is_finite() && v > 0.0) {
+                        return bad(name, format!("{v} must be a positive number"));
+                    }
+                }
+            }
+            ArchConfig::TopK { k, aux_k, aux_coef }
+            | ArchConfig::BatchTopK { k, aux_k, aux_coef } => {
                 if k == 0 || k > self.latents {
                     return bad(
                         "k",

@@ -8,7 +8,7 @@
 
 use super::observer::{Observer, StepRecord};
 use super::{Adam, AdamState, TrainConfig, TrainState};
-use crate::io::tensors::{read_tensors, take, write_tensors};
+use crate::io::tensors::{read_tensors, write_tensors};
 use crate::io::{read_json, replace_dir, write_json_atomic};
 use crate::sae::{Grads, Sae};
 use crate::{Error, Matrix, Result};
@@ -193,31 +193,38 @@ struct CheckpointMeta {
     since_fired: Vec<u64>,
 }
 
-fn grads_tensors<'a>(
-    prefix: &str,
-    g: &'a Grads,
-    n: usize,
-    m: usize,
-) -> Vec<(String, Vec<usize>, &'a [f32])> {
-    vec![
-        (format!("{prefix}w_enc"), vec![n, m], &g.w_enc[..]),
-        (format!("{prefix}b_enc"), vec![n], &g.b_enc[..]),
-        (format!("{prefix}w_dec"), vec![n, m], &g.w_dec[..]),
-        (format!("{prefix}b_dec"), vec![m], &g.b_dec[..]),
-    ]
+/// Every non-empty tensor of `g` as a flat safetensors entry named `prefix + name`.
+fn flat_tensors<'a>(prefix: &str, g: &'a Grads) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    g.named()
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(name, v)| (format!("{prefix}{name}"), vec![v.len()], &v[..]))
+        .collect()
+}
+
+/// The parameters of `sae` laid out like its gradients.
+fn params_of(sae: &Sae) -> Grads {
+    Grads {
+        w_enc: sae.w_enc.as_slice().to_vec(),
+        b_enc: sae.b_enc.clone(),
+        w_dec: sae.w_dec.as_slice().to_vec(),
+        b_dec: sae.b_dec.clone(),
+        threshold: sae.threshold.clone(),
+        b_mag: sae.b_mag.clone(),
+        r_mag: sae.r_mag.clone(),
+        w_hidden: sae
+            .hidden
+            .as_ref()
+            .map_or(Vec::new(), |h| h.w.as_slice().to_vec()),
+        b_hidden: sae.hidden.as_ref().map_or(Vec::new(), |h| h.b.clone()),
+    }
 }
 
 fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
-    let (n, m) = s.sae.w_dec.shape();
-    let params = Grads {
-        w_enc: s.sae.w_enc.as_slice().to_vec(),
-        b_enc: s.sae.b_enc.clone(),
-        w_dec: s.sae.w_dec.as_slice().to_vec(),
-        b_dec: s.sae.b_dec.clone(),
-    };
-    let mut all = grads_tensors("param.", &params, n, m);
-    all.extend(grads_tensors("adam_m.", &s.adam.state.m, n, m));
-    all.extend(grads_tensors("adam_v.", &s.adam.state.v, n, m));
+    let params = params_of(&s.sae);
+    let mut all = flat_tensors("param.", &params);
+    all.extend(flat_tensors("adam_m.", &s.adam.state.m));
+    all.extend(flat_tensors("adam_v.", &s.adam.state.v));
     let refs: Vec<(&str, Vec<usize>, &[f32])> = all
         .iter()
         .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
@@ -233,19 +240,26 @@ fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
     )
 }
 
-fn load_grads(
+/// Reads the tensors `prefix + name`; the four of every SAE must be there, the others may not.
+fn load_flat(
     map: &mut std::collections::BTreeMap<String, crate::io::tensors::Tensor>,
     path: &Path,
     prefix: &str,
-    n: usize,
-    m: usize,
 ) -> Result<Grads> {
-    Ok(Grads {
-        w_enc: take(map, path, &format!("{prefix}w_enc"), &[n, m])?,
-        b_enc: take(map, path, &format!("{prefix}b_enc"), &[n])?,
-        w_dec: take(map, path, &format!("{prefix}w_dec"), &[n, m])?,
-        b_dec: take(map, path, &format!("{prefix}b_dec"), &[m])?,
-    })
+    let mut g = Grads::default();
+    let names: Vec<&str> = g.named().iter().map(|(n, _)| *n).collect();
+    for (i, name) in names.into_iter().enumerate() {
+        let key = format!("{prefix}{name}");
+        let slot = g.by_name_mut(name).expect("a name from Grads::named");
+        match map.remove(&key) {
+            Some(t) => *slot = t.data,
+            None if i < 4 => {
+                return Err(Error::format(path, format!("missing tensor '{key}'")));
+            }
+            None => {}
+        }
+    }
+    Ok(g)
 }
 
 fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> {
@@ -256,17 +270,8 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
     let tpath = dir.join("state.safetensors");
     let mut map = read_tensors(&tpath)?;
     let n = cfg.latents;
-    let m = map
-        .get("param.b_dec")
-        .map(|t| t.data.len())
-        .ok_or_else(|| Error::format(&tpath, "missing tensor 'param.b_dec'"))?;
-    let p = load_grads(&mut map, &tpath, "param.", n, m)?;
-    let mut adam = Adam::new(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, m, n);
-    adam.state = AdamState {
-        t: meta.adam_t,
-        m: load_grads(&mut map, &tpath, "adam_m.", n, m)?,
-        v: load_grads(&mut map, &tpath, "adam_v.", n, m)?,
-    };
+    let p = load_flat(&mut map, &tpath, "param.")?;
+    let m = p.b_dec.len();
     if meta.since_fired.len() != n {
         return Err(Error::shape(
             format!("{}: since_fired", dir.display()),
@@ -274,14 +279,51 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
             meta.since_fired.len().to_string(),
         ));
     }
+    let bad = |what: &str| {
+        Error::format(
+            &tpath,
+            format!("{what} does not fit {n} latents of width {m}"),
+        )
+    };
+    let width = p.b_hidden.len();
+    let hidden = if width > 0 {
+        Some(crate::sae::HiddenLayer {
+            w: Matrix::from_vec(width, m, p.w_hidden).map_err(|_| bad("param.w_hidden"))?,
+            b: p.b_hidden,
+        })
+    } else {
+        None
+    };
+    let e = if width > 0 { width } else { m };
     let sae = Sae {
         activation: cfg.arch.activation(),
-        w_enc: Matrix::from_vec(n, m, p.w_enc)?,
+        w_enc: Matrix::from_vec(n, e, p.w_enc).map_err(|_| bad("param.w_enc"))?,
         b_enc: p.b_enc,
-        w_dec: Matrix::from_vec(n, m, p.w_dec)?,
+        w_dec: Matrix::from_vec(n, m, p.w_dec).map_err(|_| bad("param.w_dec"))?,
         b_dec: p.b_dec,
         apply_b_dec_to_input: true,
+        threshold: p.threshold,
+        b_mag: p.b_mag,
+        r_mag: p.r_mag,
+        hidden,
     };
+    sae.validate(&tpath.display().to_string())?;
+    let mut adam = Adam::for_sae(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, &sae);
+    adam.state = AdamState {
+        t: meta.adam_t,
+        m: load_flat(&mut map, &tpath, "adam_m.")?,
+        v: load_flat(&mut map, &tpath, "adam_v.")?,
+    };
+    if adam
+        .state
+        .m
+        .named()
+        .iter()
+        .zip(params_of(&sae).named().iter())
+        .any(|(a, b)| a.1.len() != b.1.len())
+    {
+        return Err(bad("the optimiser state"));
+    }
     Ok(Some(TrainState {
         sae,
         adam,

@@ -10,7 +10,10 @@ use super::observer::{Control, Observer, StepRecord};
 use super::{Adam, ArchConfig, BDecInit, Schedule, TrainConfig};
 use crate::data::{Batcher, Plan, RowSource};
 use crate::linalg::normalize_rows;
-use crate::sae::{relu_loss_grad, topk_loss_grad, AuxK, Grads, Sae, Workspace};
+use crate::sae::{
+    gated_loss_grad, jumprelu_loss_grad, mlp_loss_grad, relu_loss_grad, sparse_loss_grad,
+    topk_loss_grad, AuxK, Grads, Sae, Selection, Workspace,
+};
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -118,6 +121,11 @@ fn initial_state(
             sae.w_enc = sae.w_dec.clone();
         }
     }
+    match cfg.arch {
+        ArchConfig::Mlp { hidden, .. } => sae = sae.with_hidden_layer(hidden, &mut rng),
+        ArchConfig::JumpRelu { init_threshold, .. } => sae.threshold.fill(init_threshold),
+        _ => {}
+    }
     if cfg.biases {
         let head = data.head(INIT_ROWS)?;
         sae.b_dec = match cfg.b_dec_init {
@@ -134,13 +142,7 @@ fn initial_state(
         };
     }
     Ok(TrainState {
-        adam: Adam::new(
-            cfg.adam_beta1,
-            cfg.adam_beta2,
-            cfg.adam_eps,
-            d_in,
-            cfg.latents,
-        ),
+        adam: Adam::for_sae(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, &sae),
         sae,
         step: 0,
         since_fired: vec![0; cfg.latents],
@@ -157,6 +159,56 @@ fn project_decoder_grad(w_dec: &Matrix, g: &mut [f32]) {
         let dot = crate::linalg::simd::dot(gr, d);
         crate::linalg::simd::axpy(gr, -dot, d);
     });
+}
+
+/// Running-average weight of BatchTopK's inference threshold.
+const THRESHOLD_EMA: f32 = 0.99;
+
+/// Steps the parameters only some architectures have: JumpReLU log-thresholds (Adam), the
+/// BatchTopK threshold (running average of the smallest kept activation), the gated magnitude
+/// path, the MLP encoder's hidden layer.
+fn update_extras(
+    cfg: &TrainConfig,
+    sae: &mut Sae,
+    adam: &mut Adam,
+    g: &Grads,
+    batch_threshold: f32,
+    lr: f32,
+) {
+    match cfg.arch {
+        ArchConfig::JumpRelu { .. } => {
+            let mut t: Vec<f32> = sae.threshold.iter().map(|v| v.ln()).collect();
+            adam.update(|g| &mut g.threshold, &mut t, &g.threshold, lr);
+            sae.threshold
+                .iter_mut()
+                .zip(&t)
+                .for_each(|(v, t)| *v = t.exp());
+        }
+        ArchConfig::BatchTopK { .. } if batch_threshold > 0.0 => {
+            let old = sae.threshold.first().copied().unwrap_or(0.0);
+            let new = if old > 0.0 {
+                THRESHOLD_EMA * old + (1.0 - THRESHOLD_EMA) * batch_threshold
+            } else {
+                batch_threshold
+            };
+            sae.threshold.fill(new);
+        }
+        ArchConfig::Gated { .. } => {
+            adam.update(|g| &mut g.r_mag, &mut sae.r_mag, &g.r_mag, lr);
+            if cfg.biases {
+                adam.update(|g| &mut g.b_mag, &mut sae.b_mag, &g.b_mag, lr);
+            }
+        }
+        ArchConfig::Mlp { .. } => {
+            if let Some(h) = sae.hidden.as_mut() {
+                adam.update(|g| &mut g.w_hidden, h.w.as_mut_slice(), &g.w_hidden, lr);
+                if cfg.biases {
+                    adam.update(|g| &mut g.b_hidden, &mut h.b, &g.b_hidden, lr);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Trains an SAE on `data` (an in-memory matrix or an activation store). With `fixed_decoder` the decoder starts as that
@@ -234,25 +286,15 @@ fn run(
         decay_steps: cfg.lr_decay_steps,
         total_steps: cfg.steps,
     };
-    let l1_schedule = match cfg.arch {
-        ArchConfig::Relu {
-            l1,
-            l1_warmup_steps,
-        } => Schedule {
-            peak: l1,
-            warmup_steps: l1_warmup_steps,
-            decay_steps: 0,
-            total_steps: cfg.steps,
-        },
-        ArchConfig::TopK { .. } => Schedule {
-            peak: 0.0,
-            warmup_steps: 0,
-            decay_steps: 0,
-            total_steps: cfg.steps,
-        },
+    let (l1_peak, l1_warmup) = cfg.arch.l1().unwrap_or((0.0, 0));
+    let l1_schedule = Schedule {
+        peak: l1_peak,
+        warmup_steps: l1_warmup,
+        decay_steps: 0,
+        total_steps: cfg.steps,
     };
     let mut ws = Workspace::default();
-    let mut g = Grads::zeros(d_in, cfg.latents);
+    let mut g = Grads::like(&state.sae);
     let mut batch = vec![0.0f32; b * d_in];
     // In-memory data is shuffled whole; a store through windows of `shuffle_rows` rows.
     let window = if data.as_matrix().is_some() {
@@ -274,18 +316,35 @@ fn run(
                 *d = *s >= cfg.dead_window;
             }
             let l1 = l1_schedule.at(step);
+            let aux = |aux_k: usize, coef: f32| {
+                (aux_k > 0).then_some(AuxK {
+                    k_aux: aux_k,
+                    coef,
+                    dead: &dead,
+                })
+            };
+            let sae = &state.sae;
             let parts = match cfg.arch {
-                ArchConfig::Relu { .. } => {
-                    relu_loss_grad(&state.sae, &batch, l1, &mut ws, &mut g, par)
-                }
+                ArchConfig::Relu { .. } => relu_loss_grad(sae, &batch, l1, &mut ws, &mut g, par),
                 ArchConfig::TopK { k, aux_k, aux_coef } => {
-                    let aux = (aux_k > 0).then_some(AuxK {
-                        k_aux: aux_k,
-                        coef: aux_coef,
-                        dead: &dead,
-                    });
-                    topk_loss_grad(&state.sae, &batch, k, aux, &mut ws, &mut g, par)
+                    topk_loss_grad(sae, &batch, k, aux(aux_k, aux_coef), &mut ws, &mut g, par)
                 }
+                ArchConfig::BatchTopK { k, aux_k, aux_coef } => sparse_loss_grad(
+                    sae,
+                    &batch,
+                    Selection::Batch(k),
+                    aux(aux_k, aux_coef),
+                    &mut ws,
+                    &mut g,
+                    par,
+                ),
+                ArchConfig::JumpRelu { l0, bandwidth, .. } => {
+                    jumprelu_loss_grad(sae, &batch, l0, bandwidth, &mut ws, &mut g, par)
+                }
+                ArchConfig::Gated { .. } => {
+                    gated_loss_grad(sae, &batch, l1, None, &mut ws, &mut g, par)
+                }
+                ArchConfig::Mlp { .. } => mlp_loss_grad(sae, &batch, l1, &mut ws, &mut g, par),
             };
             if !parts.loss.is_finite() {
                 return Err(Error::param(
@@ -314,6 +373,7 @@ fn run(
                     normalize_rows(sae.w_dec.as_mut_slice(), d_in);
                 }
             }
+            update_extras(cfg, sae, adam, &g, ws.batch_threshold, lr_now);
             for (s, &f) in state.since_fired.iter_mut().zip(&ws.fired) {
                 *s = if f { 0 } else { s.saturating_add(b as u64) };
             }

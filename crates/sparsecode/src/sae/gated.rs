@@ -1,0 +1,182 @@
+//! Gated SAE (arXiv 2404.16014): one encoder matrix read two ways. The gate
+//! `pi_gate = u + b_gate` (`u = x_c W_enc^T`, `b_gate` is `b_enc`) decides which latents fire; the
+//! magnitude `pi_mag = exp(r_mag) u + b_mag` decides how much: `f = H(pi_gate) ReLU(pi_mag)`.
+//! Loss: `||x - x_hat||^2 + l1 sum_j ReLU(pi_gate_j) ||W_dec_j|| + ||x - x_hat_aux||^2`, where
+//! `x_hat_aux = ReLU(pi_gate) W_dec + b_dec` uses a frozen (detached) copy of the decoder so the
+//! auxiliary term trains only the gate. Dense forward and backward.
+
+use super::grads::{batch_variance, sized, Grads, LossParts, Workspace};
+use super::Sae;
+use crate::linalg::{matmul, MatRef};
+use crate::{Matrix, Parallelism};
+
+/// Column sums of a row-major `[rows, n]` matrix into `out`.
+pub(crate) fn column_sums(a: &[f32], n: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in a.chunks_exact(n) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
+/// `2 (x_hat - x) / B` into `de` and the mean squared norm of the error.
+pub(crate) fn error_grad(xhat: &[f32], x: &[f32], bias: &[f32], de: &mut [f32], b: usize) -> f64 {
+    let mut sum = 0.0f64;
+    let inv_b = 1.0 / b as f32;
+    for ((d, xh), (xv, bd)) in de
+        .iter_mut()
+        .zip(xhat)
+        .zip(x.iter().zip(bias.iter().cycle()))
+    {
+        let e = xh + bd - xv;
+        sum += (e as f64) * (e as f64);
+        *d = 2.0 * e * inv_b;
+    }
+    sum / b as f64
+}
+
+/// Loss and gradients of a gated SAE. `frozen` is the detached decoder of the auxiliary term
+/// (`None`: the SAE's own, with no gradient flowing into it from that term).
+pub fn gated_loss_grad(
+    sae: &Sae,
+    x: &[f32],
+    l1: f32,
+    frozen: Option<(&Matrix, &[f32])>,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
+    let (n, m) = sae.w_dec.shape();
+    let b = x.len() / m;
+    let inv_b = 1.0 / b as f32;
+    let (w_aux, b_aux) = frozen.unwrap_or((&sae.w_dec, &sae.b_dec));
+    let xc = sized(&mut ws.xc, b * m);
+    let u = sized(&mut ws.pre, b * n);
+    sae.pre_activations(x, xc, u, false, par);
+    let scale: Vec<f32> = sae.r_mag.iter().map(|r| r.exp()).collect();
+    // f (codes) into dpre's buffer for now; ReLU(gate) into norms-sized scratch per row below.
+    let f = sized(&mut ws.dpre, b * n);
+    let mut gate_relu = vec![0.0f32; b * n];
+    for ((fr, gr), ur) in f
+        .chunks_exact_mut(n)
+        .zip(gate_relu.chunks_exact_mut(n))
+        .zip(u.chunks_exact(n))
+    {
+        for j in 0..n {
+            let gate = ur[j] + sae.b_enc[j];
+            let mag = scale[j] * ur[j] + sae.b_mag[j];
+            fr[j] = if gate > 0.0 { mag.max(0.0) } else { 0.0 };
+            gr[j] = gate.max(0.0);
+        }
+    }
+    let xhat = sized(&mut ws.xhat, b * m);
+    matmul(xhat, MatRef::new(f, b, n), sae.w_dec.view(), 0.0, par);
+    let de = sized(&mut ws.de, b * m);
+    let recon = error_grad(xhat, x, &sae.b_dec, de, b);
+    // Auxiliary reconstruction from ReLU(gate) through the frozen decoder.
+    let mut de_aux = vec![0.0f32; b * m];
+    matmul(xhat, MatRef::new(&gate_relu, b, n), w_aux.view(), 0.0, par);
+    let aux = error_grad(xhat, x, b_aux, &mut de_aux, b);
+    let norms: Vec<f32> = (0..n)
+        .map(|j| crate::linalg::simd::dot(sae.w_dec.row(j), sae.w_dec.row(j)).sqrt())
+        .collect();
+    let colsum = sized(&mut ws.colsum, n);
+    column_sums(&gate_relu, n, colsum);
+    let penalty = l1 as f64
+        * colsum
+            .iter()
+            .zip(&norms)
+            .map(|(c, w)| (*c as f64) * (*w as f64))
+            .sum::<f64>()
+        / b as f64;
+
+    // df = de W_dec^T; d aux / d ReLU(gate) = de_aux W_aux^T.
+    let mut df = vec![0.0f32; b * n];
+    matmul(
+        &mut df,
+        MatRef::new(de, b, m),
+        sae.w_dec.view().t(),
+        0.0,
+        par,
+    );
+    let mut dg = vec![0.0f32; b * n];
+    matmul(
+        &mut dg,
+        MatRef::new(&de_aux, b, m),
+        w_aux.view().t(),
+        0.0,
+        par,
+    );
+    g.r_mag.resize(n, 0.0);
+    g.r_mag.fill(0.0);
+    g.b_mag.resize(n, 0.0);
+    g.b_mag.fill(0.0);
+    g.b_enc.fill(0.0);
+    let mut active = 0usize;
+    // du (into df's buffer) = dgate + exp(r) dmag.
+    for r in 0..b {
+        for j in 0..n {
+            let i = r * n + j;
+            let gate = u[i] + sae.b_enc[j];
+            let (dmag, dgate) = if gate > 0.0 {
+                let mag = scale[j] * u[i] + sae.b_mag[j];
+                active += (mag > 0.0) as usize;
+                let dmag = if mag > 0.0 { df[i] } else { 0.0 };
+                (dmag, dg[i] + l1 * inv_b * norms[j])
+            } else {
+                (0.0, 0.0)
+            };
+            g.b_mag[j] += dmag;
+            g.r_mag[j] += dmag * scale[j] * u[i];
+            g.b_enc[j] += dgate;
+            df[i] = dgate + scale[j] * dmag;
+        }
+    }
+    let du = &df;
+    matmul(
+        &mut g.w_enc,
+        MatRef::new(du, b, n).t(),
+        MatRef::new(xc, b, m),
+        0.0,
+        par,
+    );
+    matmul(
+        &mut g.w_dec,
+        MatRef::new(f, b, n).t(),
+        MatRef::new(de, b, m),
+        0.0,
+        par,
+    );
+    for j in 0..n {
+        if norms[j] > 0.0 {
+            let s = l1 * inv_b * colsum[j] / norms[j];
+            g.w_dec[j * m..(j + 1) * m]
+                .iter_mut()
+                .zip(sae.w_dec.row(j))
+                .for_each(|(gv, w)| *gv += s * w);
+        }
+    }
+    column_sums(de, m, &mut g.b_dec);
+    if sae.apply_b_dec_to_input {
+        let mut du_sum = vec![0.0f32; n];
+        column_sums(du, n, &mut du_sum);
+        let mut through = vec![0.0f32; m];
+        matmul(
+            &mut through,
+            MatRef::new(&du_sum, 1, n),
+            sae.w_enc.view(),
+            0.0,
+            Parallelism::Serial,
+        );
+        g.b_dec.iter_mut().zip(&through).for_each(|(a, v)| *a -= v);
+    }
+    ws.fired.clear();
+    ws.fired
+        .extend((0..n).map(|j| f.chunks_exact(n).any(|r| r[j] > 0.0)));
+    LossParts {
+        loss: recon + penalty + aux,
+        recon,
+        sparsity: penalty + aux,
+        variance: batch_variance(x, m),
+        l0: active as f64 / b as f64,
+    }
+}
