@@ -36,6 +36,22 @@ pub struct Args {
     /// Independent starts; the lowest objective wins.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
+    /// Inner sparse coder: fista (L1 at --lambda), omp:K or threshold:K.
+    #[arg(long, default_value = "fista")]
+    coder: String,
+    /// Atom update: bcd (block-coordinate, Mairal et al.), mod (optimal directions) or ksvd.
+    #[arg(long, default_value = "bcd")]
+    update: String,
+    /// Mini-batch size for online learning (default: every alternation sees all samples).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Debiasing alternations after convergence (least-squares codes on the chosen atoms, then
+    /// the least-squares dictionary).
+    #[arg(long, default_value_t = 0)]
+    polish: usize,
+    /// Tries of moving the least-used atom onto the worst-reconstructed sample after learning.
+    #[arg(long, default_value_t = 0)]
+    swaps: usize,
     /// Output folder: dictionary.npy, codes.npy, learn.json.
     #[arg(long)]
     out: PathBuf,
@@ -55,6 +71,11 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         tol: a.tol,
         seed: a.seed,
         restarts: a.restarts,
+        coder: a.coder.parse()?,
+        update: a.update.parse()?,
+        batch_size: a.batch,
+        polish: a.polish,
+        swaps: a.swaps,
     };
     let started = std::time::Instant::now();
     let r = learn_dictionary(&y, &p, par)?;

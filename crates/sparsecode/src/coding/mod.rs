@@ -8,7 +8,7 @@ mod ito;
 mod omp;
 mod working_set;
 
-pub use dictionary::{learn_dictionary, DictLearnParams, DictLearnResult};
+pub use dictionary::{learn_dictionary, AtomUpdate, DictLearnParams, DictLearnResult, InnerCoder};
 pub use fista::{fista, objective, FistaParams, FistaResult};
 pub use ito::ito;
 pub use omp::{omp, OmpParams};

@@ -19,6 +19,8 @@ pub enum Method {
     Sae,
     /// The SAE's codes refined by non-negative FISTA with the SAE's decoder.
     SaeIto,
+    /// An MLP encoder (Linear-ReLU-Linear-ReLU, no biases) of this hidden width, same loss.
+    Mlp(usize),
     /// Non-negative FISTA with the true dictionary (known setting) or dictionary learning's
     /// (unknown setting).
     SparseCoding,
@@ -31,19 +33,23 @@ impl Method {
             "sae" => Ok(Method::Sae),
             "sae-ito" | "ito" => Ok(Method::SaeIto),
             "sc" | "sparse-coding" => Ok(Method::SparseCoding),
-            other => Err(Error::param(
-                "methods",
-                format!("unknown method '{other}' (expected sae, sae-ito or sc)"),
-            )),
+            other => match other.strip_prefix("mlp").map(str::parse::<usize>) {
+                Some(Ok(h)) if h > 0 => Ok(Method::Mlp(h)),
+                _ => Err(Error::param(
+                    "methods",
+                    format!("unknown method '{other}' (expected sae, sae-ito, mlpH such as mlp32, or sc)"),
+                )),
+            },
         }
     }
 
     /// Display name.
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Method::Sae => "SAE",
-            Method::SaeIto => "SAE + ITO",
-            Method::SparseCoding => "sparse coding",
+            Method::Sae => "SAE".into(),
+            Method::SaeIto => "SAE + ITO".into(),
+            Method::Mlp(h) => format!("MLP h={h}"),
+            Method::SparseCoding => "sparse coding".into(),
         }
     }
 }
@@ -93,21 +99,31 @@ pub struct Score {
 }
 
 /// Trains the paper's SAE on the training split: against the fixed true dictionary when
-/// `known`, else with a learned unit-norm decoder.
+/// `known`, else with a learned unit-norm decoder; with `hidden`, an MLP encoder of that width.
 pub fn train_sae(
     data: &SynthData,
     known: bool,
+    hidden: Option<usize>,
     s: &MethodSettings,
     seed: u64,
     threads: usize,
 ) -> Result<Sae> {
     let (n, m) = data.dictionary.shape();
     let x = &data.train.activations;
-    let mut tc = TrainConfig::new(
-        ArchConfig::Relu {
-            l1: s.l1_paper * m as f32 / n as f32,
+    let l1 = s.l1_paper * m as f32 / n as f32;
+    let arch = match hidden {
+        None => ArchConfig::Relu {
+            l1,
             l1_warmup_steps: 0,
         },
+        Some(hidden) => ArchConfig::Mlp {
+            l1,
+            hidden,
+            l1_warmup_steps: 0,
+        },
+    };
+    let mut tc = TrainConfig::new(
+        arch,
         n,
         s.sae_steps,
         // Full batch at the paper's 1024 samples; mini-batches of 1024 on larger sets.
@@ -177,7 +193,7 @@ pub fn run_methods(
     for &method in methods {
         if matches!(method, Method::Sae | Method::SaeIto) && sae.is_none() {
             let t = Instant::now();
-            let model = train_sae(data, known, s, seed, par.count())?;
+            let model = train_sae(data, known, None, s, seed, par.count())?;
             sae = Some((model, t.elapsed().as_secs_f64()));
         }
         // SAE rows add the (shared) training time to their own.
@@ -189,6 +205,12 @@ pub fn run_methods(
                 let mut sc = score(data, &codes, &model.w_dec, dense, started, par)?;
                 sc.seconds += secs;
                 sc
+            }
+            Method::Mlp(h) => {
+                let model = train_sae(data, known, Some(h), s, seed, par.count())?;
+                let codes = model.encode_dense(x_test, par);
+                let flops = 2.0 * ((m * h) + (h * n)) as f64;
+                score(data, &codes, &model.w_dec, flops, started, par)?
             }
             Method::SaeIto => {
                 let (model, secs) = sae.as_ref().expect("trained above");
@@ -224,6 +246,7 @@ pub fn run_methods(
                     tol: 1e-6,
                     seed,
                     restarts: s.dl_restarts,
+                    ..DictLearnParams::default()
                 };
                 let learned = learn_dictionary(&data.train.activations, &p, par)?;
                 let r = fista(

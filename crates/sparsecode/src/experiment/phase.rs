@@ -8,6 +8,7 @@ use super::plot::{HeatMap, LinePlot, Series};
 use super::{require_grid, Report, Table};
 use crate::coding::{fista, omp, FistaParams, OmpParams};
 use crate::data::{generate, Magnitude, Support, SynthConfig};
+use crate::linalg::cholesky::least_squares_on;
 use crate::{Error, Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -153,59 +154,6 @@ pub fn weak_threshold(delta: f64, nonneg: bool) -> f64 {
         }
     }
     f(0.5 * (a + b)).clamp(0.0, 1.0)
-}
-
-/// Least squares of `y` on the atoms in `support` (normal equations, Cholesky in f64); `None`
-/// when the atoms are numerically dependent.
-fn least_squares_on(d: &Matrix, y: &[f32], support: &[usize]) -> Option<Vec<f64>> {
-    let s = support.len();
-    let mut g = vec![0.0f64; s * s];
-    let mut rhs = vec![0.0f64; s];
-    for (a, &i) in support.iter().enumerate() {
-        rhs[a] = d
-            .row(i)
-            .iter()
-            .zip(y)
-            .map(|(p, q)| *p as f64 * *q as f64)
-            .sum();
-        for (b, &j) in support.iter().enumerate().take(a + 1) {
-            let v: f64 = d
-                .row(i)
-                .iter()
-                .zip(d.row(j))
-                .map(|(p, q)| *p as f64 * *q as f64)
-                .sum();
-            g[a * s + b] = v;
-        }
-    }
-    // In-place Cholesky G = L L^T (lower triangle).
-    for j in 0..s {
-        let mut diag = g[j * s + j];
-        for k in 0..j {
-            diag -= g[j * s + k] * g[j * s + k];
-        }
-        if diag <= 1e-12 {
-            return None;
-        }
-        let l = diag.sqrt();
-        g[j * s + j] = l;
-        for i in j + 1..s {
-            let mut v = g[i * s + j];
-            for k in 0..j {
-                v -= g[i * s + k] * g[j * s + k];
-            }
-            g[i * s + j] = v / l;
-        }
-    }
-    for i in 0..s {
-        let v = (0..i).fold(rhs[i], |acc, k| acc - g[i * s + k] * rhs[k]);
-        rhs[i] = v / g[i * s + i];
-    }
-    for i in (0..s).rev() {
-        let v = (i + 1..s).fold(rhs[i], |acc, k| acc - g[k * s + i] * rhs[k]);
-        rhs[i] = v / g[i * s + i];
-    }
-    Some(rhs)
 }
 
 fn relative_error(z_true: &[f32], z_hat: &[f64]) -> f64 {

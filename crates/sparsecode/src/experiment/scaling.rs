@@ -46,14 +46,20 @@ impl ScalingParams {
             sample_sizes: vec![1024, 10_000, 100_000],
             seeds: 3,
             steps: 30_000,
-            methods: vec![Method::Sae, Method::SaeIto, Method::SparseCoding],
+            methods: vec![
+                Method::Sae,
+                Method::SaeIto,
+                Method::Mlp(256),
+                Method::SparseCoding,
+            ],
             seed: 0,
         }
     }
 
-    /// One seed, a sixth of the steps, a smaller focus study.
+    /// One seed, a sixth of the steps, a smaller focus study, no MLP.
     pub fn quick() -> Self {
         ScalingParams {
+            methods: vec![Method::Sae, Method::SaeIto, Method::SparseCoding],
             ks: vec![3, 9],
             sample_sizes: vec![1024, 4096],
             seeds: 1,
@@ -130,7 +136,8 @@ fn cell(
 /// Runs the experiment; `progress` is told the fraction done.
 pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
     p.validate()?;
-    let labels: Vec<&str> = p.methods.iter().map(|m| m.label()).collect();
+    let labels: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let total = (p.grid.len() + p.ks.len() + p.sample_sizes.len()) as f64;
     let mut done = 0.0;
     let mut tick = |progress: &mut dyn FnMut(f64)| {
