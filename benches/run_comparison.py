@@ -87,6 +87,66 @@ def encode_section(tmp, t, r, quick):
     return lines
 
 
+# sparsecode's best dictionary learner (crates/sparsecode/src/experiment/methods.rs) and its codes.
+OUR_LEARN = ["--lambda", "0.05", "--nonneg", "--tol", "1e-4", "--restarts", "1", "--polish", "10", "--swaps", "4"]
+
+
+def code_mcc(codes, dictionary, data, truth):
+    r = run_json([SC, "eval", "--codes", codes, "--dictionary", dictionary, "--data", data, "--truth", truth, "--json"])
+    return r["code_mcc"], r["dict_mcc"]
+
+
+def dictionary_section(tmp, threads, repeats, quick):
+    """Dictionary learning on REFERENCE E4b's problems, 3 seeds, both tools timed fit + test codes."""
+    settings = [(16, 8, 3), (128, 32, 3)] if quick else [(16, 8, 3), (128, 32, 3), (128, 32, 8)]
+    seeds = [0] if quick else [0, 1, 2]
+    lines = ["", f"## Dictionary learning: 1024 train / 1024 test samples, non-negative codes, {len(seeds)} seeds ({datetime.date.today()})", "",
+             "sparsecode: `learn " + " ".join(OUR_LEARN) + "`, then `encode --method fista --nonneg` on the test split (lambda 0.001, and 0.01 as scikit-learn).",
+             "scikit-learn: `DictionaryLearning(alpha=0.05, fit_algorithm='cd', transform_algorithm='lasso_cd', transform_alpha=0.01, positive_code=True)`, fit + transform.",
+             "Times are medians over seeds of the median of the alternating repeats; MCCs are means over seeds.", "",
+             "| N, M, K | sparsecode s | scikit-learn s | ratio | sparsecode code / dict MCC (lambda .001; .01) | scikit-learn code / dict MCC |",
+             "|---|---|---|---|---|---|"]
+    for n, m, k in settings:
+        ours_t, theirs_t, ours_q, ours_q01, theirs_q = [], [], [], [], []
+        for seed in seeds:
+            data = os.path.join(tmp, f"dl-{n}-{m}-{k}-{seed}")
+            subprocess.run([SC, "synth", "--latents", str(n), "--dims", str(m), "--active", str(k), "--samples", "1024", "--test-samples", "1024", "--seed", str(seed), "--out", data, "--force"], check=True, capture_output=True)
+            xtr, xte = os.path.join(data, "activations.npy"), os.path.join(data, "test_activations.npy")
+            o, t = [], []
+            for _ in range(repeats):
+                start = datetime.datetime.now()
+                subprocess.run([SC, "--threads", str(threads), "learn", "--data", xtr, "--atoms", str(n), "--seed", str(seed), "--out", os.path.join(tmp, "ours"), "--force"] + OUR_LEARN, check=True, capture_output=True)
+                subprocess.run([SC, "--threads", str(threads), "encode", "--dictionary", os.path.join(tmp, "ours", "dictionary.npy"), "--method", "fista", "--nonneg", "--lambda", "0.001", "--max-iter", "5000", "--tol", "1e-7", "--data", xte, "--out", os.path.join(tmp, "ours.npy"), "--force"], check=True, capture_output=True)
+                o.append((datetime.datetime.now() - start).total_seconds())
+                t.append(run_json([PY, HELPER, "dictlearn", "--train", xtr, "--test", xte, "--atoms", str(n), "--seed", str(seed), "--threads", str(threads), "--out-codes", os.path.join(tmp, "theirs.npy"), "--out-dictionary", os.path.join(tmp, "theirs-d.npy")])["seconds"])
+            ours_t.append(statistics.median(o))
+            theirs_t.append(statistics.median(t))
+            d_ours = os.path.join(tmp, "ours", "dictionary.npy")
+            ours_q.append(code_mcc(os.path.join(tmp, "ours.npy"), d_ours, xte, data))
+            subprocess.run([SC, "--threads", str(threads), "encode", "--dictionary", d_ours, "--method", "fista", "--nonneg", "--lambda", "0.01", "--data", xte, "--out", os.path.join(tmp, "ours01.npy"), "--force"], check=True, capture_output=True)
+            ours_q01.append(code_mcc(os.path.join(tmp, "ours01.npy"), d_ours, xte, data))
+            theirs_q.append(code_mcc(os.path.join(tmp, "theirs.npy"), os.path.join(tmp, "theirs-d.npy"), xte, data))
+        mean = lambda v, i: statistics.mean(x[i] for x in v)
+        lines.append(f"| {n}, {m}, {k} | {statistics.median(ours_t):.2f} | {statistics.median(theirs_t):.2f} | **{statistics.median(theirs_t) / statistics.median(ours_t):.1f}x** | "
+                     f"{mean(ours_q, 0):.3f} / {mean(ours_q, 1):.3f}; {mean(ours_q01, 0):.3f} | {mean(theirs_q, 0):.3f} / {mean(theirs_q, 1):.3f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def splice(path, heading, section):
+    """Replaces the section that starts with `heading` in `path` (or appends it)."""
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    start = old.find(heading)
+    if start < 0:
+        new = old.rstrip("\n") + "\n" + "\n".join(section) + "\n"
+    else:
+        end = old.find("\n## ", start + 1)
+        new = old[:start] + "\n".join(section).lstrip("\n") + ("\n" + old[end:] if end >= 0 else "\n")
+    with open(path + ".tmp", "w") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
@@ -94,6 +154,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="small shapes, one repeat (a smoke test)")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--only-encode", action="store_true", help="re-measure only the encoding table and splice it into --out")
+    p.add_argument("--only-dictionary", action="store_true", help="re-measure only the dictionary-learning table and splice it into --out")
     a = p.parse_args()
     t, r = a.threads, (1 if a.quick else a.repeats)
     shapes = [(768, 16384, 32, 4096), (384, 6144, 32, 4096), (576, 36864, 64, 2048)]
@@ -101,17 +162,13 @@ def main():
     steps = 5
     if a.quick:
         shapes, scaling, steps = [(64, 512, 8, 256)], [512, 1024], 2
-    if a.only_encode:
+    if a.only_encode or a.only_dictionary:
         with tempfile.TemporaryDirectory() as tmp:
-            section = encode_section(tmp, t, r, a.quick)
-        old = open(a.out).read()
-        start = old.index("## Sparse encoding")
-        end = old.find("\n## ", start + 1)
-        new = old[:start] + "\n".join(section).lstrip("\n") + ("\n" + old[end:] if end >= 0 else "\n")
-        with open(a.out + ".tmp", "w") as f:
-            f.write(new)
-        os.replace(a.out + ".tmp", a.out)
-        print(f"updated the encoding table of {a.out}")
+            if a.only_encode:
+                splice(a.out, "## Sparse encoding", encode_section(tmp, t, r, a.quick))
+            if a.only_dictionary:
+                splice(a.out, "## Dictionary learning", dictionary_section(tmp, t, r, a.quick))
+        print(f"updated {a.out}")
         return
     lines = [
         "# Benchmarks",
@@ -139,6 +196,7 @@ def main():
         print(lines[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         lines += encode_section(tmp, t, r, a.quick)
+        lines += dictionary_section(tmp, t, r, a.quick)
     lines.append("")
     # Keep the streaming section written by stream-memory-limit.sh (a separate, root-only run).
     if os.path.exists(a.out):

@@ -71,6 +71,28 @@ def encode(a):
     print(json.dumps({"seconds": seconds, "samples_per_s": x.shape[0] / seconds}))
 
 
+def dictlearn(a):
+    """scikit-learn DictionaryLearning with REFERENCE E4b's settings: fit on --train, codes of --test."""
+    from threadpoolctl import threadpool_limits
+    import warnings
+    from sklearn.decomposition import DictionaryLearning
+
+    warnings.filterwarnings("ignore")  # lasso_cd's convergence warnings, hundreds per fit
+
+    xtr = np.load(a.train).astype(np.float64)
+    xte = np.load(a.test).astype(np.float64)
+    with threadpool_limits(limits=a.threads):
+        t = time.perf_counter()
+        dl = DictionaryLearning(n_components=a.atoms, alpha=0.05, fit_algorithm="cd", transform_algorithm="lasso_cd",
+                                transform_alpha=0.01, positive_code=True, random_state=a.seed)
+        dl.fit(xtr)
+        codes = dl.transform(xte)
+        seconds = time.perf_counter() - t
+    np.save(a.out_codes, np.ascontiguousarray(codes, dtype=np.float32))
+    np.save(a.out_dictionary, np.ascontiguousarray(dl.components_, dtype=np.float32))
+    print(json.dumps({"seconds": seconds}))
+
+
 def objective(a):
     x = np.load(a.data).astype(np.float64)
     d = np.load(a.dictionary).astype(np.float64)
@@ -105,11 +127,17 @@ def main():
     o.add_argument("--dictionary", required=True)
     o.add_argument("--codes", required=True)
     o.add_argument("--alpha", type=float, required=True)
+    dl = sub.add_parser("dictlearn")
+    for name in ["train", "test", "out_codes", "out_dictionary"]:
+        dl.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True)
+    dl.add_argument("--atoms", type=int, required=True)
+    dl.add_argument("--seed", type=int, default=0)
+    dl.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("supports")
     s.add_argument("--codes", required=True)
     s.add_argument("--other", required=True)
     a = p.parse_args()
-    {"train": train, "encode": encode, "objective": objective, "supports": supports}[a.cmd](a)
+    {"train": train, "encode": encode, "dictlearn": dictlearn, "objective": objective, "supports": supports}[a.cmd](a)
 
 
 if __name__ == "__main__":

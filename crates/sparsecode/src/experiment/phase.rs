@@ -401,8 +401,9 @@ pub fn run(p: &PhaseParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> 
     Ok(Report {
         name: "phase-transition".into(),
         summary: format!(
-            "Donoho-Tanner phase transition (REFERENCE E1): Gaussian dictionary with N = {n} unit-norm atoms, {} trials per cell, deltas {:?}.",
-            p.trials, p.deltas
+            "Donoho-Tanner phase transition (REFERENCE E1): Gaussian dictionary with N = {n} unit-norm atoms, {} trials per cell, delta = M/N in {}.",
+            p.trials,
+            p.deltas.iter().map(|d| format!("{d:.2}")).collect::<Vec<_>>().join(", ")
         ),
         tables: vec![table],
         notes,

@@ -1,0 +1,166 @@
+//! The SAE architectures beyond ReLU and TopK through the binary: each trains on planted data,
+//! is saved in the SAELens format under the architecture name SAELens uses (BatchTopK as
+//! JumpReLU), is read back by `eval`, and refuses impossible hyper-parameters.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparsecode"))
+        .arg("--threads")
+        .arg("2")
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn planted(dir: &Path) -> String {
+    let out = dir.join("data");
+    ok(&[
+        "synth",
+        "--latents",
+        "48",
+        "--dims",
+        "16",
+        "--active",
+        "3",
+        "--samples",
+        "6000",
+        "--test-samples",
+        "1000",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out.to_str().unwrap().to_string()
+}
+
+#[test]
+fn every_architecture_trains_saves_and_evaluates() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let x = format!("{data}/activations.npy");
+    let test = format!("{data}/test_activations.npy");
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("batchtopk", &["--k", "3"], "jumprelu"),
+        (
+            "jumprelu",
+            &[
+                "--l0",
+                "0.3",
+                "--bandwidth",
+                "0.1",
+                "--init-threshold",
+                "0.2",
+            ],
+            "jumprelu",
+        ),
+        ("gated", &["--l1", "1.0"], "gated"),
+        ("mlp", &["--l1", "0.3", "--hidden", "32"], "mlp"),
+    ];
+    for (arch, flags, saved_as) in cases {
+        let run_dir = t.path().join(arch);
+        let mut args = vec![
+            "train",
+            "--data",
+            &x,
+            "--arch",
+            arch,
+            "--latents",
+            "48",
+            "--steps",
+            "1500",
+            "--batch",
+            "256",
+            "--lr",
+            "2e-3",
+            "--lr-decay",
+            "300",
+            "--dead-window",
+            "20000",
+            "--out",
+            run_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        ok(&args);
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("cfg.json")).unwrap()).unwrap();
+        assert_eq!(cfg["architecture"], saved_as, "{arch}");
+        let m: Value = serde_json::from_str(&ok(&[
+            "eval",
+            "--sae",
+            run_dir.to_str().unwrap(),
+            "--data",
+            &test,
+            "--truth",
+            &data,
+            "--json",
+        ]))
+        .unwrap();
+        let (l0, fvu, dict) = (
+            m["l0"].as_f64().unwrap(),
+            m["fvu"].as_f64().unwrap(),
+            m["dict_mcc"].as_f64().unwrap(),
+        );
+        assert!(l0 > 0.5 && l0 < 16.0, "{arch}: held-out L0 {l0}");
+        assert!(fvu < 0.6, "{arch}: held-out FVU {fvu}");
+        assert!(dict > 0.6, "{arch}: dictionary MCC {dict}");
+        if arch == "batchtopk" {
+            // The saved global threshold gives about k active latents per sample at inference.
+            assert!((l0 - 3.0).abs() < 1.0, "batchtopk held-out L0 {l0}");
+        }
+    }
+}
+
+#[test]
+fn impossible_architecture_parameters_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let x = format!("{data}/activations.npy");
+    let out = t.path().join("r");
+    let o = out.to_str().unwrap();
+    for (flags, needle) in [
+        (&["--arch", "mlp", "--l1", "0.1"][..], "needs `--hidden`"),
+        (&["--arch", "mlp", "--l1", "0.1", "--hidden", "0"], "hidden"),
+        (
+            &["--arch", "jumprelu", "--l0", "0.1", "--bandwidth", "0"],
+            "bandwidth",
+        ),
+        (&["--arch", "jumprelu"], "needs `--l0`"),
+        (&["--arch", "batchtopk", "--k", "49"], "k"),
+        (&["--arch", "gated", "--l1=-1"], "l1"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--data",
+            &x,
+            "--latents",
+            "48",
+            "--steps",
+            "10",
+            "--out",
+            o,
+        ];
+        args.extend_from_slice(flags);
+        let r = run(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{flags:?}: expected '{needle}' in {err}"
+        );
+    }
+    assert!(!out.exists());
+}
