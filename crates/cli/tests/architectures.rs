@@ -117,6 +117,42 @@ fn every_architecture_trains_saves_and_evaluates() {
         assert!(l0 > 0.5 && l0 < 16.0, "{arch}: held-out L0 {l0}");
         assert!(fvu < 0.6, "{arch}: held-out FVU {fvu}");
         assert!(dict > 0.6, "{arch}: dictionary MCC {dict}");
+        if arch == "gated" {
+            // SAE-initialised dictionary learning from this SAE's decoder.
+            let dl = t.path().join("from-sae");
+            ok(&[
+                "learn",
+                "--data",
+                &x,
+                "--atoms",
+                "48",
+                "--nonneg",
+                "--max-iter",
+                "100",
+                "--init-sae",
+                run_dir.to_str().unwrap(),
+                "--out",
+                dl.to_str().unwrap(),
+            ]);
+            let m: Value = serde_json::from_str(&ok(&[
+                "eval",
+                "--codes",
+                dl.join("codes.npy").to_str().unwrap(),
+                "--dictionary",
+                dl.join("dictionary.npy").to_str().unwrap(),
+                "--data",
+                &x,
+                "--truth",
+                &data,
+                "--json",
+            ]))
+            .unwrap();
+            let after = m["dict_mcc"].as_f64().unwrap();
+            assert!(
+                after > dict,
+                "SAE-initialised learning: dict MCC {after} <= the SAE's {dict}"
+            );
+        }
         if arch == "batchtopk" {
             // The saved global threshold gives about k active latents per sample at inference.
             assert!((l0 - 3.0).abs() < 1.0, "batchtopk held-out L0 {l0}");

@@ -97,7 +97,7 @@ enum Which {
         /// Training-set sizes of the data study, comma-separated.
         #[arg(long, value_delimiter = ',')]
         samples: Option<Vec<usize>>,
-        /// Seeds per cell.
+        /// Seeds per cell (grid and studies).
         #[arg(long)]
         seeds: Option<usize>,
         /// SAE steps.
@@ -280,9 +280,11 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             p.ks = ks.unwrap_or(p.ks);
             p.sample_sizes = samples.unwrap_or(p.sample_sizes);
             p.seeds = seeds.unwrap_or(p.seeds);
+            p.study_seeds = seeds.unwrap_or(p.study_seeds);
             p.steps = steps.unwrap_or(p.steps);
             if let Some(m) = methods {
                 p.methods = parse_methods(&m)?;
+                p.study_methods = p.methods.clone();
             }
             let r = scaling::run(&p, par, &mut progress)?;
             pb.finish_and_clear();

@@ -3,7 +3,9 @@
 use crate::Outcome;
 use anyhow::Result;
 use serde_json::json;
-use sparsecode::coding::{fista, learn_dictionary, DictLearnParams, FistaParams};
+use sparsecode::coding::{
+    fista, learn_dictionary, learn_dictionary_from, DictLearnParams, FistaParams,
+};
 use sparsecode::io::{write_json_atomic, write_matrix, OutputDir};
 use sparsecode::Parallelism;
 use std::path::PathBuf;
@@ -52,6 +54,12 @@ pub struct Args {
     /// Tries of moving the least-used atom onto the worst-reconstructed sample after learning.
     #[arg(long, default_value_t = 0)]
     swaps: usize,
+    /// Start from this SAE's decoder (SAE-initialised dictionary learning).
+    #[arg(long, conflicts_with = "init_dictionary")]
+    init_sae: Option<PathBuf>,
+    /// Start from this dictionary ([atoms, d_in] .npy).
+    #[arg(long)]
+    init_dictionary: Option<PathBuf>,
     /// Output folder: dictionary.npy, codes.npy, learn.json.
     #[arg(long)]
     out: PathBuf,
@@ -78,7 +86,15 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         swaps: a.swaps,
     };
     let started = std::time::Instant::now();
-    let r = learn_dictionary(&y, &p, par)?;
+    let init = match (&a.init_sae, &a.init_dictionary) {
+        (Some(dir), _) => Some(sparsecode::io::saelens::load(dir)?.w_dec),
+        (None, Some(file)) => Some(super::read_data(file)?),
+        (None, None) => None,
+    };
+    let r = match &init {
+        Some(d) => learn_dictionary_from(&y, d, &p, par)?,
+        None => learn_dictionary(&y, &p, par)?,
+    };
     let t_lambda = a.transform_lambda.unwrap_or(a.lambda);
     let codes = if t_lambda == a.lambda {
         r.codes
@@ -99,6 +115,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     record["params"] = serde_json::to_value(p)?;
     record["transform_lambda"] = json!(t_lambda);
     record["data"] = json!(a.data);
+    record["init"] = json!(a.init_sae.as_ref().or(a.init_dictionary.as_ref()));
     record["iterations"] = json!(r.objective.len());
     record["objective"] = json!(r.objective.last());
     record["seconds"] = json!(seconds);

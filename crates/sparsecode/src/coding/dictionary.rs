@@ -249,7 +249,8 @@ pub fn learn_dictionary(
     y.check_finite("data")?;
     let mut best: Option<DictLearnResult> = None;
     for r in 0..p.restarts {
-        let run = learn_once(y, p, p.seed.wrapping_add(r as u64), par)?;
+        let seed = p.seed.wrapping_add(r as u64);
+        let run = learn_once(y, p, initial_atoms(y, p.atoms, seed), seed, par)?;
         let better = match &best {
             None => true,
             Some(b) => run.objective.last() < b.objective.last(),
@@ -530,15 +531,39 @@ struct Run {
     history: Vec<f64>,
 }
 
+/// Learns from given starting atoms `init` (`[atoms, d_in]`, e.g. a trained SAE's decoder:
+/// SAE-initialised dictionary learning); `p.restarts` is ignored, the rows are scaled to unit norm.
+pub fn learn_dictionary_from(
+    y: &Matrix,
+    init: &Matrix,
+    p: &DictLearnParams,
+    par: Parallelism,
+) -> Result<DictLearnResult> {
+    p.validate(y.rows())?;
+    y.check_finite("data")?;
+    init.check_finite("initial dictionary")?;
+    if init.shape() != (p.atoms, y.cols()) {
+        return Err(Error::shape(
+            "initial dictionary",
+            format!("[{}, {}] (atoms x data width)", p.atoms, y.cols()),
+            format!("{:?}", init.shape()),
+        ));
+    }
+    let mut d = init.clone();
+    normalize_rows(d.as_mut_slice(), y.cols());
+    learn_once(y, p, d, p.seed, par)
+}
+
 fn learn_once(
     y: &Matrix,
     p: &DictLearnParams,
+    start: Matrix,
     seed: u64,
     par: Parallelism,
 ) -> Result<DictLearnResult> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0D1C);
     let mut run = Run {
-        d: initial_atoms(y, p.atoms, seed),
+        d: start,
         z: None,
         history: Vec::new(),
     };
@@ -876,6 +901,35 @@ mod variant_tests {
         // Measured: plain 0.978, refined 0.992.
         assert!(refined > plain + 0.01, "refined {refined} vs plain {plain}");
         assert!(refined > 0.99, "refined dict MCC {refined} (plain {plain})");
+    }
+
+    #[test]
+    fn starts_from_a_given_dictionary() {
+        let data = planted(16, 8, 2, 7);
+        let p = DictLearnParams {
+            atoms: 16,
+            nonneg: true,
+            ..DictLearnParams::default()
+        };
+        // A noisy copy of the truth (as an SAE's decoder would be) ends at the truth.
+        let mut start = data.dictionary.clone();
+        start
+            .as_mut_slice()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v += 0.15 * ((i % 7) as f32 - 3.0) / 3.0);
+        let r = learn_dictionary_from(&data.train.activations, &start, &p, Parallelism::Serial)
+            .unwrap();
+        let dm =
+            dictionary_metrics(&data.dictionary, &r.dictionary, 64, Parallelism::Serial).unwrap();
+        assert!(dm.dict_mcc > 0.99, "{dm:?}");
+        let wrong = Matrix::zeros(15, 8);
+        assert!(
+            learn_dictionary_from(&data.train.activations, &wrong, &p, Parallelism::Serial)
+                .unwrap_err()
+                .to_string()
+                .contains("[16, 8]")
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@ mod ito;
 mod omp;
 mod working_set;
 
-pub use dictionary::{learn_dictionary, AtomUpdate, DictLearnParams, DictLearnResult, InnerCoder};
+pub use dictionary::{
+    learn_dictionary, learn_dictionary_from, AtomUpdate, DictLearnParams, DictLearnResult,
+    InnerCoder,
+};
 pub use fista::{fista, objective, FistaParams, FistaResult};
 pub use ito::ito;
 pub use omp::{omp, OmpParams};

@@ -25,8 +25,13 @@ pub struct ScalingParams {
     pub ks: Vec<usize>,
     /// Training-set sizes of the data study (test split: 1024 samples).
     pub sample_sizes: Vec<usize>,
-    /// Seeds per cell.
+    /// Seeds per cell of the grid.
     pub seeds: usize,
+    /// Seeds per cell of the K and sample-size studies.
+    pub study_seeds: usize,
+    /// Methods of the K and sample-size studies (the MLP is the slowest to train; the studies
+    /// ask how the SAE's gap moves).
+    pub study_methods: Vec<Method>,
     /// SAE steps.
     pub steps: u64,
     /// Methods.
@@ -45,6 +50,8 @@ impl ScalingParams {
             ks: vec![3, 6, 9, 12, 15],
             sample_sizes: vec![1024, 10_000, 100_000],
             seeds: 3,
+            study_seeds: 2,
+            study_methods: vec![Method::Sae, Method::SaeIto, Method::SparseCoding],
             steps: 30_000,
             methods: vec![
                 Method::Sae,
@@ -63,6 +70,7 @@ impl ScalingParams {
             ks: vec![3, 9],
             sample_sizes: vec![1024, 4096],
             seeds: 1,
+            study_seeds: 1,
             steps: 5_000,
             ..ScalingParams::full()
         }
@@ -71,7 +79,9 @@ impl ScalingParams {
     fn validate(&self) -> Result<()> {
         require_grid("grid", &self.grid)?;
         require_grid("methods", &self.methods)?;
+        require_grid("study_methods", &self.study_methods)?;
         crate::error::require_positive_count("seeds", self.seeds)?;
+        crate::error::require_positive_count("study_seeds", self.study_seeds)?;
         for &(n, m) in &self.grid {
             validate_problem(n, m, self.k)?;
         }
@@ -102,6 +112,8 @@ fn published(n: usize, m: usize) -> Option<[f64; 3]> {
 /// Mean code and dictionary MCC per method of one cell.
 fn cell(
     p: &ScalingParams,
+    methods: &[Method],
+    seeds: usize,
     (n, m, k, samples): (usize, usize, usize, usize),
     par: Parallelism,
 ) -> Result<Vec<(f64, f64)>> {
@@ -109,9 +121,9 @@ fn cell(
         sae_steps: p.steps,
         ..MethodSettings::default()
     };
-    let mut code = vec![Vec::new(); p.methods.len()];
-    let mut dict = vec![Vec::new(); p.methods.len()];
-    for s in 0..p.seeds {
+    let mut code = vec![Vec::new(); methods.len()];
+    let mut dict = vec![Vec::new(); methods.len()];
+    for s in 0..seeds {
         let seed = p.seed + s as u64;
         let mut data = dataset(n, m, k, samples, seed)?;
         // The test split stays at 1024 samples whatever the training size.
@@ -120,7 +132,7 @@ fn cell(
             t.activations = t.activations.slice_rows(0, rows);
             t.codes = t.codes.slice_rows(0, rows);
         }
-        for (i, (_, sc)) in run_methods(&data, false, &p.methods, &settings, seed, par)?
+        for (i, (_, sc)) in run_methods(&data, false, methods, &settings, seed, par)?
             .into_iter()
             .enumerate()
         {
@@ -128,7 +140,7 @@ fn cell(
             dict[i].push(sc.dict_mcc);
         }
     }
-    Ok((0..p.methods.len())
+    Ok((0..methods.len())
         .map(|i| (mean_sd(&code[i]).0, mean_sd(&dict[i]).0))
         .collect())
 }
@@ -136,8 +148,8 @@ fn cell(
 /// Runs the experiment; `progress` is told the fraction done.
 pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
     p.validate()?;
-    let labels: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
-    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let grid_owned: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
+    let grid_labels: Vec<&str> = grid_owned.iter().map(String::as_str).collect();
     let total = (p.grid.len() + p.ks.len() + p.sample_sizes.len()) as f64;
     let mut done = 0.0;
     let mut tick = |progress: &mut dyn FnMut(f64)| {
@@ -145,7 +157,7 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
         progress(done / total);
     };
     let mut header = vec!["N", "M"];
-    header.extend(labels.iter().copied());
+    header.extend(grid_labels.iter().copied());
     header.extend(["published SAE", "published MLP256", "published SC"]);
     let mut grid_table = Table::new(
         format!(
@@ -157,7 +169,7 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
     let mut grid_json = Vec::new();
     let mut heat = Vec::new();
     for &(n, m) in &p.grid {
-        let r = cell(p, (n, m, p.k, 1024), par)?;
+        let r = cell(p, &p.methods, p.seeds, (n, m, p.k, 1024), par)?;
         let mut row = vec![n.to_string(), m.to_string()];
         row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
         row.extend(match published(n, m) {
@@ -170,17 +182,22 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
         tick(progress);
     }
     let (fnn, fm) = p.focus;
+    let study_labels: Vec<String> = p.study_methods.iter().map(|m| m.label()).collect();
+    let labels: Vec<&str> = study_labels.iter().map(String::as_str).collect();
     let mut series_k: Vec<Series> = labels
         .iter()
         .map(|l| Series::line(*l, Vec::new()))
         .collect();
     let mut k_json = Vec::new();
     let mut k_table = Table::new(
-        format!("Code MCC as K grows at (N, M) = ({fnn}, {fm}), 1024 samples"),
+        format!(
+            "Code MCC as K grows at (N, M) = ({fnn}, {fm}), 1024 samples, {} seeds",
+            p.study_seeds
+        ),
         &[&["K", "rho = K/M"][..], &labels[..]].concat(),
     );
     for &k in &p.ks {
-        let r = cell(p, (fnn, fm, k, 1024), par)?;
+        let r = cell(p, &p.study_methods, p.study_seeds, (fnn, fm, k, 1024), par)?;
         let mut row = vec![k.to_string(), format!("{:.2}", k as f64 / fm as f64)];
         row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
         k_table.push(row);
@@ -203,7 +220,13 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
         &[&["training samples"][..], &labels[..]].concat(),
     );
     for &samples in &p.sample_sizes {
-        let r = cell(p, (fnn, fm, p.k, samples), par)?;
+        let r = cell(
+            p,
+            &p.study_methods,
+            p.study_seeds,
+            (fnn, fm, p.k, samples),
+            par,
+        )?;
         let mut row = vec![samples.to_string()];
         row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
         s_table.push(row);
@@ -221,7 +244,7 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
                 x_label: "method".into(),
                 y_label: "(N, M)".into(),
                 row_labels: p.grid.iter().map(|(n, m)| format!("({n}, {m})")).collect(),
-                col_labels: labels.iter().map(|s| s.to_string()).collect(),
+                col_labels: grid_owned.clone(),
                 values: heat,
                 range: (0.0, 1.0),
                 diverging: false,
