@@ -2,39 +2,9 @@
 //! a killed run, and a clear error with exit status 2 for each kind of bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sparsecode"));
-    c.arg("--threads").arg("2");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs, expects exit status 2, and returns stderr.
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{args:?} should fail with 2; stderr:\n{err}"
-    );
-    err
-}
+mod common;
+use common::{bin, fails, ok, run};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -4,16 +4,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparsecode"))
-        .arg("--threads")
-        .arg("2")
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::{fails, run};
 
 /// Runs `experiment NAME --quick --out DIR ...` and returns results.json.
 fn experiment(dir: &Path, name: &str, extra: &[&str]) -> Value {
@@ -47,10 +40,8 @@ fn experiment(dir: &Path, name: &str, extra: &[&str]) -> Value {
     json
 }
 
-fn fails(args: &[&str], needle: &str) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+fn fails_with(args: &[&str], needle: &str) {
+    let err = fails(args);
     assert!(
         err.contains(needle),
         "{args:?}: expected '{needle}' in:\n{err}"
@@ -205,7 +196,7 @@ fn bad_experiment_parameters_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("x");
     let o = out.to_str().unwrap();
-    fails(
+    fails_with(
         &[
             "experiment",
             "amortisation",
@@ -217,7 +208,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "K >= M",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "phase-transition",
@@ -229,7 +220,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "rhos",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "amortisation",
@@ -241,7 +232,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "unknown method 'lasso'",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "phase-transition",
@@ -253,7 +244,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "unknown method 'cosamp'",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "scaling",
@@ -265,11 +256,11 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "expected NxM",
     );
-    fails(
+    fails_with(
         &["experiment", "scaling", "--quick", "--ks", "40", "--out", o],
         "K >= M",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "sweep",
@@ -281,7 +272,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "unknown architecture 'gated'",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "stability",
@@ -293,7 +284,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "at least 2 seeds",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "toy-superposition",
@@ -305,7 +296,7 @@ fn bad_experiment_parameters_are_refused() {
         ],
         "[0, 1)",
     );
-    fails(
+    fails_with(
         &[
             "experiment",
             "cs-bound",

@@ -5,34 +5,13 @@
 //! `x_hat_aux = ReLU(pi_gate) W_dec + b_dec` uses a frozen (detached) copy of the decoder so the
 //! auxiliary term trains only the gate. Dense forward and backward.
 
-use super::grads::{batch_variance, sized, Grads, LossParts, Workspace};
+use super::grads::{
+    batch_variance, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, Grads,
+    LossParts, Workspace,
+};
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::{Matrix, Parallelism};
-
-/// Column sums of a row-major `[rows, n]` matrix into `out`.
-pub(crate) fn column_sums(a: &[f32], n: usize, out: &mut [f32]) {
-    out.fill(0.0);
-    for row in a.chunks_exact(n) {
-        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-    }
-}
-
-/// `2 (x_hat - x) / B` into `de` and the mean squared norm of the error.
-pub(crate) fn error_grad(xhat: &[f32], x: &[f32], bias: &[f32], de: &mut [f32], b: usize) -> f64 {
-    let mut sum = 0.0f64;
-    let inv_b = 1.0 / b as f32;
-    for ((d, xh), (xv, bd)) in de
-        .iter_mut()
-        .zip(xhat)
-        .zip(x.iter().zip(bias.iter().cycle()))
-    {
-        let e = xh + bd - xv;
-        sum += (e as f64) * (e as f64);
-        *d = 2.0 * e * inv_b;
-    }
-    sum / b as f64
-}
 
 /// Loss and gradients of a gated SAE. `frozen` is the detached decoder of the auxiliary term
 /// (`None`: the SAE's own, with no gradient flowing into it from that term).
@@ -53,7 +32,7 @@ pub fn gated_loss_grad(
     let u = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, u, false, par);
     let scale: Vec<f32> = sae.r_mag.iter().map(|r| r.exp()).collect();
-    // f (codes) into dpre's buffer for now; ReLU(gate) into norms-sized scratch per row below.
+    // The codes f live in dpre's buffer (gated has no dpre of its own).
     let f = sized(&mut ws.dpre, b * n);
     let mut gate_relu = vec![0.0f32; b * n];
     for ((fr, gr), ur) in f
@@ -76,18 +55,11 @@ pub fn gated_loss_grad(
     let mut de_aux = vec![0.0f32; b * m];
     matmul(xhat, MatRef::new(&gate_relu, b, n), w_aux.view(), 0.0, par);
     let aux = error_grad(xhat, x, b_aux, &mut de_aux, b);
-    let norms: Vec<f32> = (0..n)
-        .map(|j| crate::linalg::simd::dot(sae.w_dec.row(j), sae.w_dec.row(j)).sqrt())
-        .collect();
+    let mut norms = vec![0.0f32; n];
+    decoder_norms(sae, &mut norms);
     let colsum = sized(&mut ws.colsum, n);
     column_sums(&gate_relu, n, colsum);
-    let penalty = l1 as f64
-        * colsum
-            .iter()
-            .zip(&norms)
-            .map(|(c, w)| (*c as f64) * (*w as f64))
-            .sum::<f64>()
-        / b as f64;
+    let penalty = l1_penalty(colsum, &norms, l1, b);
 
     // df = de W_dec^T; d aux / d ReLU(gate) = de_aux W_aux^T.
     let mut df = vec![0.0f32; b * n];
@@ -139,22 +111,7 @@ pub fn gated_loss_grad(
         0.0,
         par,
     );
-    matmul(
-        &mut g.w_dec,
-        MatRef::new(f, b, n).t(),
-        MatRef::new(de, b, m),
-        0.0,
-        par,
-    );
-    for j in 0..n {
-        if norms[j] > 0.0 {
-            let s = l1 * inv_b * colsum[j] / norms[j];
-            g.w_dec[j * m..(j + 1) * m]
-                .iter_mut()
-                .zip(sae.w_dec.row(j))
-                .for_each(|(gv, w)| *gv += s * w);
-        }
-    }
+    decoder_grad(sae, f, de, (l1, colsum, &norms), g, par);
     column_sums(de, m, &mut g.b_dec);
     if sae.apply_b_dec_to_input {
         let mut du_sum = vec![0.0f32; n];

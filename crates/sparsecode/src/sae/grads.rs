@@ -207,3 +207,76 @@ pub(crate) fn subtract_encoder_path(sae: &super::Sae, g: &mut Grads, tmp: &mut V
         .zip(through.iter())
         .for_each(|(a, v)| *a -= v);
 }
+
+/// Column sums of a row-major `[rows, n]` matrix into `out`.
+pub(crate) fn column_sums(a: &[f32], n: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in a.chunks_exact(n) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
+/// `2 (x_hat + bias - x) / B` into `de`; returns the mean squared norm of the error.
+pub(crate) fn error_grad(xhat: &[f32], x: &[f32], bias: &[f32], de: &mut [f32], b: usize) -> f64 {
+    let mut sum = 0.0f64;
+    let inv_b = 1.0 / b as f32;
+    for ((d, xh), (xv, bd)) in de
+        .iter_mut()
+        .zip(xhat)
+        .zip(x.iter().zip(bias.iter().cycle()))
+    {
+        let e = xh + bd - xv;
+        sum += (e as f64) * (e as f64);
+        *d = 2.0 * e * inv_b;
+    }
+    sum / b as f64
+}
+
+/// `||W_dec_j||` of every latent.
+pub(crate) fn decoder_norms(sae: &super::Sae, out: &mut [f32]) {
+    for (j, nj) in out.iter_mut().enumerate() {
+        *nj = sae.w_dec.row(j).iter().map(|v| v * v).sum::<f32>().sqrt();
+    }
+}
+
+/// The decoder-norm weighted L1 penalty `l1/B sum_j colsum_j ||W_dec_j||`.
+pub(crate) fn l1_penalty(colsum: &[f32], norms: &[f32], l1: f32, b: usize) -> f64 {
+    colsum
+        .iter()
+        .zip(norms)
+        .map(|(c, w)| (*c as f64) * (*w as f64))
+        .sum::<f64>()
+        * l1 as f64
+        / b as f64
+}
+
+/// `dW_dec = codes^T de` plus the gradient of [`l1_penalty`] with respect to the decoder rows,
+/// `l1/B colsum_j W_dec_j / ||W_dec_j||` (`codes` `[B, d_sae]`, `de` `[B, d_in]`).
+pub(crate) fn decoder_grad(
+    sae: &super::Sae,
+    codes: &[f32],
+    de: &[f32],
+    (l1, colsum, norms): (f32, &[f32], &[f32]),
+    g: &mut Grads,
+    par: crate::Parallelism,
+) {
+    let (n, m) = sae.w_dec.shape();
+    let b = de.len() / m.max(1);
+    crate::linalg::matmul(
+        &mut g.w_dec,
+        crate::linalg::MatRef::new(codes, b, n).t(),
+        crate::linalg::MatRef::new(de, b, m),
+        0.0,
+        par,
+    );
+    let inv_b = 1.0 / b as f32;
+    for j in 0..n {
+        if norms[j] > 0.0 {
+            let s = l1 * inv_b * colsum[j] / norms[j];
+            g.w_dec[j * m..(j + 1) * m]
+                .iter_mut()
+                .zip(sae.w_dec.row(j))
+                .for_each(|(gv, w)| *gv += s * w);
+        }
+    }
+}

@@ -2,8 +2,10 @@
 //! `z = ReLU(hidden W_enc^T + b_enc)`, linear decoder, loss `||x - x_hat||^2 + l1 sum_j z_j
 //! ||W_dec_j||` as for the standard SAE. Dense forward and backward through both layers.
 
-use super::gated::{column_sums, error_grad};
-use super::grads::{batch_variance, sized, Grads, LossParts, Workspace};
+use super::grads::{
+    batch_variance, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, Grads,
+    LossParts, Workspace,
+};
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
@@ -50,18 +52,11 @@ pub fn mlp_loss_grad(
     matmul(xhat, MatRef::new(z, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
     let recon = error_grad(xhat, x, &sae.b_dec, de, b);
-    let norms: Vec<f32> = (0..n)
-        .map(|j| crate::linalg::simd::dot(sae.w_dec.row(j), sae.w_dec.row(j)).sqrt())
-        .collect();
+    let mut norms = vec![0.0f32; n];
+    decoder_norms(sae, &mut norms);
     let colsum = sized(&mut ws.colsum, n);
     column_sums(z, n, colsum);
-    let penalty = l1 as f64
-        * colsum
-            .iter()
-            .zip(&norms)
-            .map(|(c, v)| (*c as f64) * (*v as f64))
-            .sum::<f64>()
-        / b as f64;
+    let penalty = l1_penalty(colsum, &norms, l1, b);
 
     // dpre = (de W_dec^T + l1/B ||W_dec_j||) where z > 0.
     let dpre = sized(&mut ws.dpre, b * n);
@@ -77,22 +72,7 @@ pub fn mlp_loss_grad(
             }
         }
     }
-    matmul(
-        &mut g.w_dec,
-        MatRef::new(z, b, n).t(),
-        MatRef::new(de, b, m),
-        0.0,
-        par,
-    );
-    for j in 0..n {
-        if norms[j] > 0.0 {
-            let s = l1 * inv_b * colsum[j] / norms[j];
-            g.w_dec[j * m..(j + 1) * m]
-                .iter_mut()
-                .zip(sae.w_dec.row(j))
-                .for_each(|(gv, wv)| *gv += s * wv);
-        }
-    }
+    decoder_grad(sae, z, de, (l1, colsum, &norms), g, par);
     matmul(
         &mut g.w_enc,
         MatRef::new(dpre, b, n).t(),

@@ -1,6 +1,9 @@
 //! ReLU + L1 (SAELens "standard"): dense forward and backward.
 
-use super::grads::{batch_variance, sized, subtract_encoder_path, Grads, LossParts, Workspace};
+use super::grads::{
+    batch_variance, decoder_grad, decoder_norms, error_grad, l1_penalty, sized,
+    subtract_encoder_path, Grads, LossParts, Workspace,
+};
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
@@ -31,23 +34,11 @@ pub fn relu_loss_grad(
     let xhat = sized(&mut ws.xhat, b * m);
     matmul(xhat, MatRef::new(z, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
-    let mut recon = 0.0f64;
-    for ((d, xh), (xv, bd)) in de
-        .iter_mut()
-        .zip(xhat.iter())
-        .zip(x.iter().zip(sae.b_dec.iter().cycle()))
-    {
-        let e = xh + bd - xv;
-        recon += (e as f64) * (e as f64);
-        *d = 2.0 * e * inv_b;
-    }
-    recon /= b as f64;
+    let recon = error_grad(xhat, x, &sae.b_dec, de, b);
 
     // Decoder row norms weight the penalty.
     let norms = sized(&mut ws.norms, n);
-    for (j, nj) in norms.iter_mut().enumerate() {
-        *nj = sae.w_dec.row(j).iter().map(|v| v * v).sum::<f32>().sqrt();
-    }
+    decoder_norms(sae, norms);
     let colsum = sized(&mut ws.colsum, n);
     colsum.fill(0.0);
     let mut active = 0usize;
@@ -60,13 +51,7 @@ pub fn relu_loss_grad(
     let fired = &mut ws.fired;
     fired.clear();
     fired.extend(colsum.iter().map(|&c| c > 0.0));
-    let penalty: f64 = colsum
-        .iter()
-        .zip(norms.iter())
-        .map(|(c, nj)| (*c as f64) * (*nj as f64))
-        .sum::<f64>()
-        * l1 as f64
-        / b as f64;
+    let penalty = l1_penalty(colsum, norms, l1, b);
 
     // dz = de W_dec^T + l1 * norms / B, masked by the ReLU.
     let dpre = sized(&mut ws.dpre, b * n);
@@ -84,22 +69,7 @@ pub fn relu_loss_grad(
         });
 
     // dW_dec = z^T de + l1/B * colsum_j * W_dec_j / ||W_dec_j||.
-    matmul(
-        &mut g.w_dec,
-        MatRef::new(z, b, n).t(),
-        MatRef::new(de, b, m),
-        0.0,
-        par,
-    );
-    for j in 0..n {
-        if norms[j] > 0.0 {
-            let s = l1 * inv_b * colsum[j] / norms[j];
-            g.w_dec[j * m..(j + 1) * m]
-                .iter_mut()
-                .zip(sae.w_dec.row(j))
-                .for_each(|(gv, w)| *gv += s * w);
-        }
-    }
+    decoder_grad(sae, z, de, (l1, colsum, norms), g, par);
     // dW_enc = dpre^T x_c; db_enc = sum_b dpre.
     matmul(
         &mut g.w_enc,
