@@ -250,6 +250,28 @@ fn parse_pair(s: &str) -> Result<(usize, usize)> {
     ))
 }
 
+impl Which {
+    /// The experiment's name, whether `--quick` was given, and how long the full setting takes
+    /// on 2 cores (measured by scripts/reproduce-experiments.sh).
+    fn describe(&self) -> (&'static str, bool, &'static str) {
+        match self {
+            Which::Amortisation { common, .. } => {
+                ("amortisation", common.quick, "about 15 minutes")
+            }
+            Which::Scaling { common, .. } => ("scaling", common.quick, "about an hour"),
+            Which::PhaseTransition { common, .. } => {
+                ("phase-transition", common.quick, "about 35 minutes")
+            }
+            Which::ToySuperposition { common, .. } => {
+                ("toy-superposition", common.quick, "about a minute")
+            }
+            Which::Sweep { common, .. } => ("sweep", common.quick, "a few minutes"),
+            Which::Stability { common, .. } => ("stability", common.quick, "a few minutes"),
+            Which::CsBound { common, .. } => ("cs-bound", common.quick, "seconds"),
+        }
+    }
+}
+
 fn parse_methods(names: &[String]) -> sparsecode::Result<Vec<Method>> {
     names.iter().map(|s| Method::parse(s)).collect()
 }
@@ -258,6 +280,12 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
     let pb = bar();
     let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
+    let (name, quick, full) = a.which.describe();
+    if !quick {
+        eprintln!(
+            "{name}: the full (published-size) setting takes {full} on 2 cores; --quick runs a small version in under two minutes"
+        );
+    }
     match a.which {
         Which::Scaling {
             common,

@@ -12,10 +12,10 @@ const PALETTE: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
 ];
 
-const W: f64 = 640.0;
+const W: f64 = 720.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 250.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
 
@@ -194,10 +194,16 @@ impl LinePlot {
         );
         let ticks = |lo: f64, hi: f64, log: bool| -> Vec<(f64, String)> {
             if log {
-                nice_ticks(lo.floor(), hi.ceil(), 6)
-                    .into_iter()
-                    .filter(|t| t.fract() == 0.0 && *t >= lo - 1e-9 && *t <= hi + 1e-9)
-                    .map(|t| (10f64.powf(t), fmt_tick(10f64.powf(t))))
+                // Decades, and 2x and 5x between them when fewer than three decades show.
+                let steps: &[f64] = if hi - lo < 3.0 {
+                    &[1.0, 2.0, 5.0]
+                } else {
+                    &[1.0]
+                };
+                (lo.floor() as i32..=hi.ceil() as i32)
+                    .flat_map(|e| steps.iter().map(move |f| f * 10f64.powi(e)))
+                    .filter(|v| v.log10() >= lo - 1e-9 && v.log10() <= hi + 1e-9)
+                    .map(|v| (v, fmt_tick(v)))
                     .collect()
             } else {
                 nice_ticks(lo, hi, 6)
@@ -299,10 +305,22 @@ impl LinePlot {
             } else {
                 ""
             };
+            if ser.scatter {
+                let _ = write!(
+                    s,
+                    r#"<circle cx="{}" cy="{y}" r="3.5" fill="{c}"/>"#,
+                    x + 11.0
+                );
+            } else {
+                let _ = write!(
+                    s,
+                    r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{c}" stroke-width="2"{dash}/>"#,
+                    x + 22.0
+                );
+            }
             let _ = write!(
                 s,
-                r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{c}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-                x + 22.0,
+                r#"<text x="{}" y="{}">{}</text>"#,
                 x + 28.0,
                 y + 4.0,
                 esc(&ser.label)
@@ -429,7 +447,9 @@ impl HeatMap {
                 esc(label)
             );
         }
-        for (c, label) in self.col_labels.iter().enumerate() {
+        // Narrow cells: label every other column so the labels do not run into each other.
+        let every = if cell < 36.0 { 2 } else { 1 };
+        for (c, label) in self.col_labels.iter().enumerate().step_by(every) {
             let _ = write!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
