@@ -271,20 +271,3 @@ pub fn run(
         )],
     })
 }
-
-/// Mean code MCC of `method` in the known (`true`) or unknown setting, from a report's JSON.
-pub fn mean_code_mcc(report: &Report, known: bool, method: Method) -> Option<f64> {
-    let settings = report.json.get("settings")?.as_array()?;
-    let s = settings.iter().find(|s| s["known"] == known)?;
-    let name = serde_json::to_value(method).ok()?;
-    let m = s["methods"]
-        .as_array()?
-        .iter()
-        .find(|m| m["method"] == name)?;
-    let v: Vec<f64> = m["scores"]
-        .as_array()?
-        .iter()
-        .filter_map(|s| s["code_mcc"].as_f64())
-        .collect();
-    Some(mean_sd(&v).0)
-}

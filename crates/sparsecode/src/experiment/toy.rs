@@ -455,18 +455,6 @@ fn sae_on_hidden(model: &ToyModel, s: f64, p: &ToyParams, par: Parallelism) -> R
     })
 }
 
-/// Number of represented features in the run of `(n, m, sparsity)` of a report's JSON.
-pub fn represented(report: &Report, n: usize, m: usize, sparsity: f64) -> Option<usize> {
-    report.json["runs"].as_array()?.iter().find(|r| {
-        r["n"] == n
-            && r["m"] == m
-            && r["sparsity"].as_f64() == Some(sparsity)
-            && r.get("represented").is_some()
-    })?["represented"]
-        .as_u64()
-        .map(|v| v as usize)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

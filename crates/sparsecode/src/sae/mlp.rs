@@ -11,6 +11,10 @@ use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
 
 /// Loss and gradients of an SAE with an MLP encoder (ReLU codes, L1 penalty).
+///
+/// # Panics
+/// When `sae` has no hidden layer (the trainer only calls it for `ArchConfig::Mlp`, whose
+/// initial state always has one).
 pub fn mlp_loss_grad(
     sae: &Sae,
     x: &[f32],
