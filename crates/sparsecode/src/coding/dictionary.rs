@@ -726,7 +726,14 @@ fn swap_atoms(
         };
         trial.d.row_mut(j).copy_from_slice(y.row(src));
         normalize_rows(trial.d.row_mut(j), m);
-        alternate(y, p, p.max_iter.min(SWAP_ALTERNATIONS), &mut trial, rng, par)?;
+        alternate(
+            y,
+            p,
+            p.max_iter.min(SWAP_ALTERNATIONS),
+            &mut trial,
+            rng,
+            par,
+        )?;
         polish(y, p, &mut trial, par)?;
         let obj = *trial.history.last().unwrap_or(&f64::INFINITY);
         if obj < best * (1.0 - 1e-6) {
