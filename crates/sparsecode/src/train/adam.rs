@@ -29,30 +29,25 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// Fresh state for an SAE of `d_sae` latents of width `d_in`.
+    /// Fresh state for a linear-encoder SAE of `d_sae` latents of width `d_in`.
     pub fn new(beta1: f32, beta2: f32, eps: f32, d_in: usize, d_sae: usize) -> Self {
-        Adam {
-            beta1,
-            beta2,
-            eps,
-            state: AdamState {
-                t: 0,
-                m: Grads::zeros(d_in, d_sae),
-                v: Grads::zeros(d_in, d_sae),
-            },
-        }
+        Self::with_zero_moments(beta1, beta2, eps, Grads::zeros(d_in, d_sae))
     }
 
     /// Fresh state shaped like every parameter of `sae`.
     pub fn for_sae(beta1: f32, beta2: f32, eps: f32, sae: &crate::sae::Sae) -> Self {
+        Self::with_zero_moments(beta1, beta2, eps, Grads::like(sae))
+    }
+
+    fn with_zero_moments(beta1: f32, beta2: f32, eps: f32, zeros: Grads) -> Self {
         Adam {
             beta1,
             beta2,
             eps,
             state: AdamState {
                 t: 0,
-                m: Grads::like(sae),
-                v: Grads::like(sae),
+                m: zeros.clone(),
+                v: zeros,
             },
         }
     }
