@@ -12,6 +12,11 @@ use std::path::PathBuf;
 pub enum Arch {
     Relu,
     Topk,
+    Batchtopk,
+    Jumprelu,
+    Gated,
+    /// MLP encoder with a hidden layer as wide as the input.
+    Mlp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,8 +139,24 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                     aux_k: (dims / 2).clamp(1, 256).min(latents),
                     aux_coef: 1.0 / 32.0,
                 },
+                Arch::Batchtopk => ArchConfig::BatchTopK {
+                    k,
+                    aux_k: (dims / 2).clamp(1, 256).min(latents),
+                    aux_coef: 1.0 / 32.0,
+                },
                 Arch::Relu => ArchConfig::Relu {
                     l1: 1e-3,
+                    l1_warmup_steps: 0,
+                },
+                Arch::Jumprelu => ArchConfig::JumpRelu {
+                    l0: 1e-3,
+                    bandwidth: 1e-3,
+                    init_threshold: 1e-3,
+                },
+                Arch::Gated => ArchConfig::Gated { l1: 1e-3 },
+                Arch::Mlp => ArchConfig::Mlp {
+                    l1: 1e-3,
+                    hidden: dims,
                     l1_warmup_steps: 0,
                 },
             };
