@@ -177,12 +177,10 @@ fn update_extras(
 ) {
     match cfg.arch {
         ArchConfig::JumpRelu { .. } => {
-            let mut t: Vec<f32> = sae.threshold.iter().map(|v| v.ln()).collect();
-            adam.update(|g| &mut g.threshold, &mut t, &g.threshold, lr);
-            sae.threshold
-                .iter_mut()
-                .zip(&t)
-                .for_each(|(v, t)| *v = t.exp());
+            // Adam steps the log-thresholds, in place.
+            sae.threshold.iter_mut().for_each(|v| *v = v.ln());
+            adam.update(|g| &mut g.threshold, &mut sae.threshold, &g.threshold, lr);
+            sae.threshold.iter_mut().for_each(|v| *v = v.exp());
         }
         ArchConfig::BatchTopK { .. } if batch_threshold > 0.0 => {
             let old = sae.threshold.first().copied().unwrap_or(0.0);
