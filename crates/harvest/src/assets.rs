@@ -1,0 +1,94 @@
+//! Where the fetched models and texts live (`scripts/fetch-assets` puts them there) and the
+//! error that names the command to run when one is missing.
+
+use crate::Error;
+use std::path::{Path, PathBuf};
+
+/// The offline assets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asset {
+    /// all-MiniLM-L6-v2: folder with `model.safetensors`, `config.json`, `tokenizer.json`.
+    MiniLm,
+    /// all-MiniLM-L6-v2's `tokenizer.json`.
+    MiniLmTokenizer,
+    /// SmolLM2-135M-Instruct, one GGUF file.
+    SmolLm2,
+    /// State of the Union addresses, a folder of `.txt` files.
+    Sotu,
+    /// Moby-Dick, a folder with one `.txt` file.
+    MobyDick,
+}
+
+impl Asset {
+    /// Relative path inside the assets folder.
+    pub fn relative(self) -> &'static str {
+        match self {
+            Asset::MiniLm => "minilm",
+            Asset::MiniLmTokenizer => "minilm/tokenizer.json",
+            Asset::SmolLm2 => "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            Asset::Sotu => "text/sotu",
+            Asset::MobyDick => "text/moby-dick",
+        }
+    }
+
+    /// The name `scripts/fetch-assets` takes.
+    pub fn fetch_name(self) -> &'static str {
+        match self {
+            Asset::MiniLm | Asset::MiniLmTokenizer => "minilm",
+            Asset::SmolLm2 => "smollm2",
+            Asset::Sotu => "sotu",
+            Asset::MobyDick => "moby-dick",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Asset::MiniLm => "the all-MiniLM-L6-v2 model folder",
+            Asset::MiniLmTokenizer => "all-MiniLM-L6-v2's tokenizer.json",
+            Asset::SmolLm2 => "the SmolLM2-135M GGUF model",
+            Asset::Sotu => "the State of the Union texts",
+            Asset::MobyDick => "the Moby-Dick text",
+        }
+    }
+}
+
+/// The assets folder: `$SPARSECODE_ASSETS`, else `./assets` if it exists, else the source
+/// checkout's `assets/` (where `scripts/fetch-assets` writes by default).
+pub fn dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SPARSECODE_ASSETS") {
+        return PathBuf::from(d);
+    }
+    let local = PathBuf::from("assets");
+    if local.is_dir() {
+        return local;
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    if checkout.is_dir() {
+        return checkout;
+    }
+    local
+}
+
+/// Full path of an asset (which may not exist).
+pub fn path(asset: Asset) -> PathBuf {
+    dir().join(asset.relative())
+}
+
+/// The error for a missing asset at `path`.
+pub fn missing(path: &Path, asset: Asset) -> Error {
+    Error::MissingAsset {
+        path: path.to_path_buf(),
+        what: asset.what().to_string(),
+        fetch: format!("scripts/fetch-assets {}", asset.fetch_name()),
+    }
+}
+
+/// `path(asset)` if it exists, else the missing-asset error.
+pub fn require(asset: Asset) -> crate::Result<PathBuf> {
+    let p = path(asset);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(missing(&p, asset))
+    }
+}

@@ -1,0 +1,50 @@
+//! Runs real transformers on the CPU to collect activations for sparse dictionary learning.
+//!
+//! Two models that can be had offline (`scripts/fetch-assets`): all-MiniLM-L6-v2 (a 6-layer BERT
+//! encoder, d = 384, safetensors + `tokenizer.json`) and SmolLM2-135M (a 30-layer Llama, d = 576,
+//! one GGUF file with the tokenizer in its metadata). Both forwards are written here on candle
+//! tensors so that the residual stream after any layer can be read (candle-transformers' models
+//! return only their last layer or logits). Nothing here reaches a model hub.
+//!
+//! - [`llama`]: GGUF Llama forward (residual after any block, logits, greedy generation).
+//! - [`bert`]: BERT forward (hidden states after any layer, mean-pooled sentence embeddings).
+//! - [`tokenizer`]: `tokenizer.json`, or the byte-level BPE rebuilt from GGUF metadata.
+//! - [`corpus`]: text files into documents, documents into fixed-length token contexts.
+//! - [`harvest`]: the resumable loop that writes an activation store with token provenance.
+//! - [`assets`]: where the fetched models live and what to run when one is missing.
+
+pub mod assets;
+pub mod bert;
+pub mod corpus;
+mod error;
+pub mod harvest;
+pub mod llama;
+mod tensor_ops;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+
+/// A model whose residual stream can be read after any layer.
+pub trait ResidualModel: Sync {
+    /// Width of the residual stream.
+    fn d_model(&self) -> usize;
+    /// Number of layers (blocks); valid layer indices are `0..n_layers()`.
+    fn n_layers(&self) -> usize;
+    /// The residual stream after block `layer` for a batch of equally long token sequences,
+    /// row-major `[batch * len, d_model]` (sequence by sequence).
+    fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>>;
+    /// Short model name for records (`smollm2-135m`, `all-minilm-l6-v2`).
+    fn name(&self) -> &str;
+}
+
+/// Checks `layer` against a model's depth, naming the valid range.
+pub fn check_layer(model: &dyn ResidualModel, layer: usize) -> Result<()> {
+    if layer >= model.n_layers() {
+        return Err(Error::Layer {
+            model: model.name().to_string(),
+            layer,
+            n_layers: model.n_layers(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Text to token ids with the model's own tokenizer: BERT's `tokenizer.json` as it is, or the
+//! byte-level BPE of a GGUF model rebuilt from the vocabulary and merges in its metadata (the
+//! GPT-2 style pre-tokenizer with single digits, which is what SmolLM2's `smollm` pre-tokenizer
+//! type means).
+
+use crate::{Error, Result};
+use candle_core::quantized::gguf_file::Content;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// A tokenizer plus what the harvest needs to know about it.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// Token prepended to every context (the model's BOS), if any.
+    bos: Option<u32>,
+    /// Whether `encode` adds the post-processor's special tokens (BERT's [CLS] ... [SEP]).
+    add_special: bool,
+}
+
+fn tk_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// A `tokenizer.json` file (padding and truncation turned off: the caller decides lengths).
+    pub fn from_file(path: &Path, add_special: bool) -> Result<Self> {
+        if !path.exists() {
+            return Err(crate::assets::missing(path, crate::assets::Asset::MiniLm));
+        }
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::model(path, format!("not a readable tokenizer.json: {e}")))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        Ok(TextTokenizer {
+            inner,
+            bos: None,
+            add_special,
+        })
+    }
+
+    /// Encodes `text` (no BOS; see [`TextTokenizer::bos`]).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode_fast(text, self.add_special)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Decodes ids to text (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tk_err)
+    }
+
+    /// How one token reads on its own (for dashboards): byte-level pieces decoded, partial UTF-8
+    /// shown with replacement characters.
+    pub fn token_text(&self, id: u32) -> String {
+        self.inner
+            .decode(&[id], false)
+            .unwrap_or_else(|_| self.inner.id_to_token(id).unwrap_or_default())
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The beginning-of-sequence token the model expects, if any.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// Rebuilds the BPE tokenizer of a GGUF model (`tokenizer.ggml.model = gpt2`).
+pub fn from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
+    let get = |k: &str| {
+        c.metadata
+            .get(k)
+            .ok_or_else(|| Error::model(path, format!("GGUF metadata has no `{k}`")))
+    };
+    let kind = get("tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| Error::model(path, e.to_string()))?;
+    if kind != "gpt2" {
+        return Err(Error::model(
+            path,
+            format!("tokenizer model '{kind}' (only byte-level BPE, 'gpt2', is supported)"),
+        ));
+    }
+    let strings = |k: &str| -> Result<Vec<String>> {
+        get(k)?
+            .to_vec()
+            .map_err(|e| Error::model(path, format!("`{k}`: {e}")))?
+            .iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|e| Error::model(path, format!("`{k}`: {e}")))
+            })
+            .collect()
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| match m.split_once(' ') {
+            Some((a, b)) => Ok((a.to_string(), b.to_string())),
+            None => Err(Error::model(path, format!("malformed merge '{m}'"))),
+        })
+        .collect::<Result<_>>()?;
+    let types: Vec<i32> = match c.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| Error::model(path, e.to_string()))?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| Error::model(path, format!("BPE from metadata: {e}")))?;
+    let mut inner = Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    // Control tokens (type 3) are matched whole, never split by BPE.
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &t)| t == 3)
+        .map(|(s, _)| AddedToken::from(s.clone(), true))
+        .collect();
+    inner.add_special_tokens(&specials);
+    let bos = c
+        .metadata
+        .get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    Ok(TextTokenizer {
+        inner,
+        bos,
+        add_special: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets::{path, Asset};
+
+    #[test]
+    fn minilm_tokenizer_gives_the_known_bert_ids() {
+        let p = path(Asset::MiniLmTokenizer);
+        if !p.exists() {
+            eprintln!(
+                "skipped: {} absent (scripts/fetch-assets minilm)",
+                p.display()
+            );
+            return;
+        }
+        let t = TextTokenizer::from_file(&p, true).unwrap();
+        // bert-base-uncased's vocabulary: [CLS] 101, hello 7592, world 2088, [SEP] 102.
+        assert_eq!(t.encode("Hello world").unwrap(), vec![101, 7592, 2088, 102]);
+        assert_eq!(
+            t.encode("The cat.").unwrap(),
+            vec![101, 1996, 4937, 1012, 102]
+        );
+        // No padding to 128: the file's padding setting is turned off.
+        assert_eq!(t.encode("a").unwrap().len(), 3);
+        assert_eq!(t.vocab_size(), 30522);
+    }
+
+    #[test]
+    fn smollm2_tokenizer_from_gguf_metadata_round_trips_and_splits_like_gpt2() {
+        let p = path(Asset::SmolLm2);
+        if !p.exists() {
+            eprintln!(
+                "skipped: {} absent (scripts/fetch-assets smollm2)",
+                p.display()
+            );
+            return;
+        }
+        let mut f = std::io::BufReader::new(std::fs::File::open(&p).unwrap());
+        let c = Content::read(&mut f).unwrap();
+        let t = from_gguf(&c, &p).unwrap();
+        assert_eq!(t.vocab_size(), 49152);
+        // Whole words with their leading space are single tokens (Ġ marks the space).
+        let ids = t.encode("Hello world").unwrap();
+        assert_eq!(
+            ids,
+            vec![t.token_id("Hello").unwrap(), t.token_id("Ġworld").unwrap()]
+        );
+        // Digits are split one by one (the `smollm` pre-tokenizer).
+        let ids = t.encode("2024").unwrap();
+        assert_eq!(ids.len(), 4);
+        assert_eq!(t.decode(&ids).unwrap(), "2024");
+        // Control tokens are kept whole.
+        let im = t.token_id("<|im_start|>").unwrap();
+        assert_eq!(t.encode("<|im_start|>user").unwrap()[0], im);
+        // Byte-level BPE is lossless on any text, accents and emoji included.
+        for s in [
+            "Call me Ishmael.",
+            "naïve café – 東京 🚀",
+            "  two  spaces\nnewline",
+        ] {
+            let ids = t.encode(s).unwrap();
+            assert_eq!(t.decode(&ids).unwrap(), s);
+        }
+        // Known ids of SmolLM2's vocabulary: <|endoftext|> 0, <|im_start|> 1, <|im_end|> 2.
+        assert_eq!(t.token_id("<|endoftext|>"), Some(0));
+        assert_eq!(im, 1);
+        assert_eq!(t.token_id("<|im_end|>"), Some(2));
+    }
+}
