@@ -265,6 +265,9 @@ impl ResidualModel for Bert {
     fn n_layers(&self) -> usize {
         self.cfg.num_hidden_layers
     }
+    fn max_context(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let t = tokens.first().map(Vec::len).unwrap_or(0);

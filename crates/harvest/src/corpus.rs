@@ -1,1 +1,180 @@
-//! wip
+//! Text in: a file or a folder of files becomes documents (UTF-8 checked, names kept), and
+//! documents become fixed-length token contexts that remember where they came from.
+
+use crate::tokenizer::TextTokenizer;
+use crate::{Error, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// One text file.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// Name relative to the corpus root (the file name for a single file).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// `context` consecutive tokens of one document, starting at token `start`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Context {
+    /// Index of the document in the corpus.
+    pub doc: u32,
+    /// Position of the first token in the document's token sequence.
+    pub start: u32,
+    /// The token ids.
+    pub tokens: Vec<u32>,
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            list_files(root, &path, out)?;
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a text file, or every (non-hidden) file under a folder in name order. Refuses a file
+/// that is not UTF-8 (naming the byte offset) and a corpus without any non-blank text.
+pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
+    if !path.exists() {
+        return Err(Error::Corpus {
+            path: path.to_path_buf(),
+            reason: "no such file or folder".into(),
+        });
+    }
+    let mut files = Vec::new();
+    if path.is_dir() {
+        list_files(path, path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut docs = Vec::with_capacity(files.len());
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Corpus {
+            path: f.clone(),
+            reason: format!(
+                "not UTF-8 text (invalid byte at offset {}); convert it, e.g. with iconv",
+                e.utf8_error().valid_up_to()
+            ),
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let name = if path.is_dir() {
+            f.strip_prefix(path).unwrap_or(&f).display().to_string()
+        } else {
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        docs.push(Document { name, text });
+    }
+    if docs.is_empty() {
+        return Err(Error::Corpus {
+            path: path.to_path_buf(),
+            reason: "empty corpus: no file with any text".into(),
+        });
+    }
+    Ok(docs)
+}
+
+/// Splits every document's tokens into non-overlapping contexts of `len` tokens (a shorter tail
+/// is dropped, so every row has a full left context). Tokenises documents in parallel.
+pub fn contexts(docs: &[Document], tok: &TextTokenizer, len: usize) -> Result<Vec<Context>> {
+    if len == 0 {
+        return Err(Error::Param {
+            field: "context",
+            reason: "must be at least 1 token".into(),
+        });
+    }
+    let per_doc: Vec<Vec<u32>> = docs
+        .par_iter()
+        .map(|d| tok.encode_plain(&d.text))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for (i, ids) in per_doc.iter().enumerate() {
+        for (c, chunk) in ids.chunks_exact(len).enumerate() {
+            out.push(Context {
+                doc: i as u32,
+                start: (c * len) as u32,
+                tokens: chunk.to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_read_in_name_order_and_bad_text_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("b.txt"), "second").unwrap();
+        std::fs::write(t.path().join("a.txt"), "first").unwrap();
+        std::fs::write(t.path().join("blank.txt"), "  \n").unwrap();
+        std::fs::write(t.path().join(".hidden"), "skip").unwrap();
+        let docs = read_documents(t.path()).unwrap();
+        let names: Vec<_> = docs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+
+        let bad = t.path().join("latin1.txt");
+        std::fs::write(&bad, b"caf\xe9 au lait").unwrap();
+        let e = read_documents(t.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("latin1.txt") && e.contains("UTF-8") && e.contains("offset 3"),
+            "{e}"
+        );
+
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("x.txt"), "").unwrap();
+        let e = read_documents(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("empty corpus"), "{e}");
+        let e = read_documents(&t.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("no such"), "{e}");
+    }
+
+    #[test]
+    fn contexts_are_full_windows_with_their_provenance() {
+        let p = crate::assets::path(crate::assets::Asset::MiniLmTokenizer);
+        if !p.exists() {
+            eprintln!(
+                "skipped: {} absent (scripts/fetch-assets minilm)",
+                p.display()
+            );
+            return;
+        }
+        let tok = TextTokenizer::from_file(&p, true).unwrap();
+        let docs = vec![
+            Document {
+                name: "a".into(),
+                text: "one two three four five six seven".into(),
+            },
+            Document {
+                name: "b".into(),
+                text: "eight nine".into(),
+            },
+        ];
+        let c = contexts(&docs, &tok, 3).unwrap();
+        // 7 word tokens -> two windows of 3 (the tail "seven" dropped); "b" too short.
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].doc, c[0].start, c[1].start), (0, 0, 3));
+        assert_eq!(tok.decode(&c[1].tokens).unwrap(), "four five six");
+    }
+}

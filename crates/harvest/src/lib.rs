@@ -30,6 +30,8 @@ pub trait ResidualModel: Sync {
     fn d_model(&self) -> usize;
     /// Number of layers (blocks); valid layer indices are `0..n_layers()`.
     fn n_layers(&self) -> usize;
+    /// Longest sequence (in tokens, BOS included) the model takes.
+    fn max_context(&self) -> usize;
     /// The residual stream after block `layer` for a batch of equally long token sequences,
     /// row-major `[batch * len, d_model]` (sequence by sequence).
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>>;

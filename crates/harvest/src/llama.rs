@@ -401,6 +401,9 @@ impl ResidualModel for Llama {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn max_context(&self) -> usize {
+        self.cfg.max_context
+    }
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let x = self.run(tokens, layer)?;

@@ -38,10 +38,26 @@ impl TextTokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| Error::model(path, e.to_string()))?;
+        // BERT-style models start every sequence with [CLS].
+        let bos = if add_special {
+            inner.token_to_id("[CLS]")
+        } else {
+            None
+        };
         Ok(TextTokenizer {
             inner,
-            bos: None,
+            bos,
             add_special,
+        })
+    }
+
+    /// A tokenizer from `tokenizer.json` text (used by tests for tiny vocabularies).
+    pub fn from_json(json: &str, bos: Option<u32>) -> Result<Self> {
+        let inner: Tokenizer = json.parse().map_err(tk_err)?;
+        Ok(TextTokenizer {
+            inner,
+            bos,
+            add_special: false,
         })
     }
 
@@ -50,6 +66,16 @@ impl TextTokenizer {
         Ok(self
             .inner
             .encode_fast(text, self.add_special)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Encodes `text` without any special tokens (for cutting a document into contexts).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode_fast(text, false)
             .map_err(tk_err)?
             .get_ids()
             .to_vec())

@@ -4,6 +4,7 @@
 pub mod store;
 pub mod stream;
 pub mod synth;
+pub mod tokens;
 
 pub use stream::{Batcher, Plan, RowSource};
 pub use synth::{generate, Magnitude, Support, SynthConfig, SynthData, SynthSplit};

@@ -112,13 +112,6 @@ pub struct Manifest {
     pub metadata: serde_json::Value,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Writes a store shard by shard; rows are validated (finite, right width) on the way in.
 pub struct StoreWriter {
     out: OutputDir,
@@ -191,7 +184,7 @@ impl StoreWriter {
         if self.buf_rows == 0 {
             return Ok(());
         }
-        let file = format!("shard-{:05}.npy", self.shards.len());
+        let file = shard_name(self.shards.len());
         let mut bytes = to_npy_header(self.dtype.descr(), &[self.buf_rows, self.d_in]);
         bytes.extend_from_slice(&self.buf);
         write_atomic(&self.out.join(&file), &bytes)?;
@@ -214,17 +207,84 @@ impl StoreWriter {
                 reason: "no rows were written".into(),
             });
         }
-        let manifest = Manifest {
-            format: FORMAT.into(),
-            version: 1,
-            d_in: self.d_in,
-            dtype: self.dtype,
-            rows: self.rows,
-            shards: std::mem::take(&mut self.shards),
+        let manifest = Manifest::new(
+            self.d_in,
+            self.dtype,
+            std::mem::take(&mut self.shards),
             metadata,
-        };
+        );
         write_json_atomic(&self.out.join(MANIFEST), &manifest)?;
         self.out.commit()
+    }
+}
+
+/// File name of shard `i`.
+pub fn shard_name(i: usize) -> String {
+    format!("shard-{i:05}.npy")
+}
+
+/// Writes one shard of row-major `rows` (width `d_in`, finite values) to `dir/file` atomically
+/// and returns its manifest entry. For writers that manage their own progress (the harvester).
+pub fn write_shard(
+    dir: &Path,
+    file: &str,
+    rows: &[f32],
+    d_in: usize,
+    dtype: StoreDType,
+) -> Result<ShardInfo> {
+    let path = dir.join(file);
+    if d_in == 0 || rows.is_empty() || rows.len() % d_in != 0 {
+        return Err(Error::shape(
+            path.display().to_string(),
+            format!("a non-empty multiple of {d_in} values"),
+            format!("{} values", rows.len()),
+        ));
+    }
+    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            context: path.display().to_string(),
+            row: i / d_in,
+            col: i % d_in,
+            value: rows[i],
+        });
+    }
+    let n = rows.len() / d_in;
+    let mut bytes = to_npy_header(dtype.descr(), &[n, d_in]);
+    bytes.reserve(rows.len() * dtype.size());
+    dtype.encode(rows, &mut bytes);
+    write_atomic(&path, &bytes)?;
+    Ok(ShardInfo {
+        file: file.to_string(),
+        rows: n as u64,
+        sha256: sha256_hex(&bytes),
+    })
+}
+
+/// SHA-256 of bytes, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Manifest {
+    /// A version-1 manifest over `shards` (rows summed from them).
+    pub fn new(
+        d_in: usize,
+        dtype: StoreDType,
+        shards: Vec<ShardInfo>,
+        metadata: serde_json::Value,
+    ) -> Self {
+        Manifest {
+            format: FORMAT.into(),
+            version: 1,
+            d_in,
+            dtype,
+            rows: shards.iter().map(|s| s.rows).sum(),
+            shards,
+            metadata,
+        }
     }
 }
 
