@@ -41,6 +41,10 @@ enum Command {
     Learn(commands::learn::Args),
     /// Run one of the paper's experiments and write its tables and figures.
     Experiment(commands::experiment::Args),
+    /// Run a transformer over text and store the residual stream after one layer.
+    Harvest(commands::harvest::Args),
+    /// Write a static HTML dashboard of an SAE's features on a harvested store.
+    Dashboard(commands::dashboard::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -61,6 +65,8 @@ fn main() {
         eprintln!("error: invalid `--threads`: must be at least 1");
         std::process::exit(2);
     }
+    // candle (the transformer forwards) sizes its gemm parallelism from this variable.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let result = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -75,6 +81,8 @@ fn main() {
             Command::Store(a) => commands::store::run(a),
             Command::Learn(a) => commands::learn::run(a, threads),
             Command::Experiment(a) => commands::experiment::run(a, threads),
+            Command::Harvest(a) => commands::harvest::run(a),
+            Command::Dashboard(a) => commands::dashboard::run(a, threads),
         });
     match result {
         Ok(Outcome::Ok) => {}

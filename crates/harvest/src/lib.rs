@@ -11,6 +11,7 @@
 //! - [`tokenizer`]: `tokenizer.json`, or the byte-level BPE rebuilt from GGUF metadata.
 //! - [`corpus`]: text files into documents, documents into fixed-length token contexts.
 //! - [`harvest`]: the resumable loop that writes an activation store with token provenance.
+//! - [`models`]: a model by name or path.
 //! - [`assets`]: where the fetched models live and what to run when one is missing.
 
 pub mod assets;
@@ -19,6 +20,7 @@ pub mod corpus;
 mod error;
 pub mod harvest;
 pub mod llama;
+pub mod models;
 mod tensor_ops;
 pub mod tokenizer;
 

@@ -189,10 +189,10 @@ impl Llama {
             None
         };
         let cfg = LlamaConfig { vocab, ..cfg };
-        let name = content
-            .metadata
-            .get("general.name")
-            .and_then(|v| v.to_string().ok().cloned())
+        // The file's stem names the model in records (`SmolLM2-135M-Instruct.Q4_1`).
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "llama".to_string());
         Ok(Llama {
             path: path.to_path_buf(),
@@ -383,6 +383,53 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// For each row of `dirs` (`[n, d_model]`, row-major), the `k` tokens whose logits the
+    /// direction raises most and the `k` it lowers most, through the final norm's gain and the
+    /// unembedding (computed 256 directions at a time).
+    pub fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
+        let d = self.cfg.d_model;
+        if dirs.len() % d != 0 {
+            return Err(Error::Param {
+                field: "directions",
+                reason: format!("rows of width {d}"),
+            });
+        }
+        let w = self.output.as_ref().unwrap_or(&self.embed);
+        let mut out = Vec::with_capacity(dirs.len() / d);
+        for chunk in dirs.chunks(256 * d) {
+            let n = chunk.len() / d;
+            let go = || -> candle_core::Result<Vec<Vec<f32>>> {
+                let x = Tensor::from_vec(chunk.to_vec(), (n, d), &self.device)?
+                    .broadcast_mul(&self.out_norm)?;
+                x.matmul(&w.t()?)?.to_vec2()
+            };
+            for row in go().ctx("unembedding directions")? {
+                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+                idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+                let up = idx.iter().take(k).map(|&i| (i, row[i as usize])).collect();
+                let down = idx
+                    .iter()
+                    .rev()
+                    .take(k)
+                    .map(|&i| (i, row[i as usize]))
+                    .collect();
+                out.push(LogitEffects { up, down });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Tokens a direction promotes (`up`, largest first) and suppresses (`down`, most negative first).
+#[derive(Clone, Debug)]
+pub struct LogitEffects {
+    /// (token id, logit effect), largest first.
+    pub up: Vec<(u32, f32)>,
+    /// (token id, logit effect), most negative first.
+    pub down: Vec<(u32, f32)>,
+}
+
 /// Index of the largest value (first on ties).
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
@@ -462,6 +509,32 @@ mod tests {
         assert_eq!(a, b, "greedy decoding must be deterministic");
         let text = tok.decode(&a).unwrap();
         assert!(text.contains("Paris"), "continuation: {text:?}");
+    }
+
+    #[test]
+    fn logit_effects_agree_with_single_direction_unembedding() {
+        let Some(m) = model() else { return };
+        let d = m.d_model();
+        let dirs: Vec<f32> = (0..2 * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let fx = m.logit_effects(&dirs, 3).unwrap();
+        assert_eq!(fx.len(), 2);
+        let full = m.unembed_direction(&dirs[d..]).unwrap();
+        let best = argmax(&full);
+        assert_eq!(fx[1].up[0].0 as usize, best);
+        assert!((fx[1].up[0].1 - full[best]).abs() < 1e-3);
+        assert!(fx[1].down[0].1 <= fx[1].down[2].1);
+        // The embedding row of a token, as a direction, promotes that token (tied unembedding).
+        let the = m.tokenizer().token_id("Ġwhale").unwrap() as usize;
+        let row = m.embed.narrow(0, the, 1).unwrap().flatten_all().unwrap();
+        let row: Vec<f32> = row.to_vec1().unwrap();
+        let fx = m.logit_effects(&row, 5).unwrap();
+        assert!(
+            fx[0].up.iter().any(|&(i, _)| i as usize == the),
+            "{:?}",
+            fx[0].up
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod eval;
 pub mod experiment;
 pub mod io;
 pub mod linalg;
+pub mod report;
 pub mod sae;
 pub mod train;
 

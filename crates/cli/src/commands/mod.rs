@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod dashboard;
 pub mod demo;
 pub mod encode;
 pub mod eval;
 pub mod experiment;
+pub mod harvest;
 pub mod learn;
 pub mod store;
 pub mod synth;

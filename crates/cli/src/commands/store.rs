@@ -14,6 +14,16 @@ pub enum DTypeArg {
     Bf16,
 }
 
+impl From<DTypeArg> for StoreDType {
+    fn from(d: DTypeArg) -> Self {
+        match d {
+            DTypeArg::F32 => StoreDType::F32,
+            DTypeArg::F16 => StoreDType::F16,
+            DTypeArg::Bf16 => StoreDType::Bf16,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Which {
     /// Build a store from .npy and safetensors files (streamed; inputs may exceed RAM).
@@ -63,11 +73,7 @@ pub fn run(a: Args) -> Result<Outcome> {
             tensor,
             force,
         } => {
-            let dtype = match dtype {
-                DTypeArg::F32 => StoreDType::F32,
-                DTypeArg::F16 => StoreDType::F16,
-                DTypeArg::Bf16 => StoreDType::Bf16,
-            };
+            let dtype = StoreDType::from(dtype);
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} rows ({per_sec})")

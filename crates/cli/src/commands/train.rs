@@ -278,13 +278,25 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             }
             let source = Source::open(&path)?;
             let rows = source.rows();
-            let job = build_job(
+            let mut job = build_job(
                 &a,
                 threads,
                 rows.rows() as usize,
                 rows.cols(),
                 source.fingerprint(),
             )?;
+            if let Source::Store(store) = &source {
+                // A harvested store names its model and hook: carry them into cfg.json.
+                let m = &store.manifest().metadata;
+                for key in ["model_name", "hook_name", "context_size"] {
+                    if !m[key].is_null() {
+                        job.metadata[key] = m[key].clone();
+                    }
+                }
+                if !m["layer"].is_null() {
+                    job.metadata["hook_layer"] = m["layer"].clone();
+                }
+            }
             let out = a.out.clone().context("missing --out")?;
             (RunDir::create(&out, a.force, &job)?, job, None, source)
         }

@@ -90,7 +90,7 @@ pub struct LinePlot {
     pub annotations: Vec<(f64, f64, String)>,
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -1,0 +1,180 @@
+//! `sparsecode dashboard`: scan a harvested store with an SAE and write a static HTML site of
+//! its features.
+
+use crate::Outcome;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sparsecode::data::store::Store;
+use sparsecode::data::tokens::TokenTable;
+use sparsecode::report::dashboard::{self, DashboardInput};
+use sparsecode::report::features::{self, ScanConfig};
+use sparsecode::Parallelism;
+use sparsecode_harvest::llama::Llama;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An SAE folder (a `train` run or any SAELens-format folder).
+    #[arg(long)]
+    sae: PathBuf,
+    /// The harvested store the SAE's features are shown on.
+    #[arg(long)]
+    store: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Scan only the first N rows of the store.
+    #[arg(long)]
+    max_rows: Option<u64>,
+    /// Top contexts per feature.
+    #[arg(long, default_value_t = 12)]
+    top: usize,
+    /// Contexts per activation quantile band (four bands).
+    #[arg(long, default_value_t = 3)]
+    per_quantile: usize,
+    /// GGUF model for the promote/suppress token lists (default: the store's model when it is
+    /// a GGUF file found among the fetched assets; `none` to skip).
+    #[arg(long)]
+    unembed: Option<String>,
+    /// `interp` results (scores.json) to show and sort by.
+    #[arg(long)]
+    scores: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+}
+
+/// Progress bar over rows.
+pub fn row_bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{bar:30}} {{pos}}/{{len}} rows ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("the template is valid"),
+    );
+    bar
+}
+
+/// The GGUF file behind a store, when it is one of the fetched assets.
+fn store_model(store: &Store) -> Option<PathBuf> {
+    let file = store.manifest().metadata["model_file"].as_str()?;
+    if !file.ends_with(".gguf") {
+        return None;
+    }
+    let p = sparsecode_harvest::assets::path(sparsecode_harvest::assets::Asset::SmolLm2);
+    (p.file_name()?.to_str()? == file && p.exists()).then_some(p)
+}
+
+fn read_scores(path: &Path, n: usize) -> Result<Vec<Option<f64>>> {
+    let v: serde_json::Value = sparsecode::io::read_json(path)?;
+    let mut out = vec![None; n];
+    let list = v["sae"]["features"].as_array().with_context(|| {
+        format!(
+            "{}: no `sae.features` list (expected an `interp` scores.json)",
+            path.display()
+        )
+    })?;
+    for f in list {
+        if let (Some(id), Some(s)) = (f["id"].as_u64(), f["correct"].as_f64()) {
+            if (id as usize) < n {
+                out[id as usize] = Some(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(a: Args, threads: usize) -> Result<Outcome> {
+    let sae = sparsecode::io::saelens::load(&a.sae)?;
+    let store = Store::open(&a.store)?;
+    let tokens = TokenTable::open(&store)?;
+    let d_in = store.manifest().d_in;
+    if sae.d_in() != d_in {
+        anyhow::bail!(
+            "{}: the SAE reads {} values per row but the store {} has rows of {d_in}",
+            a.sae.display(),
+            sae.d_in(),
+            a.store.display()
+        );
+    }
+    let par = Parallelism::Threads(threads);
+    let encode = |x: &sparsecode::Matrix| Ok(sae.encode(x, par));
+    let rows = a.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);
+    let bar = row_bar(rows, "scanning");
+    let scan = features::scan(
+        &store,
+        sae.d_sae(),
+        Some(rows),
+        8192,
+        ScanConfig::default(),
+        &encode,
+        &mut |done| bar.set_position(done),
+    )?;
+    bar.finish_and_clear();
+    let unembed = match a.unembed.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => store_model(&store),
+    };
+    let logits = match unembed {
+        Some(p) => {
+            let m = Llama::load(&p)?;
+            if m.config().d_model != d_in {
+                anyhow::bail!(
+                    "{}: width {} does not match the store's {d_in}",
+                    p.display(),
+                    m.config().d_model
+                );
+            }
+            let fx = m.logit_effects(sae.w_dec.as_slice(), 10)?;
+            let tok = m.tokenizer();
+            fx.into_iter()
+                .map(|e| {
+                    let name = |l: Vec<(u32, f32)>| {
+                        l.into_iter()
+                            .map(|(i, v)| (tok.token_text(i), v))
+                            .collect::<Vec<_>>()
+                    };
+                    (name(e.up), name(e.down))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let scores = match &a.scores {
+        Some(p) => read_scores(p, sae.d_sae())?,
+        None => Vec::new(),
+    };
+    let meta = &store.manifest().metadata;
+    let input = DashboardInput {
+        title: format!(
+            "{} features of {} · {}",
+            sae.d_sae(),
+            meta["model_name"].as_str().unwrap_or("?"),
+            meta["hook_name"].as_str().unwrap_or("?")
+        ),
+        subtitle: vec![
+            format!("SAE {} ({:?})", a.sae.display(), sae.activation),
+            format!(
+                "store {} ({} rows)",
+                a.store.display(),
+                store.manifest().rows
+            ),
+        ],
+        scan: &scan,
+        tokens: &tokens,
+        decoder: &sae.w_dec,
+        logits,
+        scores,
+        top_contexts: a.top,
+        quantile_contexts: a.per_quantile,
+    };
+    let summary = dashboard::write(&a.out, a.force, &input, &store, &encode)?;
+    println!(
+        "wrote {}: {} features, {} pages (open index.html)",
+        summary.dir.display(),
+        summary.features,
+        summary.pages
+    );
+    Ok(Outcome::Ok)
+}

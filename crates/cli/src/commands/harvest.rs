@@ -1,0 +1,121 @@
+//! `sparsecode harvest`: run a transformer over a text corpus and store the residual stream
+//! after one layer, with the token, document and position of every row.
+
+use super::store::DTypeArg;
+use crate::Outcome;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sparsecode::io::write_json_atomic;
+use sparsecode_harvest::assets::{self, Asset};
+use sparsecode_harvest::harvest::{self, HarvestConfig, Source};
+use sparsecode_harvest::models::Loaded;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `smollm2`, `minilm`, a .gguf file or a BERT folder (fetched models: scripts/fetch-assets).
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// A text file or folder of text files (default: the fetched State of the Union texts).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Read the residual stream after this block (0-based).
+    #[arg(long)]
+    layer: usize,
+    /// Tokens per context (the model's BOS comes on top and is not stored).
+    #[arg(long, default_value_t = 128)]
+    context: usize,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Contexts per shard.
+    #[arg(long, default_value_t = 256)]
+    shard_contexts: usize,
+    /// Stop after this many tokens (whole contexts); default: the whole corpus.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// On-disk value type.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DTypeArg,
+    /// Seed of the context shuffle.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output store folder (an interrupted harvest there is resumed).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<Outcome> {
+    let corpus = match a.corpus {
+        Some(c) => c,
+        None => assets::require(Asset::Sotu)?,
+    };
+    let (model, file) = Loaded::load(&a.model)?;
+    let cfg = HarvestConfig {
+        layer: a.layer,
+        context: a.context,
+        batch: a.batch,
+        shard_contexts: a.shard_contexts,
+        dtype: a.dtype.into(),
+        max_tokens: a.max_tokens,
+        seed: a.seed,
+    };
+    let src = Source {
+        model: model.residual_model(),
+        tokenizer: model.tokenizer(),
+        model_file: &file,
+        corpus: &corpus,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tokens ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("the template is valid"),
+    );
+    let summary = harvest::harvest(&src, &cfg, &a.out, &mut |p| {
+        let total = (p.contexts_total * p.context) as u64;
+        let done = (p.contexts_done * p.context) as u64;
+        if bar.length() != Some(total) {
+            bar.set_length(total);
+            bar.reset_elapsed();
+            bar.set_position(done);
+            if p.resumed_from > 0 {
+                bar.set_message(format!(
+                    "resumed after {} tokens",
+                    p.resumed_from * p.context
+                ));
+            }
+        } else {
+            bar.set_position(done);
+        }
+    })
+    .with_context(|| format!("harvest into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    let m = model.residual_model();
+    println!(
+        "harvested {} tokens of {} {} (d={}) into {} in {:.1} s: {:.0} tokens/s{}",
+        summary.rows,
+        m.name(),
+        harvest::hook_name(a.layer),
+        m.d_model(),
+        a.out.display(),
+        summary.seconds,
+        summary.tokens_per_second,
+        if summary.resumed_contexts > 0 {
+            format!(
+                " (resumed: {} contexts were on disk)",
+                summary.resumed_contexts
+            )
+        } else {
+            String::new()
+        }
+    );
+    let mut record = sparsecode::io::record::provenance("harvest");
+    record["config"] = serde_json::to_value(&cfg)?;
+    record["model"] = serde_json::json!({ "spec": a.model, "file": file, "name": m.name() });
+    record["corpus"] = serde_json::json!(corpus);
+    record["metrics"] = serde_json::to_value(&summary)?;
+    write_json_atomic(&a.out.join("harvest.json"), &record)?;
+    Ok(Outcome::Ok)
+}

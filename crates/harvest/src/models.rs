@@ -1,0 +1,67 @@
+//! Picks a model by name (`smollm2`, `minilm`) or path (a `.gguf` file, a BERT folder).
+
+use crate::assets::{self, Asset};
+use crate::bert::Bert;
+use crate::llama::Llama;
+use crate::tokenizer::TextTokenizer;
+use crate::{Error, ResidualModel, Result};
+use std::path::{Path, PathBuf};
+
+/// A loaded model of either family.
+pub enum Loaded {
+    /// A GGUF Llama.
+    Llama(Box<Llama>),
+    /// A BERT encoder.
+    Bert(Box<Bert>),
+}
+
+impl Loaded {
+    /// Loads `spec`: `smollm2`, `minilm`, a `.gguf` file or a folder with `model.safetensors`.
+    pub fn load(spec: &str) -> Result<(Self, PathBuf)> {
+        match spec {
+            "smollm2" => {
+                let p = assets::require(Asset::SmolLm2)?;
+                Ok((Loaded::Llama(Box::new(Llama::load(&p)?)), p))
+            }
+            "minilm" => {
+                let dir = assets::require(Asset::MiniLm)?;
+                let file = dir.join("model.safetensors");
+                Ok((Loaded::Bert(Box::new(Bert::load(&dir)?)), file))
+            }
+            _ => {
+                let p = Path::new(spec);
+                if p.is_dir() {
+                    Ok((
+                        Loaded::Bert(Box::new(Bert::load(p)?)),
+                        p.join("model.safetensors"),
+                    ))
+                } else if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {
+                    Ok((Loaded::Llama(Box::new(Llama::load(p)?)), p.to_path_buf()))
+                } else {
+                    Err(Error::Param {
+                        field: "model",
+                        reason: format!(
+                            "'{spec}' is neither `smollm2`, `minilm`, a .gguf file nor a BERT folder"
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The network as a residual-stream source.
+    pub fn residual_model(&self) -> &dyn ResidualModel {
+        match self {
+            Loaded::Llama(m) => m.as_ref(),
+            Loaded::Bert(m) => m.as_ref(),
+        }
+    }
+
+    /// Its tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        match self {
+            Loaded::Llama(m) => m.tokenizer(),
+            Loaded::Bert(m) => m.tokenizer(),
+        }
+    }
+}

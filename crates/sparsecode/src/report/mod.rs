@@ -1,0 +1,5 @@
+//! What a person looks at: per-feature summaries of a store scan and the HTML dashboard built
+//! from them.
+
+pub mod dashboard;
+pub mod features;
