@@ -45,6 +45,8 @@ enum Command {
     Harvest(commands::harvest::Args),
     /// Write a static HTML dashboard of an SAE's features on a harvested store.
     Dashboard(commands::dashboard::Args),
+    /// Score features, neurons and random directions by word intrusion (MiniLM embeddings).
+    Interp(commands::interp::Args),
 }
 
 /// Outcome of a command that ran to the end.
@@ -83,6 +85,7 @@ fn main() {
             Command::Experiment(a) => commands::experiment::run(a, threads),
             Command::Harvest(a) => commands::harvest::run(a),
             Command::Dashboard(a) => commands::dashboard::run(a, threads),
+            Command::Interp(a) => commands::interp::run(a, threads),
         });
     match result {
         Ok(Outcome::Ok) => {}

@@ -7,6 +7,7 @@ pub mod encode;
 pub mod eval;
 pub mod experiment;
 pub mod harvest;
+pub mod interp;
 pub mod learn;
 pub mod store;
 pub mod synth;

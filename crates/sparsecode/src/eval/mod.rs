@@ -3,6 +3,7 @@
 //! MCC and dictionary recovery, both through a maximum-weight matching).
 
 mod identifiability;
+pub mod intrusion;
 mod matching;
 mod metrics;
 
