@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sparsecode::experiment::methods::Method;
 use sparsecode::experiment::{
-    amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy, Report,
+    additivity, amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy, Report,
 };
 use sparsecode::Parallelism;
 use std::path::PathBuf;
@@ -106,6 +106,11 @@ enum Which {
         /// Methods: sae, sae-ito, sc (comma-separated).
         #[arg(long, value_delimiter = ',')]
         methods: Option<Vec<String>>,
+    },
+    /// Is f("A and B") = f(A) + f(B) for MiniLM sentence embeddings? 123 built-in pairs vs a null.
+    Additivity {
+        #[command(flatten)]
+        common: Common,
     },
     /// Is the width enough for the codes' sparsity? M / (K ln(N/K)) and the Donoho-Tanner limit.
     CsBound {
@@ -268,6 +273,7 @@ impl Which {
             Which::Sweep { common, .. } => ("sweep", common.quick, "a few minutes"),
             Which::Stability { common, .. } => ("stability", common.quick, "a few minutes"),
             Which::CsBound { common, .. } => ("cs-bound", common.quick, "seconds"),
+            Which::Additivity { common } => ("additivity", common.quick, "seconds"),
         }
     }
 }
@@ -317,6 +323,25 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             let r = scaling::run(&p, par, &mut progress)?;
             pb.finish_and_clear();
             finish(r, &common, serde_json::to_value(&p)?, threads)
+        }
+        Which::Additivity { common } => {
+            // The experiment is small: --quick and the full setting are the same.
+            let bert = sparsecode_harvest::bert::Bert::minilm()?;
+            let mut embed = |texts: &[String]| -> sparsecode::Result<Vec<Vec<f32>>> {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                bert.embed(&refs).map_err(|e| sparsecode::Error::Empty {
+                    context: "MiniLM embedding".into(),
+                    reason: e.to_string(),
+                })
+            };
+            let r = additivity::run(additivity::PAIRS, common.seed, &mut embed)?;
+            pb.finish_and_clear();
+            finish(
+                r,
+                &common,
+                json!({"model": "all-MiniLM-L6-v2", "pairs": additivity::PAIRS.len()}),
+                threads,
+            )
         }
         Which::CsBound {
             common,
