@@ -38,3 +38,86 @@ pub fn fails(args: &[&str]) -> String {
     );
     err
 }
+
+/// The fetched-assets folder (scripts/fetch-assets) if `relative` exists in it. Without it the
+/// caller skips, printing why, unless `SPARSECODE_REQUIRE_ASSETS` is set (CI), where a missing
+/// asset is a failure.
+pub fn asset(relative: &str) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let p = root.join(relative);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("SPARSECODE_REQUIRE_ASSETS").is_some() {
+        panic!("{} is missing: run scripts/fetch-assets", p.display());
+    }
+    eprintln!("skipped: {} absent (scripts/fetch-assets)", p.display());
+    None
+}
+
+/// Headless Chromium (Debian's `chromium`), if installed; same skip/require rule with
+/// `SPARSECODE_REQUIRE_BROWSER`.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(p).exists() {
+            return Some(p.into());
+        }
+    }
+    if std::env::var_os("SPARSECODE_REQUIRE_BROWSER").is_some() {
+        panic!("chromium is not installed (apt-get install chromium)");
+    }
+    eprintln!("skipped: chromium not installed");
+    None
+}
+
+/// Loads `page` in headless Chromium: returns the DOM after its scripts ran, and fails the test
+/// on any console message (errors and uncaught exceptions are logged as CONSOLE lines).
+/// With `screenshot`, also writes a PNG of the page.
+pub fn load_page(
+    browser: &std::path::Path,
+    page: &std::path::Path,
+    screenshot: Option<&std::path::Path>,
+) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let mut c = Command::new(browser);
+    base(&mut c);
+    let o = c
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let console: Vec<&str> = err.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages on {url}: {console:?}");
+    assert!(o.status.success(), "chromium failed on {url}: {err}");
+    if let Some(png) = screenshot {
+        let mut c = Command::new(browser);
+        base(&mut c);
+        let o = c
+            .arg("--window-size=1200,1000")
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(&url)
+            .output()
+            .expect("chromium runs");
+        assert!(o.status.success(), "screenshot of {url} failed");
+        let size = std::fs::metadata(png).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "screenshot of {url} is {size} bytes");
+    }
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,0 +1,355 @@
+//! The real-network path through the binary: a dashboard of a planted feature checked in
+//! headless Chromium; and, with the fetched assets, SmolLM2 harvest -> TopK SAE -> dashboard
+//! -> word intrusion on a slice of Moby-Dick, the additivity experiment, and the bad inputs
+//! (corrupt model, wrong layer, empty corpus, non-UTF-8 text, store/manifest mismatch).
+
+mod common;
+use common::{asset, chromium, fails, load_page, ok};
+use serde_json::{json, Value};
+use sparsecode::data::store::{Manifest, StoreDType, MANIFEST};
+use sparsecode::data::tokens::{token_shard_name, write_token_shard, TokenRow};
+use sparsecode::sae::{Activation, EncoderInit, Sae};
+use sparsecode::Matrix;
+use std::path::Path;
+
+const WORDS: [&str; 8] = [
+    " the", " white", " sea", " whale", " ship", " captain", " deep", " harpoon",
+];
+
+/// A store whose rows are one-hot token embeddings (row = 2 e_token) with full provenance,
+/// and an identity TopK(1) SAE: feature j fires exactly on word j.
+fn planted(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let (contexts, len) = (24usize, 16usize);
+    let mut acts = Vec::new();
+    let mut rows = Vec::new();
+    for c in 0..contexts {
+        for p in 0..len {
+            let tok = ((c * 7 + p * 3 + (c * p) % 5) % 8) as u32;
+            let mut row = vec![0.0f32; 8];
+            row[tok as usize] = 2.0 + (p % 4) as f32 * 0.5;
+            acts.extend(row);
+            rows.push(TokenRow {
+                token: tok,
+                doc: (c % 3) as u32,
+                pos: (c / 3 * len + p) as u32,
+            });
+        }
+    }
+    let shard =
+        sparsecode::data::store::write_shard(&store, "shard-00000.npy", &acts, 8, StoreDType::F32)
+            .unwrap();
+    let tokens = write_token_shard(&store, &token_shard_name(0), &rows).unwrap();
+    std::fs::write(
+        store.join("vocab.json"),
+        serde_json::to_string(&WORDS).unwrap(),
+    )
+    .unwrap();
+    let meta = json!({
+        "model_name": "planted", "hook_name": "blocks.0.hook_resid_post", "context_size": len,
+        "documents": ["moby-a.txt", "moby-b.txt", "moby-c.txt"], "token_shards": [tokens],
+        "vocab_file": "vocab.json",
+    });
+    let m = Manifest::new(8, StoreDType::F32, vec![shard], meta);
+    std::fs::write(store.join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+    let mut rng = rand::rng();
+    let mut sae = Sae::init(8, 8, Activation::TopK { k: 1 }, EncoderInit::Tied, &mut rng);
+    sae.w_enc = Matrix::from_fn(8, 8, |i, j| if i == j { 1.0 } else { 0.0 });
+    sae.w_dec = sae.w_enc.clone();
+    let sae_dir = dir.join("sae");
+    std::fs::create_dir_all(&sae_dir).unwrap();
+    sparsecode::io::saelens::save(&sae_dir, &sae, json!({})).unwrap();
+    (store, sae_dir)
+}
+
+#[test]
+fn dashboard_shows_a_planted_feature_in_chromium() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, sae) = planted(t.path());
+    let out = t.path().join("dash");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&[
+        "dashboard",
+        "--sae",
+        &s(&sae),
+        "--store",
+        &s(&store),
+        "--out",
+        &s(&out),
+        "--unembed",
+        "none",
+    ]);
+    let feats: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("features.json")).unwrap()).unwrap();
+    // Feature 3 fires on " whale" only, as often as the word occurs.
+    assert_eq!(feats[3]["top_tokens"], json!([" whale"]));
+    let Some(browser) = chromium() else { return };
+    let shot = t.path().join("feature.png");
+    let dom = load_page(&browser, &out.join("f/00003.html"), Some(&shot));
+    assert!(dom.contains("<h1>Feature 3</h1>"));
+    // The top contexts highlight the planted word, with its value on hover.
+    let focus: Vec<&str> = dom.split("tok focus").skip(1).collect();
+    assert!(focus.len() >= 10, "{} highlighted contexts", focus.len());
+    assert!(focus
+        .iter()
+        .all(|f| f.split("</span>").next().unwrap().ends_with(" whale")));
+    assert!(
+        dom.contains("title=\"3.500\""),
+        "the largest planted value shows on hover"
+    );
+    assert!(dom.contains("moby-a.txt"));
+    let index = load_page(
+        &browser,
+        &out.join("index.html"),
+        Some(&t.path().join("index.png")),
+    );
+    assert!(index.contains("href=\"f/00003.html\""));
+    assert!(index.contains("id=\"search\""));
+}
+
+#[test]
+fn smollm2_slice_harvest_train_dashboard_interp() {
+    let (Some(gguf), Some(moby)) = (
+        asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let store = t.path().join("store");
+    let out = ok(&[
+        "harvest",
+        "--model",
+        &s(&gguf),
+        "--corpus",
+        &s(&moby),
+        "--layer",
+        "15",
+        "--context",
+        "64",
+        "--max-tokens",
+        "6144",
+        "--shard-contexts",
+        "32",
+        "--out",
+        &s(&store),
+    ]);
+    assert!(out.contains("harvested 6144 tokens"), "{out}");
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join(MANIFEST)).unwrap()).unwrap();
+    assert_eq!(m["d_in"], 576);
+    assert_eq!(m["metadata"]["hook_name"], "blocks.15.hook_resid_post");
+    assert_eq!(m["shards"].as_array().unwrap().len(), 3);
+    ok(&["store", "verify", &s(&store)]);
+    let run = t.path().join("sae");
+    ok(&[
+        "train",
+        "--store",
+        &s(&store),
+        "--arch",
+        "topk",
+        "--k",
+        "16",
+        "--latents",
+        "512",
+        "--steps",
+        "150",
+        "--batch",
+        "512",
+        "--out",
+        &s(&run),
+    ]);
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("cfg.json")).unwrap()).unwrap();
+    assert_eq!(cfg["metadata"]["hook_name"], "blocks.15.hook_resid_post");
+    assert_eq!(cfg["metadata"]["context_size"], 64);
+    let interp = t.path().join("interp");
+    let table = ok(&[
+        "interp",
+        "--sae",
+        &s(&run),
+        "--store",
+        &s(&store),
+        "--out",
+        &s(&interp),
+        "--features",
+        "30",
+    ]);
+    assert!(
+        table.contains("| sae |") && table.contains("| neurons |") && table.contains("| random |")
+    );
+    let scores: Value =
+        serde_json::from_str(&std::fs::read_to_string(interp.join("scores.json")).unwrap())
+            .unwrap();
+    for fam in ["sae", "neurons", "random"] {
+        let n = scores[fam]["n"].as_u64().unwrap();
+        let acc = scores[fam]["accuracy"].as_f64().unwrap();
+        let (lo, hi) = (
+            scores[fam]["accuracy_ci"][0].as_f64().unwrap(),
+            scores[fam]["accuracy_ci"][1].as_f64().unwrap(),
+        );
+        assert!(n >= 15 && lo <= acc && acc <= hi, "{fam}: {}", scores[fam]);
+    }
+    let dash = t.path().join("dash");
+    ok(&[
+        "dashboard",
+        "--sae",
+        &s(&run),
+        "--store",
+        &s(&store),
+        "--out",
+        &s(&dash),
+        "--scores",
+        &s(&interp.join("scores.json")),
+    ]);
+    let feats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dash.join("features.json")).unwrap())
+            .unwrap();
+    let first = feats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["density"].as_f64().unwrap() > 0.0)
+        .unwrap();
+    let page = dash.join(format!("f/{:05}.html", first["id"].as_u64().unwrap()));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Promotes (logit effect)") && html.contains("Suppresses"));
+    assert!(feats
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| !f["score"].is_null()));
+    if let Some(browser) = chromium() {
+        let dom = load_page(&browser, &page, None);
+        assert!(dom.contains("tok focus"));
+        load_page(&browser, &dash.join("index.html"), None);
+    }
+}
+
+#[test]
+fn additivity_of_minilm_embeddings_beats_the_null() {
+    let Some(_) = asset("minilm/model.safetensors") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("add");
+    ok(&["experiment", "additivity", "--out", out.to_str().unwrap()]);
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let d = r["results"]["cohens_d"].as_f64().unwrap();
+    assert!(r["results"]["n"].as_u64().unwrap() >= 100);
+    assert!(d > 2.0, "Cohen's d {d}");
+    assert!(out.join("additivity.svg").exists());
+}
+
+#[test]
+fn bad_real_network_inputs_get_clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // A corrupt model file (no assets needed).
+    let junk = t.path().join("broken.gguf");
+    std::fs::write(&junk, b"GGUF but not really").unwrap();
+    let corpus = t.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("a.txt"), "Call me Ishmael. ".repeat(50)).unwrap();
+    let e = fails(&[
+        "harvest",
+        "--model",
+        &s(&junk),
+        "--corpus",
+        &s(&corpus),
+        "--layer",
+        "1",
+        "--out",
+        &s(&t.path().join("o")),
+    ]);
+    assert!(e.contains("broken.gguf") && e.contains("GGUF"), "{e}");
+    // A store whose token shard does not match its manifest.
+    let (store, sae) = planted(t.path());
+    let tok = store.join(token_shard_name(0));
+    let bytes = std::fs::read(&tok).unwrap();
+    std::fs::write(&tok, &bytes[..bytes.len() - 12]).unwrap();
+    let e = fails(&[
+        "dashboard",
+        "--sae",
+        &s(&sae),
+        "--store",
+        &s(&store),
+        "--out",
+        &s(&t.path().join("d")),
+    ]);
+    assert!(e.contains("tokens.npy") && e.contains("truncated"), "{e}");
+    assert!(!t.path().join("d").exists(), "no partial output");
+    // A truncated activation shard is never read as complete.
+    let act = store.join("shard-00000.npy");
+    let bytes = std::fs::read(&act).unwrap();
+    std::fs::write(&act, &bytes[..bytes.len() - 4]).unwrap();
+    let e = fails(&[
+        "train",
+        "--store",
+        &s(&store),
+        "--arch",
+        "topk",
+        "--k",
+        "1",
+        "--latents",
+        "8",
+        "--steps",
+        "1",
+        "--out",
+        &s(&t.path().join("r")),
+    ]);
+    assert!(
+        e.contains("shard-00000.npy") && e.contains("truncated"),
+        "{e}"
+    );
+
+    let Some(_) = asset("minilm/model.safetensors") else {
+        return;
+    };
+    let out = s(&t.path().join("h"));
+    let e = fails(&[
+        "harvest",
+        "--model",
+        "minilm",
+        "--corpus",
+        &s(&corpus),
+        "--layer",
+        "6",
+        "--out",
+        &out,
+    ]);
+    assert!(e.contains("layer 6") && e.contains("6 layers"), "{e}");
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("blank.txt"), "\n\n").unwrap();
+    let e = fails(&[
+        "harvest",
+        "--model",
+        "minilm",
+        "--corpus",
+        &s(&empty),
+        "--layer",
+        "2",
+        "--out",
+        &out,
+    ]);
+    assert!(e.contains("empty corpus"), "{e}");
+    let latin = t.path().join("latin1.txt");
+    std::fs::write(&latin, b"Ahab's caf\xe9").unwrap();
+    let e = fails(&[
+        "harvest",
+        "--model",
+        "minilm",
+        "--corpus",
+        &s(&latin),
+        "--layer",
+        "2",
+        "--out",
+        &out,
+    ]);
+    assert!(e.contains("latin1.txt") && e.contains("not UTF-8"), "{e}");
+    assert!(!t.path().join("h").join(MANIFEST).exists());
+}
