@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks sparsecode against PyTorch (CPU) and scikit-learn on this machine and writes
 # BENCHMARKS.md. Creates its own Python venv under target/bench-venv (torch, scikit-learn,
-# threadpoolctl from PyPI; a few GB because PyPI's torch wheel pulls its CUDA runtime libraries).
+# threadpoolctl, transformers from PyPI; a few GB because PyPI's torch wheel pulls its CUDA runtime libraries).
 # Usage: benches/run-comparison.sh [--threads T] [--repeats R] [--quick]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,6 +9,6 @@ venv="$root/target/bench-venv"
 cargo build --release --manifest-path "$root/Cargo.toml"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q numpy scikit-learn threadpoolctl torch
+  "$venv/bin/pip" install -q numpy scikit-learn threadpoolctl torch transformers safetensors
 fi
 exec "$venv/bin/python" "$root/benches/run_comparison.py" "$@"

@@ -151,6 +151,31 @@ def write_reference(machine_line):
     os.replace(REFERENCE_JSON + ".tmp", REFERENCE_JSON)
 
 
+def harvest_section(threads, repeats):
+    """Transformer forward throughput: MiniLM against Hugging Face transformers (same tokens
+    shape, alternating runs), SmolLM2 against the same-run f32 gemm (no PyTorch copy of the
+    GGUF weights exists offline)."""
+    minilm = os.path.join(ROOT, "assets", "minilm")
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(run_json([SC, "--threads", str(threads), "bench", "harvest", "--model", "minilm", "--layer", "5", "--json"]))
+        theirs.append(run_json([PY, HELPER, "bert", "--model", minilm, "--layer", "5", "--threads", str(threads)])["tokens_per_s"])
+    o = statistics.median(r["tokens_per_s"] for r in ours)
+    t = statistics.median(theirs)
+    smol = [run_json([SC, "--threads", str(threads), "bench", "harvest", "--model", "smollm2", "--layer", "15", "--json"]) for _ in range(repeats)]
+    s_tok = statistics.median(r["tokens_per_s"] for r in smol)
+    s_util = statistics.median(r["utilisation"] for r in smol)
+    s_gemm = statistics.median(r["gemm_gflops"] for r in smol)
+    return [
+        "", f"## Harvest: transformer forward to one layer, 8 contexts x 129 tokens ({datetime.date.today()})", "",
+        f"Median of {repeats} alternating runs, {threads} threads; random token ids. Reproduce with",
+        "`benches/run-comparison.sh --only-harvest` (needs `scripts/fetch-assets`).", "",
+        "| model | layer | sparsecode tokens/s | baseline | ratio |", "|---|---|---|---|---|",
+        f"| all-MiniLM-L6-v2 (BERT, d=384) | 5 (last) | {o:,.0f} | transformers (PyTorch) {t:,.0f} tokens/s | **{o / t:.2f}x** |",
+        f"| SmolLM2-135M (Llama GGUF, d=576) | 15 of 30 | {s_tok:,.0f} | same-run f32 gemm {s_gemm:.0f} GFLOP/s | **{s_util:.2f}** of gemm speed |",
+    ]
+
+
 def splice(path, heading, section):
     """Replaces the section that starts with `heading` in `path` (or appends it)."""
     old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
@@ -173,6 +198,7 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--only-encode", action="store_true", help="re-measure only the encoding table and splice it into --out")
     p.add_argument("--only-dictionary", action="store_true", help="re-measure only the dictionary-learning table and splice it into --out")
+    p.add_argument("--only-harvest", action="store_true", help="re-measure only the transformer-forward table and splice it into --out")
     a = p.parse_args()
     t, r = a.threads, (1 if a.quick else a.repeats)
     shapes = [(768, 16384, 32, 4096), (384, 6144, 32, 4096), (576, 36864, 64, 2048)]
@@ -180,6 +206,10 @@ def main():
     steps = 5
     if a.quick:
         shapes, scaling, steps = [(64, 512, 8, 256)], [512, 1024], 2
+    if a.only_harvest:
+        splice(a.out, "## Harvest", harvest_section(t, r))
+        print(f"updated {a.out}")
+        return
     if a.only_encode or a.only_dictionary:
         with tempfile.TemporaryDirectory() as tmp:
             if a.only_encode:

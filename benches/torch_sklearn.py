@@ -101,6 +101,27 @@ def objective(a):
     print(json.dumps({"objective": 0.5 * float((r * r).sum()) + a.alpha * float(np.abs(c).sum())}))
 
 
+def bert(a):
+    """MiniLM (BERT) forward to one layer with Hugging Face transformers, on random token ids."""
+    import statistics
+    import time
+    import torch
+    from transformers import BertModel
+    torch.set_num_threads(a.threads)
+    model = BertModel.from_pretrained(a.model, local_files_only=True).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.context), generator=g)
+    times = []
+    with torch.inference_mode():
+        for i in range(a.repeats + 1):
+            t = time.perf_counter()
+            out = model(input_ids=ids, output_hidden_states=True)
+            _ = out.hidden_states[a.layer + 1]
+            if i > 0:
+                times.append(time.perf_counter() - t)
+    print(json.dumps({"tokens_per_s": a.batch * a.context / statistics.median(times)}))
+
+
 def supports(a):
     c1 = np.load(a.codes) != 0
     c2 = np.load(a.other) != 0
@@ -133,11 +154,15 @@ def main():
     dl.add_argument("--atoms", type=int, required=True)
     dl.add_argument("--seed", type=int, default=0)
     dl.add_argument("--threads", type=int, default=2)
+    b = sub.add_parser("bert")
+    b.add_argument("--model", required=True)
+    for name, default in [("layer", 5), ("context", 129), ("batch", 8), ("repeats", 5), ("threads", 2)]:
+        b.add_argument(f"--{name}", type=int, default=default)
     s = sub.add_parser("supports")
     s.add_argument("--codes", required=True)
     s.add_argument("--other", required=True)
     a = p.parse_args()
-    {"train": train, "encode": encode, "dictlearn": dictlearn, "objective": objective, "supports": supports}[a.cmd](a)
+    {"train": train, "encode": encode, "dictlearn": dictlearn, "objective": objective, "supports": supports, "bert": bert}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,12 @@ impl ResidualModel for Bert {
     fn name(&self) -> &str {
         "all-MiniLM-L6-v2"
     }
+    fn flops_per_token(&self, layer: usize, t: usize) -> f64 {
+        let d = self.cfg.hidden_size as f64;
+        let ff = self.cfg.intermediate_size as f64;
+        let per_block = 2.0 * (4.0 * d * d + 2.0 * d * ff) + 2.0 * 2.0 * t as f64 * d;
+        per_block * (layer + 1) as f64
+    }
 }
 
 /// Cosine similarity of two vectors (0 if either is zero).

@@ -396,6 +396,9 @@ mod tests {
         fn name(&self) -> &str {
             "fake"
         }
+        fn flops_per_token(&self, _: usize, _: usize) -> f64 {
+            0.0
+        }
     }
 
     fn corpus(dir: &Path) -> PathBuf {

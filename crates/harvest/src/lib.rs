@@ -39,6 +39,9 @@ pub trait ResidualModel: Sync {
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>>;
     /// Short model name for records (`smollm2-135m`, `all-minilm-l6-v2`).
     fn name(&self) -> &str;
+    /// Multiply-adds x 2 of one forward pass through blocks `0..=layer` per token of a
+    /// `t`-token sequence (projections, MLP and attention scores; for throughput ratios).
+    fn flops_per_token(&self, layer: usize, t: usize) -> f64;
 }
 
 /// Checks `layer` against a model's depth, naming the valid range.

@@ -461,6 +461,14 @@ impl ResidualModel for Llama {
     fn name(&self) -> &str {
         &self.name
     }
+    fn flops_per_token(&self, layer: usize, t: usize) -> f64 {
+        let c = &self.cfg;
+        let d = c.d_model as f64;
+        let kv = (c.n_kv_heads * c.d_model / c.n_heads) as f64;
+        let per_block =
+            2.0 * (2.0 * d * d + 2.0 * d * kv + 3.0 * d * c.d_ff as f64) + 2.0 * 2.0 * t as f64 * d;
+        per_block * (layer + 1) as f64
+    }
 }
 
 #[cfg(test)]

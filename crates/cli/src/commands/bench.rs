@@ -79,6 +79,25 @@ pub enum Which {
     },
     /// Write Gaussian rows to a .npy file or an activation store (data for benchmarks).
     RandomData(RandomData),
+    /// Harvest throughput: a transformer forward to one layer on random token contexts, against
+    /// the dense f32 product speed measured in the same run.
+    Harvest {
+        /// `smollm2`, `minilm`, a .gguf file or a BERT folder.
+        #[arg(long, default_value = "smollm2")]
+        model: String,
+        #[arg(long)]
+        layer: usize,
+        /// Tokens per context (BOS included).
+        #[arg(long, default_value_t = 129)]
+        context: usize,
+        /// Contexts per forward pass.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `bench random-data`.
@@ -195,8 +214,87 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             )?;
         }
         Which::RandomData(r) => random_data(r)?,
+        Which::Harvest {
+            model,
+            layer,
+            context,
+            batch,
+            repeats,
+            json,
+        } => bench_harvest(&model, layer, context, batch, repeats, json, threads)?,
     }
     Ok(Outcome::Ok)
+}
+
+/// Times `residual` on `batch` random contexts (median of `repeats` after one warm-up) and a
+/// dense product of the same row count and the model's width for the utilisation ratio.
+fn bench_harvest(
+    spec: &str,
+    layer: usize,
+    context: usize,
+    batch: usize,
+    repeats: usize,
+    json: bool,
+    threads: usize,
+) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use sparsecode::bench::median;
+    let (loaded, _) = sparsecode_harvest::models::Loaded::load(spec)?;
+    let m = loaded.residual_model();
+    sparsecode_harvest::check_layer(m, layer)?;
+    if context == 0 || context > m.max_context() || batch == 0 || repeats == 0 {
+        anyhow::bail!(
+            "invalid bench shape: context 1..={}, batch and repeats at least 1",
+            m.max_context()
+        );
+    }
+    let vocab = loaded.tokenizer().vocab_size() as u32;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let tokens: Vec<Vec<u32>> = (0..batch)
+        .map(|_| (0..context).map(|_| rng.random_range(0..vocab)).collect())
+        .collect();
+    let mut times = Vec::new();
+    for i in 0..=repeats {
+        let t = std::time::Instant::now();
+        m.residual(&tokens, layer)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let med = median(&times);
+    let tok_s = (batch * context) as f64 / med;
+    let model_gflops = tok_s * m.flops_per_token(layer, context) / 1e9;
+    // The same-run baseline: f32 gemm of [rows, d] x [d, 4d] through the library kernel.
+    let (rows, d) = (batch * context, m.d_model());
+    let a = sparsecode::bench::random_data(rows, d, 1);
+    let b = sparsecode::bench::random_data(d, 4 * d, 2);
+    let mut c = vec![0.0f32; rows * 4 * d];
+    let par = sparsecode::Parallelism::threads(threads);
+    let mut gt = Vec::new();
+    for i in 0..=repeats {
+        let t = std::time::Instant::now();
+        sparsecode::linalg::matmul(&mut c, a.view(), b.view(), 0.0, par);
+        if i > 0 {
+            gt.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let gemm_gflops = 2.0 * (rows * d * 4 * d) as f64 / median(&gt) / 1e9;
+    if json {
+        let v = serde_json::json!({
+            "model": m.name(), "layer": layer, "context": context, "batch": batch,
+            "tokens_per_s": tok_s, "forward_ms": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+            "model_gflops": model_gflops, "gemm_gflops": gemm_gflops,
+            "utilisation": model_gflops / gemm_gflops,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!(
+            "harvest {} to layer {layer}, {batch} x {context} tokens, threads={threads}: {tok_s:.0} tokens/s (median of {repeats}); {model_gflops:.1} GFLOP/s = {:.2} x the same-run f32 gemm ({gemm_gflops:.1} GFLOP/s)",
+            m.name(),
+            model_gflops / gemm_gflops
+        );
+    }
+    Ok(())
 }
 
 fn random_data(a: RandomData) -> Result<()> {
