@@ -11,4 +11,5 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q numpy scikit-learn threadpoolctl torch transformers safetensors
 fi
+"$venv/bin/python" -c "import transformers" 2>/dev/null || "$venv/bin/pip" install -q transformers safetensors
 exec "$venv/bin/python" "$root/benches/run_comparison.py" "$@"

@@ -128,11 +128,17 @@ pub fn run(a: Args) -> Result<Outcome> {
         Which::Verify { store } => {
             let s = Store::open(&store)?;
             s.verify()?;
+            let tokens = sparsecode::data::tokens::verify_token_shards(&s)?;
             println!(
-                "{}: {} shards verified ({} rows)",
+                "{}: {} shards verified ({} rows){}",
                 store.display(),
                 s.manifest().shards.len(),
-                s.manifest().rows
+                s.manifest().rows,
+                if tokens > 0 {
+                    format!(", and {tokens} token shards")
+                } else {
+                    String::new()
+                }
             );
         }
     }

@@ -77,6 +77,34 @@ pub fn read_token_shard(path: &Path, expect_rows: u64) -> Result<Vec<TokenRow>> 
         .collect())
 }
 
+/// Recomputes the SHA-256 of every token shard a store lists (none for a store without token
+/// provenance) and returns how many were checked.
+pub fn verify_token_shards(store: &Store) -> Result<usize> {
+    let meta = &store.manifest().metadata;
+    if meta["token_shards"].is_null() {
+        return Ok(0);
+    }
+    let shards: Vec<ShardInfo> =
+        serde_json::from_value(meta["token_shards"].clone()).map_err(|e| {
+            Error::format(
+                store.dir().join(super::store::MANIFEST),
+                format!("`metadata.token_shards`: {e}"),
+            )
+        })?;
+    for s in &shards {
+        let path = store.dir().join(&s.file);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let got = sha256_hex(&bytes);
+        if got != s.sha256 {
+            return Err(Error::format(
+                &path,
+                format!("SHA-256 {got} does not match the manifest's {}", s.sha256),
+            ));
+        }
+    }
+    Ok(shards.len())
+}
+
 /// Every row's provenance, the vocabulary and document names of a harvested store.
 #[derive(Clone, Debug)]
 pub struct TokenTable {
