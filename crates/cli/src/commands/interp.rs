@@ -129,7 +129,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         results.push((name, s));
     }
     let mut md = String::from(
-        "# Word intrusion (MiniLM embeddings; chance = 1/6)\n\n| features | scored | intruder found (95% CI) | DistRatio (95% CI) |\n|---|---|---|---|\n",
+        "# Word intrusion (MiniLM embeddings; chance = 1/6)\n\n| features | scored | intruder found (95% CI) | median DistRatio (95% CI) |\n|---|---|---|---|\n",
     );
     for (name, s) in &results {
         md.push_str(&format!(

@@ -64,14 +64,18 @@ pub fn item_text(tokens: &TokenTable, row: usize, window: usize) -> String {
     (lo..=row).map(|i| tokens.text(i)).collect::<String>()
 }
 
-/// Top rows of a feature from distinct contexts, largest first.
-fn distinct_top(scan: &FeatureScan, tokens: &TokenTable, f: usize) -> Vec<u32> {
+/// Top rows of a feature from distinct contexts and with distinct item texts, largest first
+/// (repeated boilerplate would otherwise make five identical members and a trivial task).
+fn distinct_top(scan: &FeatureScan, tokens: &TokenTable, f: usize, window: usize) -> Vec<u32> {
     let mut seen = Vec::new();
+    let mut texts = Vec::new();
     let mut out = Vec::new();
     for &(_, r) in &scan.features[f].top {
         let c = r as usize / tokens.context;
-        if !seen.contains(&c) {
+        let text = item_text(tokens, r as usize, window);
+        if !seen.contains(&c) && !texts.contains(&text) {
             seen.push(c);
+            texts.push(text);
             out.push(r);
             if out.len() == MEMBERS {
                 break;
@@ -92,7 +96,7 @@ pub fn build_tasks(
 ) -> Result<Vec<Task>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut eligible: Vec<(usize, Vec<u32>)> = (0..scan.features.len())
-        .map(|f| (f, distinct_top(scan, tokens, f)))
+        .map(|f| (f, distinct_top(scan, tokens, f, cfg.window)))
         .filter(|(_, m)| m.len() == MEMBERS)
         .collect();
     if eligible.len() < 2 {
@@ -152,8 +156,14 @@ pub fn build_tasks(
             .iter()
             .map(|&r| r as usize / tokens.context)
             .collect();
+        let member_text: Vec<String> = members
+            .iter()
+            .map(|&r| item_text(tokens, r as usize, cfg.window))
+            .collect();
         let intruder = c.iter().copied().find(|&r| {
-            acts[&(r, f as u32)] <= *med && !member_ctx.contains(&(r as usize / tokens.context))
+            acts[&(r, f as u32)] <= *med
+                && !member_ctx.contains(&(r as usize / tokens.context))
+                && !member_text.contains(&item_text(tokens, r as usize, cfg.window))
         });
         if let Some(intruder) = intruder {
             tasks.push(Task {
@@ -192,9 +202,9 @@ pub struct FamilyScore {
     pub accuracy: f64,
     /// Bootstrap 95% interval of the accuracy.
     pub accuracy_ci: (f64, f64),
-    /// Mean DistRatio.
+    /// Median DistRatio over features (robust: near-identical members make single ratios huge).
     pub dist_ratio: f64,
-    /// Bootstrap 95% interval of the mean DistRatio.
+    /// Bootstrap 95% interval of the median DistRatio.
     pub dist_ratio_ci: (f64, f64),
     /// Every task.
     pub features: Vec<TaskScore>,
@@ -243,24 +253,49 @@ pub fn judge(emb: &[Vec<f32>]) -> (usize, f64) {
     (predicted, inter / (intra / pairs).max(1e-9))
 }
 
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
 /// Mean and bootstrap 95% percentile interval of `v`.
 pub fn bootstrap_ci(v: &[f64], reps: usize, seed: u64) -> (f64, (f64, f64)) {
+    bootstrap_stat(v, reps, seed, mean)
+}
+
+/// `stat(v)` and the bootstrap 95% percentile interval of `stat`.
+pub fn bootstrap_stat(
+    v: &[f64],
+    reps: usize,
+    seed: u64,
+    stat: fn(&[f64]) -> f64,
+) -> (f64, (f64, f64)) {
     if v.is_empty() {
         return (f64::NAN, (f64::NAN, f64::NAN));
     }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let value = stat(v);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut buf = vec![0.0; v.len()];
     let mut means: Vec<f64> = (0..reps.max(1))
         .map(|_| {
-            (0..v.len())
-                .map(|_| v[rng.random_range(0..v.len())])
-                .sum::<f64>()
-                / v.len() as f64
+            buf.iter_mut()
+                .for_each(|b| *b = v[rng.random_range(0..v.len())]);
+            stat(&buf)
         })
         .collect();
     means.sort_by(f64::total_cmp);
     let q = |p: f64| means[((p * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];
-    (mean, (q(0.025), q(0.975)))
+    (value, (q(0.025), q(0.975)))
 }
 
 /// Embeds every task's items with `embed` and scores them.
@@ -307,7 +342,7 @@ pub fn score(
     let acc: Vec<f64> = features.iter().map(|f| f.correct).collect();
     let dr: Vec<f64> = features.iter().map(|f| f.dist_ratio).collect();
     let (accuracy, accuracy_ci) = bootstrap_ci(&acc, cfg.bootstrap, cfg.seed);
-    let (dist_ratio, dist_ratio_ci) = bootstrap_ci(&dr, cfg.bootstrap, cfg.seed + 1);
+    let (dist_ratio, dist_ratio_ci) = bootstrap_stat(&dr, cfg.bootstrap, cfg.seed + 1, median);
     Ok(FamilyScore {
         n: features.len(),
         accuracy,
