@@ -533,16 +533,22 @@ mod tests {
         assert_eq!(fx[1].up[0].0 as usize, best);
         assert!((fx[1].up[0].1 - full[best]).abs() < 1e-3);
         assert!(fx[1].down[0].1 <= fx[1].down[2].1);
-        // The embedding row of a token, as a direction, promotes that token (tied unembedding).
-        let the = m.tokenizer().token_id("Ġwhale").unwrap() as usize;
-        let row = m.embed.narrow(0, the, 1).unwrap().flatten_all().unwrap();
-        let row: Vec<f32> = row.to_vec1().unwrap();
-        let fx = m.logit_effects(&row, 5).unwrap();
-        assert!(
-            fx[0].up.iter().any(|&(i, _)| i as usize == the),
-            "{:?}",
-            fx[0].up
-        );
+        // Against a naive loop: effect[t] = sum_k W_U[t, k] g[k] dir[k] for a few tokens.
+        let g: Vec<f32> = m.out_norm.to_vec1().unwrap();
+        let full0 = m.unembed_direction(&dirs[..d]).unwrap();
+        for &(t, v) in fx[0].up.iter().chain(&fx[0].down) {
+            let row: Vec<f32> = m
+                .embed
+                .narrow(0, t as usize, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let naive: f32 = (0..d).map(|k| row[k] * g[k] * dirs[k]).sum();
+            assert!((naive - v).abs() < 1e-3 * (1.0 + v.abs()), "{naive} vs {v}");
+            assert!((full0[t as usize] - v).abs() < 1e-3 * (1.0 + v.abs()));
+        }
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         8192,
         ScanConfig::default(),
         &encode,
+        None,
         &mut |done| bar.set_position(done),
     )?;
     bar.finish_and_clear();

@@ -95,6 +95,18 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         ("neurons", d, &enc_neurons),
         ("random", a.features, &enc_random),
     ];
+    // Only rows with a full window of left context are items: every item then has the same
+    // length, and the first positions of a context (whose residual norms are far larger) cannot
+    // fill a neuron's top list with one-token texts that an embedder groups by length alone.
+    if a.window > tokens.context {
+        anyhow::bail!(
+            "invalid `--window`: {} tokens is longer than the store's contexts ({})",
+            a.window,
+            tokens.context
+        );
+    }
+    let (window, ctx) = (a.window, tokens.context as u64);
+    let full_window = |r: u64| (r % ctx) as usize + 1 >= window;
     let out = OutputDir::create(&a.out, a.force)?;
     let mut results: Vec<(&str, FamilyScore)> = Vec::new();
     for (name, n, enc) in families {
@@ -110,6 +122,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 seed: a.seed,
             },
             enc,
+            Some(&full_window),
             &mut |done| bar.set_position(done),
         )?;
         bar.finish_and_clear();

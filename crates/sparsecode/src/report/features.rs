@@ -128,13 +128,20 @@ impl FeatureScan {
 
     /// Adds the activations of the next rows (`[rows, features]` dense or TopK slots).
     pub fn add(&mut self, codes: &Codes) {
+        self.add_masked(codes, None)
+    }
+
+    /// Like [`FeatureScan::add`], but rows whose `keep` entry is false are counted in `rows` and
+    /// otherwise ignored (e.g. rows without a full left context).
+    pub fn add_masked(&mut self, codes: &Codes, keep: Option<&[bool]>) {
         let start = self.rows as u32;
+        let kept = |r: usize| keep.is_none_or(|k| k[r]);
         let cfg = self.cfg;
         match codes {
             Codes::Dense(m) => {
                 let n = m.cols();
                 self.features.par_iter_mut().enumerate().for_each(|(j, f)| {
-                    for r in 0..m.rows() {
+                    for r in (0..m.rows()).filter(|&r| kept(r)) {
                         f.push(m.as_slice()[r * n + j], start + r as u32, &cfg);
                     }
                 });
@@ -144,7 +151,7 @@ impl FeatureScan {
                 let rows = rows_of(t);
                 // Bucket the slots by feature (rows stay in order), then update in parallel.
                 let mut buckets: Vec<Vec<(f32, u32)>> = vec![Vec::new(); self.features.len()];
-                for r in 0..rows {
+                for r in (0..rows).filter(|&r| kept(r)) {
                     for s in r * t.k..(r + 1) * t.k {
                         if t.values[s] > 0.0 {
                             buckets[t.indices[s] as usize].push((t.values[s], start + r as u32));
@@ -181,8 +188,13 @@ fn rows_of(t: &TopK) -> usize {
     }
 }
 
+/// Row filter of a scan: `keep(global_row)`.
+pub type RowFilter<'a> = &'a (dyn Fn(u64) -> bool + Sync);
+
 /// Scans the first `limit` rows of `source` (all if `None`) in chunks of `chunk` rows, turning
-/// each chunk into feature activations with `encode`. `on_chunk(rows_done)` reports progress.
+/// each chunk into feature activations with `encode`; rows `keep` rejects are skipped.
+/// `on_chunk(rows_done)` reports progress.
+#[allow(clippy::too_many_arguments)]
 pub fn scan(
     source: &dyn RowSource,
     n_features: usize,
@@ -190,6 +202,7 @@ pub fn scan(
     chunk: usize,
     cfg: ScanConfig,
     encode: &(dyn Fn(&Matrix) -> Result<Codes> + Sync),
+    keep: Option<RowFilter>,
     on_chunk: &mut dyn FnMut(u64),
 ) -> Result<FeatureScan> {
     let total = limit.unwrap_or(u64::MAX).min(source.rows());
@@ -205,7 +218,9 @@ pub fn scan(
             buf.resize(take * d, 0.0);
             source.read(shard, start, &mut buf)?;
             let x = Matrix::from_vec(take, d, std::mem::take(&mut buf))?;
-            scan.add(&encode(&x)?);
+            let mask: Option<Vec<bool>> =
+                keep.map(|k| (0..take as u64).map(|r| k(done + r)).collect());
+            scan.add_masked(&encode(&x)?, mask.as_deref());
             buf = x.into_vec();
             start += take as u64;
             done += take as u64;
@@ -243,6 +258,7 @@ mod tests {
             128,
             cfg,
             &|m| Ok(Codes::Dense(m.clone())),
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -268,6 +284,7 @@ mod tests {
             64,
             cfg,
             &|m| Ok(Codes::Dense(m.clone())),
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -279,6 +296,7 @@ mod tests {
             500,
             cfg,
             &|m| Ok(Codes::Dense(m.clone())),
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -286,6 +304,23 @@ mod tests {
             u.features[0].sample, f.sample,
             "chunking does not change the sample"
         );
+        // A row filter drops rows from the summaries but not from the row count.
+        let below_1000 = |r: u64| r < 1000;
+        let dense = |m: &Matrix| Ok(Codes::Dense(m.clone()));
+        let v = scan(
+            &x,
+            2,
+            None,
+            128,
+            cfg,
+            &dense,
+            Some(&below_1000),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(v.rows, 3000);
+        assert_eq!(v.features[0].max, 999.0);
+        assert_eq!(v.features[0].count, 333);
     }
 
     #[test]
