@@ -516,6 +516,7 @@ mod tests {
         let b = m.greedy(&prompt, 4).unwrap();
         assert_eq!(a, b, "greedy decoding must be deterministic");
         let text = tok.decode(&a).unwrap();
+        eprintln!("The capital of France is -> {text:?}");
         assert!(text.contains("Paris"), "continuation: {text:?}");
     }
 

@@ -253,19 +253,18 @@ pub fn run(
         format!("Effect size (Cohen's d, pairs vs null): {d:.2}; a pair beats its own null in {wins} of {n} cases."),
         format!("Uncentred cos(f(A and B), f(A) + f(B)): {}.", super::fmt_mean_sd(&plain)),
     ];
-    // Histograms of the two distributions.
-    let bins = 20;
+    // Histograms of the two distributions, over the range they occupy (0.02-wide bins).
+    let lo = (m.iter().chain(&z).copied().fold(1.0f64, f64::min) * 10.0).floor() / 10.0;
+    let bins = (((1.0 - lo) / 0.02).round() as usize).max(1);
     let hist = |x: &[f64]| -> Vec<(f64, f64)> {
         let mut c = vec![0usize; bins];
         for &v in x {
-            let b = (((v + 1.0) / 2.0) * bins as f64)
-                .floor()
-                .clamp(0.0, bins as f64 - 1.0);
+            let b = ((v - lo) / (1.0 - lo) * bins as f64).floor().clamp(0.0, bins as f64 - 1.0);
             c[b as usize] += 1;
         }
         c.iter()
             .enumerate()
-            .map(|(i, &k)| (-1.0 + (i as f64 + 0.5) * 2.0 / bins as f64, k as f64))
+            .map(|(i, &k)| (lo + (i as f64 + 0.5) * (1.0 - lo) / bins as f64, k as f64))
             .collect()
     };
     let plot = LinePlot {
