@@ -8,6 +8,7 @@ use sparsecode::data::store::Store;
 use sparsecode::data::tokens::TokenTable;
 use sparsecode::report::dashboard::{self, DashboardInput};
 use sparsecode::report::features::{self, ScanConfig};
+use sparsecode::sae::Sae;
 use sparsecode::Parallelism;
 use sparsecode_harvest::llama::Llama;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,24 @@ pub fn row_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Opens an SAE and a harvested store (with its token provenance) and checks that the SAE reads
+/// the store's rows.
+pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenTable)> {
+    let model = sparsecode::io::saelens::load(sae)?;
+    let st = Store::open(store)?;
+    let tokens = TokenTable::open(&st)?;
+    let d_in = st.manifest().d_in;
+    if model.d_in() != d_in {
+        anyhow::bail!(
+            "{}: the SAE reads {} values per row but the store {} has rows of {d_in}",
+            sae.display(),
+            model.d_in(),
+            store.display()
+        );
+    }
+    Ok((model, st, tokens))
+}
+
 /// The GGUF file behind a store, when it is one of the fetched assets.
 fn store_model(store: &Store) -> Option<PathBuf> {
     let file = store.manifest().metadata["model_file"].as_str()?;
@@ -85,18 +104,8 @@ fn read_scores(path: &Path, n: usize) -> Result<Vec<Option<f64>>> {
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let sae = sparsecode::io::saelens::load(&a.sae)?;
-    let store = Store::open(&a.store)?;
-    let tokens = TokenTable::open(&store)?;
+    let (sae, store, tokens) = open_sae_on_store(&a.sae, &a.store)?;
     let d_in = store.manifest().d_in;
-    if sae.d_in() != d_in {
-        anyhow::bail!(
-            "{}: the SAE reads {} values per row but the store {} has rows of {d_in}",
-            a.sae.display(),
-            sae.d_in(),
-            a.store.display()
-        );
-    }
     let par = Parallelism::Threads(threads);
     let encode = |x: &sparsecode::Matrix| Ok(sae.encode(x, par));
     let rows = a.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);

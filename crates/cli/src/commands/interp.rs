@@ -1,13 +1,11 @@
 //! `sparsecode interp`: word-intrusion scores with MiniLM embeddings for an SAE's features, the
 //! model's raw neurons (residual dimensions) and random directions, on the same store.
 
-use super::dashboard::row_bar;
+use super::dashboard::{open_sae_on_store, row_bar};
 use crate::Outcome;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use sparsecode::data::store::Store;
-use sparsecode::data::tokens::TokenTable;
 use sparsecode::eval::intrusion::{self, FamilyScore, IntrusionConfig};
 use sparsecode::io::{write_atomic, write_json_atomic, OutputDir};
 use sparsecode::linalg::{matmul, normalize_rows, MatRef};
@@ -50,17 +48,8 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     if a.window == 0 {
         anyhow::bail!("invalid `--window`: at least 1 token");
     }
-    let sae = sparsecode::io::saelens::load(&a.sae)?;
-    let store = Store::open(&a.store)?;
-    let tokens = TokenTable::open(&store)?;
+    let (sae, store, tokens) = open_sae_on_store(&a.sae, &a.store)?;
     let d = store.manifest().d_in;
-    if sae.d_in() != d {
-        anyhow::bail!(
-            "{}: the SAE reads {} values per row but the store has rows of {d}",
-            a.sae.display(),
-            sae.d_in()
-        );
-    }
     let bert = Bert::minilm()?;
     let par = Parallelism::Threads(threads);
     let cfg = IntrusionConfig {

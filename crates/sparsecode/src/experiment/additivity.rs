@@ -259,7 +259,9 @@ pub fn run(
     let hist = |x: &[f64]| -> Vec<(f64, f64)> {
         let mut c = vec![0usize; bins];
         for &v in x {
-            let b = ((v - lo) / (1.0 - lo) * bins as f64).floor().clamp(0.0, bins as f64 - 1.0);
+            let b = ((v - lo) / (1.0 - lo) * bins as f64)
+                .floor()
+                .clamp(0.0, bins as f64 - 1.0);
             c[b as usize] += 1;
         }
         c.iter()
