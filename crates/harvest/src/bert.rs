@@ -4,7 +4,7 @@
 
 use crate::assets::{self, Asset};
 use crate::error::CandleContext;
-use crate::tensor_ops::{layer_norm, linear, softmax_last, transposed};
+use crate::tensor_ops::{gelu_erf, layer_norm, linear, softmax_last, transposed};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
 use candle_core::{DType, Device, Tensor};
@@ -210,7 +210,7 @@ impl Bert {
                 .reshape((b, t, d))?;
             let y = linear(&y, &l.attn_out.wt, Some(&l.attn_out.b))?;
             let h = layer_norm(&(y + &x)?, &l.ln1.w, &l.ln1.b, eps)?;
-            let f = linear(&h, &l.inter.wt, Some(&l.inter.b))?.gelu_erf()?;
+            let f = gelu_erf(&linear(&h, &l.inter.wt, Some(&l.inter.b))?)?;
             let f = linear(&f, &l.out.wt, Some(&l.out.b))?;
             x = layer_norm(&(f + h)?, &l.ln2.w, &l.ln2.b, eps)?;
         }
