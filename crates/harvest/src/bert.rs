@@ -202,7 +202,8 @@ impl Bert {
                     .contiguous()
             };
             let (q, k, v) = (heads(&l.q)?, heads(&l.k)?, heads(&l.v)?);
-            let att = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?.broadcast_add(&mask)?;
+            let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (dh as f64).sqrt()))?
+                .broadcast_add(&mask)?;
             let y = softmax_last(&att)?
                 .matmul(&v)?
                 .transpose(1, 2)?

@@ -280,7 +280,7 @@ impl Llama {
         // Grouped-query attention without copying keys: the g query heads that share a key/value
         // head are stacked along the time axis, [b, nkv, g * t, dh].
         let q = q.reshape((b, nkv, g * t, dh))?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+        let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (dh as f64).sqrt()))?;
         let att = att.reshape((b, nkv, g, t, t))?.broadcast_add(mask)?;
         let att = softmax_last(&att)?.reshape((b, nkv, g * t, t))?;
         let y = att

@@ -89,22 +89,23 @@ pub fn transposed(w: &Tensor) -> candle_core::Result<Tensor> {
 /// erf(x) as a rational function of x on [-4, 4] (|erf| is 1 in f32 beyond): the coefficients
 /// used by XLA/Eigen for f32, accurate to a few ulp. Written here because libm's scalar `erff`
 /// (what candle's `gelu_erf` calls per element) was 14% of the MiniLM forward, and this form is
-/// plain multiply-adds and one division that the compiler vectorises.
+/// plain multiplies, adds and one division that the compiler vectorises (not `mul_add`: without
+/// a target FMA feature that becomes a call to a software `fmaf`).
 #[inline]
 pub fn erf_fast(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
-    p = x2.mul_add(p, -2.101_024e-6);
-    p = x2.mul_add(p, -5.692_506_4e-5);
-    p = x2.mul_add(p, -7.349_906_3e-4);
-    p = x2.mul_add(p, -2.954_600_1e-3);
-    p = x2.mul_add(p, -1.609_603_3e-2);
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906_3e-4;
+    p = x2 * p + -2.954_600_1e-3;
+    p = x2 * p + -1.609_603_3e-2;
     p *= x;
-    let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
-    q = x2.mul_add(q, -1.682_827e-3);
-    q = x2.mul_add(q, -7.373_329_3e-3);
-    q = x2.mul_add(q, -1.426_474e-2);
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329_3e-3;
+    q = x2 * q + -1.426_474e-2;
     p / q
 }
 
