@@ -4,7 +4,7 @@
 //! (corrupt model, wrong layer, empty corpus, non-UTF-8 text, store/manifest mismatch).
 
 mod common;
-use common::{asset, chromium, fails, load_page, ok};
+use common::{asset, bin, chromium, fails, load_page, load_url, ok};
 use serde_json::{json, Value};
 use sparsecode::data::store::{Manifest, StoreDType, MANIFEST};
 use sparsecode::data::tokens::{token_shard_name, write_token_shard, TokenRow};
@@ -106,6 +106,37 @@ fn dashboard_shows_a_planted_feature_in_chromium() {
     );
     assert!(index.contains("href=\"f/00003.html\""));
     assert!(index.contains("id=\"search\""));
+    // The index sorts and filters on load from the URL (the same code the headers and the search
+    // box run): by density, largest first; then only the features whose top token is " whale".
+    let url = format!(
+        "file://{}",
+        out.join("index.html").canonicalize().unwrap().display()
+    );
+    let sorted = load_url(&browser, &format!("{url}#sort=density"), None);
+    let density = |row: &str| -> f64 {
+        row.split("data-density=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let rows: Vec<&str> = sorted.split("<tr data-id=").skip(1).collect();
+    assert_eq!(rows.len(), 8);
+    assert!(
+        rows.windows(2).all(|w| density(w[0]) >= density(w[1])),
+        "not sorted by density"
+    );
+    let filtered = load_url(&browser, &format!("{url}#q=whale"), None);
+    let visible: Vec<&str> = filtered
+        .split("<tr data-id=")
+        .skip(1)
+        .filter(|r| !r.split('>').next().unwrap().contains("display: none"))
+        .collect();
+    assert_eq!(visible.len(), 1, "only feature 3 matches 'whale'");
+    assert!(visible[0].starts_with("\"3\""));
 }
 
 #[test]
@@ -352,4 +383,108 @@ fn bad_real_network_inputs_get_clear_errors() {
     ]);
     assert!(e.contains("latin1.txt") && e.contains("not UTF-8"), "{e}");
     assert!(!t.path().join("h").join(MANIFEST).exists());
+}
+
+#[test]
+fn minilm_harvest_and_a_killed_smollm2_harvest_resumes_to_identical_shards() {
+    let (Some(_), Some(gguf), Some(moby)) = (
+        asset("minilm/model.safetensors"),
+        asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // BERT: the hidden state after layer 2, with [CLS] in front of every context (not stored).
+    let bert = t.path().join("bert");
+    ok(&[
+        "harvest",
+        "--model",
+        "minilm",
+        "--corpus",
+        &s(&moby),
+        "--layer",
+        "2",
+        "--context",
+        "32",
+        "--max-tokens",
+        "1024",
+        "--out",
+        &s(&bert),
+    ]);
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bert.join(MANIFEST)).unwrap()).unwrap();
+    assert_eq!(
+        (m["d_in"].as_u64(), m["rows"].as_u64()),
+        (Some(384), Some(1024))
+    );
+    assert_eq!(m["metadata"]["bos_token"], 101);
+
+    // SmolLM2, 16 shards of 512 tokens: once straight through, once killed after a few shards
+    // and resumed; the shards must be byte-identical.
+    let args = |out: &Path| {
+        vec![
+            "harvest".to_string(),
+            "--model".into(),
+            s(&gguf),
+            "--corpus".into(),
+            s(&moby),
+            "--layer".into(),
+            "3".into(),
+            "--context".into(),
+            "64".into(),
+            "--batch".into(),
+            "4".into(),
+            "--shard-contexts".into(),
+            "8".into(),
+            "--max-tokens".into(),
+            "8192".into(),
+            "--out".into(),
+            s(out),
+        ]
+    };
+    let full = t.path().join("full");
+    ok(&args(&full).iter().map(String::as_str).collect::<Vec<_>>());
+    let killed = t.path().join("killed");
+    let mut child = bin()
+        .args(args(&killed))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress = killed.join("harvest-progress.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let shards_done = || -> usize {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|v| v["shards"].as_array().map(Vec::len).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    while shards_done() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the harvest must be killed before it ends (make it longer)"
+    );
+    assert!(
+        !killed.join(MANIFEST).exists(),
+        "a killed harvest never looks finished"
+    );
+    let out = ok(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("resumed"), "{out}");
+    let read = |d: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(MANIFEST)).unwrap()).unwrap()
+    };
+    let (x, y) = (read(&full), read(&killed));
+    assert_eq!(
+        x["shards"], y["shards"],
+        "resumed shards differ from the uninterrupted harvest"
+    );
+    assert_eq!(x["metadata"]["token_shards"], y["metadata"]["token_shards"]);
+    assert_eq!(x["rows"], 8192);
 }

@@ -78,8 +78,20 @@ pub fn load_page(
     page: &std::path::Path,
     screenshot: Option<&std::path::Path>,
 ) -> String {
+    load_url(
+        browser,
+        &format!("file://{}", page.canonicalize().unwrap().display()),
+        screenshot,
+    )
+}
+
+/// [`load_page`] for a URL (e.g. a page with a `#fragment`).
+pub fn load_url(
+    browser: &std::path::Path,
+    url: &str,
+    screenshot: Option<&std::path::Path>,
+) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", page.canonicalize().unwrap().display());
     let base = |c: &mut Command| {
         c.args([
             "--headless",
@@ -112,7 +124,7 @@ pub fn load_page(
         let o = c
             .arg("--window-size=1200,1000")
             .arg(format!("--screenshot={}", png.display()))
-            .arg(&url)
+            .arg(url)
             .output()
             .expect("chromium runs");
         assert!(o.status.success(), "screenshot of {url} failed");

@@ -279,19 +279,20 @@ const INDEX_SCRIPT: &str = r#"<script>
 (function(){
 var tb=document.querySelector('#features tbody');
 var rows=Array.prototype.slice.call(tb.rows);
-document.getElementById('search').addEventListener('input',function(e){
- var q=e.target.value.toLowerCase();
- rows.forEach(function(r){r.style.display=(q===''||r.dataset.search.indexOf(q)>=0||r.dataset.id===q)?'':'none';});
-});
 var dir={};
-document.querySelectorAll('#features th').forEach(function(th,i){
- th.addEventListener('click',function(){
-  var key=th.dataset.key;dir[key]=-(dir[key]||1);
-  rows.sort(function(a,b){var x=parseFloat(a.dataset[key]),y=parseFloat(b.dataset[key]);
-   if(isNaN(x))x=-Infinity;if(isNaN(y))y=-Infinity;return dir[key]*(x-y);});
-  rows.forEach(function(r){tb.appendChild(r);});
- });
-});
+function sortBy(key){dir[key]=-(dir[key]||1);
+ rows.sort(function(a,b){var x=parseFloat(a.dataset[key]),y=parseFloat(b.dataset[key]);
+  if(isNaN(x))x=-Infinity;if(isNaN(y))y=-Infinity;return dir[key]*(x-y);});
+ rows.forEach(function(r){tb.appendChild(r);});}
+function filter(q){q=q.toLowerCase();
+ rows.forEach(function(r){r.style.display=(q===''||r.dataset.search.indexOf(q)>=0||r.dataset.id===q)?'':'none';});}
+document.getElementById('search').addEventListener('input',function(e){filter(e.target.value);});
+document.querySelectorAll('#features th[data-key]').forEach(function(th){
+ th.addEventListener('click',function(){sortBy(th.dataset.key);});});
+// Shareable views: index.html#sort=density&q=war sorts (largest first) and filters on load.
+var h=new URLSearchParams(location.hash.slice(1));
+if(h.get('sort')){sortBy(h.get('sort'));}
+if(h.get('q')){document.getElementById('search').value=h.get('q');filter(h.get('q'));}
 })();
 </script>"#;
 
