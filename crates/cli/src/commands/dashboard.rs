@@ -180,6 +180,14 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         quantile_contexts: a.per_quantile,
     };
     let summary = dashboard::write(&a.out, a.force, &input, &store, &encode)?;
+    let mut record = sparsecode::io::record::provenance("dashboard");
+    record["inputs"] = serde_json::json!({
+        "sae": a.sae, "store": a.store, "rows_scanned": rows, "scores": a.scores,
+        "unembed": input.logits.len() == sae.d_sae(),
+    });
+    record["config"] = serde_json::json!({ "top": a.top, "per_quantile": a.per_quantile });
+    record["summary"] = serde_json::to_value(&summary)?;
+    sparsecode::io::write_json_atomic(&summary.dir.join("dashboard.json"), &record)?;
     println!(
         "wrote {}: {} features, {} pages (open index.html)",
         summary.dir.display(),
