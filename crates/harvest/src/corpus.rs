@@ -26,7 +26,7 @@ pub struct Context {
     pub tokens: Vec<u32>,
 }
 
-fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -36,7 +36,7 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             continue;
         }
         if path.is_dir() {
-            list_files(root, &path, out)?;
+            list_files(&path, out)?;
         } else if path.is_file() {
             out.push(path);
         }
@@ -55,7 +55,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     }
     let mut files = Vec::new();
     if path.is_dir() {
-        list_files(path, path, &mut files)?;
+        list_files(path, &mut files)?;
         files.sort();
     } else {
         files.push(path.to_path_buf());

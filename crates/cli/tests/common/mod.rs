@@ -111,7 +111,7 @@ pub fn load_url(
     base(&mut c);
     let o = c
         .arg("--dump-dom")
-        .arg(&url)
+        .arg(url)
         .output()
         .expect("chromium runs");
     let err = String::from_utf8_lossy(&o.stderr);

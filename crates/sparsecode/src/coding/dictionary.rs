@@ -8,6 +8,7 @@
 //! - `Mod`: the method of optimal directions, `D = (A + eps I)^{-1} B`, then unit norm;
 //! - `Ksvd`: approximate K-SVD (Rubinstein et al. 2008), per atom a rank-one refit of the
 //!   residual of the samples that use it, codes of that atom included.
+//!
 //! With `batch_size` set the statistics come from mini-batches and decay between them (online
 //! dictionary learning, Mairal et al. 2009): one alternation is one pass over the data.
 //! An atom no sample uses, or one that duplicates an earlier atom (|cosine| > 0.97), is

@@ -181,11 +181,7 @@ impl FeatureScan {
 }
 
 fn rows_of(t: &TopK) -> usize {
-    if t.k == 0 {
-        0
-    } else {
-        t.values.len() / t.k
-    }
+    t.values.len().checked_div(t.k).unwrap_or(0)
 }
 
 /// Row filter of a scan: `keep(global_row)`.
