@@ -73,6 +73,8 @@ pub fn run(a: Args) -> Result<Outcome> {
         )
         .expect("the template is valid"),
     );
+    let logged_to_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
     let summary = harvest::harvest(&src, &cfg, &a.out, &mut |p| {
         let total = (p.contexts_total * p.context) as u64;
         let done = (p.contexts_done * p.context) as u64;
@@ -88,6 +90,14 @@ pub fn run(a: Args) -> Result<Outcome> {
             }
         } else {
             bar.set_position(done);
+            if !logged_to_terminal {
+                // No bar off a terminal (nohup, CI): one line per shard instead.
+                let fresh = done - (p.resumed_from * p.context) as u64;
+                eprintln!(
+                    "harvest: {done}/{total} tokens, {:.0} tokens/s since start",
+                    fresh as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                );
+            }
         }
     })
     .with_context(|| format!("harvest into {}", a.out.display()))?;
