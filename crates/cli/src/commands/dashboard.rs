@@ -13,20 +13,30 @@ use sparsecode::Parallelism;
 use sparsecode_harvest::llama::Llama;
 use std::path::{Path, PathBuf};
 
+/// The inputs and output that `dashboard` and `interp` share.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct SaeOnStore {
     /// An SAE folder (a `train` run or any SAELens-format folder).
     #[arg(long)]
-    sae: PathBuf,
-    /// The harvested store the SAE's features are shown on.
+    pub sae: PathBuf,
+    /// The harvested store (with token provenance) the SAE's features are read on.
     #[arg(long)]
-    store: PathBuf,
+    pub store: PathBuf,
     /// Output folder.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Scan only the first N rows of the store.
     #[arg(long)]
-    max_rows: Option<u64>,
+    pub max_rows: Option<u64>,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    io: SaeOnStore,
     /// Top contexts per feature.
     #[arg(long, default_value_t = 12)]
     top: usize,
@@ -40,8 +50,6 @@ pub struct Args {
     /// `interp` results (scores.json) to show and sort by.
     #[arg(long)]
     scores: Option<PathBuf>,
-    #[arg(long)]
-    force: bool,
 }
 
 /// Progress bar over rows.
@@ -104,11 +112,11 @@ fn read_scores(path: &Path, n: usize) -> Result<Vec<Option<f64>>> {
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let (sae, store, tokens) = open_sae_on_store(&a.sae, &a.store)?;
+    let (sae, store, tokens) = open_sae_on_store(&a.io.sae, &a.io.store)?;
     let d_in = store.manifest().d_in;
     let par = Parallelism::Threads(threads);
     let encode = |x: &sparsecode::Matrix| Ok(sae.encode(x, par));
-    let rows = a.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);
+    let rows = a.io.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);
     let bar = row_bar(rows, "scanning");
     let scan = features::scan(
         &store,
@@ -164,10 +172,10 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             meta["hook_name"].as_str().unwrap_or("?")
         ),
         subtitle: vec![
-            format!("SAE {} ({:?})", a.sae.display(), sae.activation),
+            format!("SAE {} ({:?})", a.io.sae.display(), sae.activation),
             format!(
                 "store {} ({} rows)",
-                a.store.display(),
+                a.io.store.display(),
                 store.manifest().rows
             ),
         ],
@@ -179,10 +187,10 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         top_contexts: a.top,
         quantile_contexts: a.per_quantile,
     };
-    let summary = dashboard::write(&a.out, a.force, &input, &store, &encode)?;
+    let summary = dashboard::write(&a.io.out, a.io.force, &input, &store, &encode)?;
     let mut record = sparsecode::io::record::provenance("dashboard");
     record["inputs"] = serde_json::json!({
-        "sae": a.sae, "store": a.store, "rows_scanned": rows, "scores": a.scores,
+        "sae": a.io.sae, "store": a.io.store, "rows_scanned": rows, "scores": a.scores,
         "unembed": input.logits.len() == sae.d_sae(),
     });
     record["config"] = serde_json::json!({ "top": a.top, "per_quantile": a.per_quantile });

@@ -1,7 +1,7 @@
 //! `sparsecode interp`: word-intrusion scores with MiniLM embeddings for an SAE's features, the
 //! model's raw neurons (residual dimensions) and random directions, on the same store.
 
-use super::dashboard::{open_sae_on_store, row_bar};
+use super::dashboard::{open_sae_on_store, row_bar, SaeOnStore};
 use crate::Outcome;
 use anyhow::Result;
 use rand::SeedableRng;
@@ -13,32 +13,20 @@ use sparsecode::report::features::{self, ScanConfig};
 use sparsecode::sae::Codes;
 use sparsecode::{Matrix, Parallelism};
 use sparsecode_harvest::bert::Bert;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An SAE folder (a `train` run or any SAELens-format folder).
-    #[arg(long)]
-    sae: PathBuf,
-    /// The harvested store.
-    #[arg(long)]
-    store: PathBuf,
-    /// Output folder (scores.json, results.md).
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    io: SaeOnStore,
     /// Features scored per family.
     #[arg(long, default_value_t = 200)]
     features: usize,
     /// Tokens of left context per item (the activating token included).
     #[arg(long, default_value_t = 12)]
     window: usize,
-    /// Scan only the first N rows of the store.
-    #[arg(long)]
-    max_rows: Option<u64>,
+    /// Seed of the feature, intruder and random-direction sampling and of the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long)]
-    force: bool,
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
@@ -48,7 +36,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     if a.window == 0 {
         anyhow::bail!("invalid `--window`: at least 1 token");
     }
-    let (sae, store, tokens) = open_sae_on_store(&a.sae, &a.store)?;
+    let (sae, store, tokens) = open_sae_on_store(&a.io.sae, &a.io.store)?;
     let d = store.manifest().d_in;
     let bert = Bert::minilm()?;
     let par = Parallelism::Threads(threads);
@@ -64,7 +52,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         .map(|_| StandardNormal.sample(&mut rng))
         .collect();
     normalize_rows(&mut dirs, d);
-    let rows = a.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);
+    let rows = a.io.max_rows.unwrap_or(u64::MAX).min(store.manifest().rows);
     let enc_sae = |x: &Matrix| Ok(sae.encode(x, par));
     let enc_neurons = |x: &Matrix| Ok(Codes::Dense(x.clone()));
     let enc_random = |x: &Matrix| {
@@ -96,7 +84,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     }
     let (window, ctx) = (a.window, tokens.context as u64);
     let full_window = |r: u64| (r % ctx) as usize + 1 >= window;
-    let out = OutputDir::create(&a.out, a.force)?;
+    let out = OutputDir::create(&a.io.out, a.io.force)?;
     let mut results: Vec<(&str, FamilyScore)> = Vec::new();
     for (name, n, enc) in families {
         let bar = row_bar(rows, name);
@@ -152,7 +140,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     record["neurons"] = serde_json::to_value(&results[1].1)?;
     record["random"] = serde_json::to_value(&results[2].1)?;
     record["inputs"] = serde_json::json!({
-        "sae": a.sae, "store": a.store, "rows_scanned": rows,
+        "sae": a.io.sae, "store": a.io.store, "rows_scanned": rows,
         "model_name": store.manifest().metadata["model_name"],
         "hook_name": store.manifest().metadata["hook_name"],
     });
