@@ -307,21 +307,10 @@ impl ResidualModel for Bert {
     }
 }
 
-/// Cosine similarity of two vectors (0 if either is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparsecode::linalg::cosine;
 
     fn model() -> Option<Bert> {
         match Bert::minilm() {

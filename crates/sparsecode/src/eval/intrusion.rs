@@ -8,6 +8,7 @@
 
 use crate::data::tokens::TokenTable;
 use crate::data::RowSource;
+use crate::linalg::cosine;
 use crate::report::dashboard::activations_at;
 use crate::report::features::FeatureScan;
 use crate::sae::Codes;
@@ -210,21 +211,6 @@ pub struct FamilyScore {
     pub features: Vec<TaskScore>,
 }
 
-fn cos(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
-}
-
 /// Scores six embeddings (members first, intruder last): (predicted index, DistRatio).
 pub fn judge(emb: &[Vec<f32>]) -> (usize, f64) {
     let n = emb.len();
@@ -232,7 +218,7 @@ pub fn judge(emb: &[Vec<f32>]) -> (usize, f64) {
         .map(|i| {
             (0..n)
                 .filter(|&j| j != i)
-                .map(|j| cos(&emb[i], &emb[j]))
+                .map(|j| cosine(&emb[i], &emb[j]))
                 .sum::<f64>()
                 / (n - 1) as f64
         })
@@ -241,20 +227,16 @@ pub fn judge(emb: &[Vec<f32>]) -> (usize, f64) {
         .min_by(|&a, &b| mean_cos[a].total_cmp(&mean_cos[b]))
         .unwrap_or(0);
     let m = n - 1;
-    let inter: f64 = (0..m).map(|i| 1.0 - cos(&emb[i], &emb[m])).sum::<f64>() / m as f64;
+    let inter: f64 = (0..m).map(|i| 1.0 - cosine(&emb[i], &emb[m])).sum::<f64>() / m as f64;
     let mut intra = 0.0;
     let mut pairs = 0.0;
     for i in 0..m {
         for j in i + 1..m {
-            intra += 1.0 - cos(&emb[i], &emb[j]);
+            intra += 1.0 - cosine(&emb[i], &emb[j]);
             pairs += 1.0;
         }
     }
     (predicted, inter / (intra / pairs).max(1e-9))
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -270,7 +252,7 @@ fn median(v: &[f64]) -> f64 {
 
 /// Mean and bootstrap 95% percentile interval of `v`.
 pub fn bootstrap_ci(v: &[f64], reps: usize, seed: u64) -> (f64, (f64, f64)) {
-    bootstrap_stat(v, reps, seed, mean)
+    bootstrap_stat(v, reps, seed, |v| crate::experiment::mean_sd(v).0)
 }
 
 /// `stat(v)` and the bootstrap 95% percentile interval of `stat`.

@@ -8,6 +8,7 @@
 
 use super::plot::{LinePlot, Series};
 use super::{Report, Table};
+use crate::linalg::cosine;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -156,17 +157,6 @@ pub struct PairScore {
     pub matched_plain: f64,
 }
 
-fn cos(a: &[f64], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
-}
-
 /// Cohen's d of two samples (pooled standard deviation).
 pub fn cohens_d(x: &[f64], y: &[f64]) -> f64 {
     let (mx, sx) = super::mean_sd(x);
@@ -226,9 +216,9 @@ pub fn run(
         scores.push(PairScore {
             a: pairs[i].0.to_string(),
             b: pairs[i].1.to_string(),
-            matched: cos(&ab, &sum),
-            null: cos(&ab, &null_sum),
-            matched_plain: cos(&part(i, 2), &add(&part(i, 0), &part(i, 1))),
+            matched: cosine(&ab, &sum),
+            null: cosine(&ab, &null_sum),
+            matched_plain: cosine(&part(i, 2), &add(&part(i, 0), &part(i, 1))),
         });
     }
     let m: Vec<f64> = scores.iter().map(|s| s.matched).collect();

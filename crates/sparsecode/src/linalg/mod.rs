@@ -12,7 +12,7 @@ mod topk;
 pub use self::gemm::{matmul, synthesize, MatRef};
 pub use matrix::Matrix;
 pub use power::spectral_norm_sq;
-pub use rows::{normalize_rows, row_norms};
+pub use rows::{cosine, normalize_rows, row_norms};
 pub use topk::{topk_row, topk_row_shifted, TopK};
 
 /// How many threads a kernel may use. Results are identical for the same value.
