@@ -4,7 +4,7 @@
 
 use crate::assets::{self, Asset};
 use crate::error::CandleContext;
-use crate::tensor_ops::{gelu_erf, layer_norm, linear, softmax_last, transposed};
+use crate::tensor_ops::{attention_scores, gelu_erf, layer_norm, linear, softmax_last, transposed};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
 use candle_core::{DType, Device, Tensor};
@@ -202,8 +202,7 @@ impl Bert {
                     .contiguous()
             };
             let (q, k, v) = (heads(&l.q)?, heads(&l.k)?, heads(&l.v)?);
-            let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (dh as f64).sqrt()))?
-                .broadcast_add(&mask)?;
+            let att = attention_scores(&q, &k)?.broadcast_add(&mask)?;
             let y = softmax_last(&att)?
                 .matmul(&v)?
                 .transpose(1, 2)?

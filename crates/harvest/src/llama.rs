@@ -8,7 +8,9 @@
 //! adjacent pairs (x[2i], x[2i+1]).
 
 use crate::error::CandleContext;
-use crate::tensor_ops::{causal_mask, linear, rms_norm, softmax_last, transposed};
+use crate::tensor_ops::{
+    attention_scores, causal_mask, linear, rms_norm, softmax_last, transposed,
+};
 use crate::tokenizer::{self, TextTokenizer};
 use crate::{Error, ResidualModel, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -280,7 +282,7 @@ impl Llama {
         // Grouped-query attention without copying keys: the g query heads that share a key/value
         // head are stacked along the time axis, [b, nkv, g * t, dh].
         let q = q.reshape((b, nkv, g * t, dh))?;
-        let att = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (dh as f64).sqrt()))?;
+        let att = attention_scores(&q, &k)?;
         let att = att.reshape((b, nkv, g, t, t))?.broadcast_add(mask)?;
         let att = softmax_last(&att)?.reshape((b, nkv, g * t, t))?;
         let y = att
