@@ -83,12 +83,29 @@ pub fn missing(path: &Path, asset: Asset) -> Error {
     }
 }
 
-/// `path(asset)` if it exists, else the missing-asset error.
+/// `path(asset)` if it exists, else the missing-asset error (the named models and the default
+/// corpus come through here, so their errors say what to run; a path the user gave does not).
 pub fn require(asset: Asset) -> crate::Result<PathBuf> {
     let p = path(asset);
     if p.exists() {
         Ok(p)
     } else {
         Err(missing(&p, asset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_asset_names_the_command_that_fetches_it() {
+        let e = missing(Path::new("/nowhere/x.gguf"), Asset::SmolLm2).to_string();
+        assert!(
+            e.contains("/nowhere/x.gguf") && e.contains("`scripts/fetch-assets smollm2`"),
+            "{e}"
+        );
+        let e = missing(Path::new("t"), Asset::MiniLmTokenizer).to_string();
+        assert!(e.contains("fetch-assets minilm"), "{e}");
     }
 }

@@ -62,7 +62,7 @@ impl Bert {
         let weights = dir.join("model.safetensors");
         for f in ["model.safetensors", "config.json", "tokenizer.json"] {
             if !dir.join(f).exists() {
-                return Err(assets::missing(&dir.join(f), Asset::MiniLm));
+                return Err(Error::model(dir.join(f), "no such file (a BERT folder holds model.safetensors, config.json and tokenizer.json)"));
             }
         }
         let cfg_path = dir.join("config.json");

@@ -98,7 +98,7 @@ impl Llama {
     /// (a tensor runs past the end), missing tensors, or shapes that contradict the metadata.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(crate::assets::missing(path, crate::assets::Asset::SmolLm2));
+            return Err(Error::model(path, "no such file"));
         }
         let device = Device::Cpu;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -478,7 +478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.gguf");
         let e = Llama::load(&missing).err().unwrap().to_string();
-        assert!(e.contains("nope.gguf") && e.contains("fetch-assets"), "{e}");
+        assert!(e.contains("nope.gguf") && e.contains("no such file"), "{e}");
         let junk = dir.path().join("junk.gguf");
         std::fs::write(&junk, b"this is not a gguf file at all").unwrap();
         let e = Llama::load(&junk).err().unwrap().to_string();

@@ -30,7 +30,7 @@ impl TextTokenizer {
     /// A `tokenizer.json` file (padding and truncation turned off: the caller decides lengths).
     pub fn from_file(path: &Path, add_special: bool) -> Result<Self> {
         if !path.exists() {
-            return Err(crate::assets::missing(path, crate::assets::Asset::MiniLm));
+            return Err(Error::model(path, "no such file"));
         }
         let mut inner = Tokenizer::from_file(path)
             .map_err(|e| Error::model(path, format!("not a readable tokenizer.json: {e}")))?;
