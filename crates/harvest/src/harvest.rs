@@ -117,11 +117,6 @@ struct ProgressFile {
     token_shards: Vec<ShardInfo>,
 }
 
-fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(store::sha256_hex(&bytes))
-}
-
 /// SAELens-style hook name of the residual stream after block `layer`.
 pub fn hook_name(layer: usize) -> String {
     format!("blocks.{layer}.hook_resid_post")
@@ -165,7 +160,7 @@ pub fn harvest(
     };
     let identity = json!({
         "model": src.model.name(),
-        "model_sha256": file_sha256(src.model_file)?,
+        "model_sha256": store::sha256_file(src.model_file)?,
         "layer": cfg.layer,
         "context_size": cfg.context,
         "dtype": cfg.dtype,
@@ -295,7 +290,7 @@ fn start_or_resume(dest: &Path, identity: &serde_json::Value) -> Result<Progress
         // listed when the run stopped, temporary files) is dropped and recomputed.
         for s in p.shards.iter().chain(&p.token_shards) {
             let f = dest.join(&s.file);
-            if file_sha256(&f).ok().as_deref() != Some(s.sha256.as_str()) {
+            if store::sha256_file(&f).ok().as_deref() != Some(s.sha256.as_str()) {
                 return Err(Error::Resume {
                     path: f,
                     reason: "listed as complete in the harvest progress but missing or changed"

@@ -82,14 +82,13 @@ pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenT
     Ok((model, st, tokens))
 }
 
-/// The GGUF file behind a store, when it is one of the fetched assets.
+/// The GGUF file behind a store, when it is the fetched SmolLM2 asset: the same bytes (the
+/// manifest's model SHA-256), not merely the same file name.
 fn store_model(store: &Store) -> Option<PathBuf> {
-    let file = store.manifest().metadata["model_file"].as_str()?;
-    if !file.ends_with(".gguf") {
-        return None;
-    }
+    let want = store.manifest().metadata["model_sha256"].as_str()?;
     let p = sparsecode_harvest::assets::path(sparsecode_harvest::assets::Asset::SmolLm2);
-    (p.file_name()?.to_str()? == file && p.exists()).then_some(p)
+    let got = sparsecode::data::store::sha256_file(&p).ok()?;
+    (got == want).then_some(p)
 }
 
 fn read_scores(path: &Path, n: usize) -> Result<Vec<Option<f64>>> {

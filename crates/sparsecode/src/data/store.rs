@@ -268,6 +268,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// SHA-256 of a whole file, lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Checks `bytes`, the content of `path`, against the digest a manifest lists for it.
+pub fn check_sha256(path: &Path, bytes: &[u8], expected: &str) -> Result<()> {
+    let got = sha256_hex(bytes);
+    if got != expected {
+        return Err(Error::format(
+            path,
+            format!("SHA-256 {got} does not match the manifest's {expected}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// A version-1 manifest over `shards` (rows summed from them).
     pub fn new(
@@ -396,16 +414,7 @@ impl Store {
     /// Recomputes every shard's SHA-256 and compares it with the manifest.
     pub fn verify(&self) -> Result<()> {
         for (info, shard) in self.manifest.shards.iter().zip(&self.shards) {
-            let got = sha256_hex(&shard.map);
-            if got != info.sha256 {
-                return Err(Error::format(
-                    self.dir.join(&info.file),
-                    format!(
-                        "SHA-256 {got} does not match the manifest's {}",
-                        info.sha256
-                    ),
-                ));
-            }
+            check_sha256(&self.dir.join(&info.file), &shard.map, &info.sha256)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! the manifest's `metadata` (`token_shards`, `documents`, `context_size`), so dashboards and
 //! interpretability scoring work from the store alone, without the model.
 
-use super::store::{sha256_hex, ShardInfo, Store};
+use super::store::{check_sha256, sha256_hex, ShardInfo, Store};
 use crate::io::npy::{parse_header_any, to_npy_header};
 use crate::io::{read_json, write_atomic};
 use crate::{Error, Result};
@@ -80,29 +80,29 @@ pub fn read_token_shard(path: &Path, expect_rows: u64) -> Result<Vec<TokenRow>> 
 /// Recomputes the SHA-256 of every token shard a store lists (none for a store without token
 /// provenance) and returns how many were checked.
 pub fn verify_token_shards(store: &Store) -> Result<usize> {
-    let meta = &store.manifest().metadata;
-    if meta["token_shards"].is_null() {
+    let Some(shards) = token_shards(store)? else {
         return Ok(0);
-    }
-    let shards: Vec<ShardInfo> =
-        serde_json::from_value(meta["token_shards"].clone()).map_err(|e| {
-            Error::format(
-                store.dir().join(super::store::MANIFEST),
-                format!("`metadata.token_shards`: {e}"),
-            )
-        })?;
+    };
     for s in &shards {
         let path = store.dir().join(&s.file);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let got = sha256_hex(&bytes);
-        if got != s.sha256 {
-            return Err(Error::format(
-                &path,
-                format!("SHA-256 {got} does not match the manifest's {}", s.sha256),
-            ));
-        }
+        check_sha256(&path, &bytes, &s.sha256)?;
     }
     Ok(shards.len())
+}
+
+/// The token shards a store's manifest lists (`None`: a store without token provenance).
+fn token_shards(store: &Store) -> Result<Option<Vec<ShardInfo>>> {
+    let v = &store.manifest().metadata["token_shards"];
+    if v.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+        Error::format(
+            store.dir().join(super::store::MANIFEST),
+            format!("`metadata.token_shards`: {e}"),
+        )
+    })
 }
 
 /// Every row's provenance, the vocabulary and document names of a harvested store.
@@ -126,13 +126,12 @@ impl TokenTable {
         let m = store.manifest();
         let mpath = dir.join(super::store::MANIFEST);
         let meta = &m.metadata;
-        let shards: Vec<ShardInfo> = serde_json::from_value(meta["token_shards"].clone())
-            .map_err(|_| {
-                Error::format(
-                    &mpath,
-                    "no `metadata.token_shards`: this store has no token provenance (make it with `sparsecode harvest`)",
-                )
-            })?;
+        let shards = token_shards(store)?.ok_or_else(|| {
+            Error::format(
+                &mpath,
+                "no `metadata.token_shards`: this store has no token provenance (make it with `sparsecode harvest`)",
+            )
+        })?;
         if shards.len() != m.shards.len() {
             return Err(Error::format(
                 &mpath,
