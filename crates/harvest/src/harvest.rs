@@ -186,8 +186,7 @@ pub fn harvest(
         let mut acts = Vec::with_capacity((hi - lo) * cfg.context * d);
         let mut rows = Vec::with_capacity((hi - lo) * cfg.context);
         for batch in contexts[lo..hi].chunks(cfg.batch) {
-            let out = forward(src, cfg, batch)?;
-            acts.extend_from_slice(&out);
+            forward(src, cfg, batch, &mut acts)?;
             for c in batch {
                 rows.extend(c.tokens.iter().enumerate().map(|(i, &token)| TokenRow {
                     token,
@@ -243,23 +242,26 @@ pub fn harvest(
     })
 }
 
-/// One forward pass over a batch of contexts; BOS rows dropped. `[batch * context, d]`.
-fn forward(src: &Source, cfg: &HarvestConfig, batch: &[Context]) -> Result<Vec<f32>> {
+/// One forward pass over a batch of contexts, its rows appended to `acts` (BOS rows dropped):
+/// `batch * context` rows of `d`.
+fn forward(
+    src: &Source,
+    cfg: &HarvestConfig,
+    batch: &[Context],
+    acts: &mut Vec<f32>,
+) -> Result<()> {
     let bos = src.tokenizer.bos();
     let seqs: Vec<Vec<u32>> = batch
         .iter()
         .map(|c| bos.into_iter().chain(c.tokens.iter().copied()).collect())
         .collect();
     let out = src.model.residual(&seqs, cfg.layer)?;
-    if bos.is_none() {
-        return Ok(out);
-    }
     let d = src.model.d_model();
-    let t = cfg.context + 1;
-    Ok(out
-        .chunks_exact(t * d)
-        .flat_map(|seq| seq[d..].iter().copied())
-        .collect())
+    let skip = if bos.is_some() { d } else { 0 };
+    for seq in out.chunks_exact(skip + cfg.context * d) {
+        acts.extend_from_slice(&seq[skip..]);
+    }
+    Ok(())
 }
 
 /// Opens `dest` for a new harvest or checks a harvest in progress there against `identity`.
