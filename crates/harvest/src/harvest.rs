@@ -410,6 +410,17 @@ mod tests {
         c
     }
 
+    /// A corpus, a weights file, the tiny tokenizer and a model that never fails.
+    fn fixture(dir: &Path) -> (PathBuf, PathBuf, TextTokenizer, Fake) {
+        let model_file = dir.join("weights.bin");
+        std::fs::write(&model_file, b"fake weights").unwrap();
+        let m = Fake {
+            calls: AtomicUsize::new(0),
+            fail_at: usize::MAX,
+        };
+        (corpus(dir), model_file, tiny_tokenizer(), m)
+    }
+
     fn cfg() -> HarvestConfig {
         HarvestConfig {
             layer: 1,
@@ -425,16 +436,9 @@ mod tests {
     #[test]
     fn harvest_writes_rows_with_provenance_and_resumes_without_duplicates() {
         let t = tempfile::tempdir().unwrap();
-        let c = corpus(t.path());
-        let model_file = t.path().join("weights.bin");
-        std::fs::write(&model_file, b"fake weights").unwrap();
-        let tok = tiny_tokenizer();
-        let ok = Fake {
-            calls: AtomicUsize::new(0),
-            fail_at: usize::MAX,
-        };
+        let (c, model_file, tok, m) = fixture(t.path());
         let src = Source {
-            model: &ok,
+            model: &m,
             tokenizer: &tok,
             model_file: &model_file,
             corpus: &c,
@@ -507,14 +511,7 @@ mod tests {
     #[test]
     fn bad_harvest_inputs_are_refused() {
         let t = tempfile::tempdir().unwrap();
-        let c = corpus(t.path());
-        let model_file = t.path().join("weights.bin");
-        std::fs::write(&model_file, b"w").unwrap();
-        let tok = tiny_tokenizer();
-        let m = Fake {
-            calls: AtomicUsize::new(0),
-            fail_at: usize::MAX,
-        };
+        let (c, model_file, tok, m) = fixture(t.path());
         let src = Source {
             model: &m,
             tokenizer: &tok,
