@@ -59,7 +59,7 @@ fn planted(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     sae.w_dec = sae.w_enc.clone();
     let sae_dir = dir.join("sae");
     std::fs::create_dir_all(&sae_dir).unwrap();
-    sparsecode::io::saelens::save(&sae_dir, &sae, json!({})).unwrap();
+    sparsecode::sae::saelens::save(&sae_dir, &sae, json!({})).unwrap();
     (store, sae_dir)
 }
 

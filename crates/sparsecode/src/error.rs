@@ -112,7 +112,7 @@ impl Error {
 }
 
 /// Fails with [`Error::InvalidParam`] unless `value` is a finite number `>= 0`.
-pub(crate) fn require_non_negative(field: &str, value: f64) -> Result<()> {
+pub fn require_non_negative(field: &str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
@@ -124,7 +124,7 @@ pub(crate) fn require_non_negative(field: &str, value: f64) -> Result<()> {
 }
 
 /// Fails with [`Error::InvalidParam`] unless `value >= 1`.
-pub(crate) fn require_positive_count(field: &str, value: usize) -> Result<()> {
+pub fn require_positive_count(field: &str, value: usize) -> Result<()> {
     if value >= 1 {
         Ok(())
     } else {

@@ -34,17 +34,14 @@
     clippy::type_complexity
 )]
 
-pub mod bench;
 pub mod coding;
 pub mod data;
-pub mod demo;
 pub mod error;
 pub mod eval;
-pub mod experiment;
 pub mod io;
 pub mod linalg;
-pub mod report;
 pub mod sae;
+pub mod seed;
 pub mod train;
 
 pub use error::{Error, Result};

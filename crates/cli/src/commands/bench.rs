@@ -3,9 +3,9 @@
 use crate::Outcome;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
-use sparsecode::bench::{bench_encode, bench_train, BenchResult, EncodeMethod};
 use sparsecode::data::store::{StoreDType, StoreWriter};
 use sparsecode::train::ArchConfig;
+use sparsecode_lab::bench::{bench_encode, bench_train, BenchResult, EncodeMethod};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -238,7 +238,7 @@ fn bench_harvest(
     threads: usize,
 ) -> Result<()> {
     use rand::{Rng, SeedableRng};
-    use sparsecode::bench::median;
+    use sparsecode_lab::bench::median;
     let (loaded, _) = sparsecode_harvest::models::Loaded::load(spec)?;
     let m = loaded.residual_model();
     sparsecode_harvest::check_layer(m, layer)?;
@@ -266,8 +266,8 @@ fn bench_harvest(
     let model_gflops = tok_s * m.flops_per_token(layer, context) / 1e9;
     // The same-run baseline: f32 gemm of [rows, d] x [d, 4d] through the library kernel.
     let (rows, d) = (batch * context, m.d_model());
-    let a = sparsecode::bench::random_data(rows, d, 1);
-    let b = sparsecode::bench::random_data(d, 4 * d, 2);
+    let a = sparsecode_lab::bench::random_data(rows, d, 1);
+    let b = sparsecode_lab::bench::random_data(d, 4 * d, 2);
     let mut c = vec![0.0f32; rows * 4 * d];
     let par = sparsecode::Parallelism::threads(threads);
     let mut gt = Vec::new();
@@ -303,7 +303,7 @@ fn random_data(a: RandomData) -> Result<()> {
         if a.out.exists() && !a.force {
             return Err(sparsecode::Error::OutputExists { path: a.out }.into());
         }
-        let m = sparsecode::bench::random_data(a.rows as usize, a.dims, a.seed);
+        let m = sparsecode_lab::bench::random_data(a.rows as usize, a.dims, a.seed);
         sparsecode::io::write_matrix(&a.out, &m)?;
     } else {
         let mut w = StoreWriter::create(
@@ -316,7 +316,8 @@ fn random_data(a: RandomData) -> Result<()> {
         let mut done = 0;
         while done < a.rows {
             let n = CHUNK.min(a.rows - done);
-            let m = sparsecode::bench::random_data(n as usize, a.dims, a.seed.wrapping_add(done));
+            let m =
+                sparsecode_lab::bench::random_data(n as usize, a.dims, a.seed.wrapping_add(done));
             w.push(m.as_slice(), "random rows")?;
             done += n;
         }

@@ -6,11 +6,11 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sparsecode::data::store::Store;
 use sparsecode::data::tokens::TokenTable;
-use sparsecode::report::dashboard::{self, DashboardInput};
-use sparsecode::report::features::{self, ScanConfig};
 use sparsecode::sae::Sae;
 use sparsecode::Parallelism;
 use sparsecode_harvest::llama::Llama;
+use sparsecode_lab::report::dashboard::{self, DashboardInput};
+use sparsecode_lab::report::features::{self, ScanConfig};
 use std::path::{Path, PathBuf};
 
 /// The inputs and output that `dashboard` and `interp` share.
@@ -67,7 +67,7 @@ pub fn row_bar(total: u64, what: &str) -> ProgressBar {
 /// Opens an SAE and a harvested store (with its token provenance) and checks that the SAE reads
 /// the store's rows.
 pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenTable)> {
-    let model = sparsecode::io::saelens::load(sae)?;
+    let model = sparsecode::sae::saelens::load(sae)?;
     let st = Store::open(store)?;
     let tokens = TokenTable::open(&st)?;
     let d_in = st.manifest().d_in;

@@ -3,7 +3,7 @@
 use crate::Outcome;
 use anyhow::Result;
 use sparsecode::data::Support;
-use sparsecode::demo::{run as run_demo, to_markdown, DemoConfig};
+use sparsecode_lab::demo::{run as run_demo, to_markdown, DemoConfig};
 
 #[derive(clap::Args)]
 pub struct Args {

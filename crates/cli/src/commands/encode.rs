@@ -125,7 +125,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let sae = a
         .sae
         .as_deref()
-        .map(sparsecode::io::saelens::load)
+        .map(sparsecode::sae::saelens::load)
         .transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
     let started = std::time::Instant::now();

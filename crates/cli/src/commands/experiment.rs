@@ -5,11 +5,11 @@ use crate::Outcome;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sparsecode::experiment::methods::Method;
-use sparsecode::experiment::{
+use sparsecode::Parallelism;
+use sparsecode_lab::experiment::methods::Method;
+use sparsecode_lab::experiment::{
     additivity, amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy, Report,
 };
-use sparsecode::Parallelism;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -356,7 +356,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 (None, None, None) => cs_bound::quick(par)?,
                 (Some(d), Some(s), None) => {
                     let x = super::read_data(d)?;
-                    let model = sparsecode::io::saelens::load(s)?;
+                    let model = sparsecode::sae::saelens::load(s)?;
                     let c = cs_bound::check(&d.display().to_string(), &x, &cs_bound::Coder::Sae(&model), par)?;
                     cs_bound::report(&[c])
                 }

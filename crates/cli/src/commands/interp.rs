@@ -6,13 +6,13 @@ use crate::Outcome;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use sparsecode::eval::intrusion::{self, FamilyScore, IntrusionConfig};
 use sparsecode::io::{write_atomic, write_json_atomic, OutputDir};
 use sparsecode::linalg::{matmul, normalize_rows, MatRef};
-use sparsecode::report::features::{self, ScanConfig};
 use sparsecode::sae::Codes;
 use sparsecode::{Matrix, Parallelism};
 use sparsecode_harvest::bert::Bert;
+use sparsecode_lab::interp::{self, FamilyScore, IntrusionConfig};
+use sparsecode_lab::report::features::{self, ScanConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,7 +103,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             &mut |done| bar.set_position(done),
         )?;
         bar.finish_and_clear();
-        let tasks = intrusion::build_tasks(&scan, &tokens, &store, enc, &cfg)?;
+        let tasks = interp::build_tasks(&scan, &tokens, &store, enc, &cfg)?;
         let mut embed = |texts: &[String]| -> sparsecode::Result<Vec<Vec<f32>>> {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             bert.embed(&refs).map_err(|e| sparsecode::Error::Empty {
@@ -111,7 +111,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 reason: e.to_string(),
             })
         };
-        let s = intrusion::score(&tasks, &tokens, &cfg, &mut embed)?;
+        let s = interp::score(&tasks, &tokens, &cfg, &mut embed)?;
         eprintln!(
             "{name}: {} features, intrusion {:.3} [{:.3}, {:.3}], DistRatio {:.3}",
             s.n, s.accuracy, s.accuracy_ci.0, s.accuracy_ci.1, s.dist_ratio

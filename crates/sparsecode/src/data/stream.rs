@@ -87,7 +87,7 @@ impl RowSource for Store {
 }
 
 fn mix(seed: u64, stream: u64) -> u64 {
-    crate::train::sub_seed(seed, stream)
+    crate::seed::sub_seed(seed, stream)
 }
 
 /// The batch order: which rows make up the batch of every step.

@@ -226,7 +226,9 @@ mod sae_eval_tests {
             EncoderInit::Tied,
             &mut rng,
         );
-        let x = crate::bench::random_data(5000, 6, 4);
+        let x = Matrix::from_fn(5000, 6, |_, _| {
+            rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)
+        });
         let codes = sae.encode_dense(&x, crate::Parallelism::Serial);
         let whole = evaluate(&x, &sae.decode(&codes, crate::Parallelism::Serial), &codes);
         let chunked = evaluate_sae(&sae, &x, crate::Parallelism::Serial);

@@ -3,7 +3,6 @@
 //! MCC and dictionary recovery, both through a maximum-weight matching).
 
 mod identifiability;
-pub mod intrusion;
 mod matching;
 mod metrics;
 

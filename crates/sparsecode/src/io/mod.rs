@@ -1,10 +1,9 @@
-//! Files in and out: `.npy` arrays, SAELens folders, safetensors tensors, atomic writes and run
+//! Files in and out: `.npy` arrays, safetensors tensors, atomic writes and run
 //! records.
 
 pub mod atomic;
 pub mod npy;
 pub mod record;
-pub mod saelens;
 pub mod tensors;
 
 pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};

@@ -15,6 +15,7 @@ mod jumprelu;
 mod mlp;
 mod model;
 mod relu;
+pub mod saelens;
 mod topk;
 
 pub use gated::gated_loss_grad;

@@ -58,7 +58,7 @@ pub enum Codes {
 
 /// A sparse autoencoder. Every latent `j` owns row `j` of `w_enc` and of `w_dec` (both
 /// `[d_sae, d_in]`, or `w_enc` `[d_sae, width]` behind an MLP encoder's hidden layer); the
-/// SAELens file layout stores `W_enc` transposed, see [`crate::io::saelens`].
+/// SAELens file layout stores `W_enc` transposed, see [`crate::sae::saelens`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sae {
     /// The encoder non-linearity.

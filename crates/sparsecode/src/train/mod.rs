@@ -13,7 +13,6 @@ pub use config::{ArchConfig, BDecInit, TrainConfig};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
 pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
-pub(crate) use trainer::sub_seed;
 pub use trainer::{train, TrainOutcome, TrainState};
 
 #[cfg(test)]

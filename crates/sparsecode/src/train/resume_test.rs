@@ -100,8 +100,8 @@ fn killed_and_resumed_equals_uninterrupted() {
             "{arch:?}: resumed run must end with identical bytes"
         );
         let (sa, sb): (Sae, Sae) = (
-            crate::io::saelens::load(&a_path).unwrap(),
-            crate::io::saelens::load(&b_path).unwrap(),
+            crate::sae::saelens::load(&a_path).unwrap(),
+            crate::sae::saelens::load(&b_path).unwrap(),
         );
         assert_eq!(sa, sb);
         let lines = |p: &std::path::Path| -> Vec<u64> {

@@ -100,7 +100,7 @@ impl RunDir {
         );
         let partial = partial_of(&dest);
         if !partial.is_dir() {
-            let why = if dest.join(crate::io::saelens::CFG_FILE).exists() {
+            let why = if dest.join(crate::sae::saelens::CFG_FILE).exists() {
                 "the run already finished"
             } else {
                 "no unfinished run there"
@@ -142,7 +142,7 @@ impl RunDir {
 
     /// Writes the finished SAE and record, removes the checkpoint and moves the folder to `RUN`.
     pub fn finish(self, sae: &Sae, metadata: Value, record: &Value) -> Result<PathBuf> {
-        crate::io::saelens::save(&self.partial, sae, metadata)?;
+        crate::sae::saelens::save(&self.partial, sae, metadata)?;
         write_json_atomic(&self.partial.join("run.json"), record)?;
         let ck = self.partial.join(CKPT_DIR);
         if ck.exists() {

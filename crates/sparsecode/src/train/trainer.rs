@@ -14,6 +14,7 @@ use crate::sae::{
     gated_loss_grad, jumprelu_loss_grad, mlp_loss_grad, relu_loss_grad, sparse_loss_grad,
     topk_loss_grad, AuxK, Grads, Sae, Selection, Workspace,
 };
+use crate::seed::sub_seed;
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -43,15 +44,6 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// Seconds spent in this call.
     pub seconds: f64,
-}
-
-/// A sub-seed for one component, so that components draw independent streams from one seed.
-pub(crate) fn sub_seed(seed: u64, stream: u64) -> u64 {
-    // splitmix64 finaliser over the pair.
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 const STREAM_INIT: u64 = 1;

@@ -7,11 +7,11 @@
 
 use super::phase::weak_threshold;
 use super::{Report, Table};
-use crate::coding::{fista, FistaParams};
-use crate::sae::Sae;
-use crate::{Error, Matrix, Parallelism, Result};
 use serde::Serialize;
 use serde_json::json;
+use sparsecode::coding::{fista, FistaParams};
+use sparsecode::sae::Sae;
+use sparsecode::{Error, Matrix, Parallelism, Result};
 
 /// Where the codes come from.
 pub enum Coder<'a> {
@@ -75,9 +75,9 @@ pub fn check(label: &str, x: &Matrix, coder: &Coder<'_>, par: Parallelism) -> Re
         });
     }
     let m = x.cols();
-    let freq = crate::eval::firing_frequency(&codes);
+    let freq = sparsecode::eval::firing_frequency(&codes);
     let alive = freq.iter().filter(|f| **f > 0.0).count().max(1);
-    let mean_k = crate::eval::l0(&codes);
+    let mean_k = sparsecode::eval::l0(&codes);
     let ratio = if mean_k > 0.0 && (alive as f64) > mean_k {
         m as f64 / (mean_k * (alive as f64 / mean_k).ln())
     } else {

@@ -7,14 +7,14 @@
 //! script: the folder opens from disk, fetches nothing, needs no server.
 
 use super::features::FeatureScan;
-use crate::data::tokens::TokenTable;
-use crate::data::RowSource;
 use crate::experiment::plot::esc;
-use crate::io::{write_atomic, write_json_atomic, OutputDir};
-use crate::sae::Codes;
-use crate::{Error, Matrix, Result};
 use rayon::prelude::*;
 use serde::Serialize;
+use sparsecode::data::tokens::TokenTable;
+use sparsecode::data::RowSource;
+use sparsecode::io::{write_atomic, write_json_atomic, OutputDir};
+use sparsecode::sae::Codes;
+use sparsecode::{Error, Matrix, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -163,16 +163,16 @@ fn nearest(decoder: &Matrix) -> Vec<Vec<(usize, f32)>> {
     let n = decoder.rows();
     let d = decoder.cols();
     let mut unit = decoder.as_slice().to_vec();
-    crate::linalg::normalize_rows(&mut unit, d);
-    let par = crate::Parallelism::Threads(rayon::current_num_threads());
+    sparsecode::linalg::normalize_rows(&mut unit, d);
+    let par = sparsecode::Parallelism::Threads(rayon::current_num_threads());
     let mut out = Vec::with_capacity(n);
     const BLOCK: usize = 1024;
     for lo in (0..n).step_by(BLOCK) {
         let hi = (lo + BLOCK).min(n);
         let mut g = vec![0.0f32; (hi - lo) * n];
-        let block = crate::linalg::MatRef::new(&unit[lo * d..hi * d], hi - lo, d);
-        let all = crate::linalg::MatRef::new(&unit, n, d);
-        crate::linalg::matmul(&mut g, block, all.t(), 0.0, par);
+        let block = sparsecode::linalg::MatRef::new(&unit[lo * d..hi * d], hi - lo, d);
+        let all = sparsecode::linalg::MatRef::new(&unit, n, d);
+        sparsecode::linalg::matmul(&mut g, block, all.t(), 0.0, par);
         out.par_extend((lo..hi).into_par_iter().map(|i| {
             let row = &g[(i - lo) * n..(i - lo + 1) * n];
             let mut c: Vec<(usize, f32)> =

@@ -6,16 +6,16 @@
 //! (distance = 1 - cosine; > 1 when the members hang together). Both come with a bootstrap 95%
 //! interval over features. The embedder is a parameter (MiniLM in the CLI).
 
-use crate::data::tokens::TokenTable;
-use crate::data::RowSource;
-use crate::linalg::cosine;
 use crate::report::dashboard::activations_at;
 use crate::report::features::FeatureScan;
-use crate::sae::Codes;
-use crate::{Error, Matrix, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use sparsecode::data::tokens::TokenTable;
+use sparsecode::data::RowSource;
+use sparsecode::linalg::cosine;
+use sparsecode::sae::Codes;
+use sparsecode::{Error, Matrix, Result};
 
 /// Members per task (plus one intruder).
 pub const MEMBERS: usize = 5;

@@ -1,13 +1,13 @@
 //! The main job on an embedded default: plant features in superposition, recover them with every
 //! method, and compare against the ground truth. `sparsecode demo` prints the resulting table.
 
-use crate::coding::{fista, ito, omp, FistaParams, OmpParams};
-use crate::data::{generate, Magnitude, Support, SynthConfig};
-use crate::eval::{code_mcc, dictionary_metrics, evaluate, HUNGARIAN_MAX};
-use crate::linalg::synthesize;
-use crate::train::{train, ArchConfig, NoObserver, TrainConfig};
-use crate::{Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
+use sparsecode::coding::{fista, ito, omp, FistaParams, OmpParams};
+use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::eval::{code_mcc, dictionary_metrics, evaluate, HUNGARIAN_MAX};
+use sparsecode::linalg::synthesize;
+use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
+use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
 
 /// Size of the planted problem and of the training runs.
@@ -113,10 +113,9 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     let par = Parallelism::threads(cfg.threads);
     stage("generating superposition data");
     let data = generate(&cfg.synth, None)?;
-    let test = data
-        .test
-        .clone()
-        .ok_or_else(|| crate::Error::param("test_samples", "the demo needs held-out samples"))?;
+    let test = data.test.clone().ok_or_else(|| {
+        sparsecode::Error::param("test_samples", "the demo needs held-out samples")
+    })?;
     let (x, z) = (&test.activations, &test.codes);
     let truth = (&data.dictionary, z);
     let k = match cfg.synth.support {

@@ -1,11 +1,11 @@
 //! What the SAE experiments (sweep, stability) share: the data they train on (a user's matrix or
 //! a planted problem with its truth) and one SAE training recipe.
 
-use crate::data::{generate, Magnitude, Support, SynthConfig};
-use crate::sae::Sae;
-use crate::train::{train, ArchConfig, NoObserver, TrainConfig};
-use crate::{Error, Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
+use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::sae::Sae;
+use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
+use sparsecode::{Error, Matrix, Parallelism, Result};
 
 /// Training and held-out activations, with the planted truth when there is one.
 #[derive(Clone, Debug)]

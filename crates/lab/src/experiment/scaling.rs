@@ -8,9 +8,9 @@ use super::amortisation::{dataset, validate_problem};
 use super::methods::{run_methods, Method, MethodSettings};
 use super::plot::{HeatMap, LinePlot, Series};
 use super::{mean_sd, require_grid, Report, Table};
-use crate::{Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::{Parallelism, Result};
 
 /// Parameters of the scaling experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,8 +80,8 @@ impl ScalingParams {
         require_grid("grid", &self.grid)?;
         require_grid("methods", &self.methods)?;
         require_grid("study_methods", &self.study_methods)?;
-        crate::error::require_positive_count("seeds", self.seeds)?;
-        crate::error::require_positive_count("study_seeds", self.study_seeds)?;
+        sparsecode::error::require_positive_count("seeds", self.seeds)?;
+        sparsecode::error::require_positive_count("study_seeds", self.study_seeds)?;
         for &(n, m) in &self.grid {
             validate_problem(n, m, self.k)?;
         }
@@ -89,7 +89,7 @@ impl ScalingParams {
             validate_problem(self.focus.0, self.focus.1, k)?;
         }
         if let Some(s) = self.sample_sizes.iter().find(|s| **s < self.focus.0) {
-            return Err(crate::Error::param(
+            return Err(sparsecode::Error::param(
                 "sample_sizes",
                 format!("{s} samples cannot seed {} atoms", self.focus.0),
             ));

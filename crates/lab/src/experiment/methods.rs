@@ -2,13 +2,13 @@
 //! (full-batch Adam on a bias-free linear+ReLU encoder, loss MSE + 0.01 mean|z|), and scored on
 //! held-out samples against the planted codes and dictionary.
 
-use crate::coding::{fista, learn_dictionary, DictLearnParams, FistaParams};
-use crate::data::SynthData;
-use crate::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
-use crate::sae::{EncoderInit, Sae};
-use crate::train::{train, ArchConfig, NoObserver, TrainConfig};
-use crate::{Error, Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
+use sparsecode::coding::{fista, learn_dictionary, DictLearnParams, FistaParams};
+use sparsecode::data::SynthData;
+use sparsecode::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
+use sparsecode::sae::{EncoderInit, Sae};
+use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
+use sparsecode::{Error, Matrix, Parallelism, Result};
 use std::time::Instant;
 
 /// A method of the amortisation and scaling experiments.
@@ -232,7 +232,7 @@ pub fn run_methods(
             }
             Method::SaeIto => {
                 let (model, secs) = sae.as_ref().expect("trained above");
-                let r = crate::coding::ito(model, x_test, &nonneg_fista(s.ito_lambda), par)?;
+                let r = sparsecode::coding::ito(model, x_test, &nonneg_fista(s.ito_lambda), par)?;
                 let flops = dense + 2.0 * dense * r.iterations as f64;
                 let mut sc = score(data, &r.codes, &model.w_dec, flops, started, par)?;
                 sc.seconds += secs;

@@ -2,13 +2,13 @@
 //! and reports the median step time, throughput and peak memory after a warm-up. Medians, not
 //! means: these machines are noisy.
 
-use crate::coding::{fista, omp, FistaParams, OmpParams};
-use crate::train::{train, ArchConfig, Control, Observer, TrainConfig};
-use crate::{Matrix, Parallelism, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
+use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig};
+use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
 
 /// Timing of a benchmark.
@@ -94,7 +94,7 @@ pub fn bench_train(
     let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
     cfg.threads = threads;
     cfg.log_every = u64::MAX;
-    cfg.b_dec_init = crate::train::BDecInit::Zero;
+    cfg.b_dec_init = sparsecode::train::BDecInit::Zero;
     let mut timer = StepTimer {
         last: Instant::now(),
         warmup,
@@ -138,24 +138,24 @@ pub fn bench_encode(
     repeats: usize,
     threads: usize,
 ) -> Result<BenchResult> {
-    let cfg = crate::data::SynthConfig {
+    let cfg = sparsecode::data::SynthConfig {
         latents: atoms,
         dims,
-        support: crate::data::Support::Exact {
+        support: sparsecode::data::Support::Exact {
             k: (dims / 8).clamp(1, atoms),
         },
-        magnitude: crate::data::Magnitude::SignedNormal,
+        magnitude: sparsecode::data::Magnitude::SignedNormal,
         samples,
         test_samples: 0,
         snr_db: None,
         seed: 2,
     };
-    let data = crate::data::generate(&cfg, None)?;
+    let data = sparsecode::data::generate(&cfg, None)?;
     let par = Parallelism::threads(threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| crate::Error::param("threads", e.to_string()))?;
+        .map_err(|e| sparsecode::Error::param("threads", e.to_string()))?;
     let (y, d) = (&data.train.activations, &data.dictionary);
     let once = || -> Result<()> {
         match method {

@@ -6,7 +6,7 @@
 //! MLP encoders are a sparsecode extension: architecture "mlp" with `d_hidden`, and tensors
 //! `W_hidden [d_in, d_hidden]`, `b_hidden [d_hidden]`, `W_enc [d_hidden, d_sae]`.
 
-use super::tensors::{read_tensors, take, write_tensors};
+use crate::io::tensors::{read_tensors, take, write_tensors};
 use crate::sae::{Activation, HiddenLayer, Sae};
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
@@ -69,7 +69,7 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     if sae.hidden.is_some() {
         cfg["d_hidden"] = json!(e);
     }
-    super::write_json_atomic(&dir.join(CFG_FILE), &cfg)
+    crate::io::write_json_atomic(&dir.join(CFG_FILE), &cfg)
 }
 
 fn usize_field(cfg: &Value, path: &Path, key: &str) -> Result<usize> {
@@ -93,7 +93,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
         ));
     }
     let cfg_path = dir.join(CFG_FILE);
-    let cfg: Value = super::atomic::read_json(&cfg_path)?;
+    let cfg: Value = crate::io::read_json(&cfg_path)?;
     let d_in = usize_field(&cfg, &cfg_path, "d_in")?;
     let d_sae = usize_field(&cfg, &cfg_path, "d_sae")?;
     let arch = cfg

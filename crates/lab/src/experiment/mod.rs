@@ -15,10 +15,10 @@ pub mod stability;
 pub mod sweep;
 pub mod toy;
 
-use crate::io::atomic::OutputDir;
-use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::Value;
+use sparsecode::io::atomic::OutputDir;
+use sparsecode::{Error, Result};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -126,10 +126,13 @@ impl Report {
         if let (Some(obj), Value::Object(rec)) = (json.as_object_mut(), record) {
             obj.extend(rec);
         }
-        crate::io::atomic::write_json_atomic(&out.join("results.json"), &json)?;
-        crate::io::atomic::write_atomic(&out.join("results.md"), self.to_markdown().as_bytes())?;
+        sparsecode::io::atomic::write_json_atomic(&out.join("results.json"), &json)?;
+        sparsecode::io::atomic::write_atomic(
+            &out.join("results.md"),
+            self.to_markdown().as_bytes(),
+        )?;
         for (file, svg) in &self.plots {
-            crate::io::atomic::write_atomic(&out.join(file), svg.as_bytes())?;
+            sparsecode::io::atomic::write_atomic(&out.join(file), svg.as_bytes())?;
         }
         out.commit()
     }

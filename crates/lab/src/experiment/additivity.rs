@@ -8,12 +8,12 @@
 
 use super::plot::{LinePlot, Series};
 use super::{Report, Table};
-use crate::linalg::cosine;
-use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 use serde_json::json;
+use sparsecode::linalg::cosine;
+use sparsecode::{Error, Result};
 
 /// The built-in concept pairs (123): everyday things, places, roles, actions and ideas.
 pub const PAIRS: &[(&str, &str)] = &[

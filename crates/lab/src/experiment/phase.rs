@@ -6,12 +6,12 @@
 
 use super::plot::{HeatMap, LinePlot, Series};
 use super::{require_grid, Report, Table};
-use crate::coding::{fista, omp, FistaParams, OmpParams};
-use crate::data::{generate, Magnitude, Support, SynthConfig};
-use crate::linalg::cholesky::least_squares_on;
-use crate::{Error, Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
+use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::linalg::cholesky::least_squares_on;
+use sparsecode::{Error, Matrix, Parallelism, Result};
 
 /// A recovery method of the phase-transition experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +92,7 @@ impl PhaseParams {
         require_grid("deltas", &self.deltas)?;
         require_grid("rhos", &self.rhos)?;
         require_grid("methods", &self.methods)?;
-        crate::error::require_positive_count("trials", self.trials)?;
+        sparsecode::error::require_positive_count("trials", self.trials)?;
         if self.atoms < 4 {
             return Err(Error::param("atoms", "need at least 4 atoms"));
         }

@@ -5,10 +5,10 @@
 use super::plot::HeatMap;
 use super::sae_runs::{ExperimentData, Recipe, SaeKind};
 use super::{mean_sd, Report, Table};
-use crate::eval::{abs_cosine, code_mcc, dictionary_metrics, HUNGARIAN_MAX};
-use crate::{Error, Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::eval::{abs_cosine, code_mcc, dictionary_metrics, HUNGARIAN_MAX};
+use sparsecode::{Error, Parallelism, Result};
 
 /// Parameters of the stability experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

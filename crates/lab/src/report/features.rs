@@ -4,12 +4,12 @@
 //! activations (for quantile examples and the histogram). Memory is O(features x (N + R)),
 //! independent of the number of rows, so a million-token store scans in constant space.
 
-use crate::data::RowSource;
-use crate::linalg::TopK;
-use crate::sae::Codes;
-use crate::{Matrix, Result};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
+use sparsecode::data::RowSource;
+use sparsecode::linalg::TopK;
+use sparsecode::sae::Codes;
+use sparsecode::{Matrix, Result};
 
 /// What to keep per feature.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +114,7 @@ impl FeatureScan {
         let features = (0..n)
             .map(|j| FeatureStats {
                 rng: Some(rand_chacha::ChaCha8Rng::seed_from_u64(
-                    crate::train::sub_seed(cfg.seed, j as u64),
+                    sparsecode::seed::sub_seed(cfg.seed, j as u64),
                 )),
                 ..FeatureStats::default()
             })

@@ -5,10 +5,10 @@
 use super::methods::{run_methods, Method, MethodSettings, Score};
 use super::plot::{LinePlot, Series};
 use super::{fmt_mean_sd, mean_sd, require_grid, Report, Table};
-use crate::data::{generate, Magnitude, Support, SynthConfig};
-use crate::{Error, Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::{Error, Parallelism, Result};
 
 /// Parameters of the amortisation experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,8 +73,8 @@ impl AmortisationParams {
 
     pub(crate) fn validate(&self) -> Result<()> {
         validate_problem(self.latents, self.dims, self.k)?;
-        crate::error::require_positive_count("seeds", self.seeds)?;
-        crate::error::require_positive_count("samples", self.samples)?;
+        sparsecode::error::require_positive_count("seeds", self.seeds)?;
+        sparsecode::error::require_positive_count("samples", self.samples)?;
         require_grid("methods", &self.methods)
     }
 }
@@ -103,7 +103,7 @@ pub(crate) fn dataset(
     k: usize,
     samples: usize,
     seed: u64,
-) -> Result<crate::data::SynthData> {
+) -> Result<sparsecode::data::SynthData> {
     generate(
         &SynthConfig {
             latents: n,

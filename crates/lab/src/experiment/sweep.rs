@@ -6,10 +6,10 @@
 use super::plot::{LinePlot, Series};
 use super::sae_runs::{ExperimentData, Recipe, SaeKind};
 use super::{require_grid, Report, Table};
-use crate::eval::{code_mcc, dictionary_metrics, evaluate_sae, HUNGARIAN_MAX};
-use crate::{Parallelism, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::eval::{code_mcc, dictionary_metrics, evaluate_sae, HUNGARIAN_MAX};
+use sparsecode::{Parallelism, Result};
 
 /// Parameters of the sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,7 +127,7 @@ pub fn run(
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report> {
     require_grid("values", &p.values)?;
-    crate::error::require_positive_count("latents", p.recipe.latents)?;
+    sparsecode::error::require_positive_count("latents", p.recipe.latents)?;
     let d_in = data.train.cols();
     let archs = p
         .values

@@ -6,14 +6,14 @@
 
 use super::plot::{HeatMap, LinePlot, Series};
 use super::{require_grid, Report, Table};
-use crate::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
-use crate::linalg::{matmul, normalize_rows, MatRef};
-use crate::train::{train, Adam, ArchConfig, NoObserver, TrainConfig};
-use crate::{Error, Matrix, Parallelism, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sparsecode::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
+use sparsecode::linalg::{matmul, normalize_rows, MatRef};
+use sparsecode::train::{train, Adam, ArchConfig, NoObserver, TrainConfig};
+use sparsecode::{Error, Matrix, Parallelism, Result};
 
 /// The toy model: `W [m, n]` (column `i` is feature `i`'s direction) and the bias `b [n]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -205,7 +205,7 @@ impl ToyParams {
     fn validate(&self) -> Result<()> {
         require_grid("shapes", &self.shapes)?;
         require_grid("sparsities", &self.sparsities)?;
-        crate::error::require_positive_count("steps", self.steps as usize)?;
+        sparsecode::error::require_positive_count("steps", self.steps as usize)?;
         if let Some(&(n, m)) = self.shapes.iter().find(|(n, m)| *m == 0 || *m >= *n) {
             return Err(Error::param(
                 "shapes",
