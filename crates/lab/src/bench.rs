@@ -2,9 +2,6 @@
 //! and reports the median step time, throughput and peak memory after a warm-up. Medians, not
 //! means: these machines are noisy.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
 use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig};
@@ -56,8 +53,7 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Gaussian data `[rows, dims]` from a seed.
 pub fn random_data(rows: usize, dims: usize, seed: u64) -> Matrix {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Matrix::from_fn(rows, dims, |_, _| StandardNormal.sample(&mut rng))
+    Matrix::standard_normal(rows, dims, seed)
 }
 
 struct StepTimer {

@@ -22,8 +22,8 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 fn bench_gemm(c: &mut Criterion) {
     let (m, k, n) = (1024usize, 768usize, 4096usize);
-    let a = sparsecode::bench::random_data(m, k, 1);
-    let b = sparsecode::bench::random_data(n, k, 2);
+    let a = sparsecode::Matrix::standard_normal(m, k, 1);
+    let b = sparsecode::Matrix::standard_normal(n, k, 2);
     let mut out = vec![0.0f32; m * n];
     let mut g = c.benchmark_group("gemm 1024x768x4096 (x W^T)");
     g.throughput(Throughput::Elements((2 * m * k * n) as u64));
@@ -51,7 +51,7 @@ fn bench_gemm(c: &mut Criterion) {
 }
 
 fn bench_topk(c: &mut Criterion) {
-    let row: Vec<f32> = sparsecode::bench::random_data(1, 16384, 3).into_vec();
+    let row: Vec<f32> = sparsecode::Matrix::standard_normal(1, 16384, 3).into_vec();
     let mut g = c.benchmark_group("top-32 of 16384");
     let (mut idx, mut val, mut scratch) = (vec![0u32; 32], vec![0f32; 32], Vec::new());
     g.bench_function("threshold heap (ours)", |b| {
@@ -73,7 +73,7 @@ fn bench_topk(c: &mut Criterion) {
 
 fn bench_sae_step(c: &mut Criterion) {
     let (m, n, k, b) = (768usize, 4096usize, 32usize, 1024usize);
-    let x = sparsecode::bench::random_data(b, m, 4);
+    let x = sparsecode::Matrix::standard_normal(b, m, 4);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let topk = Sae::init(m, n, Activation::TopK { k }, EncoderInit::Tied, &mut rng);
     let relu = Sae {

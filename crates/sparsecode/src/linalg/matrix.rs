@@ -43,6 +43,17 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// Independent standard-normal entries from a ChaCha8 stream seeded by `seed` (test and
+    /// benchmark data).
+    pub fn standard_normal(rows: usize, cols: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand_distr::Distribution;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Matrix::from_fn(rows, cols, |_, _| {
+            rand_distr::StandardNormal.sample(&mut rng)
+        })
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows

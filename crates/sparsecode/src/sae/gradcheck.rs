@@ -188,7 +188,7 @@ fn topk_auxk_gradient_matches_finite_differences() {
                 })
                 .collect();
             pre.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut e = vec![0.0f32; 6];
+            let mut e = [0.0f32; 6];
             for &(v, j) in pre.iter().take(3) {
                 sig.push(j as u32 * 2 + (v > 0.0) as u32);
                 for i in 0..6 {
