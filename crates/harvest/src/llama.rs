@@ -562,8 +562,8 @@ mod tests {
         let tok = m.tokenizer();
         let long = tok.encode("Call me Ishmael. Some years ago").unwrap();
         let short = long[..4].to_vec();
-        let r_long = m.residual(&[long.clone()], 3).unwrap();
-        let r_short = m.residual(&[short.clone()], 3).unwrap();
+        let r_long = m.residual(std::slice::from_ref(&long), 3).unwrap();
+        let r_short = m.residual(std::slice::from_ref(&short), 3).unwrap();
         let d = m.d_model();
         // Causal attention: the first 4 positions do not see what follows.
         for (a, b) in r_short.iter().zip(&r_long[..4 * d]) {

@@ -1,7 +1,9 @@
 //! Splits one TopK training step into its phases and times each (steady state, 2 threads).
 use rand::SeedableRng;
-use sparsecode::sae::{topk_loss_grad, Activation, AuxK, EncoderInit, Grads, Sae, Workspace};
-use sparsecode::train::Adam;
+use sparsecode::sae::{
+    topk_loss_grad, Activation, AuxK, EncoderInit, Grads, ParamId, Sae, Workspace,
+};
+use sparsecode::train::{Adam, Update};
 use sparsecode::Parallelism;
 use std::time::Instant;
 
@@ -18,8 +20,8 @@ fn main() {
     let par = Parallelism::Threads(2);
     pool.install(|| {
         let mut ws = Workspace::default();
-        let mut g = Grads::zeros(m, n);
-        let mut adam = Adam::new(0.9, 0.999, 1e-8, m, n);
+        let mut g = Grads::like(&sae);
+        let mut adam = Adam::for_sae(0.9, 0.999, 1e-8, &sae);
         for it in 0..4 {
             let t = Instant::now();
             let aux = AuxK {
@@ -32,12 +34,14 @@ fn main() {
             } else {
                 None
             };
-            topk_loss_grad(&sae, x.as_slice(), k, aux, &mut ws, &mut g, par);
+            topk_loss_grad(&sae, x.as_slice(), b, k, aux, &mut ws, &mut g, par);
             let t1 = t.elapsed().as_secs_f64() * 1e3;
             let t = Instant::now();
-            adam.begin_step();
-            adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, 1e-4);
-            adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, 1e-4);
+            let weights = |id| match id {
+                ParamId::WEnc | ParamId::WDec => Update::Plain,
+                _ => Update::Skip,
+            };
+            adam.step(&mut sae, &g, 1e-4, &weights);
             let t2 = t.elapsed().as_secs_f64() * 1e3;
             let t = Instant::now();
             sparsecode::linalg::normalize_rows(sae.w_dec.as_mut_slice(), m);

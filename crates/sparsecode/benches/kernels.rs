@@ -8,7 +8,7 @@ use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
 use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
 use sparsecode::linalg::{matmul, topk_row, MatRef};
 use sparsecode::sae::{
-    relu_loss_grad, topk_loss_grad, Activation, EncoderInit, Grads, Sae, Workspace,
+    relu_loss_grad, topk_loss_grad, Activation, Encoder, EncoderInit, Grads, Sae, Workspace,
 };
 use sparsecode::Parallelism;
 use std::hint::black_box;
@@ -77,7 +77,7 @@ fn bench_sae_step(c: &mut Criterion) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let topk = Sae::init(m, n, Activation::TopK { k }, EncoderInit::Tied, &mut rng);
     let relu = Sae {
-        activation: Activation::Relu,
+        encoder: Encoder::Relu,
         ..topk.clone()
     };
     let p = pool(2);
@@ -85,13 +85,14 @@ fn bench_sae_step(c: &mut Criterion) {
         c.benchmark_group("SAE loss+gradient, d_in 768, 4096 latents, batch 1024, 2 threads");
     g.sample_size(10);
     g.throughput(Throughput::Elements(b as u64));
-    let (mut ws, mut gr) = (Workspace::default(), Grads::zeros(m, n));
+    let (mut ws, mut gr) = (Workspace::default(), Grads::like(&topk));
     g.bench_function("topk k=32 (sparse backward)", |bch| {
         p.install(|| {
             bch.iter(|| {
                 topk_loss_grad(
                     &topk,
                     x.as_slice(),
+                    b,
                     k,
                     None,
                     &mut ws,
@@ -107,6 +108,7 @@ fn bench_sae_step(c: &mut Criterion) {
                 relu_loss_grad(
                     &relu,
                     x.as_slice(),
+                    b,
                     1e-3,
                     &mut ws,
                     &mut gr,

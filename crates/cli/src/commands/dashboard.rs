@@ -171,7 +171,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             meta["hook_name"].as_str().unwrap_or("?")
         ),
         subtitle: vec![
-            format!("SAE {} ({:?})", a.io.sae.display(), sae.activation),
+            format!("SAE {} ({:?})", a.io.sae.display(), sae.activation()),
             format!(
                 "store {} ({} rows)",
                 a.io.store.display(),

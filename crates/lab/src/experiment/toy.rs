@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sparsecode::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
 use sparsecode::linalg::{matmul, normalize_rows, MatRef};
+use sparsecode::sae::ParamId;
 use sparsecode::train::{train, Adam, ArchConfig, NoObserver, TrainConfig};
 use sparsecode::{Error, Matrix, Parallelism, Result};
 
@@ -233,15 +234,14 @@ pub fn train_toy(n: usize, m: usize, sparsity: f64, p: &ToyParams, seed: u64) ->
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut model = ToyModel::init(n, m, &mut rng);
     let importance: Vec<f32> = (0..n).map(|i| p.importance_decay.powi(i as i32)).collect();
-    // The optimiser's buffers are laid out like an SAE with d_in = m, d_sae = n: W in the
-    // encoder slot, b in the encoder-bias slot.
-    let mut adam = Adam::new(0.9, 0.999, 1e-8, m, n);
+    // The optimiser keeps W's moments under the encoder's name and b's under its bias's.
+    let mut adam = Adam::new(0.9, 0.999, 1e-8);
     for _ in 0..p.steps {
         let x = toy_batch(1024, n, sparsity, &mut rng);
         let (_, dw, db) = model.loss_grad(&x, &importance);
         adam.begin_step();
-        adam.update(|g| &mut g.w_enc, model.w.as_mut_slice(), &dw, 1e-3);
-        adam.update(|g| &mut g.b_enc, &mut model.b, &db, 1e-3);
+        adam.update_tensor(ParamId::WEnc, model.w.as_mut_slice(), &dw, 1e-3);
+        adam.update_tensor(ParamId::BEnc, &mut model.b, &db, 1e-3);
     }
     model
 }

@@ -6,18 +6,31 @@
 //! auxiliary term trains only the gate. Dense forward and backward.
 
 use super::grads::{
-    batch_variance, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, Grads,
-    LossParts, Workspace,
+    column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, LossParts, Workspace,
 };
+use super::params::{Grads, ParamId};
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::{Matrix, Parallelism};
 
-/// Loss and gradients of a gated SAE. `frozen` is the detached decoder of the auxiliary term
-/// (`None`: the SAE's own, with no gradient flowing into it from that term).
+/// The magnitude path of a gated SAE (the parameters of its [`super::Encoder::Gated`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Magnitude<'a> {
+    /// Magnitude-path bias `[d_sae]`.
+    pub b_mag: &'a [f32],
+    /// Magnitude-path log scale `[d_sae]`.
+    pub r_mag: &'a [f32],
+}
+
+/// Loss and gradients of a gated SAE on the rows `x` of a step of `total` rows. `mag` is the
+/// model's magnitude path (passed typed: only a gated encoder has one). `frozen` is the
+/// detached decoder of the auxiliary term (`None`: the SAE's own, with no gradient flowing
+/// into it from that term).
 pub fn gated_loss_grad(
     sae: &Sae,
+    mag: Magnitude<'_>,
     x: &[f32],
+    total: usize,
     l1: f32,
     frozen: Option<(&Matrix, &[f32])>,
     ws: &mut Workspace,
@@ -26,12 +39,12 @@ pub fn gated_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     let (w_aux, b_aux) = frozen.unwrap_or((&sae.w_dec, &sae.b_dec));
     let xc = sized(&mut ws.xc, b * m);
     let u = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, u, false, par);
-    let scale: Vec<f32> = sae.r_mag.iter().map(|r| r.exp()).collect();
+    let scale: Vec<f32> = mag.r_mag.iter().map(|r| r.exp()).collect();
     // The codes f live in dpre's buffer (gated has no dpre of its own).
     let f = sized(&mut ws.dpre, b * n);
     let mut gate_relu = vec![0.0f32; b * n];
@@ -42,7 +55,7 @@ pub fn gated_loss_grad(
     {
         for j in 0..n {
             let gate = ur[j] + sae.b_enc[j];
-            let mag = scale[j] * ur[j] + sae.b_mag[j];
+            let mag = scale[j] * ur[j] + mag.b_mag[j];
             fr[j] = if gate > 0.0 { mag.max(0.0) } else { 0.0 };
             gr[j] = gate.max(0.0);
         }
@@ -50,16 +63,16 @@ pub fn gated_loss_grad(
     let xhat = sized(&mut ws.xhat, b * m);
     matmul(xhat, MatRef::new(f, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
-    let recon = error_grad(xhat, x, &sae.b_dec, de, b);
+    let recon = error_grad(xhat, x, &sae.b_dec, de, total);
     // Auxiliary reconstruction from ReLU(gate) through the frozen decoder.
     let mut de_aux = vec![0.0f32; b * m];
     matmul(xhat, MatRef::new(&gate_relu, b, n), w_aux.view(), 0.0, par);
-    let aux = error_grad(xhat, x, b_aux, &mut de_aux, b);
+    let aux = error_grad(xhat, x, b_aux, &mut de_aux, total);
     let mut norms = vec![0.0f32; n];
     decoder_norms(sae, &mut norms);
     let colsum = sized(&mut ws.colsum, n);
     column_sums(&gate_relu, n, colsum);
-    let penalty = l1_penalty(colsum, &norms, l1, b);
+    let penalty = l1_penalty(colsum, &norms, l1, total);
 
     // df = de W_dec^T; d aux / d ReLU(gate) = de_aux W_aux^T.
     let mut df = vec![0.0f32; b * n];
@@ -78,10 +91,11 @@ pub fn gated_loss_grad(
         0.0,
         par,
     );
-    g.r_mag.resize(n, 0.0);
-    g.r_mag.fill(0.0);
-    g.b_mag.resize(n, 0.0);
-    g.b_mag.fill(0.0);
+    let (mut g_rmag, mut g_bmag) = (g.take(ParamId::RMag), g.take(ParamId::BMag));
+    g_rmag.clear();
+    g_rmag.resize(n, 0.0);
+    g_bmag.clear();
+    g_bmag.resize(n, 0.0);
     g.b_enc.fill(0.0);
     let mut active = 0usize;
     // du (into df's buffer) = dgate + exp(r) dmag.
@@ -90,19 +104,21 @@ pub fn gated_loss_grad(
             let i = r * n + j;
             let gate = u[i] + sae.b_enc[j];
             let (dmag, dgate) = if gate > 0.0 {
-                let mag = scale[j] * u[i] + sae.b_mag[j];
+                let mag = scale[j] * u[i] + mag.b_mag[j];
                 active += (mag > 0.0) as usize;
                 let dmag = if mag > 0.0 { df[i] } else { 0.0 };
                 (dmag, dg[i] + l1 * inv_b * norms[j])
             } else {
                 (0.0, 0.0)
             };
-            g.b_mag[j] += dmag;
-            g.r_mag[j] += dmag * scale[j] * u[i];
+            g_bmag[j] += dmag;
+            g_rmag[j] += dmag * scale[j] * u[i];
             g.b_enc[j] += dgate;
             df[i] = dgate + scale[j] * dmag;
         }
     }
+    *g.get_mut(ParamId::RMag) = g_rmag;
+    *g.get_mut(ParamId::BMag) = g_bmag;
     let du = &df;
     matmul(
         &mut g.w_enc,
@@ -111,7 +127,7 @@ pub fn gated_loss_grad(
         0.0,
         par,
     );
-    decoder_grad(sae, f, de, (l1, colsum, &norms), g, par);
+    decoder_grad(sae, f, de, (l1, colsum, &norms, total), g, par);
     column_sums(de, m, &mut g.b_dec);
     if sae.apply_b_dec_to_input {
         let mut du_sum = vec![0.0f32; n];
@@ -133,7 +149,7 @@ pub fn gated_loss_grad(
         loss: recon + penalty + aux,
         recon,
         sparsity: penalty + aux,
-        variance: batch_variance(x, m),
-        l0: active as f64 / b as f64,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
     }
 }

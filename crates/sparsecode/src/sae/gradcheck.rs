@@ -60,22 +60,18 @@ fn check(sae: &Sae, analytic: &Grads, f: &LossFn<'_>) {
     for (name, grad) in analytic
         .named()
         .into_iter()
-        .filter(|(n, _)| *n != "threshold")
+        .filter(|(n, _)| *n != ParamId::Threshold)
     {
         for i in 0..grad.len() {
             let eval = |delta: f32| {
                 let mut s = sae.clone();
-                let p = match name {
-                    "w_enc" => &mut s.w_enc.as_mut_slice()[i],
-                    "b_enc" => &mut s.b_enc[i],
-                    "w_dec" => &mut s.w_dec.as_mut_slice()[i],
-                    "b_dec" => &mut s.b_dec[i],
-                    "b_mag" => &mut s.b_mag[i],
-                    "r_mag" => &mut s.r_mag[i],
-                    "w_hidden" => &mut s.hidden.as_mut().unwrap().w.as_mut_slice()[i],
-                    _ => &mut s.hidden.as_mut().unwrap().b[i],
-                };
-                *p += delta;
+                let mut tensors = s.tensors_mut();
+                let (_, t) = tensors
+                    .iter_mut()
+                    .find(|(id, _)| *id == name)
+                    .expect("the gradient's names are the model's");
+                t[i] += delta;
+                drop(tensors);
                 f(&s)
             };
             let (lp, sp) = eval(eps);
@@ -113,7 +109,7 @@ fn relu_l1_gradient_matches_finite_differences() {
         sae.apply_b_dec_to_input = apply;
         let x = batch(6, 5, 2);
         let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-            relu_loss_grad(s, &x, 0.3, ws, g, Parallelism::Serial)
+            relu_loss_grad(s, &x, 6, 0.3, ws, g, Parallelism::Serial)
         };
         check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
     }
@@ -124,7 +120,7 @@ fn topk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 9, Activation::TopK { k: 3 }, 3);
     let x = batch(7, 6, 4);
     let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-        topk_loss_grad(s, &x, 3, None, ws, g, Parallelism::Serial)
+        topk_loss_grad(s, &x, 7, 3, None, ws, g, Parallelism::Serial)
     };
     check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
 }
@@ -140,8 +136,17 @@ fn topk_auxk_gradient_matches_finite_differences() {
         dead: &dead,
     };
     let mut ws = Workspace::default();
-    let mut g = Grads::zeros(6, 10);
-    let with = topk_loss_grad(&sae, &x, 2, Some(aux), &mut ws, &mut g, Parallelism::Serial);
+    let mut g = Grads::like(&sae);
+    let with = topk_loss_grad(
+        &sae,
+        &x,
+        8,
+        2,
+        Some(aux),
+        &mut ws,
+        &mut g,
+        Parallelism::Serial,
+    );
     assert!(
         with.sparsity > 0.0,
         "the aux loss must be active in this test"
@@ -150,10 +155,10 @@ fn topk_auxk_gradient_matches_finite_differences() {
     // own: (gradient with aux) - (gradient without) against a naive dense AuxK loss whose target
     // is the base model's residual.
     let with_aux = analytic(&sae, &|s, ws, g| {
-        topk_loss_grad(s, &x, 2, Some(aux), ws, g, Parallelism::Serial)
+        topk_loss_grad(s, &x, 8, 2, Some(aux), ws, g, Parallelism::Serial)
     });
     let without = analytic(&sae, &|s, ws, g| {
-        topk_loss_grad(s, &x, 2, None, ws, g, Parallelism::Serial)
+        topk_loss_grad(s, &x, 8, 2, None, ws, g, Parallelism::Serial)
     });
     let diff =
         |a: &Vec<f32>, b: &Vec<f32>| a.iter().zip(b).map(|(p, q)| p - q).collect::<Vec<f32>>();
@@ -162,7 +167,7 @@ fn topk_auxk_gradient_matches_finite_differences() {
         b_enc: diff(&with_aux.b_enc, &without.b_enc),
         w_dec: diff(&with_aux.w_dec, &without.w_dec),
         b_dec: diff(&with_aux.b_dec, &without.b_dec),
-        ..Grads::default()
+        encoder: Vec::new(),
     };
     let xm = crate::Matrix::from_vec(8, 6, x.clone()).unwrap();
     let base_rec = sae.reconstruct(&xm, Parallelism::Serial);
@@ -216,7 +221,7 @@ fn topk_gradients_identical_across_thread_counts() {
             .unwrap();
         pool.install(|| {
             let mut ws = Workspace::default();
-            let mut g = Grads::zeros(33, 70);
+            let mut g = Grads::like(&sae);
             let aux = AuxK {
                 k_aux: 5,
                 coef: 1.0 / 32.0,
@@ -225,6 +230,7 @@ fn topk_gradients_identical_across_thread_counts() {
             let l = topk_loss_grad(
                 &sae,
                 &x,
+                50,
                 4,
                 Some(aux),
                 &mut ws,
@@ -243,8 +249,8 @@ fn topk_forward_matches_dense_reference() {
     let sae = random_sae(8, 20, Activation::TopK { k: 5 }, 9);
     let x = batch(11, 8, 10);
     let mut ws = Workspace::default();
-    let mut g = Grads::zeros(8, 20);
-    let parts = topk_loss_grad(&sae, &x, 5, None, &mut ws, &mut g, Parallelism::Serial);
+    let mut g = Grads::like(&sae);
+    let parts = topk_loss_grad(&sae, &x, 11, 5, None, &mut ws, &mut g, Parallelism::Serial);
     let xm = crate::Matrix::from_vec(11, 8, x.clone()).unwrap();
     let rec = sae.reconstruct(&xm, Parallelism::Serial);
     let want: f64 = rec
@@ -274,8 +280,17 @@ fn dense_and_sparse_auxk_paths_agree() {
     let run = |dense: bool| {
         super::topk::FORCE_DENSE_AUX.with(|f| f.set(Some(dense)));
         let mut ws = Workspace::default();
-        let mut g = Grads::zeros(12, 40);
-        let l = topk_loss_grad(&sae, &x, 3, Some(aux), &mut ws, &mut g, Parallelism::Serial);
+        let mut g = Grads::like(&sae);
+        let l = topk_loss_grad(
+            &sae,
+            &x,
+            9,
+            3,
+            Some(aux),
+            &mut ws,
+            &mut g,
+            Parallelism::Serial,
+        );
         super::topk::FORCE_DENSE_AUX.with(|f| f.set(None));
         (l, g)
     };
@@ -310,7 +325,7 @@ fn dense_signature(s: &Sae, x: &[f32]) -> Vec<u32> {
                     }
             })
             .collect();
-        let input: Vec<f32> = match &s.hidden {
+        let input: Vec<f32> = match s.encoder.hidden() {
             Some(h) => (0..h.w.rows())
                 .map(|r| {
                     let v = (0..m).map(|i| h.w.get(r, i) * xc[i]).sum::<f32>() + h.b[r];
@@ -323,8 +338,8 @@ fn dense_signature(s: &Sae, x: &[f32]) -> Vec<u32> {
         for j in 0..s.d_sae() {
             let u: f32 = input.iter().zip(s.w_enc.row(j)).map(|(a, b)| a * b).sum();
             sig.push((u + s.b_enc[j] > 0.0) as u32);
-            if s.activation == Activation::Gated {
-                sig.push((u * s.r_mag[j].exp() + s.b_mag[j] > 0.0) as u32);
+            if let Encoder::Gated { b_mag, r_mag } = &s.encoder {
+                sig.push((u * r_mag[j].exp() + b_mag[j] > 0.0) as u32);
             }
         }
     }
@@ -336,23 +351,40 @@ fn gated_gradient_matches_finite_differences() {
     for apply in [true, false] {
         let mut sae = random_sae(5, 8, Activation::Gated, 21);
         sae.apply_b_dec_to_input = apply;
-        sae.b_mag
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = 0.05 * i as f32 - 0.1);
-        sae.r_mag
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = 0.1 * i as f32 - 0.3);
+        if let Encoder::Gated { b_mag, r_mag } = &mut sae.encoder {
+            b_mag
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = 0.05 * i as f32 - 0.1);
+            r_mag
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = 0.1 * i as f32 - 0.3);
+        }
         let x = batch(7, 5, 22);
         // The auxiliary term reads a frozen copy of the decoder: perturbing the live decoder
         // must not move it.
         let (wf, bf) = (sae.w_dec.clone(), sae.b_dec.clone());
         let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-            gated_loss_grad(s, &x, 0.2, Some((&wf, &bf)), ws, g, Parallelism::Serial)
+            let Encoder::Gated { b_mag, r_mag } = &s.encoder else {
+                unreachable!("a gated model")
+            };
+            let mag = Magnitude { b_mag, r_mag };
+            gated_loss_grad(
+                s,
+                mag,
+                &x,
+                7,
+                0.2,
+                Some((&wf, &bf)),
+                ws,
+                g,
+                Parallelism::Serial,
+            )
         };
         let g = analytic(&sae, &f);
-        assert!(g.r_mag.iter().any(|v| *v != 0.0) && g.b_mag.iter().any(|v| *v != 0.0));
+        let nonzero = |id| g.get(id).unwrap().iter().any(|v| *v != 0.0);
+        assert!(nonzero(ParamId::RMag) && nonzero(ParamId::BMag));
         check(&sae, &g, &|s| {
             (via_library(s, &f).0, dense_signature(s, &x))
         });
@@ -365,19 +397,17 @@ fn mlp_encoder_gradient_matches_finite_differences() {
         let mut rng = ChaCha8Rng::seed_from_u64(31);
         let mut sae = random_sae(5, 7, Activation::Relu, 30).with_hidden_layer(6, &mut rng);
         sae.apply_b_dec_to_input = apply;
-        sae.hidden
-            .as_mut()
-            .unwrap()
-            .b
-            .iter_mut()
-            .for_each(|v| *v = 0.1);
+        if let Encoder::Mlp { hidden } = &mut sae.encoder {
+            hidden.b.iter_mut().for_each(|v| *v = 0.1);
+        }
         sae.b_enc.iter_mut().for_each(|v| *v = 0.05);
         let x = batch(8, 5, 32);
         let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-            mlp_loss_grad(s, &x, 0.3, ws, g, Parallelism::Serial)
+            let hidden = s.encoder.hidden().expect("an MLP encoder");
+            mlp_loss_grad(s, hidden, &x, 8, 0.3, ws, g, Parallelism::Serial)
         };
         let g = analytic(&sae, &f);
-        assert!(g.w_hidden.iter().any(|v| *v != 0.0));
+        assert!(g.get(ParamId::WHidden).unwrap().iter().any(|v| *v != 0.0));
         check(&sae, &g, &|s| {
             (via_library(s, &f).0, dense_signature(s, &x))
         });
@@ -401,7 +431,9 @@ fn batch_topk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 9, Activation::TopK { k: 2 }, 41);
     let x = batch(7, 6, 42);
     let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-        sparse_loss_grad(s, &x, Selection::Batch(2), None, ws, g, Parallelism::Serial)
+        let mut one = SingleProcess;
+        let sel = Selection::Batch(2);
+        sparse_loss_grad(s, &x, 7, sel, None, &mut one, ws, g, Parallelism::Serial)
     };
     let mut ws = Workspace::default();
     let parts = f(&sae, &mut ws, &mut Grads::like(&sae));
@@ -420,14 +452,17 @@ fn batch_topk_gradient_matches_finite_differences() {
 #[test]
 fn jumprelu_gradient_matches_finite_differences_and_naive_threshold_rule() {
     let mut sae = random_sae(6, 9, Activation::JumpRelu, 51);
-    sae.threshold
-        .iter_mut()
-        .enumerate()
-        .for_each(|(j, t)| *t = 0.05 + 0.03 * j as f32);
+    let thresholds: Vec<f32> = (0..9).map(|j| 0.05 + 0.03 * j as f32).collect();
+    sae.encoder = Encoder::JumpRelu {
+        threshold: thresholds.clone(),
+    };
     let x = batch(10, 6, 52);
     let (l0, eps) = (0.3f32, 0.4f32);
     let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
-        jumprelu_loss_grad(s, &x, l0, eps, ws, g, Parallelism::Serial)
+        let Encoder::JumpRelu { threshold } = &s.encoder else {
+            unreachable!("a JumpReLU model")
+        };
+        jumprelu_loss_grad(s, threshold, &x, 10, l0, eps, ws, g, Parallelism::Serial)
     };
     let g = analytic(&sae, &f);
     check(&sae, &g, &|s| via_library(s, &f));
@@ -441,7 +476,7 @@ fn jumprelu_gradient_matches_finite_differences_and_naive_threshold_rule() {
                 .map(|i| (x[r * 6 + i] - sae.b_dec[i]) * sae.w_enc.get(j, i))
                 .sum::<f32>()
                 + sae.b_enc[j];
-            let theta = sae.threshold[j];
+            let theta = thresholds[j];
             if ((pre - theta) / eps).abs() < 0.5 {
                 let dz: f64 = (0..6)
                     .map(|i| {
@@ -459,7 +494,7 @@ fn jumprelu_gradient_matches_finite_differences_and_naive_threshold_rule() {
         want.iter().filter(|v| **v != 0.0).count() >= 3,
         "too few latents near their threshold"
     );
-    for (a, b) in g.threshold.iter().zip(&want) {
+    for (a, b) in g.get(ParamId::Threshold).unwrap().iter().zip(&want) {
         assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }

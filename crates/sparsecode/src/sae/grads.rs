@@ -1,106 +1,10 @@
-//! Gradient buffers shaped like the parameters of an [`super::Sae`], and the parts of a loss.
+//! The parts of a loss, the reusable workspace of a step, and the pieces of backward passes that
+//! several architectures share.
 
-/// Gradients of the loss with respect to every parameter (same layouts as [`super::Sae`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Grads {
-    /// Gradient of the encoder rows `[d_sae, d_in]`.
-    pub w_enc: Vec<f32>,
-    /// Gradient of the encoder bias `[d_sae]`.
-    pub b_enc: Vec<f32>,
-    /// Gradient of the decoder rows `[d_sae, d_in]`.
-    pub w_dec: Vec<f32>,
-    /// Gradient of the decoder bias `[d_in]`.
-    pub b_dec: Vec<f32>,
-    /// JumpReLU: pseudo-gradient with respect to the log-thresholds `[d_sae]` (else empty).
-    pub threshold: Vec<f32>,
-    /// Gated: gradient of `b_mag` `[d_sae]` (else empty).
-    pub b_mag: Vec<f32>,
-    /// Gated: gradient of `r_mag` `[d_sae]` (else empty).
-    pub r_mag: Vec<f32>,
-    /// MLP encoder: gradient of the hidden weights `[width, d_in]` (else empty).
-    pub w_hidden: Vec<f32>,
-    /// MLP encoder: gradient of the hidden bias `[width]` (else empty).
-    pub b_hidden: Vec<f32>,
-}
+use super::params::Grads;
 
-impl Grads {
-    /// Zeroed gradients for `d_sae` latents of width `d_in`.
-    pub fn zeros(d_in: usize, d_sae: usize) -> Self {
-        Grads {
-            w_enc: vec![0.0; d_in * d_sae],
-            b_enc: vec![0.0; d_sae],
-            w_dec: vec![0.0; d_in * d_sae],
-            b_dec: vec![0.0; d_in],
-            ..Grads::default()
-        }
-    }
-
-    /// Zeroed gradients shaped like every parameter of `sae`.
-    pub fn like(sae: &super::Sae) -> Self {
-        let z = |n: usize| vec![0.0f32; n];
-        Grads {
-            w_enc: z(sae.w_enc.as_slice().len()),
-            b_enc: z(sae.b_enc.len()),
-            w_dec: z(sae.w_dec.as_slice().len()),
-            b_dec: z(sae.b_dec.len()),
-            threshold: z(sae.threshold.len()),
-            b_mag: z(sae.b_mag.len()),
-            r_mag: z(sae.r_mag.len()),
-            w_hidden: z(sae.hidden.as_ref().map_or(0, |h| h.w.as_slice().len())),
-            b_hidden: z(sae.hidden.as_ref().map_or(0, |h| h.b.len())),
-        }
-    }
-
-    /// Every tensor with its name, the always-present four first.
-    pub fn named(&self) -> [(&'static str, &Vec<f32>); 9] {
-        [
-            ("w_enc", &self.w_enc),
-            ("b_enc", &self.b_enc),
-            ("w_dec", &self.w_dec),
-            ("b_dec", &self.b_dec),
-            ("threshold", &self.threshold),
-            ("b_mag", &self.b_mag),
-            ("r_mag", &self.r_mag),
-            ("w_hidden", &self.w_hidden),
-            ("b_hidden", &self.b_hidden),
-        ]
-    }
-
-    /// The tensor called `name` (one of [`Grads::named`]'s names).
-    pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Vec<f32>> {
-        Some(match name {
-            "w_enc" => &mut self.w_enc,
-            "b_enc" => &mut self.b_enc,
-            "w_dec" => &mut self.w_dec,
-            "b_dec" => &mut self.b_dec,
-            "threshold" => &mut self.threshold,
-            "b_mag" => &mut self.b_mag,
-            "r_mag" => &mut self.r_mag,
-            "w_hidden" => &mut self.w_hidden,
-            "b_hidden" => &mut self.b_hidden,
-            _ => return None,
-        })
-    }
-
-    /// Sets every gradient to zero, keeping the allocations.
-    pub fn clear(&mut self) {
-        for v in [
-            &mut self.w_enc,
-            &mut self.b_enc,
-            &mut self.w_dec,
-            &mut self.b_dec,
-            &mut self.threshold,
-            &mut self.b_mag,
-            &mut self.r_mag,
-            &mut self.w_hidden,
-            &mut self.b_hidden,
-        ] {
-            v.fill(0.0);
-        }
-    }
-}
-
-/// The terms of one loss evaluation (all averaged over the batch).
+/// The terms of one loss evaluation, each a sum over this process's rows divided by the step's
+/// total row count (so the parts of a split batch add up to the whole batch's values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LossParts {
     /// Total loss that was differentiated.
@@ -109,7 +13,8 @@ pub struct LossParts {
     pub recon: f64,
     /// The sparsity term (L1 penalty or AuxK loss, with its coefficient).
     pub sparsity: f64,
-    /// Sum over the batch of `||x - mean_batch(x)||^2 / B`, for the batch FVU.
+    /// `1/B sum_b ||x_b - mean(x)||^2` over the whole step, for the batch FVU (set by
+    /// [`super::StepStats::finish`] after the reduction; 0 straight out of a loss function).
     pub variance: f64,
     /// Mean number of non-zero codes per sample.
     pub l0: f64,
@@ -124,28 +29,6 @@ impl LossParts {
             f64::NAN
         }
     }
-}
-
-/// `1/B sum_b ||x_b - mean(x)||^2` for a row-major batch.
-pub(crate) fn batch_variance(x: &[f32], d: usize) -> f64 {
-    let b = x.len() / d.max(1);
-    if b == 0 {
-        return 0.0;
-    }
-    let mut mean = vec![0.0f64; d];
-    for row in x.chunks_exact(d) {
-        mean.iter_mut().zip(row).for_each(|(m, v)| *m += *v as f64);
-    }
-    mean.iter_mut().for_each(|m| *m /= b as f64);
-    let mut s = 0.0;
-    for row in x.chunks_exact(d) {
-        s += row
-            .iter()
-            .zip(&mean)
-            .map(|(v, m)| (*v as f64 - m).powi(2))
-            .sum::<f64>();
-    }
-    s / b as f64
 }
 
 /// Scratch buffers for one training step, grown on first use and reused afterwards so that the
@@ -216,8 +99,16 @@ pub(crate) fn column_sums(a: &[f32], n: usize, out: &mut [f32]) {
     }
 }
 
-/// `2 (x_hat + bias - x) / B` into `de`; returns the mean squared norm of the error.
-pub(crate) fn error_grad(xhat: &[f32], x: &[f32], bias: &[f32], de: &mut [f32], b: usize) -> f64 {
+/// `2 (x_hat + bias - x) / B` into `de` (`B` = `total` rows of the step); returns the squared
+/// norm of the error summed over these rows, divided by `B`.
+pub(crate) fn error_grad(
+    xhat: &[f32],
+    x: &[f32],
+    bias: &[f32],
+    de: &mut [f32],
+    total: usize,
+) -> f64 {
+    let b = total;
     let mut sum = 0.0f64;
     let inv_b = 1.0 / b as f32;
     for ((d, xh), (xv, bd)) in de
@@ -251,12 +142,13 @@ pub(crate) fn l1_penalty(colsum: &[f32], norms: &[f32], l1: f32, b: usize) -> f6
 }
 
 /// `dW_dec = codes^T de` plus the gradient of [`l1_penalty`] with respect to the decoder rows,
-/// `l1/B colsum_j W_dec_j / ||W_dec_j||` (`codes` `[B, d_sae]`, `de` `[B, d_in]`).
+/// `l1/B colsum_j W_dec_j / ||W_dec_j||` (`codes` `[rows, d_sae]`, `de` `[rows, d_in]`, `B` =
+/// `total` rows of the step).
 pub(crate) fn decoder_grad(
     sae: &super::Sae,
     codes: &[f32],
     de: &[f32],
-    (l1, colsum, norms): (f32, &[f32], &[f32]),
+    (l1, colsum, norms, total): (f32, &[f32], &[f32], usize),
     g: &mut Grads,
     par: crate::Parallelism,
 ) {
@@ -269,7 +161,7 @@ pub(crate) fn decoder_grad(
         0.0,
         par,
     );
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     for j in 0..n {
         if norms[j] > 0.0 {
             let s = l1 * inv_b * colsum[j] / norms[j];

@@ -5,16 +5,20 @@
 //! `d z / d theta = -(theta / eps) K((pre - theta) / eps)`, `d H / d theta = -(1 / eps) K(...)`,
 //! `K(u) = 1` for `|u| < 1/2`. Weights and biases get exact gradients (the active set fixed).
 
-use super::grads::{Grads, LossParts, Workspace};
+use super::grads::{LossParts, Workspace};
+use super::params::{Grads, ParamId};
 use super::topk::{sparse_loss_grad, Selection};
 use super::Sae;
 use crate::Parallelism;
 
-/// Loss and gradients of a JumpReLU SAE; `g.threshold` receives the pseudo-gradient with respect
-/// to the log-thresholds `t = ln theta`.
+/// Loss and gradients of a JumpReLU SAE on the rows `x` of a step of `total` rows; `threshold`
+/// is the model's (its [`super::Encoder::JumpRelu`]'s, passed typed). The `threshold` gradient
+/// receives the pseudo-gradient with respect to the log-thresholds `t = ln theta`.
 pub fn jumprelu_loss_grad(
     sae: &Sae,
+    threshold: &[f32],
     x: &[f32],
+    total: usize,
     l0: f32,
     bandwidth: f32,
     ws: &mut Workspace,
@@ -23,48 +27,41 @@ pub fn jumprelu_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
-    let mut parts = sparse_loss_grad(
-        sae,
-        x,
-        Selection::Threshold(&sae.threshold),
-        None,
-        ws,
-        g,
-        par,
-    );
+    let mut local = super::SingleProcess;
+    let selection = Selection::Threshold(threshold);
+    let mut parts = sparse_loss_grad(sae, x, total, selection, None, &mut local, ws, g, par);
     let penalty = l0 as f64 * parts.l0;
     parts.sparsity = penalty;
     parts.loss += penalty;
     threshold_grad(
         sae,
-        &ws.pre[..b * n],
-        &ws.de[..b * m],
+        threshold,
+        (&ws.pre[..b * n], &ws.de[..b * m], total),
         l0,
         bandwidth,
-        &mut g.threshold,
+        g.get_mut(ParamId::Threshold),
     );
     parts
 }
 
 /// Straight-through pseudo-gradient with respect to `ln theta`, given the pre-activations
-/// without bias and `de = d loss / d x_hat` of the batch.
+/// without bias and `de = d loss / d x_hat` of these rows, part of a step of `total` rows.
 pub(crate) fn threshold_grad(
     sae: &Sae,
-    pre: &[f32],
-    de: &[f32],
+    threshold: &[f32],
+    (pre, de, total): (&[f32], &[f32], usize),
     l0: f32,
     eps: f32,
     out: &mut Vec<f32>,
 ) {
     let (n, m) = sae.w_dec.shape();
-    let b = pre.len() / n.max(1);
     out.clear();
     out.resize(n, 0.0);
     let half = 0.5 * eps;
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     for (row, der) in pre.chunks_exact(n).zip(de.chunks_exact(m)) {
         for j in 0..n {
-            let theta = sae.threshold[j];
+            let theta = threshold[j];
             let v = row[j] + sae.b_enc[j];
             if (v - theta).abs() < half {
                 let dz = crate::linalg::simd::dot(der, sae.w_dec.row(j));
@@ -73,7 +70,5 @@ pub(crate) fn threshold_grad(
         }
     }
     // Chain rule through theta = exp(t).
-    out.iter_mut()
-        .zip(&sae.threshold)
-        .for_each(|(o, t)| *o *= t);
+    out.iter_mut().zip(threshold).for_each(|(o, t)| *o *= t);
 }

@@ -3,34 +3,31 @@
 //! ||W_dec_j||` as for the standard SAE. Dense forward and backward through both layers.
 
 use super::grads::{
-    batch_variance, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, Grads,
-    LossParts, Workspace,
+    column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, LossParts, Workspace,
 };
-use super::Sae;
+use super::params::{Grads, ParamId};
+use super::{HiddenLayer, Sae};
 use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
 
-/// Loss and gradients of an SAE with an MLP encoder (ReLU codes, L1 penalty).
-///
-/// # Panics
-/// When `sae` has no hidden layer (the trainer only calls it for `ArchConfig::Mlp`, whose
-/// initial state always has one).
+/// Loss and gradients of an SAE with an MLP encoder (ReLU codes, L1 penalty) on the rows `x`
+/// of a step of `total` rows. The hidden layer `h` is the one of `sae`'s
+/// [`super::Encoder::Mlp`] (passed typed, so no other model can reach this loss); `W_enc` is
+/// `[d_sae, width]`.
 pub fn mlp_loss_grad(
     sae: &Sae,
+    h: &HiddenLayer,
     x: &[f32],
+    total: usize,
     l1: f32,
     ws: &mut Workspace,
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
-    let h = sae
-        .hidden
-        .as_ref()
-        .expect("mlp_loss_grad needs an SAE with a hidden layer");
     let (n, m) = sae.w_dec.shape();
     let w = h.w.rows();
     let b = x.len() / m;
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     let xc = sized(&mut ws.xc, b * m);
     xc.copy_from_slice(x);
     if sae.apply_b_dec_to_input {
@@ -55,12 +52,12 @@ pub fn mlp_loss_grad(
     let xhat = sized(&mut ws.xhat, b * m);
     matmul(xhat, MatRef::new(z, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
-    let recon = error_grad(xhat, x, &sae.b_dec, de, b);
+    let recon = error_grad(xhat, x, &sae.b_dec, de, total);
     let mut norms = vec![0.0f32; n];
     decoder_norms(sae, &mut norms);
     let colsum = sized(&mut ws.colsum, n);
     column_sums(z, n, colsum);
-    let penalty = l1_penalty(colsum, &norms, l1, b);
+    let penalty = l1_penalty(colsum, &norms, l1, total);
 
     // dpre = (de W_dec^T + l1/B ||W_dec_j||) where z > 0.
     let dpre = sized(&mut ws.dpre, b * n);
@@ -76,7 +73,7 @@ pub fn mlp_loss_grad(
             }
         }
     }
-    decoder_grad(sae, z, de, (l1, colsum, &norms), g, par);
+    decoder_grad(sae, z, de, (l1, colsum, &norms, total), g, par);
     matmul(
         &mut g.w_enc,
         MatRef::new(dpre, b, n).t(),
@@ -93,35 +90,38 @@ pub fn mlp_loss_grad(
             *d = 0.0
         }
     });
-    g.w_hidden.resize(w * m, 0.0);
+    let gw = g.get_mut(ParamId::WHidden);
+    gw.resize(w * m, 0.0);
     matmul(
-        &mut g.w_hidden,
+        gw,
         MatRef::new(&dh, b, w).t(),
         MatRef::new(xc, b, m),
         0.0,
         par,
     );
-    g.b_hidden.resize(w, 0.0);
-    column_sums(&dh, w, &mut g.b_hidden);
+    let mut gbh = g.take(ParamId::BHidden);
+    gbh.resize(w, 0.0);
+    column_sums(&dh, w, &mut gbh);
     column_sums(de, m, &mut g.b_dec);
     if sae.apply_b_dec_to_input {
         let mut through = vec![0.0f32; m];
         matmul(
             &mut through,
-            MatRef::new(&g.b_hidden, 1, w),
+            MatRef::new(&gbh, 1, w),
             h.w.view(),
             0.0,
             Parallelism::Serial,
         );
         g.b_dec.iter_mut().zip(&through).for_each(|(a, v)| *a -= v);
     }
+    *g.get_mut(ParamId::BHidden) = gbh;
     ws.fired.clear();
     ws.fired.extend(colsum.iter().map(|c| *c > 0.0));
     LossParts {
         loss: recon + penalty,
         recon,
         sparsity: penalty,
-        variance: batch_variance(x, m),
-        l0: active as f64 / b as f64,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
     }
 }

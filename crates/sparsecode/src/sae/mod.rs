@@ -9,20 +9,24 @@
 //!   where `e_aux` reconstructs the residual from the top `k_aux` pre-activations among dead
 //!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
 
+mod collective;
 mod gated;
 mod grads;
 mod jumprelu;
 mod mlp;
 mod model;
+mod params;
 mod relu;
 pub mod saelens;
 mod topk;
 
-pub use gated::gated_loss_grad;
-pub use grads::{Grads, LossParts, Workspace};
+pub use collective::{kth_largest_local, Collective, SingleProcess, StepStats};
+pub use gated::{gated_loss_grad, Magnitude};
+pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;
 pub use mlp::mlp_loss_grad;
-pub use model::{Activation, Codes, EncoderInit, HiddenLayer, Sae};
+pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Sae};
+pub use params::{Grads, ParamId};
 pub use relu::relu_loss_grad;
 pub use topk::{sparse_loss_grad, topk_loss_grad, AuxK, Selection};
 

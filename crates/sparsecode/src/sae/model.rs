@@ -1,5 +1,6 @@
 //! The SAE's parameters, initialisation, and inference (encode / decode).
 
+use super::ParamId;
 use crate::linalg::{matmul, normalize_rows, topk_row_shifted, MatRef, TopK};
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::Rng;
@@ -56,13 +57,91 @@ pub enum Codes {
     Sparse(TopK),
 }
 
+/// The encoder of an SAE with the parameters only that architecture has: the type says which
+/// tensors exist, so no field is "empty unless".
+#[derive(Clone, Debug, PartialEq)]
+pub enum Encoder {
+    /// `ReLU(x_c W_enc^T + b_enc)` (SAELens "standard").
+    Relu,
+    /// The `k` largest of `x_c W_enc^T + b_enc` per sample, then ReLU.
+    TopK {
+        /// Active latents per sample.
+        k: usize,
+    },
+    /// `pre * H(pre - threshold_j)`; also the inference form of BatchTopK (one shared threshold).
+    JumpRelu {
+        /// Per-latent thresholds `[d_sae]`.
+        threshold: Vec<f32>,
+    },
+    /// Gate `x_c W_enc^T + b_enc > 0`, magnitude `ReLU(exp(r_mag) * (x_c W_enc^T) + b_mag)`.
+    Gated {
+        /// Magnitude-path bias `[d_sae]`.
+        b_mag: Vec<f32>,
+        /// Magnitude-path log scale `[d_sae]`.
+        r_mag: Vec<f32>,
+    },
+    /// Linear-ReLU-Linear-ReLU: `W_enc` (`[d_sae, width]`) reads `ReLU(x_c W_h^T + b_h)`.
+    Mlp {
+        /// The hidden layer.
+        hidden: HiddenLayer,
+    },
+}
+
+impl Encoder {
+    /// The encoder's own tensors, by name, in a fixed order (see [`super::params`]).
+    pub fn tensors(&self) -> Vec<(ParamId, &[f32])> {
+        match self {
+            Encoder::Relu | Encoder::TopK { .. } => Vec::new(),
+            Encoder::JumpRelu { threshold } => vec![(ParamId::Threshold, threshold)],
+            Encoder::Gated { b_mag, r_mag } => vec![(ParamId::BMag, b_mag), (ParamId::RMag, r_mag)],
+            Encoder::Mlp { hidden } => vec![
+                (ParamId::WHidden, hidden.w.as_slice()),
+                (ParamId::BHidden, &hidden.b),
+            ],
+        }
+    }
+
+    /// The encoder's own tensors, mutably, in the order of [`Encoder::tensors`].
+    pub fn tensors_mut(&mut self) -> Vec<(ParamId, &mut [f32])> {
+        match self {
+            Encoder::Relu | Encoder::TopK { .. } => Vec::new(),
+            Encoder::JumpRelu { threshold } => vec![(ParamId::Threshold, threshold)],
+            Encoder::Gated { b_mag, r_mag } => {
+                vec![(ParamId::BMag, b_mag), (ParamId::RMag, r_mag)]
+            }
+            Encoder::Mlp { hidden } => vec![
+                (ParamId::WHidden, hidden.w.as_mut_slice()),
+                (ParamId::BHidden, &mut hidden.b),
+            ],
+        }
+    }
+
+    /// The inference non-linearity (an MLP encoder ends in a ReLU).
+    pub fn activation(&self) -> Activation {
+        match self {
+            Encoder::Relu | Encoder::Mlp { .. } => Activation::Relu,
+            Encoder::TopK { k } => Activation::TopK { k: *k },
+            Encoder::JumpRelu { .. } => Activation::JumpRelu,
+            Encoder::Gated { .. } => Activation::Gated,
+        }
+    }
+
+    /// The hidden layer of an MLP encoder.
+    pub fn hidden(&self) -> Option<&HiddenLayer> {
+        match self {
+            Encoder::Mlp { hidden } => Some(hidden),
+            _ => None,
+        }
+    }
+}
+
 /// A sparse autoencoder. Every latent `j` owns row `j` of `w_enc` and of `w_dec` (both
 /// `[d_sae, d_in]`, or `w_enc` `[d_sae, width]` behind an MLP encoder's hidden layer); the
 /// SAELens file layout stores `W_enc` transposed, see [`crate::sae::saelens`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sae {
-    /// The encoder non-linearity.
-    pub activation: Activation,
+    /// The encoder and the parameters only it has.
+    pub encoder: Encoder,
     /// Encoder rows `[d_sae, d_in]`.
     pub w_enc: Matrix,
     /// Encoder bias `[d_sae]`.
@@ -73,18 +152,11 @@ pub struct Sae {
     pub b_dec: Vec<f32>,
     /// Subtract `b_dec` before encoding (SAELens `apply_b_dec_to_input`).
     pub apply_b_dec_to_input: bool,
-    /// JumpReLU thresholds `[d_sae]` (empty for other activations).
-    pub threshold: Vec<f32>,
-    /// Gated magnitude-path bias `[d_sae]` (empty unless gated).
-    pub b_mag: Vec<f32>,
-    /// Gated magnitude-path log scale `[d_sae]` (empty unless gated).
-    pub r_mag: Vec<f32>,
-    /// The hidden layer of an MLP encoder (`None`: linear encoder).
-    pub hidden: Option<HiddenLayer>,
 }
 
 impl Sae {
-    /// A fresh SAE: Gaussian decoder rows scaled to unit norm, encoder per `init`, zero biases.
+    /// A fresh SAE: Gaussian decoder rows scaled to unit norm, encoder per `init`, zero biases
+    /// (and zero thresholds, magnitude biases and log scales where the activation has them).
     pub fn init<R: Rng>(
         d_in: usize,
         d_sae: usize,
@@ -101,19 +173,84 @@ impl Sae {
                 Matrix::from_fn(d_sae, d_in, |_, _| rng.random_range(-bound..=bound))
             }
         };
-        let per_latent = |on: bool, v: f32| if on { vec![v; d_sae] } else { Vec::new() };
+        let encoder = match activation {
+            Activation::Relu => Encoder::Relu,
+            Activation::TopK { k } => Encoder::TopK { k },
+            Activation::JumpRelu => Encoder::JumpRelu {
+                threshold: vec![0.0; d_sae],
+            },
+            Activation::Gated => Encoder::Gated {
+                b_mag: vec![0.0; d_sae],
+                r_mag: vec![0.0; d_sae],
+            },
+        };
         Sae {
-            activation,
+            encoder,
             w_enc,
             b_enc: vec![0.0; d_sae],
             w_dec,
             b_dec: vec![0.0; d_in],
             apply_b_dec_to_input: true,
-            threshold: per_latent(activation == Activation::JumpRelu, 0.0),
-            b_mag: per_latent(activation == Activation::Gated, 0.0),
-            r_mag: per_latent(activation == Activation::Gated, 0.0),
-            hidden: None,
         }
+    }
+
+    /// A model of this shape with every parameter zero (to be filled by name, as a checkpoint
+    /// is read); `hidden` is an MLP encoder's width.
+    pub fn zeros(d_in: usize, d_sae: usize, activation: Activation, hidden: Option<usize>) -> Self {
+        let encoder = match (activation, hidden) {
+            (_, Some(width)) => Encoder::Mlp {
+                hidden: HiddenLayer {
+                    w: Matrix::zeros(width, d_in),
+                    b: vec![0.0; width],
+                },
+            },
+            (Activation::Relu, None) => Encoder::Relu,
+            (Activation::TopK { k }, None) => Encoder::TopK { k },
+            (Activation::JumpRelu, None) => Encoder::JumpRelu {
+                threshold: vec![0.0; d_sae],
+            },
+            (Activation::Gated, None) => Encoder::Gated {
+                b_mag: vec![0.0; d_sae],
+                r_mag: vec![0.0; d_sae],
+            },
+        };
+        Sae {
+            encoder,
+            w_enc: Matrix::zeros(d_sae, hidden.unwrap_or(d_in)),
+            b_enc: vec![0.0; d_sae],
+            w_dec: Matrix::zeros(d_sae, d_in),
+            b_dec: vec![0.0; d_in],
+            apply_b_dec_to_input: true,
+        }
+    }
+
+    /// The inference non-linearity.
+    pub fn activation(&self) -> Activation {
+        self.encoder.activation()
+    }
+
+    /// Every parameter tensor by name: the four every SAE has, then the encoder's own.
+    pub fn tensors(&self) -> Vec<(ParamId, &[f32])> {
+        let mut v: Vec<(ParamId, &[f32])> = vec![
+            (ParamId::WEnc, self.w_enc.as_slice()),
+            (ParamId::BEnc, &self.b_enc),
+            (ParamId::WDec, self.w_dec.as_slice()),
+            (ParamId::BDec, &self.b_dec),
+        ];
+        v.extend(self.encoder.tensors());
+        v
+    }
+
+    /// Every parameter tensor by name, mutably, in the order of [`Sae::tensors`].
+    pub fn tensors_mut(&mut self) -> Vec<(ParamId, &mut [f32])> {
+        let mut v: Vec<(ParamId, &mut [f32])> = vec![
+            (ParamId::WEnc, self.w_enc.as_mut_slice()),
+            (ParamId::BEnc, &mut self.b_enc),
+            (ParamId::WDec, self.w_dec.as_mut_slice()),
+            (ParamId::BDec, &mut self.b_dec),
+        ];
+        v.extend(self.encoder.tensors_mut());
+        v
     }
 
     /// Puts an MLP encoder of hidden width `width` in front: `W_hidden`, and `W_enc` now
@@ -122,17 +259,19 @@ impl Sae {
         let (n, m) = self.w_dec.shape();
         let b1 = 1.0 / (m as f32).sqrt();
         let b2 = 1.0 / (width.max(1) as f32).sqrt();
-        self.hidden = Some(HiddenLayer {
-            w: Matrix::from_fn(width, m, |_, _| rng.random_range(-b1..=b1)),
-            b: vec![0.0; width],
-        });
+        self.encoder = Encoder::Mlp {
+            hidden: HiddenLayer {
+                w: Matrix::from_fn(width, m, |_, _| rng.random_range(-b1..=b1)),
+                b: vec![0.0; width],
+            },
+        };
         self.w_enc = Matrix::from_fn(n, width, |_, _| rng.random_range(-b2..=b2));
         self
     }
 
     /// Width of what `W_enc` reads: `d_in`, or the hidden width of an MLP encoder.
     pub fn encoder_input_width(&self) -> usize {
-        self.hidden.as_ref().map_or(self.d_in(), |h| h.w.rows())
+        self.encoder.hidden().map_or(self.d_in(), |h| h.w.rows())
     }
 
     /// Input width.
@@ -155,63 +294,17 @@ impl Sae {
                 format!("{n} x {m}"),
             ));
         }
-        let e = self.encoder_input_width();
-        let per_latent = |v: &Vec<f32>, on: bool| if on { v.len() == n } else { v.is_empty() };
-        let act = self.activation;
-        let checks = [
-            (
-                "W_enc",
-                self.w_enc.shape() == (n, e),
-                format!("{n} x {e}"),
-                format!("{:?}", self.w_enc.shape()),
-            ),
-            (
-                "threshold",
-                per_latent(&self.threshold, act == Activation::JumpRelu),
-                format!("{} values", if act == Activation::JumpRelu { n } else { 0 }),
-                format!("{}", self.threshold.len()),
-            ),
-            (
-                "b_mag",
-                per_latent(&self.b_mag, act == Activation::Gated),
-                format!("{} values", if act == Activation::Gated { n } else { 0 }),
-                format!("{}", self.b_mag.len()),
-            ),
-            (
-                "r_mag",
-                per_latent(&self.r_mag, act == Activation::Gated),
-                format!("{} values", if act == Activation::Gated { n } else { 0 }),
-                format!("{}", self.r_mag.len()),
-            ),
-            (
-                "W_hidden",
-                self.hidden
-                    .as_ref()
-                    .is_none_or(|h| h.w.cols() == m && h.b.len() == h.w.rows() && h.w.rows() > 0),
-                format!("[width, {m}] with a bias of the same width"),
-                self.hidden.as_ref().map_or(String::new(), |h| {
-                    format!("{:?} and {}", h.w.shape(), h.b.len())
-                }),
-            ),
-            (
-                "b_enc",
-                self.b_enc.len() == n,
-                format!("{n}"),
-                format!("{}", self.b_enc.len()),
-            ),
-            (
-                "b_dec",
-                self.b_dec.len() == m,
-                format!("{m}"),
-                format!("{}", self.b_dec.len()),
-            ),
-        ];
-        for (name, ok, want, got) in checks {
-            if !ok {
-                return Err(Error::shape(format!("{context}: {name}"), want, got));
+        let width = self.encoder_input_width();
+        if let Encoder::Mlp { hidden } = &self.encoder {
+            if hidden.w.cols() != m || hidden.w.rows() == 0 {
+                return Err(Error::shape(
+                    format!("{context}: W_hidden"),
+                    format!("[width, {m}]"),
+                    format!("{:?}", hidden.w.shape()),
+                ));
             }
         }
-        if let Activation::TopK { k } = self.activation {
+        if let Encoder::TopK { k } = self.encoder {
             if k == 0 || k > n {
                 return Err(Error::param(
                     "k",
@@ -219,28 +312,33 @@ impl Sae {
                 ));
             }
         }
-        self.w_enc.check_finite(&format!("{context}: W_enc"))?;
-        self.w_dec.check_finite(&format!("{context}: W_dec"))?;
-        if let Some(h) = &self.hidden {
-            h.w.check_finite(&format!("{context}: W_hidden"))?;
-        }
-        let hidden_b = self.hidden.as_ref().map(|h| &h.b);
-        for (name, v) in [
-            ("b_enc", &self.b_enc),
-            ("b_dec", &self.b_dec),
-            ("threshold", &self.threshold),
-            ("b_mag", &self.b_mag),
-            ("r_mag", &self.r_mag),
-        ]
-        .into_iter()
-        .chain(hidden_b.map(|b| ("b_hidden", b)))
-        {
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        for (id, t) in self.tensors() {
+            let want = match id {
+                ParamId::WEnc => n * width,
+                ParamId::WDec => n * m,
+                ParamId::BDec => m,
+                ParamId::WHidden => width * m,
+                ParamId::BHidden => width,
+                ParamId::BEnc | ParamId::Threshold | ParamId::BMag | ParamId::RMag => n,
+            };
+            if t.len() != want {
+                return Err(Error::shape(
+                    format!("{context}: {}", id.name()),
+                    format!("{want} values ({n} latents of width {m})"),
+                    format!("{} values", t.len()),
+                ));
+            }
+            if let Some(i) = t.iter().position(|x| !x.is_finite()) {
+                let cols = match id {
+                    ParamId::WEnc => width,
+                    ParamId::WDec | ParamId::WHidden => m,
+                    _ => 1,
+                };
                 return Err(Error::NonFinite {
-                    context: format!("{context}: {name}"),
-                    row: i,
-                    col: 0,
-                    value: v[i],
+                    context: format!("{context}: {}", id.name()),
+                    row: i / cols,
+                    col: i % cols,
+                    value: t[i],
                 });
             }
         }
@@ -278,7 +376,7 @@ impl Sae {
                 .par_chunks_mut(m.max(1))
                 .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
         }
-        match &self.hidden {
+        match self.encoder.hidden() {
             None => matmul(
                 pre,
                 MatRef::new(xc, rows, m),
@@ -316,31 +414,34 @@ impl Sae {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.as_slice().len()];
         let mut pre = vec![0.0; x.rows() * n];
-        let with_bias = matches!(self.activation, Activation::Relu | Activation::JumpRelu);
+        let with_bias = matches!(
+            self.encoder,
+            Encoder::Relu | Encoder::Mlp { .. } | Encoder::JumpRelu { .. }
+        );
         self.pre_activations(x.as_slice(), &mut xc, &mut pre, with_bias, par);
         let dense = |pre: Vec<f32>| {
             Codes::Dense(Matrix::from_vec(x.rows(), n, pre).expect("pre has rows*d_sae values"))
         };
-        match self.activation {
-            Activation::Relu => {
+        match &self.encoder {
+            Encoder::Relu | Encoder::Mlp { .. } => {
                 pre.par_iter_mut().for_each(|v| *v = v.max(0.0));
                 dense(pre)
             }
-            Activation::JumpRelu => {
+            Encoder::JumpRelu { threshold } => {
                 pre.par_chunks_mut(n).for_each(|r| {
                     r.iter_mut()
-                        .zip(&self.threshold)
+                        .zip(threshold)
                         .for_each(|(v, t)| *v = if *v > *t { *v } else { 0.0 })
                 });
                 dense(pre)
             }
-            Activation::Gated => {
-                let scale: Vec<f32> = self.r_mag.iter().map(|r| r.exp()).collect();
+            Encoder::Gated { b_mag, r_mag } => {
+                let scale: Vec<f32> = r_mag.iter().map(|r| r.exp()).collect();
                 pre.par_chunks_mut(n).for_each(|r| {
                     for (j, u) in r.iter_mut().enumerate() {
                         let gate = *u + self.b_enc[j];
                         *u = if gate > 0.0 {
-                            (scale[j] * *u + self.b_mag[j]).max(0.0)
+                            (scale[j] * *u + b_mag[j]).max(0.0)
                         } else {
                             0.0
                         };
@@ -348,7 +449,7 @@ impl Sae {
                 });
                 dense(pre)
             }
-            Activation::TopK { k } => {
+            &Encoder::TopK { k } => {
                 let mut t = TopK::with_rows(x.rows(), k);
                 pre.par_chunks(n)
                     .zip(t.indices.par_chunks_mut(k).zip(t.values.par_chunks_mut(k)))

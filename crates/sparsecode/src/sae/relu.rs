@@ -1,20 +1,22 @@
 //! ReLU + L1 (SAELens "standard"): dense forward and backward.
 
 use super::grads::{
-    batch_variance, decoder_grad, decoder_norms, error_grad, l1_penalty, sized,
-    subtract_encoder_path, Grads, LossParts, Workspace,
+    decoder_grad, decoder_norms, error_grad, l1_penalty, sized, subtract_encoder_path, LossParts,
+    Workspace,
 };
+use super::params::Grads;
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
 use rayon::prelude::*;
 
-/// Loss and gradients of the ReLU-L1 SAE on the row-major batch `x` (`[B, d_in]`), with the L1
-/// penalty weighted by decoder row norms. Gradients are written into `g` (overwritten).
-/// `ws.fired` receives which latents fired in this batch.
+/// Loss and gradients of the ReLU-L1 SAE on the row-major rows `x` (`[rows, d_in]`, part of a
+/// step of `total` rows), with the L1 penalty weighted by decoder row norms. Gradients are
+/// written into `g` (overwritten). `ws.fired` receives which latents fired on these rows.
 pub fn relu_loss_grad(
     sae: &Sae,
     x: &[f32],
+    total: usize,
     l1: f32,
     ws: &mut Workspace,
     g: &mut Grads,
@@ -22,7 +24,7 @@ pub fn relu_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     let xc = sized(&mut ws.xc, b * m);
     let pre = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, pre, true, par);
@@ -34,7 +36,7 @@ pub fn relu_loss_grad(
     let xhat = sized(&mut ws.xhat, b * m);
     matmul(xhat, MatRef::new(z, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
-    let recon = error_grad(xhat, x, &sae.b_dec, de, b);
+    let recon = error_grad(xhat, x, &sae.b_dec, de, total);
 
     // Decoder row norms weight the penalty.
     let norms = sized(&mut ws.norms, n);
@@ -51,7 +53,7 @@ pub fn relu_loss_grad(
     let fired = &mut ws.fired;
     fired.clear();
     fired.extend(colsum.iter().map(|&c| c > 0.0));
-    let penalty = l1_penalty(colsum, norms, l1, b);
+    let penalty = l1_penalty(colsum, norms, l1, total);
 
     // dz = de W_dec^T + l1 * norms / B, masked by the ReLU.
     let dpre = sized(&mut ws.dpre, b * n);
@@ -69,7 +71,7 @@ pub fn relu_loss_grad(
         });
 
     // dW_dec = z^T de + l1/B * colsum_j * W_dec_j / ||W_dec_j||.
-    decoder_grad(sae, z, de, (l1, colsum, norms), g, par);
+    decoder_grad(sae, z, de, (l1, colsum, norms, total), g, par);
     // dW_enc = dpre^T x_c; db_enc = sum_b dpre.
     matmul(
         &mut g.w_enc,
@@ -93,7 +95,7 @@ pub fn relu_loss_grad(
         loss: recon + penalty,
         recon,
         sparsity: penalty,
-        variance: batch_variance(x, m),
-        l0: active as f64 / b as f64,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
     }
 }

@@ -7,7 +7,7 @@
 //! `W_hidden [d_in, d_hidden]`, `b_hidden [d_hidden]`, `W_enc [d_hidden, d_sae]`.
 
 use crate::io::tensors::{read_tensors, take, write_tensors};
-use crate::sae::{Activation, HiddenLayer, Sae};
+use crate::sae::{Activation, Encoder, HiddenLayer, Sae};
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -23,33 +23,37 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     let (n, m) = sae.w_dec.shape();
     let e = sae.encoder_input_width();
     let w_enc_t = sae.w_enc.transpose();
-    let hidden_t = sae.hidden.as_ref().map(|h| h.w.transpose());
+    let hidden_t = sae.encoder.hidden().map(|h| h.w.transpose());
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
         ("W_enc", vec![e, n], w_enc_t.as_slice()),
         ("W_dec", vec![n, m], sae.w_dec.as_slice()),
         ("b_dec", vec![m], &sae.b_dec),
     ];
-    if sae.activation == Activation::Gated {
-        tensors.push(("b_gate", vec![n], &sae.b_enc));
-        tensors.push(("b_mag", vec![n], &sae.b_mag));
-        tensors.push(("r_mag", vec![n], &sae.r_mag));
-    } else {
-        tensors.push(("b_enc", vec![n], &sae.b_enc));
-    }
-    if sae.activation == Activation::JumpRelu {
-        tensors.push(("threshold", vec![n], &sae.threshold));
-    }
-    if let (Some(h), Some(t)) = (&sae.hidden, &hidden_t) {
-        tensors.push(("W_hidden", vec![m, e], t.as_slice()));
-        tensors.push(("b_hidden", vec![e], &h.b));
+    let b_enc_name = match sae.encoder {
+        Encoder::Gated { .. } => "b_gate",
+        _ => "b_enc",
+    };
+    tensors.push((b_enc_name, vec![n], &sae.b_enc));
+    match &sae.encoder {
+        Encoder::Relu | Encoder::TopK { .. } => {}
+        Encoder::JumpRelu { threshold } => tensors.push(("threshold", vec![n], threshold)),
+        Encoder::Gated { b_mag, r_mag } => {
+            tensors.push(("b_mag", vec![n], b_mag));
+            tensors.push(("r_mag", vec![n], r_mag));
+        }
+        Encoder::Mlp { hidden } => {
+            let t = hidden_t.as_ref().map_or(&[][..], |t| t.as_slice());
+            tensors.push(("W_hidden", vec![m, e], t));
+            tensors.push(("b_hidden", vec![e], &hidden.b));
+        }
     }
     write_tensors(&dir.join(WEIGHTS_FILE), &tensors, None)?;
-    let (architecture, activation, kwargs) = match (sae.activation, &sae.hidden) {
-        (_, Some(_)) => ("mlp", "relu", json!({})),
-        (Activation::Relu, None) => ("standard", "relu", json!({})),
-        (Activation::TopK { k }, None) => ("topk", "topk", json!({ "k": k })),
-        (Activation::JumpRelu, None) => ("jumprelu", "jumprelu", json!({})),
-        (Activation::Gated, None) => ("gated", "relu", json!({})),
+    let (architecture, activation, kwargs) = match sae.encoder {
+        Encoder::Mlp { .. } => ("mlp", "relu", json!({})),
+        Encoder::Relu => ("standard", "relu", json!({})),
+        Encoder::TopK { k } => ("topk", "topk", json!({ "k": k })),
+        Encoder::JumpRelu { .. } => ("jumprelu", "jumprelu", json!({})),
+        Encoder::Gated { .. } => ("gated", "relu", json!({})),
     };
     let mut cfg = json!({
         "architecture": architecture,
@@ -63,10 +67,10 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
         "activation_fn_kwargs": kwargs,
         "metadata": metadata,
     });
-    if let Activation::TopK { k } = sae.activation {
+    if let Encoder::TopK { k } = sae.encoder {
         cfg["k"] = json!(k);
     }
-    if sae.hidden.is_some() {
+    if sae.encoder.hidden().is_some() {
         cfg["d_hidden"] = json!(e);
     }
     crate::io::write_json_atomic(&dir.join(CFG_FILE), &cfg)
@@ -151,36 +155,37 @@ pub fn load(dir: &Path) -> Result<Sae> {
     let e = width.unwrap_or(d_in);
     let w_enc_t = Matrix::from_vec(e, d_sae, take(&mut t, &wpath, "W_enc", &[e, d_sae])?)?;
     let gated = activation == Activation::Gated;
-    let mut per_latent = |name: &str, on: bool| -> Result<Vec<f32>> {
-        if on {
-            take(&mut t, &wpath, name, &[d_sae])
-        } else {
-            Ok(Vec::new())
-        }
-    };
-    let b_enc = per_latent(if gated { "b_gate" } else { "b_enc" }, true)?;
-    let threshold = per_latent("threshold", activation == Activation::JumpRelu)?;
-    let b_mag = per_latent("b_mag", gated)?;
-    let r_mag = per_latent("r_mag", gated)?;
-    let hidden = match width {
-        Some(w) => Some(HiddenLayer {
-            w: Matrix::from_vec(d_in, w, take(&mut t, &wpath, "W_hidden", &[d_in, w])?)?
-                .transpose(),
-            b: take(&mut t, &wpath, "b_hidden", &[w])?,
-        }),
-        None => None,
+    let b_enc = take(
+        &mut t,
+        &wpath,
+        if gated { "b_gate" } else { "b_enc" },
+        &[d_sae],
+    )?;
+    let encoder = match (activation, width) {
+        (_, Some(w)) => Encoder::Mlp {
+            hidden: HiddenLayer {
+                w: Matrix::from_vec(d_in, w, take(&mut t, &wpath, "W_hidden", &[d_in, w])?)?
+                    .transpose(),
+                b: take(&mut t, &wpath, "b_hidden", &[w])?,
+            },
+        },
+        (Activation::Relu, None) => Encoder::Relu,
+        (Activation::TopK { k }, None) => Encoder::TopK { k },
+        (Activation::JumpRelu, None) => Encoder::JumpRelu {
+            threshold: take(&mut t, &wpath, "threshold", &[d_sae])?,
+        },
+        (Activation::Gated, None) => Encoder::Gated {
+            b_mag: take(&mut t, &wpath, "b_mag", &[d_sae])?,
+            r_mag: take(&mut t, &wpath, "r_mag", &[d_sae])?,
+        },
     };
     let sae = Sae {
-        activation,
+        encoder,
         w_enc: w_enc_t.transpose(),
         b_enc,
         w_dec: Matrix::from_vec(d_sae, d_in, take(&mut t, &wpath, "W_dec", &[d_sae, d_in])?)?,
         b_dec: take(&mut t, &wpath, "b_dec", &[d_in])?,
         apply_b_dec_to_input: apply,
-        threshold,
-        b_mag,
-        r_mag,
-        hidden,
     };
     sae.validate(&dir.display().to_string())?;
     Ok(sae)
@@ -207,14 +212,13 @@ mod tests {
             let mut sae = Sae::init(5, 7, act, EncoderInit::FanInUniform, &mut rng);
             if mlp {
                 sae = sae.with_hidden_layer(4, &mut rng);
-                sae.hidden.as_mut().unwrap().b[1] = 0.75;
             }
             sae.b_enc[2] = 0.5;
             sae.b_dec[1] = -0.25;
-            for v in [&mut sae.threshold, &mut sae.b_mag, &mut sae.r_mag] {
+            for (_, v) in sae.encoder.tensors_mut() {
                 v.iter_mut()
                     .enumerate()
-                    .for_each(|(i, x)| *x = 0.1 * i as f32);
+                    .for_each(|(i, x)| *x = 0.1 * i as f32 + 0.05);
             }
             let dir = t.path().join(format!("{act:?}-{mlp}"));
             std::fs::create_dir(&dir).unwrap();

@@ -2,9 +2,9 @@
 //! decoder is a gather-sum over the k active rows, and the weight gradients touch only the rows of
 //! latents that fired (or were used by AuxK) in the batch, accumulated per latent in parallel.
 
-use super::grads::{
-    batch_variance, sized, subtract_encoder_path, DenseAux, Grads, LossParts, Workspace,
-};
+use super::collective::Collective;
+use super::grads::{sized, subtract_encoder_path, DenseAux, LossParts, Workspace};
+use super::params::Grads;
 use super::Sae;
 use crate::linalg::{simd, topk_row, topk_row_shifted, TopK};
 use crate::Parallelism;
@@ -226,65 +226,65 @@ fn select_variable(
     }
 }
 
-/// The value of the `count`-th largest positive entry of `pre + bias` (0 when there are no more
-/// positive entries than `count`): BatchTopK keeps what is at least this.
-fn batch_threshold(pre: &[f32], bias: &[f32], count: usize, scratch: &mut Vec<f32>) -> f32 {
+/// The positive entries of `pre + bias` into `out`: BatchTopK's candidates.
+fn positive_entries(pre: &[f32], bias: &[f32], out: &mut Vec<f32>) {
     let n = bias.len();
-    scratch.clear();
+    out.clear();
     for row in pre.chunks(n) {
-        scratch.extend(
+        out.extend(
             row.iter()
                 .zip(bias)
                 .map(|(v, b)| v + b)
                 .filter(|v| *v > 0.0),
         );
     }
-    if scratch.len() <= count || count == 0 {
-        return 0.0;
-    }
-    let at = scratch.len() - count;
-    let (_, v, _) = scratch.select_nth_unstable_by(at, |a, b| a.total_cmp(b));
-    *v
 }
 
 /// Loss and gradients of the TopK SAE (with AuxK when `aux` is given and some latent is dead) on
-/// the row-major batch `x`. Gradients are written into `g` (overwritten); `ws.fired` receives
-/// which latents fired.
+/// the row-major rows `x` of a step of `total` rows. Gradients are written into `g`
+/// (overwritten); `ws.fired` receives which latents fired.
 pub fn topk_loss_grad(
     sae: &Sae,
     x: &[f32],
+    total: usize,
     k: usize,
     aux: Option<AuxK<'_>>,
     ws: &mut Workspace,
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
-    sparse_loss_grad(sae, x, Selection::PerSample(k), aux, ws, g, par)
+    let mut local = super::SingleProcess;
+    let selection = Selection::PerSample(k);
+    sparse_loss_grad(sae, x, total, selection, aux, &mut local, ws, g, par)
 }
 
 /// The loss and gradients of an SAE whose codes are the pre-activations `selection` keeps (no
-/// penalty beyond AuxK): TopK, BatchTopK, and the reconstruction part of JumpReLU. After a
-/// BatchTopK step `ws.batch_threshold` holds the smallest kept value.
+/// penalty beyond AuxK): TopK, BatchTopK, and the reconstruction part of JumpReLU, on the rows
+/// `x` of a step of `total` rows. BatchTopK's threshold is the `k * total`-th largest positive
+/// pre-activation of the whole step, which `collective` finds across processes; after such a
+/// step `ws.batch_threshold` holds it.
 pub fn sparse_loss_grad(
     sae: &Sae,
     x: &[f32],
+    total: usize,
     selection: Selection<'_>,
     aux: Option<AuxK<'_>>,
+    collective: &mut dyn Collective,
     ws: &mut Workspace,
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
-    debug_assert!(sae.hidden.is_none(), "sparse SAEs have linear encoders");
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
-    let inv_b = 1.0 / b as f32;
+    let inv_b = 1.0 / total as f32;
     let xc = sized(&mut ws.xc, b * m);
     let pre = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, pre, false, par);
     match selection {
         Selection::PerSample(k) => select(pre, &sae.b_enc, k, None, &mut ws.topk),
         Selection::Batch(k) => {
-            let t = batch_threshold(pre, &sae.b_enc, k * b, &mut ws.tmp_m);
+            positive_entries(pre, &sae.b_enc, &mut ws.tmp_m);
+            let t = collective.kth_largest(&mut ws.tmp_m, k * total);
             ws.batch_threshold = t;
             select_variable(pre, &sae.b_enc, &|_, v| v > 0.0 && v >= t, &mut ws.topk);
         }
@@ -306,7 +306,7 @@ pub fn sparse_loss_grad(
         recon += (e as f64) * (e as f64);
         *d = 2.0 * e * inv_b;
     }
-    recon /= b as f64;
+    recon /= total as f64;
 
     // AuxK: reconstruct the (detached) residual x - x_hat = -e from the top dead latents.
     let mut aux_loss = 0.0f64;
@@ -338,7 +338,7 @@ pub fn sparse_loss_grad(
                 aux_loss += (diff as f64) * (diff as f64);
                 *ea = 2.0 * c * diff * inv_b;
             }
-            aux_loss *= c as f64 / b as f64;
+            aux_loss *= c as f64 / total as f64;
         }
     }
 
@@ -440,7 +440,7 @@ pub fn sparse_loss_grad(
         loss: recon + aux_loss,
         recon,
         sparsity: aux_loss,
-        variance: batch_variance(x, m),
-        l0: active as f64 / b as f64,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
     }
 }

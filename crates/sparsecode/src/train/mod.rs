@@ -6,14 +6,18 @@ mod config;
 mod observer;
 mod run_dir;
 mod schedule;
+mod step;
 mod trainer;
 
-pub use adam::{Adam, AdamState};
+pub use adam::{Adam, AdamState, Update};
 pub use config::{ArchConfig, BDecInit, TrainConfig};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
 pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
+pub use step::{gradients, update, StepInputs};
 pub use trainer::{train, TrainOutcome, TrainState};
 
 #[cfg(test)]
 mod resume_test;
+#[cfg(test)]
+mod split_test;

@@ -7,11 +7,11 @@
 //! (provenance, config, seed, timings, final metrics).
 
 use super::observer::{Observer, StepRecord};
-use super::{Adam, AdamState, TrainConfig, TrainState};
+use super::{Adam, TrainConfig, TrainState};
 use crate::io::tensors::{read_tensors, write_tensors};
 use crate::io::{read_json, replace_dir, write_json_atomic};
-use crate::sae::{Grads, Sae};
-use crate::{Error, Matrix, Result};
+use crate::sae::{ParamId, Sae};
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -193,38 +193,25 @@ struct CheckpointMeta {
     since_fired: Vec<u64>,
 }
 
-/// Every non-empty tensor of `g` as a flat safetensors entry named `prefix + name`.
-fn flat_tensors<'a>(prefix: &str, g: &'a Grads) -> Vec<(String, Vec<usize>, &'a [f32])> {
-    g.named()
+/// Every tensor of `named` as a flat safetensors entry called `prefix + name`.
+fn flat_tensors<'a>(
+    prefix: &str,
+    named: impl IntoIterator<Item = (ParamId, &'a [f32])>,
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    named
         .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(name, v)| (format!("{prefix}{name}"), vec![v.len()], &v[..]))
+        .map(|(id, v)| (format!("{prefix}{}", id.name()), vec![v.len()], v))
         .collect()
 }
 
-/// The parameters of `sae` laid out like its gradients.
-fn params_of(sae: &Sae) -> Grads {
-    Grads {
-        w_enc: sae.w_enc.as_slice().to_vec(),
-        b_enc: sae.b_enc.clone(),
-        w_dec: sae.w_dec.as_slice().to_vec(),
-        b_dec: sae.b_dec.clone(),
-        threshold: sae.threshold.clone(),
-        b_mag: sae.b_mag.clone(),
-        r_mag: sae.r_mag.clone(),
-        w_hidden: sae
-            .hidden
-            .as_ref()
-            .map_or(Vec::new(), |h| h.w.as_slice().to_vec()),
-        b_hidden: sae.hidden.as_ref().map_or(Vec::new(), |h| h.b.clone()),
-    }
-}
-
 fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
-    let params = params_of(&s.sae);
-    let mut all = flat_tensors("param.", &params);
-    all.extend(flat_tensors("adam_m.", &s.adam.state.m));
-    all.extend(flat_tensors("adam_v.", &s.adam.state.v));
+    let mut all = flat_tensors("param.", s.sae.tensors());
+    for (prefix, moments) in [("adam_m.", &s.adam.state.m), ("adam_v.", &s.adam.state.v)] {
+        all.extend(flat_tensors(
+            prefix,
+            moments.named().into_iter().map(|(id, v)| (id, &v[..])),
+        ));
+    }
     let refs: Vec<(&str, Vec<usize>, &[f32])> = all
         .iter()
         .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
@@ -240,26 +227,32 @@ fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
     )
 }
 
-/// Reads the tensors `prefix + name`; the four of every SAE must be there, the others may not.
-fn load_flat(
+/// Fills every tensor `named` lists from the entry `prefix + name` of `map`, which must be
+/// there with exactly that many values.
+fn fill_from<'a>(
     map: &mut std::collections::BTreeMap<String, crate::io::tensors::Tensor>,
     path: &Path,
     prefix: &str,
-) -> Result<Grads> {
-    let mut g = Grads::default();
-    let names: Vec<&str> = g.named().iter().map(|(n, _)| *n).collect();
-    for (i, name) in names.into_iter().enumerate() {
-        let key = format!("{prefix}{name}");
-        let slot = g.by_name_mut(name).expect("a name from Grads::named");
-        match map.remove(&key) {
-            Some(t) => *slot = t.data,
-            None if i < 4 => {
-                return Err(Error::format(path, format!("missing tensor '{key}'")));
-            }
-            None => {}
+    named: impl IntoIterator<Item = (ParamId, &'a mut [f32])>,
+) -> Result<()> {
+    for (id, slot) in named {
+        let key = format!("{prefix}{}", id.name());
+        let t = map
+            .remove(&key)
+            .ok_or_else(|| Error::format(path, format!("missing tensor '{key}'")))?;
+        if t.data.len() != slot.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor '{key}' has {} values, the model needs {}",
+                    t.data.len(),
+                    slot.len()
+                ),
+            ));
         }
+        slot.copy_from_slice(&t.data);
     }
-    Ok(g)
+    Ok(())
 }
 
 fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> {
@@ -270,8 +263,6 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
     let tpath = dir.join("state.safetensors");
     let mut map = read_tensors(&tpath)?;
     let n = cfg.latents;
-    let p = load_flat(&mut map, &tpath, "param.")?;
-    let m = p.b_dec.len();
     if meta.since_fired.len() != n {
         return Err(Error::shape(
             format!("{}: since_fired", dir.display()),
@@ -279,50 +270,28 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
             meta.since_fired.len().to_string(),
         ));
     }
-    let bad = |what: &str| {
-        Error::format(
-            &tpath,
-            format!("{what} does not fit {n} latents of width {m}"),
-        )
+    let d_in = map
+        .get("param.b_dec")
+        .map(|t| t.data.len())
+        .ok_or_else(|| Error::format(&tpath, "missing tensor 'param.b_dec'"))?;
+    let hidden = match cfg.arch {
+        crate::train::ArchConfig::Mlp { hidden, .. } => Some(hidden),
+        _ => None,
     };
-    let width = p.b_hidden.len();
-    let hidden = if width > 0 {
-        Some(crate::sae::HiddenLayer {
-            w: Matrix::from_vec(width, m, p.w_hidden).map_err(|_| bad("param.w_hidden"))?,
-            b: p.b_hidden,
-        })
-    } else {
-        None
-    };
-    let e = if width > 0 { width } else { m };
-    let sae = Sae {
-        activation: cfg.arch.activation(),
-        w_enc: Matrix::from_vec(n, e, p.w_enc).map_err(|_| bad("param.w_enc"))?,
-        b_enc: p.b_enc,
-        w_dec: Matrix::from_vec(n, m, p.w_dec).map_err(|_| bad("param.w_dec"))?,
-        b_dec: p.b_dec,
-        apply_b_dec_to_input: true,
-        threshold: p.threshold,
-        b_mag: p.b_mag,
-        r_mag: p.r_mag,
-        hidden,
-    };
+    let mut sae = Sae::zeros(d_in, n, cfg.arch.activation(), hidden);
+    fill_from(&mut map, &tpath, "param.", sae.tensors_mut())?;
     sae.validate(&tpath.display().to_string())?;
     let mut adam = Adam::for_sae(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, &sae);
-    adam.state = AdamState {
-        t: meta.adam_t,
-        m: load_flat(&mut map, &tpath, "adam_m.")?,
-        v: load_flat(&mut map, &tpath, "adam_v.")?,
-    };
-    if adam
-        .state
-        .m
-        .named()
-        .iter()
-        .zip(params_of(&sae).named().iter())
-        .any(|(a, b)| a.1.len() != b.1.len())
-    {
-        return Err(bad("the optimiser state"));
+    adam.state.t = meta.adam_t;
+    for (prefix, moments) in [
+        ("adam_m.", &mut adam.state.m),
+        ("adam_v.", &mut adam.state.v),
+    ] {
+        let slots = moments
+            .named_mut()
+            .into_iter()
+            .map(|(id, v)| (id, &mut v[..]));
+        fill_from(&mut map, &tpath, prefix, slots)?;
     }
     Ok(Some(TrainState {
         sae,

@@ -7,13 +7,11 @@
 //! resumed from a checkpoint ends with exactly the bytes of an uninterrupted one.
 
 use super::observer::{Control, Observer, StepRecord};
+use super::step::{adam_for, gradients, update, StepInputs};
 use super::{Adam, ArchConfig, BDecInit, Schedule, TrainConfig};
 use crate::data::{Batcher, Plan, RowSource};
 use crate::linalg::normalize_rows;
-use crate::sae::{
-    gated_loss_grad, jumprelu_loss_grad, mlp_loss_grad, relu_loss_grad, sparse_loss_grad,
-    topk_loss_grad, AuxK, Grads, Sae, Selection, Workspace,
-};
+use crate::sae::{Collective, Encoder, Grads, Sae, SingleProcess, StepStats, Workspace};
 use crate::seed::sub_seed;
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::SeedableRng;
@@ -90,7 +88,7 @@ pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
 /// Rows the decoder-bias initialisation looks at (the first ones of the data).
 const INIT_ROWS: u64 = 65_536;
 
-fn initial_state(
+pub(crate) fn initial_state(
     cfg: &TrainConfig,
     data: &dyn RowSource,
     fixed_decoder: Option<&Matrix>,
@@ -113,9 +111,11 @@ fn initial_state(
             sae.w_enc = sae.w_dec.clone();
         }
     }
-    match cfg.arch {
-        ArchConfig::Mlp { hidden, .. } => sae = sae.with_hidden_layer(hidden, &mut rng),
-        ArchConfig::JumpRelu { init_threshold, .. } => sae.threshold.fill(init_threshold),
+    match (cfg.arch, &mut sae.encoder) {
+        (ArchConfig::Mlp { hidden, .. }, _) => sae = sae.with_hidden_layer(hidden, &mut rng),
+        (ArchConfig::JumpRelu { init_threshold, .. }, Encoder::JumpRelu { threshold }) => {
+            threshold.fill(init_threshold)
+        }
         _ => {}
     }
     if cfg.biases {
@@ -134,71 +134,11 @@ fn initial_state(
         };
     }
     Ok(TrainState {
-        adam: Adam::for_sae(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, &sae),
+        adam: adam_for(cfg, &sae),
         sae,
         step: 0,
         since_fired: vec![0; cfg.latents],
     })
-}
-
-/// Removes from each decoder-row gradient its component along the (unit) row, so a step moves
-/// along the sphere to first order.
-fn project_decoder_grad(w_dec: &Matrix, g: &mut [f32]) {
-    use rayon::prelude::*;
-    let m = w_dec.cols();
-    g.par_chunks_mut(m).enumerate().for_each(|(j, gr)| {
-        let d = w_dec.row(j);
-        let dot = crate::linalg::simd::dot(gr, d);
-        crate::linalg::simd::axpy(gr, -dot, d);
-    });
-}
-
-/// Running-average weight of BatchTopK's inference threshold.
-const THRESHOLD_EMA: f32 = 0.99;
-
-/// Steps the parameters only some architectures have: JumpReLU log-thresholds (Adam), the
-/// BatchTopK threshold (running average of the smallest kept activation), the gated magnitude
-/// path, the MLP encoder's hidden layer.
-fn update_extras(
-    cfg: &TrainConfig,
-    sae: &mut Sae,
-    adam: &mut Adam,
-    g: &Grads,
-    batch_threshold: f32,
-    lr: f32,
-) {
-    match cfg.arch {
-        ArchConfig::JumpRelu { .. } => {
-            // Adam steps the log-thresholds, in place.
-            sae.threshold.iter_mut().for_each(|v| *v = v.ln());
-            adam.update(|g| &mut g.threshold, &mut sae.threshold, &g.threshold, lr);
-            sae.threshold.iter_mut().for_each(|v| *v = v.exp());
-        }
-        ArchConfig::BatchTopK { .. } if batch_threshold > 0.0 => {
-            let old = sae.threshold.first().copied().unwrap_or(0.0);
-            let new = if old > 0.0 {
-                THRESHOLD_EMA * old + (1.0 - THRESHOLD_EMA) * batch_threshold
-            } else {
-                batch_threshold
-            };
-            sae.threshold.fill(new);
-        }
-        ArchConfig::Gated { .. } => {
-            adam.update(|g| &mut g.r_mag, &mut sae.r_mag, &g.r_mag, lr);
-            if cfg.biases {
-                adam.update(|g| &mut g.b_mag, &mut sae.b_mag, &g.b_mag, lr);
-            }
-        }
-        ArchConfig::Mlp { .. } => {
-            if let Some(h) = sae.hidden.as_mut() {
-                adam.update(|g| &mut g.w_hidden, h.w.as_mut_slice(), &g.w_hidden, lr);
-                if cfg.biases {
-                    adam.update(|g| &mut g.b_hidden, &mut h.b, &g.b_hidden, lr);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Trains an SAE on `data` (an in-memory matrix or an activation store). With `fixed_decoder` the decoder starts as that
@@ -240,19 +180,22 @@ pub fn train(
                 format!("cannot start {} threads: {e}", cfg.threads),
             )
         })?;
-    pool.install(|| run(cfg, data, fixed_decoder, resume, obs))
+    pool.install(|| {
+        let state = start_state(cfg, data, fixed_decoder, resume)?;
+        run(cfg, data, state, &mut SingleProcess, obs)
+    })
 }
 
-fn run(
+/// The state a run starts from: `resume` (checked against the configuration and data), or a
+/// fresh initialisation.
+fn start_state(
     cfg: &TrainConfig,
     data: &dyn RowSource,
     fixed_decoder: Option<&Matrix>,
     resume: Option<TrainState>,
-    obs: &mut dyn Observer,
-) -> Result<TrainOutcome> {
-    let started = Instant::now();
-    let (samples, d_in) = (data.rows(), data.cols());
-    let mut state = match resume {
+) -> Result<TrainState> {
+    let d_in = data.cols();
+    match resume {
         Some(s) => {
             if s.sae.d_in() != d_in
                 || s.sae.d_sae() != cfg.latents
@@ -264,10 +207,23 @@ fn run(
                     format!("{} latents of width {}", s.sae.d_sae(), s.sae.d_in()),
                 ));
             }
-            s
+            Ok(s)
         }
-        None => initial_state(cfg, data, fixed_decoder)?,
-    };
+        None => initial_state(cfg, data, fixed_decoder),
+    }
+}
+
+/// The training loop from `state`, with `collective` joining this process's part of every
+/// step to the others' (a [`SingleProcess`] when the process holds the whole batch).
+fn run(
+    cfg: &TrainConfig,
+    data: &dyn RowSource,
+    mut state: TrainState,
+    collective: &mut dyn Collective,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let (samples, d_in) = (data.rows(), data.cols());
     let par = Parallelism::threads(cfg.threads);
     let b = cfg.batch_size;
     let lr = Schedule {
@@ -285,6 +241,7 @@ fn run(
     };
     let mut ws = Workspace::default();
     let mut g = Grads::like(&state.sae);
+    let mut stats = StepStats::default();
     let mut batch = vec![0.0f32; b * d_in];
     // In-memory data is shuffled whole; a store through windows of `shuffle_rows` rows.
     let window = if data.as_matrix().is_some() {
@@ -306,36 +263,16 @@ fn run(
                 *d = *s >= cfg.dead_window;
             }
             let l1 = l1_schedule.at(step);
-            let aux = |aux_k: usize, coef: f32| {
-                (aux_k > 0).then_some(AuxK {
-                    k_aux: aux_k,
-                    coef,
-                    dead: &dead,
-                })
+            let inputs = StepInputs {
+                rows: &batch,
+                l1,
+                dead: &dead,
             };
-            let sae = &state.sae;
-            let parts = match cfg.arch {
-                ArchConfig::Relu { .. } => relu_loss_grad(sae, &batch, l1, &mut ws, &mut g, par),
-                ArchConfig::TopK { k, aux_k, aux_coef } => {
-                    topk_loss_grad(sae, &batch, k, aux(aux_k, aux_coef), &mut ws, &mut g, par)
-                }
-                ArchConfig::BatchTopK { k, aux_k, aux_coef } => sparse_loss_grad(
-                    sae,
-                    &batch,
-                    Selection::Batch(k),
-                    aux(aux_k, aux_coef),
-                    &mut ws,
-                    &mut g,
-                    par,
-                ),
-                ArchConfig::JumpRelu { l0, bandwidth, .. } => {
-                    jumprelu_loss_grad(sae, &batch, l0, bandwidth, &mut ws, &mut g, par)
-                }
-                ArchConfig::Gated { .. } => {
-                    gated_loss_grad(sae, &batch, l1, None, &mut ws, &mut g, par)
-                }
-                ArchConfig::Mlp { .. } => mlp_loss_grad(sae, &batch, l1, &mut ws, &mut g, par),
-            };
+            let buffers = (&mut ws, &mut g, &mut stats);
+            gradients(cfg, &state.sae, inputs, collective, buffers, par)?;
+            collective.reduce(&mut g, &mut stats);
+            stats.finish();
+            let parts = stats.parts;
             if !parts.loss.is_finite() {
                 return Err(Error::param(
                     "lr",
@@ -346,28 +283,7 @@ fn run(
                 ));
             }
             let lr_now = lr.at(step);
-            let sae = &mut state.sae;
-            let adam = &mut state.adam;
-            adam.begin_step();
-            if cfg.train_decoder && cfg.unit_norm_decoder {
-                project_decoder_grad(&sae.w_dec, &mut g.w_dec);
-            }
-            adam.update(|g| &mut g.w_enc, sae.w_enc.as_mut_slice(), &g.w_enc, lr_now);
-            if cfg.biases {
-                adam.update(|g| &mut g.b_enc, &mut sae.b_enc, &g.b_enc, lr_now);
-                adam.update(|g| &mut g.b_dec, &mut sae.b_dec, &g.b_dec, lr_now);
-            }
-            if cfg.train_decoder {
-                adam.update(|g| &mut g.w_dec, sae.w_dec.as_mut_slice(), &g.w_dec, lr_now);
-                if cfg.unit_norm_decoder {
-                    normalize_rows(sae.w_dec.as_mut_slice(), d_in);
-                }
-            }
-            update_extras(cfg, sae, adam, &g, ws.batch_threshold, lr_now);
-            for (s, &f) in state.since_fired.iter_mut().zip(&ws.fired) {
-                *s = if f { 0 } else { s.saturating_add(b as u64) };
-            }
-            state.step += 1;
+            update(cfg, &mut state, &mut g, &stats, lr_now);
 
             let done = state.step == cfg.steps;
             if state.step % cfg.log_every == 0 || done {
