@@ -151,13 +151,21 @@ fn impossible_architecture_parameters_are_refused() {
     let out = t.path().join("r");
     let o = out.to_str().unwrap();
     for (flags, needle) in [
-        (&["--arch", "mlp", "--l1", "0.1"][..], "needs `--hidden`"),
+        (&["--arch", "topk"][..], "`topk` needs k"),
         (&["--arch", "mlp", "--l1", "0.1", "--hidden", "0"], "hidden"),
         (
             &["--arch", "jumprelu", "--l0", "0.1", "--bandwidth", "0"],
             "bandwidth",
         ),
-        (&["--arch", "jumprelu"], "needs `--l0`"),
+        (&["--arch", "jumprelu", "--l0=-1"], "l0"),
+        (
+            &["--arch", "topk", "--k", "4", "--format", "sparse"],
+            "sparse",
+        ),
+        (
+            &["--arch", "relu", "--format", "sparsify"],
+            "TopK SAEs only",
+        ),
         (&["--arch", "batchtopk", "--k", "49"], "k"),
         (&["--arch", "gated", "--l1=-1"], "l1"),
     ] {

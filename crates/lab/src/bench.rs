@@ -96,7 +96,7 @@ pub fn bench_train(
         warmup,
         times: Vec::new(),
     };
-    train(&cfg, &x, None, None, &mut timer)?;
+    train(&cfg.check_for(&x)?, &x, None, None, &mut timer)?;
     let med = median(&timer.times);
     Ok(BenchResult {
         samples_per_s: batch as f64 / (med / 1e3),

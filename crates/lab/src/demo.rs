@@ -154,7 +154,14 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
         tc.lr_decay_steps = cfg.steps / 5;
         tc.dead_window = 100_000;
         let t0 = Instant::now();
-        let out = train(&tc, &data.train.activations, None, None, &mut NoObserver)?;
+        let x_train = &data.train.activations;
+        let out = train(
+            &tc.check_for(x_train)?,
+            x_train,
+            None,
+            None,
+            &mut NoObserver,
+        )?;
         let sae = out.state.sae;
         let codes = sae.encode_dense(x, par);
         let x_hat = sae.decode(&codes, par);

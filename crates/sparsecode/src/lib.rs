@@ -45,6 +45,26 @@ pub mod seed;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// `FromStr` by the serde name of each unit variant (see [`io::parse_name`]): how the CLI and
+/// the Python binding name the library's enums, without declaring them again.
+macro_rules! from_str_by_name {
+    ($($t:ty),* $(,)?) => {$(
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                crate::io::parse_name(s)
+            }
+        }
+    )*};
+}
+
+from_str_by_name!(
+    train::ArchKind,
+    train::BDecInit,
+    sae::EncoderInit,
+    sae::SaeFormat,
+);
 pub use linalg::{Matrix, Parallelism};
 
 /// The library version, recorded in every run record.

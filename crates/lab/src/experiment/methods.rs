@@ -155,7 +155,9 @@ pub fn train_sae(
     tc.threads = threads;
     tc.log_every = s.sae_steps.max(1);
     let fixed = known.then_some(&data.dictionary);
-    Ok(train(&tc, x, fixed, None, &mut NoObserver)?.state.sae)
+    Ok(train(&tc.check_for(x)?, x, fixed, None, &mut NoObserver)?
+        .state
+        .sae)
 }
 
 fn nonneg_fista(lambda: f32) -> FistaParams {

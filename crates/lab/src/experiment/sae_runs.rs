@@ -161,8 +161,14 @@ impl Recipe {
         tc.dead_window = (self.batch_size as u64 * 200).max(10_000);
         tc.threads = par.count();
         tc.log_every = self.steps.max(1);
-        Ok(train(&tc, &data.train, None, None, &mut NoObserver)?
-            .state
-            .sae)
+        Ok(train(
+            &tc.check_for(&data.train)?,
+            &data.train,
+            None,
+            None,
+            &mut NoObserver,
+        )?
+        .state
+        .sae)
     }
 }

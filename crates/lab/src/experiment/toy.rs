@@ -442,7 +442,9 @@ fn sae_on_hidden(model: &ToyModel, s: f64, p: &ToyParams, par: Parallelism) -> R
     tc.threads = par.count();
     tc.log_every = p.sae_steps.max(1);
     let h = model.hidden(&x_train);
-    let sae = train(&tc, &h, None, None, &mut NoObserver)?.state.sae;
+    let sae = train(&tc.check_for(&h)?, &h, None, None, &mut NoObserver)?
+        .state
+        .sae;
     let dm = dictionary_metrics(&truth, &sae.w_dec, HUNGARIAN_MAX, par)?;
     let codes = sae.encode_dense(&model.hidden(&x_test), par);
     let z_true = x_test.select_columns(&rep);

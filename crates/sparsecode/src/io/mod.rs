@@ -8,3 +8,10 @@ pub mod tensors;
 
 pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};
 pub use npy::{read_matrix, read_npy, write_matrix};
+
+/// Parses the name of a unit variant of a serde enum (`snake_case` names; `-` taken as `_`), with
+/// the valid names in the error: the one way command lines and bindings name library enums.
+pub fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
+        .map_err(|e| format!("'{s}': {e}"))
+}

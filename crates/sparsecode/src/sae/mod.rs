@@ -10,6 +10,7 @@
 //!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
 
 mod collective;
+mod format;
 mod gated;
 mod grads;
 mod jumprelu;
@@ -18,9 +19,11 @@ mod model;
 mod params;
 mod relu;
 pub mod saelens;
+pub mod sparsify;
 mod topk;
 
 pub use collective::{kth_largest_local, Collective, SingleProcess, StepStats};
+pub use format::{detect, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};
 pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;

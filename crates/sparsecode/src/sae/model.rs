@@ -224,6 +224,23 @@ impl Sae {
         }
     }
 
+    /// Folds an input scale into the weights: an SAE trained on `s x` becomes the same SAE for
+    /// raw `x` (the encoder's first layer times `s`, the decoder and its bias over `s`; biases
+    /// inside the encoder, thresholds and the gated magnitude path are unchanged). SAELens folds
+    /// its `expected_average_only_in` factor the same way.
+    pub fn fold_input_scale(&mut self, s: f32) {
+        if s == 1.0 {
+            return;
+        }
+        let first_layer = match &mut self.encoder {
+            Encoder::Mlp { hidden } => hidden.w.as_mut_slice(),
+            _ => self.w_enc.as_mut_slice(),
+        };
+        first_layer.iter_mut().for_each(|v| *v *= s);
+        self.w_dec.as_mut_slice().iter_mut().for_each(|v| *v /= s);
+        self.b_dec.iter_mut().for_each(|v| *v /= s);
+    }
+
     /// The inference non-linearity.
     pub fn activation(&self) -> Activation {
         self.encoder.activation()

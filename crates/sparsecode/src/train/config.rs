@@ -186,6 +186,41 @@ pub struct TrainConfig {
     /// Rows in the shuffle window when streaming from a store (in-memory data is shuffled whole).
     #[serde(default = "default_shuffle_rows")]
     pub shuffle_rows: u64,
+    /// Every input row is multiplied by this before the SAE sees it (1: inputs as they are); the
+    /// finished SAE has it folded into its weights ([`crate::sae::Sae::fold_input_scale`]).
+    #[serde(default = "unit_scale")]
+    pub input_scale: f32,
+}
+
+fn unit_scale() -> f32 {
+    1.0
+}
+
+/// A [`TrainConfig`] that passed [`TrainConfig::check`] for data of a given shape: the only form
+/// `train` accepts, so validation can be neither skipped nor repeated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedConfig {
+    config: TrainConfig,
+    shape: (usize, usize),
+}
+
+impl std::ops::Deref for CheckedConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.config
+    }
+}
+
+impl CheckedConfig {
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// `(samples, d_in)` of the data it was checked for.
+    pub fn data_shape(&self) -> (usize, usize) {
+        self.shape
+    }
 }
 
 fn default_shuffle_rows() -> u64 {
@@ -246,12 +281,27 @@ impl TrainConfig {
             dead_window: default_dead_window(),
             threads: 1,
             shuffle_rows: default_shuffle_rows(),
+            input_scale: 1.0,
         }
     }
 
-    /// Checks every field against the data it will train on (`samples x d_in`). The error names
+    /// [`TrainConfig::check`] against the shape of `data`.
+    pub fn check_for(self, data: &dyn crate::data::RowSource) -> Result<CheckedConfig> {
+        let samples = usize::try_from(data.rows()).unwrap_or(usize::MAX);
+        self.check(samples, data.cols())
+    }
+
+    /// Checks every field against the data it will train on (`samples x d_in`); the error names
     /// the field and the allowed range.
-    pub fn validate(&self, samples: usize, d_in: usize) -> Result<()> {
+    pub fn check(self, samples: usize, d_in: usize) -> Result<CheckedConfig> {
+        self.validate(samples, d_in)?;
+        Ok(CheckedConfig {
+            config: self,
+            shape: (samples, d_in),
+        })
+    }
+
+    fn validate(&self, samples: usize, d_in: usize) -> Result<()> {
         let bad = |f: &str, r: String| Err(Error::param(f, r));
         if samples == 0 || d_in == 0 {
             return Err(Error::Empty {
@@ -293,6 +343,12 @@ impl TrainConfig {
                     "warm-up ({}) + decay ({}) exceed the {} steps",
                     self.lr_warmup_steps, self.lr_decay_steps, self.steps
                 ),
+            );
+        }
+        if !(self.input_scale.is_finite() && self.input_scale > 0.0) {
+            return bad(
+                "input_scale",
+                format!("{} must be a positive number", self.input_scale),
             );
         }
         if self.log_every == 0 {
@@ -375,7 +431,7 @@ mod tests {
         ))
         .unwrap();
         let ok: TrainConfig = serde_json::from_value(v.clone()).unwrap();
-        assert!(ok.validate(100, 4).is_ok());
+        assert!(ok.clone().check(100, 4).is_ok());
         v["learning_rate"] = serde_json::json!(1);
         assert!(serde_json::from_value::<TrainConfig>(v)
             .unwrap_err()
@@ -440,9 +496,9 @@ mod tests {
             ),
         ];
         for (c, field) in cases {
-            let e = c.validate(100, 4).unwrap_err().to_string();
+            let e = c.check(100, 4).unwrap_err().to_string();
             assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
         }
-        assert!(ok.validate(0, 4).unwrap_err().to_string().contains("empty"));
+        assert!(ok.check(0, 4).unwrap_err().to_string().contains("empty"));
     }
 }

@@ -3,15 +3,19 @@
 
 mod adam;
 mod config;
+mod job;
 mod observer;
+mod request;
 mod run_dir;
 mod schedule;
 mod step;
 mod trainer;
 
 pub use adam::{Adam, AdamState, Update};
-pub use config::{ArchConfig, BDecInit, TrainConfig};
+pub use config::{ArchConfig, BDecInit, CheckedConfig, TrainConfig};
+pub use job::{finish_job, train_job, TrainingData};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
+pub use request::{input_scale, topk_lr, ArchKind, Normalize, TrainRequest};
 pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
 pub use step::{gradients, update, StepInputs};

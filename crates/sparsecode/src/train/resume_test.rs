@@ -44,6 +44,7 @@ fn job(arch: ArchConfig, x: &crate::Matrix) -> RunJob {
         data_fingerprint: crate::io::record::fingerprint(x.as_slice()),
         dictionary: None,
         metadata: json!({}),
+        format: crate::sae::SaeFormat::Saelens,
     }
 }
 
@@ -73,16 +74,21 @@ fn killed_and_resumed_equals_uninterrupted() {
         },
     ] {
         let t = tempfile::tempdir().unwrap();
-        let j = job(arch, x);
+        let mut j = job(arch, x);
+        // Inputs scaled as `Normalize::ExpectedAverageOnlyIn` does: the scale is part of the
+        // config, so a resumed run scales the same way.
+        j.config.input_scale = 0.37;
+        let cfg = j.config.clone().check(x.rows(), x.cols()).unwrap();
         // Uninterrupted.
         let a_path = t.path().join("a");
         let mut a = RunDir::create(&a_path, false, &j).unwrap();
-        let full = train(&j.config, x, None, None, &mut a).unwrap();
-        a.finish(&full.state.sae, json!({}), &json!({})).unwrap();
+        let full = train(&cfg, x, None, None, &mut a).unwrap();
+        a.finish(&full.model(), j.format, json!({}), &json!({}))
+            .unwrap();
         // Stopped at step 37 (checkpoint written at 30 and at the stop), then resumed twice.
         let b_path = t.path().join("b");
         let mut b = RunDir::create(&b_path, false, &j).unwrap();
-        let part = train(&j.config, x, None, None, &mut Both(&mut b, StopAt(37))).unwrap();
+        let part = train(&cfg, x, None, None, &mut Both(&mut b, StopAt(37))).unwrap();
         assert!(part.stopped_early);
         drop(b);
         let (mut b, j2, state) = RunDir::resume(&b_path).unwrap();
@@ -93,8 +99,9 @@ fn killed_and_resumed_equals_uninterrupted() {
             &part.state,
             "checkpoint round-trips the whole state"
         );
-        let rest = train(&j.config, x, None, state, &mut b).unwrap();
-        b.finish(&rest.state.sae, json!({}), &json!({})).unwrap();
+        let rest = train(&cfg, x, None, state, &mut b).unwrap();
+        b.finish(&rest.model(), j.format, json!({}), &json!({}))
+            .unwrap();
         assert_eq!(
             rest.state, full.state,
             "{arch:?}: resumed run must end with identical bytes"
@@ -157,10 +164,11 @@ fn store_streaming_equals_memory_and_resumes_exactly() {
     );
     cfg.threads = 2;
     cfg.dead_window = 200;
+    let checked = |c: &TrainConfig| c.clone().check(x.rows(), x.cols()).unwrap();
     // One shard and a window holding everything: the very same batches as in memory.
     let single = write_store("single", 1000);
-    let mem = train(&cfg, x, None, None, &mut NoObserver).unwrap();
-    let streamed = train(&cfg, &single, None, None, &mut NoObserver).unwrap();
+    let mem = train(&checked(&cfg), x, None, None, &mut NoObserver).unwrap();
+    let streamed = train(&checked(&cfg), &single, None, None, &mut NoObserver).unwrap();
     assert!(
         mem.state == streamed.state,
         "one-shard store differs from memory"
@@ -171,6 +179,7 @@ fn store_streaming_equals_memory_and_resumes_exactly() {
         shuffle_rows: 64,
         ..cfg
     };
+    let cfg = checked(&cfg);
     let full = train(&cfg, &sharded, None, None, &mut NoObserver).unwrap();
     let part = train(&cfg, &sharded, None, None, &mut StopAt(23)).unwrap();
     assert!(part.stopped_early);

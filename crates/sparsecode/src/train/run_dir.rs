@@ -10,7 +10,7 @@ use super::observer::{Observer, StepRecord};
 use super::{Adam, TrainConfig, TrainState};
 use crate::io::tensors::{read_tensors, write_tensors};
 use crate::io::{read_json, replace_dir, write_json_atomic};
-use crate::sae::{ParamId, Sae};
+use crate::sae::{ParamId, Sae, SaeFormat};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,6 +41,9 @@ pub struct RunJob {
     /// SAELens `metadata` for cfg.json.
     #[serde(default)]
     pub metadata: Value,
+    /// The folder format of the finished SAE.
+    #[serde(default)]
+    pub format: SaeFormat,
 }
 
 /// An open run folder.
@@ -140,9 +143,16 @@ impl RunDir {
         &self.partial
     }
 
-    /// Writes the finished SAE and record, removes the checkpoint and moves the folder to `RUN`.
-    pub fn finish(self, sae: &Sae, metadata: Value, record: &Value) -> Result<PathBuf> {
-        crate::sae::saelens::save(&self.partial, sae, metadata)?;
+    /// Writes the finished SAE (in `format`) and record, removes the checkpoint and moves the
+    /// folder to `RUN`.
+    pub fn finish(
+        self,
+        sae: &Sae,
+        format: SaeFormat,
+        metadata: Value,
+        record: &Value,
+    ) -> Result<PathBuf> {
+        crate::sae::save(&self.partial, sae, format, metadata)?;
         write_json_atomic(&self.partial.join("run.json"), record)?;
         let ck = self.partial.join(CKPT_DIR);
         if ck.exists() {

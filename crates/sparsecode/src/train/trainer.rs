@@ -8,7 +8,7 @@
 
 use super::observer::{Control, Observer, StepRecord};
 use super::step::{adam_for, gradients, update, StepInputs};
-use super::{Adam, ArchConfig, BDecInit, Schedule, TrainConfig};
+use super::{Adam, ArchConfig, BDecInit, CheckedConfig, Schedule, TrainConfig};
 use crate::data::{Batcher, Plan, RowSource};
 use crate::linalg::normalize_rows;
 use crate::sae::{Collective, Encoder, Grads, Sae, SingleProcess, StepStats, Workspace};
@@ -42,6 +42,17 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// Seconds spent in this call.
     pub seconds: f64,
+    /// The factor the inputs were multiplied by ([`TrainConfig::input_scale`]).
+    pub input_scale: f32,
+}
+
+impl TrainOutcome {
+    /// The trained SAE for raw (unscaled) inputs: the input scale folded into its weights.
+    pub fn model(&self) -> Sae {
+        let mut sae = self.state.sae.clone();
+        sae.fold_input_scale(self.input_scale);
+        sae
+    }
 }
 
 const STREAM_INIT: u64 = 1;
@@ -119,7 +130,8 @@ pub(crate) fn initial_state(
         _ => {}
     }
     if cfg.biases {
-        let head = data.head(INIT_ROWS)?;
+        let mut head = data.head(INIT_ROWS)?;
+        scale_rows(head.as_mut_slice(), cfg.input_scale);
         sae.b_dec = match cfg.b_dec_init {
             BDecInit::Zero => vec![0.0; d_in],
             BDecInit::Mean => (0..d_in)
@@ -145,14 +157,28 @@ pub(crate) fn initial_state(
 /// dictionary (and stays fixed when `train_decoder` is false). With `resume` training continues
 /// from that state. The observer sees logs and checkpoints and may stop the run.
 pub fn train(
-    cfg: &TrainConfig,
+    cfg: &CheckedConfig,
     data: &dyn RowSource,
     fixed_decoder: Option<&Matrix>,
     resume: Option<TrainState>,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
-    let (samples, d_in) = (data.rows() as usize, data.cols());
-    cfg.validate(samples, d_in)?;
+    let shape = (
+        usize::try_from(data.rows()).unwrap_or(usize::MAX),
+        data.cols(),
+    );
+    if shape != cfg.data_shape() {
+        return Err(Error::shape(
+            "training data",
+            format!(
+                "{:?} (the shape the configuration was checked for)",
+                cfg.data_shape()
+            ),
+            format!("{shape:?}"),
+        ));
+    }
+    let cfg = cfg.config();
+    let d_in = shape.1;
     if let Some(m) = data.as_matrix() {
         m.check_finite("training data")?;
     }
@@ -184,6 +210,13 @@ pub fn train(
         let state = start_state(cfg, data, fixed_decoder, resume)?;
         run(cfg, data, state, &mut SingleProcess, obs)
     })
+}
+
+/// Multiplies every value by `scale` (nothing to do at 1).
+fn scale_rows(values: &mut [f32], scale: f32) {
+    if scale != 1.0 {
+        values.iter_mut().for_each(|v| *v *= scale);
+    }
 }
 
 /// The state a run starts from: `resume` (checked against the configuration and data), or a
@@ -259,6 +292,7 @@ fn run(
         while state.step < cfg.steps {
             let step = state.step;
             batcher.batch(step, &mut batch)?;
+            scale_rows(&mut batch, cfg.input_scale);
             for (d, s) in dead.iter_mut().zip(&state.since_fired) {
                 *d = *s >= cfg.dead_window;
             }
@@ -320,6 +354,7 @@ fn run(
                     last,
                     stopped_early: true,
                     seconds: started.elapsed().as_secs_f64(),
+                    input_scale: cfg.input_scale,
                 });
             }
         }
@@ -328,6 +363,7 @@ fn run(
             last,
             stopped_early: false,
             seconds: started.elapsed().as_secs_f64(),
+            input_scale: cfg.input_scale,
         })
     })
 }
