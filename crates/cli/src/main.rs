@@ -49,6 +49,9 @@ enum Command {
     Interp(commands::interp::Args),
 }
 
+/// The most threads `--threads` accepts.
+const MAX_THREADS: usize = 1024;
+
 /// Outcome of a command that ran to the end.
 pub enum Outcome {
     Ok,
@@ -63,30 +66,27 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    if threads == 0 {
-        eprintln!("error: invalid `--threads`: must be at least 1");
+    if !(1..=MAX_THREADS).contains(&threads) {
+        eprintln!("error: invalid `--threads`: {threads} must be in 1..={MAX_THREADS}");
         std::process::exit(2);
     }
-    // candle (the transformer forwards) sizes its gemm parallelism from this variable.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let result = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(anyhow::Error::from)
-        .and_then(|_| match cli.command {
-            Command::Synth(a) => commands::synth::run(a),
-            Command::Train(a) => commands::train::run(a, threads),
-            Command::Encode(a) => commands::encode::run(a, threads),
-            Command::Eval(a) => commands::eval::run(a, threads),
-            Command::Demo(a) => commands::demo::run(a, threads),
-            Command::Bench(a) => commands::bench::run(a, threads),
-            Command::Store(a) => commands::store::run(a),
-            Command::Learn(a) => commands::learn::run(a, threads),
-            Command::Experiment(a) => commands::experiment::run(a, threads),
-            Command::Harvest(a) => commands::harvest::run(a),
-            Command::Dashboard(a) => commands::dashboard::run(a, threads),
-            Command::Interp(a) => commands::interp::run(a, threads),
-        });
+    // The one thread knob: the command runs on a pool of exactly this many threads, and every
+    // library entry point it calls runs its kernels on a pool of the same size.
+    let par = sparsecode::Parallelism::threads(threads);
+    let result = par.install(|| match cli.command {
+        Command::Synth(a) => commands::synth::run(a),
+        Command::Train(a) => commands::train::run(a, threads),
+        Command::Encode(a) => commands::encode::run(a, threads),
+        Command::Eval(a) => commands::eval::run(a, threads),
+        Command::Demo(a) => commands::demo::run(a, threads),
+        Command::Bench(a) => commands::bench::run(a, threads),
+        Command::Store(a) => commands::store::run(a),
+        Command::Learn(a) => commands::learn::run(a, threads),
+        Command::Experiment(a) => commands::experiment::run(a, threads),
+        Command::Harvest(a) => commands::harvest::run(a, threads),
+        Command::Dashboard(a) => commands::dashboard::run(a, threads),
+        Command::Interp(a) => commands::interp::run(a, threads),
+    });
     match result {
         Ok(Outcome::Ok) => {}
         Ok(Outcome::GateFailed(why)) => {

@@ -36,6 +36,10 @@ pub struct HarvestConfig {
     pub max_tokens: Option<u64>,
     /// Seed of the context shuffle (which contexts a token budget takes, and their order).
     pub seed: u64,
+    /// Threads of the forward passes (the run's own pool; candle's kernels run on it). Not part
+    /// of the harvest's identity: a resume may use another count.
+    #[serde(skip)]
+    pub threads: usize,
 }
 
 impl HarvestConfig {
@@ -127,7 +131,17 @@ pub fn harvest(
     src: &Source,
     cfg: &HarvestConfig,
     dest: &Path,
-    on_progress: &mut dyn FnMut(&Progress),
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Summary> {
+    sparsecode::Parallelism::threads(cfg.threads)
+        .install(|| harvest_on_pool(src, cfg, dest, on_progress))
+}
+
+fn harvest_on_pool(
+    src: &Source,
+    cfg: &HarvestConfig,
+    dest: &Path,
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Summary> {
     cfg.validate(src.model)?;
     if dest.join(MANIFEST).exists() {
@@ -430,6 +444,7 @@ mod tests {
             dtype: StoreDType::F32,
             max_tokens: None,
             seed: 7,
+            threads: 2,
         }
     }
 

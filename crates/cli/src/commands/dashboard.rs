@@ -67,7 +67,7 @@ pub fn row_bar(total: u64, what: &str) -> ProgressBar {
 /// Opens an SAE and a harvested store (with its token provenance) and checks that the SAE reads
 /// the store's rows.
 pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenTable)> {
-    let model = sparsecode::sae::saelens::load(sae)?;
+    let model = sparsecode::sae::load(sae)?;
     let st = Store::open(store)?;
     let tokens = TokenTable::open(&st)?;
     let d_in = st.manifest().d_in;
@@ -122,7 +122,10 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         sae.d_sae(),
         Some(rows),
         8192,
-        ScanConfig::default(),
+        ScanConfig {
+            par,
+            ..ScanConfig::default()
+        },
         &encode,
         None,
         &mut |done| bar.set_position(done),
@@ -185,6 +188,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         scores,
         top_contexts: a.top,
         quantile_contexts: a.per_quantile,
+        par,
     };
     let summary = dashboard::write(&a.io.out, a.io.force, &input, &store, &encode)?;
     let mut record = sparsecode::io::record::provenance("dashboard");

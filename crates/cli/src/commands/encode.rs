@@ -122,11 +122,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         .into());
     }
     let x = super::read_data(&a.data)?;
-    let sae = a
-        .sae
-        .as_deref()
-        .map(sparsecode::sae::saelens::load)
-        .transpose()?;
+    let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
     let started = std::time::Instant::now();
     let codes = codes_for(&a, sae.as_ref(), dict.as_ref(), &x, par)?;

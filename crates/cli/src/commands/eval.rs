@@ -74,7 +74,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     // Codes, the dictionary they decode with, and the reconstruction (None without a dictionary).
     let (codes, dict, x_hat) = match (&a.sae, &a.codes) {
         (Some(run), _) => {
-            let sae = sparsecode::sae::saelens::load(run)?;
+            let sae = sparsecode::sae::load(run)?;
             sae.check_input(&x, &a.data.display().to_string())?;
             let z = sae.encode_dense(&x, par);
             let xh = sae.decode(&z, par);

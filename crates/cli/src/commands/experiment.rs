@@ -356,7 +356,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 (None, None, None) => cs_bound::quick(par)?,
                 (Some(d), Some(s), None) => {
                     let x = super::read_data(d)?;
-                    let model = sparsecode::sae::saelens::load(s)?;
+                    let model = sparsecode::sae::load(s)?;
                     let c = cs_bound::check(&d.display().to_string(), &x, &cs_bound::Coder::Sae(&model), par)?;
                     cs_bound::report(&[c])
                 }

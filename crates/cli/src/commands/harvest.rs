@@ -45,7 +45,7 @@ pub struct Args {
     out: PathBuf,
 }
 
-pub fn run(a: Args) -> Result<Outcome> {
+pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let corpus = match a.corpus {
         Some(c) => c,
         None => assets::require(Asset::Sotu)?,
@@ -58,6 +58,7 @@ pub fn run(a: Args) -> Result<Outcome> {
         shard_contexts: a.shard_contexts,
         dtype: a.dtype.into(),
         max_tokens: a.max_tokens,
+        threads,
         seed: a.seed,
     };
     let src = Source {
@@ -123,6 +124,7 @@ pub fn run(a: Args) -> Result<Outcome> {
     );
     let mut record = sparsecode::io::record::provenance("harvest");
     record["config"] = serde_json::to_value(&cfg)?;
+    record["threads"] = serde_json::json!(threads);
     record["model"] = serde_json::json!({ "spec": a.model, "file": file, "name": m.name() });
     record["corpus"] = serde_json::json!(corpus);
     record["metrics"] = serde_json::to_value(&summary)?;

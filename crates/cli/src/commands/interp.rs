@@ -97,6 +97,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 top_n: 32,
                 reservoir: 1,
                 seed: a.seed,
+                par,
             },
             enc,
             Some(&full_window),

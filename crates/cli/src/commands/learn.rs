@@ -87,7 +87,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     };
     let started = std::time::Instant::now();
     let init = match (&a.init_sae, &a.init_dictionary) {
-        (Some(dir), _) => Some(sparsecode::sae::saelens::load(dir)?.w_dec),
+        (Some(dir), _) => Some(sparsecode::sae::load(dir)?.w_dec),
         (None, Some(file)) => Some(super::read_data(file)?),
         (None, None) => None,
     };

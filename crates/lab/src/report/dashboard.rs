@@ -14,7 +14,7 @@ use sparsecode::data::tokens::TokenTable;
 use sparsecode::data::RowSource;
 use sparsecode::io::{write_atomic, write_json_atomic, OutputDir};
 use sparsecode::sae::Codes;
-use sparsecode::{Error, Matrix, Result};
+use sparsecode::{Error, Matrix, Parallelism, Result};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,8 @@ pub struct DashboardInput<'a> {
     pub top_contexts: usize,
     /// Contexts shown per quantile band (four bands of the positive activations).
     pub quantile_contexts: usize,
+    /// Threads for reading contexts and ranking nearest features.
+    pub par: Parallelism,
 }
 
 /// One feature in the index (also written as `features.json`).
@@ -318,6 +320,18 @@ pub struct DashboardSummary {
 /// `features.json` and `f/NNNNN.html` for every feature that fired. `source` and `encode` give
 /// the feature's activation on the tokens around each shown row.
 pub fn write(
+    out: &Path,
+    force: bool,
+    input: &DashboardInput,
+    source: &dyn RowSource,
+    encode: &(dyn Fn(&Matrix) -> Result<Codes> + Sync),
+) -> Result<DashboardSummary> {
+    input
+        .par
+        .install(|| write_on_pool(out, force, input, source, encode))
+}
+
+fn write_on_pool(
     out: &Path,
     force: bool,
     input: &DashboardInput,

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use sparsecode::data::RowSource;
 use sparsecode::linalg::TopK;
 use sparsecode::sae::Codes;
-use sparsecode::{Matrix, Result};
+use sparsecode::{Matrix, Parallelism, Result};
 
 /// What to keep per feature.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +20,8 @@ pub struct ScanConfig {
     pub reservoir: usize,
     /// Seed of the reservoir sampling.
     pub seed: u64,
+    /// Threads of the scan (the encoder and the per-feature updates).
+    pub par: Parallelism,
 }
 
 impl Default for ScanConfig {
@@ -28,6 +30,7 @@ impl Default for ScanConfig {
             top_n: 32,
             reservoir: 1024,
             seed: 0,
+            par: Parallelism::Serial,
         }
     }
 }
@@ -199,7 +202,24 @@ pub fn scan(
     cfg: ScanConfig,
     encode: &(dyn Fn(&Matrix) -> Result<Codes> + Sync),
     keep: Option<RowFilter>,
-    on_chunk: &mut dyn FnMut(u64),
+    on_chunk: &mut (dyn FnMut(u64) + Send),
+) -> Result<FeatureScan> {
+    cfg.par.install(|| {
+        scan_on_pool(
+            source, n_features, limit, chunk, cfg, encode, keep, on_chunk,
+        )
+    })
+}
+
+fn scan_on_pool(
+    source: &dyn RowSource,
+    n_features: usize,
+    limit: Option<u64>,
+    chunk: usize,
+    cfg: ScanConfig,
+    encode: &(dyn Fn(&Matrix) -> Result<Codes> + Sync),
+    keep: Option<RowFilter>,
+    on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<FeatureScan> {
     let total = limit.unwrap_or(u64::MAX).min(source.rows());
     let d = source.cols();
@@ -246,6 +266,7 @@ mod tests {
             top_n: 4,
             reservoir: 100,
             seed: 3,
+            par: Parallelism::Threads(2),
         };
         let s = scan(
             &x,

@@ -250,6 +250,10 @@ pub fn learn_dictionary(
     p: &DictLearnParams,
     par: Parallelism,
 ) -> Result<DictLearnResult> {
+    par.install(|| learn_on_pool(y, p, par))
+}
+
+fn learn_on_pool(y: &Matrix, p: &DictLearnParams, par: Parallelism) -> Result<DictLearnResult> {
     p.validate(y.rows())?;
     y.check_finite("data")?;
     let mut best: Option<DictLearnResult> = None;
@@ -539,6 +543,15 @@ struct Run {
 /// Learns from given starting atoms `init` (`[atoms, d_in]`, e.g. a trained SAE's decoder:
 /// SAE-initialised dictionary learning); `p.restarts` is ignored, the rows are scaled to unit norm.
 pub fn learn_dictionary_from(
+    y: &Matrix,
+    init: &Matrix,
+    p: &DictLearnParams,
+    par: Parallelism,
+) -> Result<DictLearnResult> {
+    par.install(|| learn_from_on_pool(y, init, p, par))
+}
+
+fn learn_from_on_pool(
     y: &Matrix,
     init: &Matrix,
     p: &DictLearnParams,

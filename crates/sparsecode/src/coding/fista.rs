@@ -103,7 +103,7 @@ pub fn fista(
     p: &FistaParams,
     par: Parallelism,
 ) -> Result<FistaResult> {
-    fista_with(y, d, init, p, par, WORKING_SET_MAX)
+    par.install(|| fista_with(y, d, init, p, par, WORKING_SET_MAX))
 }
 
 /// Up to this many atoms (a Gram matrix of at most 64 MiB) the working-set solver runs.

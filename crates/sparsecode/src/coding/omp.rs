@@ -26,6 +26,10 @@ const GRAM_MAX: usize = 4096;
 
 /// Sparse codes `[S, N]` of every row of `y` with dictionary `d`.
 pub fn omp(y: &Matrix, d: &Matrix, p: &OmpParams, par: Parallelism) -> Result<Matrix> {
+    par.install(|| omp_on_pool(y, d, p, par))
+}
+
+fn omp_on_pool(y: &Matrix, d: &Matrix, p: &OmpParams, par: Parallelism) -> Result<Matrix> {
     super::check_problem(y, d)?;
     let (n, m) = d.shape();
     let k = match (p.k, p.tol) {

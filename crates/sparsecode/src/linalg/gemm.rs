@@ -81,9 +81,24 @@ pub fn matmul(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, beta: f32, par: Par
         }
         _ => ::gemm::Parallelism::None,
     };
+    // gemm's Rayon mode runs on the current pool: the one this call owns.
+    match parallelism {
+        ::gemm::Parallelism::None => gemm_raw(dst, a, b, beta, parallelism),
+        _ => par.install(|| gemm_raw(dst, a, b, beta, parallelism)),
+    }
+}
+
+fn gemm_raw(
+    dst: &mut [f32],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    parallelism: ::gemm::Parallelism,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: the views were bounds-checked at construction (`MatRef::new` checks the buffer covers
     // rows*cols, `t()` only swaps strides), `dst` holds at least m*n values and is a unique borrow,
-    // and the shapes agree (asserted above).
+    // and the shapes agree (asserted by `matmul`, the only caller).
     unsafe {
         ::gemm::gemm(
             m,

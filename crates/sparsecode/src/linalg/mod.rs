@@ -4,6 +4,7 @@
 pub mod cholesky;
 mod gemm;
 mod matrix;
+mod pool;
 mod power;
 mod rows;
 pub mod simd;
@@ -40,5 +41,18 @@ impl Parallelism {
             Parallelism::Serial => 1,
             Parallelism::Threads(n) => n.max(1),
         }
+    }
+
+    /// Runs `f` on exactly [`Parallelism::count`] threads: inside the rayon pool of that size
+    /// (one per size, built at first use and kept), so every `par_*` call under it runs on
+    /// those threads whatever pool, if any, the caller is on. Already on a pool of that size,
+    /// `f` just runs. Every library entry point that computes in parallel goes through here:
+    /// nothing depends on rayon's global pool.
+    pub fn install<R: Send>(self, f: impl FnOnce() -> R + Send) -> R {
+        let n = self.count();
+        if rayon::current_thread_index().is_some() && rayon::current_num_threads() == n {
+            return f();
+        }
+        pool::of_size(n).install(f)
     }
 }

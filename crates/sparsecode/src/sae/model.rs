@@ -426,8 +426,12 @@ impl Sae {
         }
     }
 
-    /// Encodes `x` (`[rows, d_in]`, checked by [`Sae::check_input`]).
+    /// Encodes `x` (`[rows, d_in]`, checked by [`Sae::check_input`]) on `par`'s threads.
     pub fn encode(&self, x: &Matrix, par: Parallelism) -> Codes {
+        par.install(|| self.encode_on_pool(x, par))
+    }
+
+    fn encode_on_pool(&self, x: &Matrix, par: Parallelism) -> Codes {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.as_slice().len()];
         let mut pre = vec![0.0; x.rows() * n];
@@ -494,5 +498,60 @@ impl Sae {
     /// Encodes then decodes: the reconstruction of `x`.
     pub fn reconstruct(&self, x: &Matrix, par: Parallelism) -> Matrix {
         self.decode(&self.encode_dense(x, par), par)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_folded_input_scale_gives_the_same_codes_on_raw_inputs() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let s = 0.03f32;
+        let x = Matrix::standard_normal(7, 5, 9);
+        let mut scaled = x.clone();
+        scaled.as_mut_slice().iter_mut().for_each(|v| *v *= s);
+        let kinds = [
+            (Activation::Relu, false),
+            (Activation::TopK { k: 3 }, false),
+            (Activation::JumpRelu, false),
+            (Activation::Gated, false),
+            (Activation::Relu, true),
+        ];
+        for (act, mlp) in kinds {
+            let mut sae = Sae::init(5, 11, act, EncoderInit::FanInUniform, &mut rng);
+            if mlp {
+                sae = sae.with_hidden_layer(6, &mut rng);
+            }
+            // Training-space inputs are small: give the biases that scale too.
+            sae.b_dec
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = 0.01 * i as f32);
+            sae.b_enc.iter_mut().for_each(|v| *v = 0.001);
+            for (_, t) in sae.encoder.tensors_mut() {
+                if t.len() == 11 {
+                    t.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v = 0.0005 * i as f32);
+                }
+            }
+            let mut folded = sae.clone();
+            folded.fold_input_scale(s);
+            let par = Parallelism::Serial;
+            let (a, b) = (folded.encode_dense(&x, par), sae.encode_dense(&scaled, par));
+            assert!(
+                b.as_slice().iter().any(|v| *v > 0.0),
+                "{act:?}: something fires"
+            );
+            for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                    "{act:?} {mlp}: {u} vs {v}"
+                );
+            }
+        }
     }
 }

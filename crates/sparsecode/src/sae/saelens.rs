@@ -16,6 +16,8 @@ use std::path::Path;
 pub const CFG_FILE: &str = "cfg.json";
 /// The weights file of an SAELens folder.
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+/// SAELens' record of the input scale of a run trained with `expected_average_only_in`.
+pub const SCALER_FILE: &str = "activation_scaler.json";
 
 /// Writes `sae` into the folder `dir` (which must exist); `metadata` becomes cfg.json's
 /// `metadata` object (model_name, hook_name, dataset_path, ...).
@@ -137,15 +139,16 @@ pub fn load(dir: &Path) -> Result<Sae> {
     } else {
         None
     };
-    match cfg.get("normalize_activations").and_then(Value::as_str) {
-        None | Some("none") => {}
+    let input_scale = match cfg.get("normalize_activations").and_then(Value::as_str) {
+        None | Some("none") => 1.0,
+        Some("expected_average_only_in") => scaler_factor(dir)?,
         Some(other) => {
             return Err(Error::format(
                 &cfg_path,
-                format!("normalize_activations '{other}' is not supported (expected 'none')"),
+                format!("normalize_activations '{other}' is not supported (expected 'none' or 'expected_average_only_in')"),
             ))
         }
-    }
+    };
     let apply = cfg
         .get("apply_b_dec_to_input")
         .and_then(Value::as_bool)
@@ -179,7 +182,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
             r_mag: take(&mut t, &wpath, "r_mag", &[d_sae])?,
         },
     };
-    let sae = Sae {
+    let mut sae = Sae {
         encoder,
         w_enc: w_enc_t.transpose(),
         b_enc,
@@ -188,7 +191,28 @@ pub fn load(dir: &Path) -> Result<Sae> {
         apply_b_dec_to_input: apply,
     };
     sae.validate(&dir.display().to_string())?;
+    sae.fold_input_scale(input_scale);
     Ok(sae)
+}
+
+/// The input scale of a folder trained with `expected_average_only_in` and saved before the
+/// scale was folded in (an SAELens checkpoint): `activation_scaler.json`'s `scaling_factor`.
+fn scaler_factor(dir: &Path) -> Result<f32> {
+    let path = dir.join(SCALER_FILE);
+    if !path.is_file() {
+        return Err(Error::format(
+            dir.join(CFG_FILE),
+            format!("normalize_activations 'expected_average_only_in' needs the scaling factor in {SCALER_FILE} beside it"),
+        ));
+    }
+    let v: Value = crate::io::read_json(&path)?;
+    match v.get("scaling_factor").and_then(Value::as_f64) {
+        Some(s) if s.is_finite() && s > 0.0 => Ok(s as f32),
+        _ => Err(Error::format(
+            &path,
+            "'scaling_factor' is missing or not a positive number",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +252,33 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(dir.join(CFG_FILE)).unwrap()).unwrap();
             assert_eq!(cfg["d_in"], 5);
             assert_eq!(cfg["metadata"]["model_name"], "synthetic");
+        }
+    }
+
+    #[test]
+    fn folds_an_unfolded_input_scale_on_load() {
+        let t = tempfile::tempdir().unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let sae = Sae::init(4, 6, Activation::Relu, EncoderInit::FanInUniform, &mut rng);
+        save(t.path(), &sae, json!({})).unwrap();
+        let cfg_path = t.path().join(CFG_FILE);
+        let mut cfg: Value = crate::io::read_json(&cfg_path).unwrap();
+        cfg["normalize_activations"] = json!("expected_average_only_in");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let e = load(t.path()).unwrap_err().to_string();
+        assert!(e.contains(SCALER_FILE), "{e}");
+        std::fs::write(t.path().join(SCALER_FILE), r#"{"scaling_factor": 2.5}"#).unwrap();
+        let mut want = sae.clone();
+        want.fold_input_scale(2.5);
+        assert_eq!(load(t.path()).unwrap(), want);
+        // The folded SAE on raw x reconstructs what the saved one does on 2.5 x, over 2.5.
+        let x = Matrix::standard_normal(5, 4, 1);
+        let mut scaled = x.clone();
+        scaled.as_mut_slice().iter_mut().for_each(|v| *v *= 2.5);
+        let par = crate::Parallelism::Serial;
+        let (a, b) = (want.reconstruct(&x, par), sae.reconstruct(&scaled, par));
+        for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
+            assert!((u - v / 2.5).abs() < 1e-5, "{u} vs {}", v / 2.5);
         }
     }
 

@@ -197,16 +197,8 @@ pub fn train(
             "false requires a dictionary to keep fixed",
         ));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| {
-            Error::param(
-                "threads",
-                format!("cannot start {} threads: {e}", cfg.threads),
-            )
-        })?;
-    pool.install(|| {
+    // Every kernel of the run (and the batcher's prefetch) runs on the run's own pool.
+    Parallelism::threads(cfg.threads).install(|| {
         let state = start_state(cfg, data, fixed_decoder, resume)?;
         run(cfg, data, state, &mut SingleProcess, obs)
     })
