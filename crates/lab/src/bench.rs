@@ -3,7 +3,7 @@
 //! means: these machines are noisy.
 
 use serde::{Deserialize, Serialize};
-use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
+use sparsecode::coding::{Basis, Coder};
 use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig};
 use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
@@ -106,28 +106,10 @@ pub fn bench_train(
     })
 }
 
-/// Which encoder [`bench_encode`] times.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EncodeMethod {
-    /// FISTA with this L1 weight and iteration limit.
-    Fista {
-        /// L1 weight.
-        lambda: f32,
-        /// Iterations.
-        max_iter: usize,
-    },
-    /// OMP with `k` atoms.
-    Omp {
-        /// Atoms per sample.
-        k: usize,
-    },
-}
-
 /// Times `repeats` encodes (after one warm-up) of `samples` planted `k`-sparse signals with a
 /// random unit-norm dictionary of `atoms` x `dims`.
 pub fn bench_encode(
-    method: EncodeMethod,
+    coder: Coder,
     dims: usize,
     atoms: usize,
     samples: usize,
@@ -148,48 +130,14 @@ pub fn bench_encode(
     };
     let data = sparsecode::data::generate(&cfg, None)?;
     let par = Parallelism::threads(threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| sparsecode::Error::param("threads", e.to_string()))?;
     let (y, d) = (&data.train.activations, &data.dictionary);
-    let once = || -> Result<()> {
-        match method {
-            EncodeMethod::Fista { lambda, max_iter } => {
-                fista(
-                    y,
-                    d,
-                    None,
-                    &FistaParams {
-                        lambda,
-                        nonneg: false,
-                        max_iter,
-                        tol: 0.0,
-                        accelerated: true,
-                    },
-                    par,
-                )?;
-            }
-            EncodeMethod::Omp { k } => {
-                omp(
-                    y,
-                    d,
-                    &OmpParams {
-                        k: Some(k),
-                        tol: None,
-                    },
-                    par,
-                )?;
-            }
-        }
-        Ok(())
-    };
+    let basis = Basis::Dictionary(d);
     let mut times = Vec::with_capacity(repeats);
-    pool.install(|| -> Result<()> {
-        once()?;
+    par.install(|| -> Result<()> {
+        coder.encode(basis, y, par)?;
         for _ in 0..repeats {
             let t = Instant::now();
-            once()?;
+            coder.encode(basis, y, par)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         Ok(())
@@ -232,7 +180,11 @@ mod tests {
         .unwrap();
         assert_eq!(r.step_ms.len(), 3);
         assert!(r.samples_per_s > 0.0 && r.step_ms_median > 0.0);
-        let r = bench_encode(EncodeMethod::Omp { k: 2 }, 16, 32, 20, 2, 1).unwrap();
+        let omp = Coder::Omp(sparsecode::coding::OmpParams {
+            k: Some(2),
+            tol: None,
+        });
+        let r = bench_encode(omp, 16, 32, 20, 2, 1).unwrap();
         assert_eq!(r.step_ms.len(), 2);
     }
 }

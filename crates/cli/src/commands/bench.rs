@@ -2,35 +2,20 @@
 
 use crate::Outcome;
 use anyhow::{Context, Result};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
+use sparsecode::coding::{Coder, FistaParams, OmpParams};
 use sparsecode::data::store::{StoreDType, StoreWriter};
-use sparsecode::train::ArchConfig;
-use sparsecode_lab::bench::{bench_encode, bench_train, BenchResult, EncodeMethod};
+use sparsecode::train::{ArchKind, TrainRequest};
+use sparsecode_lab::bench::{bench_encode, bench_train, BenchResult};
 use std::path::PathBuf;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Arch {
-    Relu,
-    Topk,
-    Batchtopk,
-    Jumprelu,
-    Gated,
-    /// MLP encoder with a hidden layer as wide as the input.
-    Mlp,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Method {
-    Fista,
-    Omp,
-}
 
 #[derive(Subcommand)]
 pub enum Which {
     /// Median time of an SAE training step.
     Train {
-        #[arg(long, value_enum)]
-        arch: Arch,
+        /// relu, topk, batchtopk, jumprelu, gated or mlp (hidden layer as wide as the input).
+        #[arg(long)]
+        arch: ArchKind,
         /// Input width M.
         #[arg(long)]
         dims: usize,
@@ -54,8 +39,9 @@ pub enum Which {
     },
     /// Median time of a batched sparse encode.
     Encode {
-        #[arg(long, value_enum)]
-        method: Method,
+        /// fista or omp.
+        #[arg(long)]
+        method: String,
         #[arg(long)]
         dims: usize,
         /// Dictionary atoms N.
@@ -152,33 +138,12 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             warmup,
             json,
         } => {
-            let arch = match arch {
-                Arch::Topk => ArchConfig::TopK {
-                    k,
-                    aux_k: (dims / 2).clamp(1, 256).min(latents),
-                    aux_coef: 1.0 / 32.0,
-                },
-                Arch::Batchtopk => ArchConfig::BatchTopK {
-                    k,
-                    aux_k: (dims / 2).clamp(1, 256).min(latents),
-                    aux_coef: 1.0 / 32.0,
-                },
-                Arch::Relu => ArchConfig::Relu {
-                    l1: 1e-3,
-                    l1_warmup_steps: 0,
-                },
-                Arch::Jumprelu => ArchConfig::JumpRelu {
-                    l0: 1e-3,
-                    bandwidth: 1e-3,
-                    init_threshold: 1e-3,
-                },
-                Arch::Gated => ArchConfig::Gated { l1: 1e-3 },
-                Arch::Mlp => ArchConfig::Mlp {
-                    l1: 1e-3,
-                    hidden: dims,
-                    l1_warmup_steps: 0,
-                },
-            };
+            // Tiny penalties: the timing is of the step, not of a tuned run.
+            let mut request = TrainRequest::new(arch, latents);
+            request.k = Some(k);
+            request.l1 = Some(1e-3);
+            request.l0 = Some(1e-3);
+            let arch = request.arch_config(dims)?;
             let r = bench_train(arch, dims, latents, batch, steps, warmup.max(1), threads)
                 .context("bench train")?;
             report(
@@ -198,13 +163,18 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             repeats,
             json,
         } => {
-            let m = match method {
-                Method::Fista => EncodeMethod::Fista {
-                    lambda,
-                    max_iter: iters,
-                },
-                Method::Omp => EncodeMethod::Omp { k },
+            let fista = FistaParams {
+                lambda,
+                nonneg: false,
+                max_iter: iters,
+                tol: 0.0,
+                accelerated: true,
             };
+            let omp = OmpParams {
+                k: Some(k),
+                tol: None,
+            };
+            let m = Coder::named(&method, fista, omp)?;
             let r = bench_encode(m, dims, atoms, samples, repeats.max(1), threads)
                 .context("bench encode")?;
             report(

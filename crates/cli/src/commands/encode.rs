@@ -3,23 +3,10 @@
 
 use crate::Outcome;
 use anyhow::{bail, Result};
-use clap::ValueEnum;
 use serde_json::json;
-use sparsecode::coding::{fista, ito, omp, FistaParams, OmpParams};
-use sparsecode::sae::Sae;
+use sparsecode::coding::{Basis, Coder, FistaParams, OmpParams};
 use sparsecode::{Matrix, Parallelism};
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    /// The SAE's encoder.
-    Sae,
-    /// FISTA started from the SAE's codes with its decoder (non-negative).
-    Ito,
-    Fista,
-    Ista,
-    Omp,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,9 +20,9 @@ pub struct Args {
     /// Dictionary [N, d_in] .npy (atoms are rows).
     #[arg(long)]
     dictionary: Option<PathBuf>,
-    /// Default: sae with --sae, fista with --dictionary.
-    #[arg(long, value_enum)]
-    method: Option<Method>,
+    /// sae, ito, fista, ista or omp. Default: sae with --sae, fista with --dictionary.
+    #[arg(long)]
+    method: Option<String>,
     /// Data [samples, d_in] .npy.
     #[arg(long)]
     data: PathBuf,
@@ -63,54 +50,21 @@ pub struct Args {
     force: bool,
 }
 
-/// Codes of `x` by the chosen method.
-pub fn codes_for(
-    a: &Args,
-    sae: Option<&Sae>,
-    dict: Option<&Matrix>,
-    x: &Matrix,
-    par: Parallelism,
-) -> Result<Matrix> {
-    let method = a.method.unwrap_or(if sae.is_some() {
-        Method::Sae
-    } else {
-        Method::Fista
-    });
-    let fp = FistaParams {
+/// The coder the flags describe, for `basis`.
+fn coder(a: &Args, basis: Basis<'_>) -> Result<Coder> {
+    let fista = FistaParams {
         lambda: a.lambda,
         nonneg: a.nonneg,
         max_iter: a.max_iter,
         tol: a.tol,
-        accelerated: method != Method::Ista,
+        accelerated: true,
     };
-    // With an SAE, the classical methods code x - b_dec against its decoder.
-    let (y, d) = match (sae, dict) {
-        (Some(s), _) => {
-            s.check_input(x, &a.data.display().to_string())?;
-            let mut y = x.clone();
-            y.add_to_rows(&s.b_dec, -1.0);
-            (y, &s.w_dec)
-        }
-        (None, Some(d)) => (x.clone(), d),
-        (None, None) => bail!("give --sae or --dictionary"),
+    let omp = OmpParams {
+        k: a.k,
+        tol: a.residual_tol,
     };
-    Ok(match (method, sae) {
-        (Method::Sae, Some(s)) => s.encode_dense(x, par),
-        (Method::Ito, Some(s)) => ito(s, x, &fp, par)?.codes,
-        (Method::Sae | Method::Ito, None) => {
-            bail!("`--method sae` and `--method ito` need `--sae RUN`")
-        }
-        (Method::Fista | Method::Ista, _) => fista(&y, d, None, &fp, par)?.codes,
-        (Method::Omp, _) => omp(
-            &y,
-            d,
-            &OmpParams {
-                k: a.k,
-                tol: a.residual_tol,
-            },
-            par,
-        )?,
-    })
+    let name = a.method.as_deref().unwrap_or(Coder::default_name(basis));
+    Ok(Coder::named(name, fista, omp)?)
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
@@ -124,23 +78,20 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let x = super::read_data(&a.data)?;
     let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
+    let basis = match (&sae, &dict) {
+        (Some(s), _) => Basis::Sae(s),
+        (None, Some(d)) => Basis::Dictionary(d),
+        (None, None) => bail!("give --sae or --dictionary"),
+    };
+    let coder = coder(&a, basis)?;
     let started = std::time::Instant::now();
-    let codes = codes_for(&a, sae.as_ref(), dict.as_ref(), &x, par)?;
+    let codes = coder.encode(basis, &x, par)?;
     let seconds = started.elapsed().as_secs_f64();
     write_codes(&a.out, &codes)?;
     // The record beside the codes: CODES.npy -> CODES.json.
     let mut record = sparsecode::io::record::provenance("encode");
-    record["method"] = json!(a
-        .method
-        .map(|m| m
-            .to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default())
-        .unwrap_or_else(|| if a.sae.is_some() {
-            "sae".into()
-        } else {
-            "fista".into()
-        }));
+    record["method"] = json!(coder.name());
+    record["coder"] = serde_json::to_value(coder)?;
     record["inputs"] = json!({ "sae": a.sae, "dictionary": a.dictionary, "data": a.data });
     record["params"] = json!({ "lambda": a.lambda, "nonneg": a.nonneg, "max_iter": a.max_iter, "tol": a.tol, "k": a.k, "residual_tol": a.residual_tol, "threads": threads });
     record["codes"] = json!({ "path": a.out, "shape": [codes.rows(), codes.cols()], "l0": sparsecode::eval::l0(&codes) });

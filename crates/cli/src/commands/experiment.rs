@@ -5,6 +5,7 @@ use crate::Outcome;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use sparsecode::coding::{Basis, Coder};
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
@@ -357,7 +358,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 (Some(d), Some(s), None) => {
                     let x = super::read_data(d)?;
                     let model = sparsecode::sae::load(s)?;
-                    let c = cs_bound::check(&d.display().to_string(), &x, &cs_bound::Coder::Sae(&model), par)?;
+                    let c = cs_bound::check(&d.display().to_string(), &x, (Basis::Sae(&model), Coder::Sae), par)?;
                     cs_bound::report(&[c])
                 }
                 (Some(d), None, Some(dict)) => {
@@ -366,7 +367,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                     let c = cs_bound::check(
                         &d.display().to_string(),
                         &x,
-                        &cs_bound::Coder::Dictionary(&dm, lambda, !signed),
+                        (Basis::Dictionary(&dm), cs_bound::fista_codes(lambda, !signed)),
                         par,
                     )?;
                     cs_bound::report(&[c])

@@ -9,16 +9,16 @@ use super::phase::weak_threshold;
 use super::{Report, Table};
 use serde::Serialize;
 use serde_json::json;
-use sparsecode::coding::{fista, FistaParams};
-use sparsecode::sae::Sae;
+use sparsecode::coding::{Basis, Coder, FistaParams};
 use sparsecode::{Error, Matrix, Parallelism, Result};
 
-/// Where the codes come from.
-pub enum Coder<'a> {
-    /// An SAE: its codes and decoder.
-    Sae(&'a Sae),
-    /// A dictionary `[N, M]` with FISTA codes at this L1 weight (non-negative when the flag says).
-    Dictionary(&'a Matrix, f32, bool),
+/// FISTA codes at L1 weight `lambda`, non-negative when `nonneg`.
+pub fn fista_codes(lambda: f32, nonneg: bool) -> Coder {
+    Coder::Fista(FistaParams {
+        lambda,
+        nonneg,
+        ..FistaParams::default()
+    })
 }
 
 /// The check on one dataset.
@@ -50,23 +50,20 @@ pub struct CsCheck {
     pub threshold_met: bool,
 }
 
-/// Runs the check on `x` (`[samples, M]`).
-pub fn check(label: &str, x: &Matrix, coder: &Coder<'_>, par: Parallelism) -> Result<CsCheck> {
+/// Runs the check on the codes of `x` (`[samples, M]`) that `coder` finds against `basis`.
+pub fn check(
+    label: &str,
+    x: &Matrix,
+    (basis, coder): (Basis<'_>, Coder),
+    par: Parallelism,
+) -> Result<CsCheck> {
     x.check_finite(label)?;
-    let (codes, nonneg) = match coder {
-        Coder::Sae(sae) => {
-            sae.check_input(x, label)?;
-            (sae.encode_dense(x, par), true)
-        }
-        Coder::Dictionary(d, lambda, nonneg) => {
-            let p = FistaParams {
-                lambda: *lambda,
-                nonneg: *nonneg,
-                ..FistaParams::default()
-            };
-            (fista(x, d, None, &p, par)?.codes, *nonneg)
-        }
+    let nonneg = match coder {
+        Coder::Fista(p) => p.nonneg,
+        Coder::Omp(_) => false,
+        Coder::Sae | Coder::Ito(_) => true,
     };
+    let codes = coder.encode(basis, x, par)?;
     let (s, n) = codes.shape();
     if s == 0 {
         return Err(Error::Empty {
@@ -165,7 +162,7 @@ pub fn quick(par: Parallelism) -> Result<Report> {
         let c = check(
             &format!("planted N=512, M=64, K={k}"),
             &data.train.activations,
-            &Coder::Dictionary(&data.dictionary, 0.01, true),
+            (Basis::Dictionary(&data.dictionary), fista_codes(0.01, true)),
             par,
         )?;
         checks.push(c);

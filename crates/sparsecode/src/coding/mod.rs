@@ -2,12 +2,14 @@
 //! for the L1 problem, OMP for the L0-constrained one, and inference-time optimisation (FISTA
 //! started from an SAE's codes with that SAE's decoder).
 
+mod coder;
 mod dictionary;
 mod fista;
 mod ito;
 mod omp;
 mod working_set;
 
+pub use coder::{Basis, Coder};
 pub use dictionary::{
     learn_dictionary, learn_dictionary_from, AtomUpdate, DictLearnParams, DictLearnResult,
     InnerCoder,

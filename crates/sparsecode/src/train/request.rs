@@ -58,7 +58,7 @@ pub const MIN_STEPS: u64 = 3_000;
 /// The most steps a default budget takes.
 pub const MAX_STEPS: u64 = 100_000;
 /// Default L1 coefficient on normalised inputs (relu, gated, mlp).
-pub const DEFAULT_L1: f32 = 1.0;
+pub const DEFAULT_L1: f32 = 3.0;
 /// Default L0 coefficient on normalised inputs (jumprelu).
 pub const DEFAULT_L0: f32 = 0.1;
 /// Rows the input scale is estimated on.
@@ -259,8 +259,9 @@ impl TrainRequest {
         }
     }
 
-    /// The architecture with its hyper-parameters, defaults filled in.
-    fn arch_config(&self, d_in: usize) -> Result<ArchConfig> {
+    /// The architecture with its hyper-parameters, defaults filled in, for inputs of width
+    /// `d_in`.
+    pub fn arch_config(&self, d_in: usize) -> Result<ArchConfig> {
         let need_k = |name: &str| {
             self.k.ok_or_else(|| {
                 Error::param("k", format!("`{name}` needs k (active latents per sample)"))
