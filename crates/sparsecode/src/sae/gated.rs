@@ -48,18 +48,7 @@ pub fn gated_loss_grad(
     // The codes f live in dpre's buffer (gated has no dpre of its own).
     let f = sized(&mut ws.dpre, b * n);
     let mut gate_relu = vec![0.0f32; b * n];
-    for ((fr, gr), ur) in f
-        .chunks_exact_mut(n)
-        .zip(gate_relu.chunks_exact_mut(n))
-        .zip(u.chunks_exact(n))
-    {
-        for j in 0..n {
-            let gate = ur[j] + sae.b_enc[j];
-            let mag = scale[j] * ur[j] + mag.b_mag[j];
-            fr[j] = if gate > 0.0 { mag.max(0.0) } else { 0.0 };
-            gr[j] = gate.max(0.0);
-        }
-    }
+    gated_codes(u, (&sae.b_enc, mag, &scale), f, &mut gate_relu);
     let xhat = sized(&mut ws.xhat, b * m);
     matmul(xhat, MatRef::new(f, b, n), sae.w_dec.view(), 0.0, par);
     let de = sized(&mut ws.de, b * m);
@@ -97,26 +86,9 @@ pub fn gated_loss_grad(
     g_bmag.clear();
     g_bmag.resize(n, 0.0);
     g.b_enc.fill(0.0);
-    let mut active = 0usize;
-    // du (into df's buffer) = dgate + exp(r) dmag.
-    for r in 0..b {
-        for j in 0..n {
-            let i = r * n + j;
-            let gate = u[i] + sae.b_enc[j];
-            let (dmag, dgate) = if gate > 0.0 {
-                let mag = scale[j] * u[i] + mag.b_mag[j];
-                active += (mag > 0.0) as usize;
-                let dmag = if mag > 0.0 { df[i] } else { 0.0 };
-                (dmag, dg[i] + l1 * inv_b * norms[j])
-            } else {
-                (0.0, 0.0)
-            };
-            g_bmag[j] += dmag;
-            g_rmag[j] += dmag * scale[j] * u[i];
-            g.b_enc[j] += dgate;
-            df[i] = dgate + scale[j] * dmag;
-        }
-    }
+    let path = (&sae.b_enc[..], mag, &scale[..], &norms[..]);
+    let grads = (&mut g_bmag[..], &mut g_rmag[..], &mut g.b_enc[..]);
+    let active = through_gate_and_magnitude(u, &mut df, &dg, path, l1 * inv_b, grads);
     *g.get_mut(ParamId::RMag) = g_rmag;
     *g.get_mut(ParamId::BMag) = g_bmag;
     let du = &df;
@@ -152,4 +124,59 @@ pub fn gated_loss_grad(
         variance: 0.0,
         l0: active as f64 / total as f64,
     }
+}
+
+/// The codes `f = H(gate) ReLU(mag)` into `f` and `ReLU(gate)` into `gate_relu`, from the
+/// shared pre-activations `u` (`gate = u + b_gate`, `mag = exp(r_mag) u + b_mag`).
+fn gated_codes(
+    u: &[f32],
+    (b_gate, mag, scale): (&[f32], Magnitude<'_>, &[f32]),
+    f: &mut [f32],
+    gate_relu: &mut [f32],
+) {
+    let n = b_gate.len();
+    for ((fr, gr), ur) in f
+        .chunks_exact_mut(n)
+        .zip(gate_relu.chunks_exact_mut(n))
+        .zip(u.chunks_exact(n))
+    {
+        for j in 0..n {
+            let gate = ur[j] + b_gate[j];
+            let m = scale[j] * ur[j] + mag.b_mag[j];
+            fr[j] = if gate > 0.0 { m.max(0.0) } else { 0.0 };
+            gr[j] = gate.max(0.0);
+        }
+    }
+}
+
+/// Back through the gate and the magnitude path: given `df = d loss / d f` (in `du`) and
+/// `dg = d aux / d ReLU(gate)`, adds the gradients of `b_mag`, `r_mag` and `b_gate`, and turns
+/// `du` into `d loss / d u = dgate + exp(r_mag) dmag`. Returns the number of active codes.
+fn through_gate_and_magnitude(
+    u: &[f32],
+    du: &mut [f32],
+    dg: &[f32],
+    (b_gate, mag, scale, norms): (&[f32], Magnitude<'_>, &[f32], &[f32]),
+    l1_over_b: f32,
+    (g_bmag, g_rmag, g_bgate): (&mut [f32], &mut [f32], &mut [f32]),
+) -> usize {
+    let n = b_gate.len();
+    let mut active = 0usize;
+    for (i, (&ui, d)) in u.iter().zip(du.iter_mut()).enumerate() {
+        let j = i % n;
+        let gate = ui + b_gate[j];
+        let (dmag, dgate) = if gate > 0.0 {
+            let m = scale[j] * ui + mag.b_mag[j];
+            active += (m > 0.0) as usize;
+            let dmag = if m > 0.0 { *d } else { 0.0 };
+            (dmag, dg[i] + l1_over_b * norms[j])
+        } else {
+            (0.0, 0.0)
+        };
+        g_bmag[j] += dmag;
+        g_rmag[j] += dmag * scale[j] * ui;
+        g_bgate[j] += dgate;
+        *d = dgate + scale[j] * dmag;
+    }
+    active
 }

@@ -276,10 +276,50 @@ pub fn sparse_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
-    let inv_b = 1.0 / total as f32;
-    let xc = sized(&mut ws.xc, b * m);
-    let pre = sized(&mut ws.pre, b * n);
-    sae.pre_activations(x, xc, pre, false, par);
+    sae.pre_activations(
+        x,
+        sized(&mut ws.xc, b * m),
+        sized(&mut ws.pre, b * n),
+        false,
+        par,
+    );
+    select_active(sae, selection, (b, total), collective, ws);
+    let recon = reconstruction_error(sae, x, total, ws);
+    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, par));
+    let aux_loss = aux.map_or(0.0, |r| r.loss);
+    // Dense AuxK computes its gradients with products; the sparse path joins the main slots.
+    let sparse_aux = aux.is_some_and(|r| !r.dense);
+    group_slots_by_latent(ws, n, sparse_aux);
+    sparse_weight_grads(sae, ws, g, b, sparse_aux);
+    if aux.is_some_and(|r| r.dense) {
+        let (dea, xc) = (&ws.xhat[..b * m], &ws.xc[..b * m]);
+        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
+    }
+    g.b_dec.fill(0.0);
+    for row in ws.de[..b * m].chunks_exact(m) {
+        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+    subtract_encoder_path(sae, g, &mut ws.tmp_m);
+    let active = mark_fired(ws, n);
+    LossParts {
+        loss: recon + aux_loss,
+        recon,
+        sparsity: aux_loss,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
+    }
+}
+
+/// Chooses the active entries of `ws.pre + b_enc` into `ws.topk`; BatchTopK's threshold is the
+/// collective phase (the `k * total`-th largest over every process's rows).
+fn select_active(
+    sae: &Sae,
+    selection: Selection<'_>,
+    (b, total): (usize, usize),
+    collective: &mut dyn Collective,
+    ws: &mut Workspace,
+) {
+    let pre = &ws.pre[..b * sae.d_sae()];
     match selection {
         Selection::PerSample(k) => select(pre, &sae.b_enc, k, None, &mut ws.topk),
         Selection::Batch(k) => {
@@ -292,65 +332,89 @@ pub fn sparse_loss_grad(
             select_variable(pre, &sae.b_enc, &|j, v| v > theta[j], &mut ws.topk)
         }
     }
-    let k = ws.topk.k;
+}
 
-    // Reconstruction: x_hat = b_dec + gather-sum; de = 2 (x_hat - x) / B.
-    let xhat = sized(&mut ws.xhat, b * m);
+/// `x_hat = b_dec + gather-sum` into `ws.xhat`, `de = 2 (x_hat - x) / B` into `ws.de`; returns
+/// the squared error summed over these rows, divided by `B = total`.
+fn reconstruction_error(sae: &Sae, x: &[f32], total: usize, ws: &mut Workspace) -> f64 {
+    let m = sae.d_in();
+    let inv_b = 1.0 / total as f32;
+    let xhat = sized(&mut ws.xhat, x.len());
     xhat.par_chunks_mut(m)
         .for_each(|r| r.copy_from_slice(&sae.b_dec));
     gather_sum(sae, &ws.topk, xhat);
-    let de = sized(&mut ws.de, b * m);
+    let de = sized(&mut ws.de, x.len());
     let mut recon = 0.0f64;
     for ((d, xh), xv) in de.iter_mut().zip(xhat.iter()).zip(x) {
         let e = xh - xv;
         recon += (e as f64) * (e as f64);
         *d = 2.0 * e * inv_b;
     }
-    recon /= total as f64;
+    recon / total as f64
+}
 
-    // AuxK: reconstruct the (detached) residual x - x_hat = -e from the top dead latents.
-    let mut aux_loss = 0.0f64;
-    let mut aux_used = false;
-    let mut aux_dense = false;
-    if let Some(a) = aux {
-        let dead = a.dead.iter().filter(|d| **d).count();
-        let ka = a.k_aux.min(dead);
-        if ka > 0 && a.coef > 0.0 {
-            aux_used = true;
-            let scale = (dead as f32 / a.k_aux as f32).min(1.0);
-            select(pre, &sae.b_enc, ka, Some(a.dead), &mut ws.aux);
-            // Reuse x_hat's buffer for e_aux, then turn it into d e_aux. With few dead latents
-            // relative to k_aux, dense GEMMs over the dead subset beat the gather/scatter.
-            aux_dense = dead <= DENSE_AUX_RATIO * ka;
-            #[cfg(test)]
-            if let Some(forced) = FORCE_DENSE_AUX.with(|f| f.get()) {
-                aux_dense = forced;
-            }
-            if aux_dense {
-                dense_aux_forward(sae, a.dead, &ws.aux, &mut ws.dense_aux, b, xhat, par);
-            } else {
-                xhat.fill(0.0);
-                gather_sum(sae, &ws.aux, xhat);
-            }
-            let c = a.coef * scale;
-            for (ea, d) in xhat.iter_mut().zip(de.iter()) {
-                let diff = *ea + *d / (2.0 * inv_b); // e_aux - (x - x_hat) = e_aux + e
-                aux_loss += (diff as f64) * (diff as f64);
-                *ea = 2.0 * c * diff * inv_b;
-            }
-            aux_loss *= c as f64 / total as f64;
-        }
+/// What the AuxK forward did.
+#[derive(Clone, Copy, Debug)]
+struct AuxRun {
+    /// Its loss (with coefficient and scale), divided by the step's rows.
+    loss: f64,
+    /// Whether it ran on dense products over the dead latents.
+    dense: bool,
+}
+
+/// AuxK: reconstructs the (detached) residual `x - x_hat = -e` from the top dead latents;
+/// leaves `d loss / d e_aux` in `ws.xhat` (whose reconstruction is no longer needed) and the
+/// aux codes in `ws.aux`. None when no latent is dead or the coefficient is 0.
+fn auxk_forward(
+    sae: &Sae,
+    a: AuxK<'_>,
+    (b, total): (usize, usize),
+    ws: &mut Workspace,
+    par: Parallelism,
+) -> Option<AuxRun> {
+    let dead = a.dead.iter().filter(|d| **d).count();
+    let ka = a.k_aux.min(dead);
+    if ka == 0 || a.coef <= 0.0 {
+        return None;
     }
-
-    // Group slots by latent (counting sort) so each latent's rows are summed by one thread in a
-    // fixed order: no atomics, identical results for any thread count.
-    let main_slots = ws.topk.values.len();
-    let aux_slots = if aux_used && !aux_dense {
-        ws.aux.values.len()
+    let (n, m) = sae.w_dec.shape();
+    let inv_b = 1.0 / total as f32;
+    let scale = (dead as f32 / a.k_aux as f32).min(1.0);
+    select(&ws.pre[..b * n], &sae.b_enc, ka, Some(a.dead), &mut ws.aux);
+    // With few dead latents relative to k_aux, dense GEMMs over the dead subset beat the
+    // gather/scatter.
+    #[allow(unused_mut)]
+    let mut dense = dead <= DENSE_AUX_RATIO * ka;
+    #[cfg(test)]
+    if let Some(forced) = FORCE_DENSE_AUX.with(|f| f.get()) {
+        dense = forced;
+    }
+    let xhat = &mut ws.xhat[..b * m];
+    if dense {
+        dense_aux_forward(sae, a.dead, &ws.aux, &mut ws.dense_aux, b, xhat, par);
     } else {
-        0
-    };
-    let ka = if aux_used { ws.aux.k } else { 1 };
+        xhat.fill(0.0);
+        gather_sum(sae, &ws.aux, xhat);
+    }
+    let c = a.coef * scale;
+    let mut loss = 0.0f64;
+    for (ea, d) in xhat.iter_mut().zip(&ws.de[..b * m]) {
+        let diff = *ea + *d / (2.0 * inv_b); // e_aux - (x - x_hat) = e_aux + e
+        loss += (diff as f64) * (diff as f64);
+        *ea = 2.0 * c * diff * inv_b;
+    }
+    Some(AuxRun {
+        loss: loss * c as f64 / total as f64,
+        dense,
+    })
+}
+
+/// Groups the active slots (main codes, then sparse AuxK codes) by latent with a counting sort
+/// into `ws.latent_start` / `ws.by_latent`, so that each latent's rows are summed by one thread
+/// in a fixed order: no atomics, identical results for any thread count.
+fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
+    let main_slots = ws.topk.values.len();
+    let aux_slots = if with_aux { ws.aux.values.len() } else { 0 };
     let start = &mut ws.latent_start;
     start.clear();
     start.resize(n + 1, 0);
@@ -378,9 +442,18 @@ pub fn sparse_loss_grad(
         by[fill[j] as usize] = (main_slots + s) as u32;
         fill[j] += 1;
     }
+}
+
+/// The per-latent sparse gradients of `W_dec`, `W_enc` and `b_enc` from the grouped slots: each
+/// latent's rows, with the gradient of the loss with respect to their reconstruction (`ws.de`
+/// for the main codes, `ws.xhat` = `d loss / d e_aux` for sparse AuxK codes).
+fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_aux: bool) {
+    let m = sae.d_in();
+    let main_slots = ws.topk.values.len();
+    let (k, ka) = (ws.topk.k, if with_aux { ws.aux.k } else { 1 });
     let (start, by) = (&ws.latent_start, &ws.by_latent);
     let (topk, auxc) = (&ws.topk, &ws.aux);
-    let (de, dea, xc) = (&*de, &*xhat, &*xc);
+    let (de, dea, xc) = (&ws.de[..b * m], &ws.xhat[..b * m], &ws.xc[..b * m]);
     g.w_dec
         .par_chunks_mut(m)
         .zip(g.w_enc.par_chunks_mut(m))
@@ -390,8 +463,6 @@ pub fn sparse_loss_grad(
             gd.fill(0.0);
             ge.fill(0.0);
             let slots = &by[start[j] as usize..start[j + 1] as usize];
-            // Every active slot of latent j: its sample row, its code value, and the gradient
-            // of the loss with respect to that sample's reconstruction (main or AuxK).
             let wd = sae.w_dec.row(j);
             let mut sum_dv = 0.0f32;
             simd::run(|| {
@@ -416,16 +487,10 @@ pub fn sparse_loss_grad(
             });
             *gb = sum_dv;
         });
+}
 
-    if aux_dense {
-        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
-    }
-    g.b_dec.fill(0.0);
-    for row in de.chunks_exact(m) {
-        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
-    subtract_encoder_path(sae, g, &mut ws.tmp_m);
-
+/// Marks in `ws.fired` the latents with a positive code; returns the number of positive codes.
+fn mark_fired(ws: &mut Workspace, n: usize) -> usize {
     let fired = &mut ws.fired;
     fired.clear();
     fired.resize(n, false);
@@ -436,11 +501,5 @@ pub fn sparse_loss_grad(
             active += 1;
         }
     }
-    LossParts {
-        loss: recon + aux_loss,
-        recon,
-        sparsity: aux_loss,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    active
 }

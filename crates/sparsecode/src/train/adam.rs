@@ -43,17 +43,10 @@ pub enum Update {
 impl Adam {
     /// Fresh state shaped like every parameter of `sae`.
     pub fn for_sae(beta1: f32, beta2: f32, eps: f32, sae: &Sae) -> Self {
-        let zeros = Grads::like(sae);
-        Adam {
-            beta1,
-            beta2,
-            eps,
-            state: AdamState {
-                t: 0,
-                m: zeros.clone(),
-                v: zeros,
-            },
-        }
+        let mut adam = Adam::new(beta1, beta2, eps);
+        adam.state.m = Grads::like(sae);
+        adam.state.v = Grads::like(sae);
+        adam
     }
 
     /// One optimiser step over every parameter tensor of `sae`, each as `update` says, with the
@@ -61,12 +54,16 @@ impl Adam {
     pub fn step(&mut self, sae: &mut Sae, g: &Grads, lr: f32, update: &dyn Fn(ParamId) -> Update) {
         self.state.t += 1;
         let coef = self.coefficients(lr);
-        let (m, v) = (&mut self.state.m, &mut self.state.v);
-        let tensors = sae.tensors_mut().into_iter().zip(g.named());
-        for (((id, p), (_, gr)), ((_, m), (_, v))) in
-            tensors.zip(m.named_mut().into_iter().zip(v.named_mut()))
-        {
-            match update(id) {
+        for (id, p) in sae.tensors_mut() {
+            let how = update(id);
+            let Some(gr) = g.get(id).filter(|_| how != Update::Skip) else {
+                continue;
+            };
+            let (m, v) = (self.state.m.get_mut(id), self.state.v.get_mut(id));
+            m.resize(p.len(), 0.0);
+            v.resize(p.len(), 0.0);
+            assert_eq!(gr.len(), p.len(), "the gradient of {id} is shaped like it");
+            match how {
                 Update::Skip => {}
                 Update::Plain => adam_kernel(p, gr, m, v, coef),
                 Update::LogSpace => {
