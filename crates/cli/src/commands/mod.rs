@@ -22,13 +22,5 @@ pub fn read_data(path: &Path) -> Result<Matrix> {
     if !path.exists() {
         anyhow::bail!("{}: no such file", path.display());
     }
-    let m = sparsecode::io::read_matrix(path)?;
-    if m.rows() == 0 || m.cols() == 0 {
-        return Err(sparsecode::Error::Empty {
-            context: path.display().to_string(),
-            reason: format!("shape [{}, {}]", m.rows(), m.cols()),
-        }
-        .into());
-    }
-    Ok(m)
+    Ok(sparsecode::io::read_data(path)?)
 }

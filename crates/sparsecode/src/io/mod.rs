@@ -7,7 +7,7 @@ pub mod record;
 pub mod tensors;
 
 pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};
-pub use npy::{read_matrix, read_npy, write_matrix};
+pub use npy::{read_data, read_matrix, read_npy, write_matrix};
 
 /// Parses the name of a unit variant of a serde enum (`snake_case` names; `-` taken as `_`), with
 /// the valid names in the error: the one way command lines and bindings name library enums.

@@ -295,6 +295,18 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
     Ok(m)
 }
 
+/// A data matrix `[samples, d_in]` from a `.npy` file: [`read_matrix`], refusing an empty one.
+pub fn read_data(path: &Path) -> Result<Matrix> {
+    let m = read_matrix(path)?;
+    if m.rows() == 0 || m.cols() == 0 {
+        return Err(Error::Empty {
+            context: path.display().to_string(),
+            reason: format!("shape [{}, {}]", m.rows(), m.cols()),
+        });
+    }
+    Ok(m)
+}
+
 /// A version-1 `.npy` header for `descr` and `shape`, padded so the data starts on a 64-byte
 /// boundary.
 pub fn to_npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {

@@ -106,8 +106,8 @@ impl Collective for SingleProcess {
     fn reduce(&mut self, _grads: &mut Grads, _stats: &mut StepStats) {}
 }
 
-/// The `count`-th largest of `values` (0 when there are no more than `count`, or `count` is 0).
-pub fn kth_largest_local(values: &mut [f32], count: usize) -> f32 {
+/// The `count`-th largest of `values` in one process (0 when there are no more than `count`, or `count` is 0).
+fn kth_largest_local(values: &mut [f32], count: usize) -> f32 {
     if values.len() <= count || count == 0 {
         return 0.0;
     }

@@ -22,7 +22,7 @@ pub mod saelens;
 pub mod sparsify;
 mod topk;
 
-pub use collective::{kth_largest_local, Collective, SingleProcess, StepStats};
+pub use collective::{Collective, SingleProcess, StepStats};
 pub use format::{detect, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};
 pub use grads::{LossParts, Workspace};

@@ -88,6 +88,21 @@ pub enum Encoder {
 }
 
 impl Encoder {
+    /// The linear encoder with `activation` for `d_sae` latents, its own tensors zero.
+    pub fn linear(activation: Activation, d_sae: usize) -> Self {
+        match activation {
+            Activation::Relu => Encoder::Relu,
+            Activation::TopK { k } => Encoder::TopK { k },
+            Activation::JumpRelu => Encoder::JumpRelu {
+                threshold: vec![0.0; d_sae],
+            },
+            Activation::Gated => Encoder::Gated {
+                b_mag: vec![0.0; d_sae],
+                r_mag: vec![0.0; d_sae],
+            },
+        }
+    }
+
     /// The encoder's own tensors, by name, in a fixed order (see [`super::params`]).
     pub fn tensors(&self) -> Vec<(ParamId, &[f32])> {
         match self {
@@ -173,19 +188,8 @@ impl Sae {
                 Matrix::from_fn(d_sae, d_in, |_, _| rng.random_range(-bound..=bound))
             }
         };
-        let encoder = match activation {
-            Activation::Relu => Encoder::Relu,
-            Activation::TopK { k } => Encoder::TopK { k },
-            Activation::JumpRelu => Encoder::JumpRelu {
-                threshold: vec![0.0; d_sae],
-            },
-            Activation::Gated => Encoder::Gated {
-                b_mag: vec![0.0; d_sae],
-                r_mag: vec![0.0; d_sae],
-            },
-        };
         Sae {
-            encoder,
+            encoder: Encoder::linear(activation, d_sae),
             w_enc,
             b_enc: vec![0.0; d_sae],
             w_dec,
@@ -197,22 +201,14 @@ impl Sae {
     /// A model of this shape with every parameter zero (to be filled by name, as a checkpoint
     /// is read); `hidden` is an MLP encoder's width.
     pub fn zeros(d_in: usize, d_sae: usize, activation: Activation, hidden: Option<usize>) -> Self {
-        let encoder = match (activation, hidden) {
-            (_, Some(width)) => Encoder::Mlp {
+        let encoder = match hidden {
+            Some(width) => Encoder::Mlp {
                 hidden: HiddenLayer {
                     w: Matrix::zeros(width, d_in),
                     b: vec![0.0; width],
                 },
             },
-            (Activation::Relu, None) => Encoder::Relu,
-            (Activation::TopK { k }, None) => Encoder::TopK { k },
-            (Activation::JumpRelu, None) => Encoder::JumpRelu {
-                threshold: vec![0.0; d_sae],
-            },
-            (Activation::Gated, None) => Encoder::Gated {
-                b_mag: vec![0.0; d_sae],
-                r_mag: vec![0.0; d_sae],
-            },
+            None => Encoder::linear(activation, d_sae),
         };
         Sae {
             encoder,
@@ -312,6 +308,13 @@ impl Sae {
             ));
         }
         let width = self.encoder_input_width();
+        if self.w_enc.shape() != (n, width) {
+            return Err(Error::shape(
+                format!("{context}: W_enc"),
+                format!("[{n}, {width}]"),
+                format!("{:?}", self.w_enc.shape()),
+            ));
+        }
         if let Encoder::Mlp { hidden } = &self.encoder {
             if hidden.w.cols() != m || hidden.w.rows() == 0 {
                 return Err(Error::shape(

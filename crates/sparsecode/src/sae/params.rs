@@ -34,19 +34,6 @@ pub enum ParamId {
 }
 
 impl ParamId {
-    /// Every name, in the order [`super::Sae::tensors`] lists them.
-    pub const ALL: [ParamId; 9] = [
-        ParamId::WEnc,
-        ParamId::BEnc,
-        ParamId::WDec,
-        ParamId::BDec,
-        ParamId::Threshold,
-        ParamId::BMag,
-        ParamId::RMag,
-        ParamId::WHidden,
-        ParamId::BHidden,
-    ];
-
     /// The snake-case name used in checkpoints and records.
     pub fn name(self) -> &'static str {
         match self {
@@ -60,11 +47,6 @@ impl ParamId {
             ParamId::WHidden => "w_hidden",
             ParamId::BHidden => "b_hidden",
         }
-    }
-
-    /// The name `s` as written by [`ParamId::name`].
-    pub fn from_name(s: &str) -> Option<Self> {
-        ParamId::ALL.into_iter().find(|p| p.name() == s)
     }
 
     /// A bias (not learned when a run fixes its biases at their start values).
@@ -82,8 +64,8 @@ impl std::fmt::Display for ParamId {
     }
 }
 
-/// One `f32` buffer per parameter tensor of an SAE, in the order of [`super::Sae::tensors`]:
-/// gradients, and Adam's moments. The four tensors every SAE has are fields (the losses write
+/// One `f32` buffer per parameter tensor of an SAE, found by name: gradients, and Adam's
+/// moments. The four tensors every SAE has are fields (the losses write
 /// them in place); the encoder's own follow by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Grads {
@@ -95,7 +77,7 @@ pub struct Grads {
     pub w_dec: Vec<f32>,
     /// Gradient of the decoder bias.
     pub b_dec: Vec<f32>,
-    /// The encoder's own tensors, in the order [`super::Encoder::tensors`] lists them.
+    /// The encoder's own tensors, by name.
     pub encoder: Vec<(ParamId, Vec<f32>)>,
 }
 
@@ -109,7 +91,7 @@ impl Grads {
         g
     }
 
-    /// Every buffer with its name, in the order of [`super::Sae::tensors`].
+    /// Every buffer with its name (the four every SAE has first).
     pub fn named(&self) -> Vec<(ParamId, &Vec<f32>)> {
         let mut v = vec![
             (ParamId::WEnc, &self.w_enc),
@@ -135,10 +117,13 @@ impl Grads {
 
     /// The buffer of `id` (None when the model has no such tensor).
     pub fn get(&self, id: ParamId) -> Option<&Vec<f32>> {
-        self.named()
-            .into_iter()
-            .find(|(p, _)| *p == id)
-            .map(|x| x.1)
+        match id {
+            ParamId::WEnc => Some(&self.w_enc),
+            ParamId::BEnc => Some(&self.b_enc),
+            ParamId::WDec => Some(&self.w_dec),
+            ParamId::BDec => Some(&self.b_dec),
+            _ => self.encoder.iter().find(|(p, _)| *p == id).map(|(_, t)| t),
+        }
     }
 
     /// The buffer of `id`, added (empty) when missing.
@@ -166,15 +151,13 @@ impl Grads {
         std::mem::take(self.get_mut(id))
     }
 
-    /// Sets every buffer to zero, keeping the allocations.
-    pub fn clear(&mut self) {
-        self.named_mut().into_iter().for_each(|(_, v)| v.fill(0.0));
-    }
-
-    /// Adds `other` (same names and lengths) element by element.
+    /// Adds `other` element by element, tensor by tensor of the same name (a tensor `other`
+    /// lacks is left as it is).
     pub fn add(&mut self, other: &Grads) {
-        for ((_, a), (_, b)) in self.named_mut().into_iter().zip(other.named()) {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        for (id, a) in self.named_mut() {
+            if let Some(b) = other.get(id) {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            }
         }
     }
 }

@@ -38,14 +38,7 @@ impl TrainingData {
         if path.join(MANIFEST).exists() {
             return Ok(TrainingData::Store(Store::open(path)?));
         }
-        let m = crate::io::read_matrix(path)?;
-        if m.rows() == 0 || m.cols() == 0 {
-            return Err(Error::Empty {
-                context: path.display().to_string(),
-                reason: format!("shape [{}, {}]", m.rows(), m.cols()),
-            });
-        }
-        Ok(TrainingData::Memory(m))
+        Ok(TrainingData::Memory(crate::io::read_data(path)?))
     }
 
     /// The rows, for `train`.
@@ -150,7 +143,7 @@ pub fn train_job(
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
     let dict = match &job.dictionary {
-        Some(p) => Some(crate::io::read_matrix(p)?),
+        Some(p) => Some(crate::io::read_data(p)?),
         None => None,
     };
     train(checked, data.rows(), dict.as_ref(), resume, obs)

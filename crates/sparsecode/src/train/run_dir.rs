@@ -7,7 +7,7 @@
 //! (provenance, config, seed, timings, final metrics).
 
 use super::observer::{Observer, StepRecord};
-use super::{Adam, TrainConfig, TrainState};
+use super::{TrainConfig, TrainState};
 use crate::io::tensors::{read_tensors, write_tensors};
 use crate::io::{read_json, replace_dir, write_json_atomic};
 use crate::sae::{ParamId, Sae, SaeFormat};
@@ -291,7 +291,7 @@ fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> 
     let mut sae = Sae::zeros(d_in, n, cfg.arch.activation(), hidden);
     fill_from(&mut map, &tpath, "param.", sae.tensors_mut())?;
     sae.validate(&tpath.display().to_string())?;
-    let mut adam = Adam::for_sae(cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, &sae);
+    let mut adam = super::step::adam_for(cfg, &sae);
     adam.state.t = meta.adam_t;
     for (prefix, moments) in [
         ("adam_m.", &mut adam.state.m),
