@@ -6,7 +6,7 @@
 //! (distance = 1 - cosine; > 1 when the members hang together). Both come with a bootstrap 95%
 //! interval over features. The embedder is a parameter (MiniLM in the CLI).
 
-use crate::report::dashboard::activations_at;
+use crate::report::activations::activations_at;
 use crate::report::features::FeatureScan;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -117,7 +117,7 @@ pub fn build_tasks(
     let sample: Vec<u32> = (0..cfg.median_rows.min(n_rows as usize))
         .map(|_| rng.random_range(0..n_rows) as u32)
         .collect();
-    let x = crate::report::dashboard::read_rows(source, &sample)?;
+    let x = crate::report::activations::read_rows(source, &sample)?;
     let codes = encode(&x)?;
     let dense = match codes {
         Codes::Dense(m) => m,

@@ -97,7 +97,7 @@ pub struct LinePlot {
     pub annotations: Vec<(f64, f64, String)>,
 }
 
-pub(crate) fn esc(s: &str) -> String {
+fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
