@@ -1,9 +1,12 @@
 //! NumPy `.npy` files: versions 1-3, little-endian `f4`/`f8`/`f2`, C order. Everything else is
 //! refused with an error naming the file and what was found.
 //!
-//! Written by hand rather than through `ndarray-npy`/`npyz`: the format is a 10-line header plus raw
-//! data, we need exact diagnostics for every kind of malformed header, and we read through a memory
-//! map so large files are not copied twice.
+//! Written by hand rather than through `npyz` (or `ndarray-npy`), measured with
+//! `examples/npy_vs_npyz.rs`: npyz reads through `std::io::Read` into a `Vec`, 1.4x slower than
+//! this memory-mapped reader on a 205 MB f32 matrix and unable to stream a store larger than
+//! memory; it accepts trailing bytes after the array and answers a truncated file with "failed to
+//! fill whole buffer", where this reader names the file, the shape and the byte counts. npyz stays
+//! as a dev-dependency: `tests/npy_interop.rs` checks both readers and writers against each other.
 
 use crate::{Error, Matrix, Result};
 use std::path::Path;
@@ -220,7 +223,9 @@ impl NpyMap {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| Error::format(path, "shape overflows"))?;
-        let need = count * header.dtype.size();
+        let need = count
+            .checked_mul(header.dtype.size())
+            .ok_or_else(|| Error::format(path, "shape overflows"))?;
         let have = map.len() - header.data_offset;
         if have < need {
             return Err(Error::format(
