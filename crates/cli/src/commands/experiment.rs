@@ -9,7 +9,8 @@ use sparsecode::coding::{Basis, Coder};
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
-    additivity, amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy, Report,
+    self, additivity, amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy,
+    Report,
 };
 use std::path::PathBuf;
 
@@ -86,131 +87,155 @@ impl SaeFlags {
 #[derive(clap::Subcommand)]
 enum Which {
     /// Code MCC over (N, M), over K and over training-set size, dictionary unknown (REFERENCE E5).
-    Scaling {
-        #[command(flatten)]
-        common: Common,
-        /// (N, M) pairs, comma-separated NxM (e.g. 16x16,32x16).
-        #[arg(long, value_delimiter = ',')]
-        grid: Option<Vec<String>>,
-        /// K values of the K study, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        ks: Option<Vec<usize>>,
-        /// Training-set sizes of the data study, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        samples: Option<Vec<usize>>,
-        /// Seeds per cell (grid and studies).
-        #[arg(long)]
-        seeds: Option<usize>,
-        /// SAE steps.
-        #[arg(long)]
-        steps: Option<u64>,
-        /// Methods: sae, sae-ito, sc (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        methods: Option<Vec<String>>,
-    },
+    Scaling(Scaling),
     /// Is f("A and B") = f(A) + f(B) for MiniLM sentence embeddings? 123 built-in pairs vs a null.
-    Additivity {
-        #[command(flatten)]
-        common: Common,
-    },
+    Additivity(Additivity),
     /// Is the width enough for the codes' sparsity? M / (K ln(N/K)) and the Donoho-Tanner limit.
-    CsBound {
-        #[command(flatten)]
-        common: Common,
-        /// Activations [samples, d_in] .npy (without it: a planted demonstration).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// A trained SAE folder whose codes are checked.
-        #[arg(long, conflicts_with = "dictionary")]
-        sae: Option<PathBuf>,
-        /// A dictionary [N, d_in] .npy, coded by FISTA.
-        #[arg(long)]
-        dictionary: Option<PathBuf>,
-        /// L1 weight of the FISTA codes (with --dictionary).
-        #[arg(long, default_value_t = 0.01)]
-        lambda: f32,
-        /// Signed FISTA codes (default: non-negative).
-        #[arg(long)]
-        signed: bool,
-    },
+    CsBound(CsBound),
     /// Train one architecture over sparsity settings; FVU against L0 with the knee.
-    Sweep {
-        #[command(flatten)]
-        common: Common,
-        #[command(flatten)]
-        sae: SaeFlags,
-        /// Sparsity settings, comma-separated: k values (topk) or L1 coefficients (relu).
-        #[arg(long, value_delimiter = ',')]
-        values: Option<Vec<f64>>,
-    },
+    Sweep(Sweep),
     /// Train R seeds of one configuration; pairwise dictionary and code MCC.
-    Stability {
-        #[command(flatten)]
-        common: Common,
-        #[command(flatten)]
-        sae: SaeFlags,
-        /// Sparsity setting: k (topk) or L1 coefficient (relu).
-        #[arg(long)]
-        value: Option<f64>,
-        /// Seeds R.
-        #[arg(long)]
-        runs: Option<usize>,
-    },
+    Stability(Stability),
     /// Toy Models of Superposition (REFERENCE E8), then an SAE on the toy's hidden layer.
-    ToySuperposition {
-        #[command(flatten)]
-        common: Common,
-        /// Feature sparsities S (probability a feature is zero), comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        sparsities: Option<Vec<f64>>,
-        /// Toy model steps.
-        #[arg(long)]
-        steps: Option<u64>,
-    },
+    ToySuperposition(ToySuperposition),
     /// The amortisation gap: SAE, SAE + ITO and sparse coding, dictionary known and unknown
     /// (REFERENCE E2, E4).
-    Amortisation {
-        #[command(flatten)]
-        common: Common,
-        /// Seeds (each a new dataset).
-        #[arg(long)]
-        seeds: Option<usize>,
-        /// Latents N.
-        #[arg(long)]
-        latents: Option<usize>,
-        /// Dimensions M.
-        #[arg(long)]
-        dims: Option<usize>,
-        /// Active latents K.
-        #[arg(long)]
-        k: Option<usize>,
-        /// Methods: sae, sae-ito, sc (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        methods: Option<Vec<String>>,
-    },
+    Amortisation(Amortisation),
     /// Donoho-Tanner phase transition of basis pursuit and OMP (REFERENCE E1).
-    PhaseTransition {
-        #[command(flatten)]
-        common: Common,
-        /// Number of atoms N.
-        #[arg(long)]
-        atoms: Option<usize>,
-        /// delta = M/N values, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        deltas: Option<Vec<f64>>,
-        /// rho = K/M values, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        rhos: Option<Vec<f64>>,
-        /// Trials per cell.
-        #[arg(long)]
-        trials: Option<usize>,
-        /// Methods: bp, omp (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        methods: Option<Vec<String>>,
-        /// Signed codes only (skip non-negative ones).
-        #[arg(long)]
-        signed_only: bool,
-    },
+    PhaseTransition(PhaseTransition),
+}
+
+#[derive(clap::Args)]
+struct Scaling {
+    #[command(flatten)]
+    common: Common,
+    /// (N, M) pairs, comma-separated NxM (e.g. 16x16,32x16).
+    #[arg(long, value_delimiter = ',')]
+    grid: Option<Vec<String>>,
+    /// K values of the K study, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    ks: Option<Vec<usize>>,
+    /// Training-set sizes of the data study, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    samples: Option<Vec<usize>>,
+    /// Seeds per cell (grid and studies).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// SAE steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Methods: sae, sae-ito, sc (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+}
+
+#[derive(clap::Args)]
+struct Additivity {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args)]
+struct CsBound {
+    #[command(flatten)]
+    common: Common,
+    /// Activations [samples, d_in] .npy (without it: a planted demonstration).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A trained SAE folder whose codes are checked.
+    #[arg(long, conflicts_with = "dictionary")]
+    sae: Option<PathBuf>,
+    /// A dictionary [N, d_in] .npy, coded by FISTA.
+    #[arg(long)]
+    dictionary: Option<PathBuf>,
+    /// L1 weight of the FISTA codes (with --dictionary).
+    #[arg(long, default_value_t = 0.01)]
+    lambda: f32,
+    /// Signed FISTA codes (default: non-negative).
+    #[arg(long)]
+    signed: bool,
+}
+
+#[derive(clap::Args)]
+struct Sweep {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    sae: SaeFlags,
+    /// Sparsity settings, comma-separated: k values (topk) or L1 coefficients (relu).
+    #[arg(long, value_delimiter = ',')]
+    values: Option<Vec<f64>>,
+}
+
+#[derive(clap::Args)]
+struct Stability {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    sae: SaeFlags,
+    /// Sparsity setting: k (topk) or L1 coefficient (relu).
+    #[arg(long)]
+    value: Option<f64>,
+    /// Seeds R.
+    #[arg(long)]
+    runs: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct ToySuperposition {
+    #[command(flatten)]
+    common: Common,
+    /// Feature sparsities S (probability a feature is zero), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sparsities: Option<Vec<f64>>,
+    /// Toy model steps.
+    #[arg(long)]
+    steps: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct Amortisation {
+    #[command(flatten)]
+    common: Common,
+    /// Seeds (each a new dataset).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Latents N.
+    #[arg(long)]
+    latents: Option<usize>,
+    /// Dimensions M.
+    #[arg(long)]
+    dims: Option<usize>,
+    /// Active latents K.
+    #[arg(long)]
+    k: Option<usize>,
+    /// Methods: sae, sae-ito, sc (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+}
+
+#[derive(clap::Args)]
+struct PhaseTransition {
+    #[command(flatten)]
+    common: Common,
+    /// Number of atoms N.
+    #[arg(long)]
+    atoms: Option<usize>,
+    /// delta = M/N values, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    deltas: Option<Vec<f64>>,
+    /// rho = K/M values, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    rhos: Option<Vec<f64>>,
+    /// Trials per cell.
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Methods: bp, omp (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    /// Signed codes only (skip non-negative ones).
+    #[arg(long)]
+    signed_only: bool,
 }
 
 fn bar() -> ProgressBar {
@@ -256,249 +281,221 @@ fn parse_pair(s: &str) -> Result<(usize, usize)> {
     ))
 }
 
-impl Which {
-    /// The experiment's name, whether `--quick` was given, and how long the full setting takes
-    /// on 2 cores (measured by scripts/reproduce-experiments.sh).
-    fn describe(&self) -> (&'static str, bool, &'static str) {
-        match self {
-            Which::Amortisation { common, .. } => {
-                ("amortisation", common.quick, "about 15 minutes")
-            }
-            Which::Scaling { common, .. } => ("scaling", common.quick, "about an hour"),
-            Which::PhaseTransition { common, .. } => {
-                ("phase-transition", common.quick, "about 35 minutes")
-            }
-            Which::ToySuperposition { common, .. } => {
-                ("toy-superposition", common.quick, "about a minute")
-            }
-            Which::Sweep { common, .. } => ("sweep", common.quick, "a few minutes"),
-            Which::Stability { common, .. } => ("stability", common.quick, "a few minutes"),
-            Which::CsBound { common, .. } => ("cs-bound", common.quick, "seconds"),
-            Which::Additivity { common } => ("additivity", common.quick, "seconds"),
-        }
-    }
-}
-
 fn parse_methods(names: &[String]) -> sparsecode::Result<Vec<Method>> {
     names.iter().map(|s| Method::parse(s)).collect()
 }
 
+/// The quick or the full preset of an experiment's parameters.
+fn preset<P>(common: &Common, quick: fn() -> P, full: fn() -> P) -> P {
+    if common.quick {
+        quick()
+    } else {
+        full()
+    }
+}
+
+/// An experiment's report and the parameters it ran with (for the run record).
+type Done = (Report, serde_json::Value);
+type Progress<'a> = &'a mut dyn FnMut(f64);
+
+impl Which {
+    /// The experiment's name (as on the command line) and its common flags.
+    fn describe(&self) -> (&'static str, &Common) {
+        match self {
+            Which::Amortisation(a) => ("amortisation", &a.common),
+            Which::Scaling(a) => ("scaling", &a.common),
+            Which::PhaseTransition(a) => ("phase-transition", &a.common),
+            Which::ToySuperposition(a) => ("toy-superposition", &a.common),
+            Which::Sweep(a) => ("sweep", &a.common),
+            Which::Stability(a) => ("stability", &a.common),
+            Which::CsBound(a) => ("cs-bound", &a.common),
+            Which::Additivity(a) => ("additivity", &a.common),
+        }
+    }
+
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        match self {
+            Which::Scaling(a) => a.run(par, progress),
+            Which::Additivity(a) => a.run(),
+            Which::CsBound(a) => a.run(par),
+            Which::Sweep(a) => a.run(par, progress),
+            Which::Stability(a) => a.run(par, progress),
+            Which::ToySuperposition(a) => a.run(par, progress),
+            Which::Amortisation(a) => a.run(par, progress),
+            Which::PhaseTransition(a) => a.run(par, progress),
+        }
+    }
+}
+
+impl Scaling {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let common = &self.common;
+        let mut p = preset(
+            common,
+            scaling::ScalingParams::quick,
+            scaling::ScalingParams::full,
+        );
+        p.seed = common.seed;
+        if let Some(g) = self.grid {
+            p.grid = g.iter().map(|s| parse_pair(s)).collect::<Result<_>>()?;
+        }
+        p.ks = self.ks.unwrap_or(p.ks);
+        p.sample_sizes = self.samples.unwrap_or(p.sample_sizes);
+        p.seeds = self.seeds.unwrap_or(p.seeds);
+        p.study_seeds = self.seeds.unwrap_or(p.study_seeds);
+        p.steps = self.steps.unwrap_or(p.steps);
+        if let Some(m) = self.methods {
+            p.methods = parse_methods(&m)?;
+            p.study_methods = p.methods.clone();
+        }
+        Ok((scaling::run(&p, par, progress)?, serde_json::to_value(&p)?))
+    }
+}
+
+impl Additivity {
+    /// The experiment is small: --quick and the full setting are the same.
+    fn run(self) -> Result<Done> {
+        let bert = sparsecode_harvest::bert::Bert::minilm()?;
+        let mut embed = |texts: &[String]| -> sparsecode::Result<Vec<Vec<f32>>> {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            bert.embed(&refs).map_err(|e| sparsecode::Error::Empty {
+                context: "MiniLM embedding".into(),
+                reason: e.to_string(),
+            })
+        };
+        let r = additivity::run(additivity::PAIRS, self.common.seed, &mut embed)?;
+        let config = json!({"model": "all-MiniLM-L6-v2", "pairs": additivity::PAIRS.len()});
+        Ok((r, config))
+    }
+}
+
+impl CsBound {
+    fn run(self, par: Parallelism) -> Result<Done> {
+        let r = match (&self.data, &self.sae, &self.dictionary) {
+            (None, None, None) => cs_bound::quick(par)?,
+            (Some(d), Some(s), None) => {
+                let x = super::read_data(d)?;
+                let model = sparsecode::sae::load(s)?;
+                let basis = (Basis::Sae(&model), Coder::Sae);
+                cs_bound::report(&[cs_bound::check(&d.display().to_string(), &x, basis, par)?])
+            }
+            (Some(d), None, Some(dict)) => {
+                let x = super::read_data(d)?;
+                let dm = super::read_data(dict)?;
+                let coder = cs_bound::fista_codes(self.lambda, !self.signed);
+                let basis = (Basis::Dictionary(&dm), coder);
+                cs_bound::report(&[cs_bound::check(&d.display().to_string(), &x, basis, par)?])
+            }
+            _ => anyhow::bail!("give --data with --sae or --dictionary (or none of them for the planted demonstration)"),
+        };
+        let config = json!({"data": self.data, "sae": self.sae, "dictionary": self.dictionary,
+            "lambda": self.lambda, "signed": self.signed});
+        Ok((r, config))
+    }
+}
+
+impl Sweep {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let common = &self.common;
+        let kind = sae_runs::SaeKind::parse(&self.sae.arch)?;
+        let mut p =
+            preset(common, sweep::SweepParams::quick, sweep::SweepParams::full).with_kind(kind);
+        p.seed = common.seed;
+        p.values = self.values.unwrap_or(p.values);
+        self.sae.apply(&mut p.recipe);
+        let data = self.sae.data(common)?;
+        Ok((
+            sweep::run(&p, &data, par, progress)?,
+            serde_json::to_value(&p)?,
+        ))
+    }
+}
+
+impl Stability {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let common = &self.common;
+        let kind = sae_runs::SaeKind::parse(&self.sae.arch)?;
+        let (quick, full) = (
+            stability::StabilityParams::quick,
+            stability::StabilityParams::full,
+        );
+        let mut p = preset(common, quick, full).with_kind(kind);
+        p.seed = common.seed;
+        p.value = self.value.unwrap_or(p.value);
+        p.runs = self.runs.unwrap_or(p.runs);
+        self.sae.apply(&mut p.recipe);
+        let data = self.sae.data(common)?;
+        Ok((
+            stability::run(&p, &data, par, progress)?,
+            serde_json::to_value(&p)?,
+        ))
+    }
+}
+
+impl ToySuperposition {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let mut p = preset(&self.common, toy::ToyParams::quick, toy::ToyParams::full);
+        p.seed = self.common.seed;
+        p.sparsities = self.sparsities.unwrap_or(p.sparsities);
+        p.steps = self.steps.unwrap_or(p.steps);
+        Ok((toy::run(&p, par, progress)?, serde_json::to_value(&p)?))
+    }
+}
+
+impl Amortisation {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let (quick, full) = (
+            amortisation::AmortisationParams::quick,
+            amortisation::AmortisationParams::full,
+        );
+        let mut p = preset(&self.common, quick, full);
+        p.seed = self.common.seed;
+        p.seeds = self.seeds.unwrap_or(p.seeds);
+        p.latents = self.latents.unwrap_or(p.latents);
+        p.dims = self.dims.unwrap_or(p.dims);
+        p.k = self.k.unwrap_or(p.k);
+        if let Some(m) = self.methods {
+            p.methods = parse_methods(&m)?;
+        }
+        Ok((
+            amortisation::run(&p, par, progress)?,
+            serde_json::to_value(&p)?,
+        ))
+    }
+}
+
+impl PhaseTransition {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let mut p = preset(
+            &self.common,
+            phase::PhaseParams::quick,
+            phase::PhaseParams::full,
+        );
+        p.seed = self.common.seed;
+        p.atoms = self.atoms.unwrap_or(p.atoms);
+        p.deltas = self.deltas.unwrap_or(p.deltas);
+        p.rhos = self.rhos.unwrap_or(p.rhos);
+        p.trials = self.trials.unwrap_or(p.trials);
+        if let Some(m) = self.methods {
+            let parse = |s: &String| phase::PhaseMethod::parse(s);
+            p.methods = m.iter().map(parse).collect::<sparsecode::Result<_>>()?;
+        }
+        p.nonneg &= !self.signed_only;
+        Ok((phase::run(&p, par, progress)?, serde_json::to_value(&p)?))
+    }
+}
+
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let par = Parallelism::threads(threads);
-    let pb = bar();
-    let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
-    let (name, quick, full) = a.which.describe();
-    // (Experiments that take seconds either way need no warning.)
-    if !quick && full != "seconds" {
+    let (name, common) = a.which.describe();
+    let common = common.clone();
+    if let Some(full) = experiment::full_duration(name).filter(|_| !common.quick) {
         eprintln!(
             "{name}: the full (published-size) setting takes {full} on 2 cores; --quick runs a small version in under two minutes"
         );
     }
-    match a.which {
-        Which::Scaling {
-            common,
-            grid,
-            ks,
-            samples,
-            seeds,
-            steps,
-            methods,
-        } => {
-            let mut p = if common.quick {
-                scaling::ScalingParams::quick()
-            } else {
-                scaling::ScalingParams::full()
-            };
-            p.seed = common.seed;
-            if let Some(g) = grid {
-                p.grid = g.iter().map(|s| parse_pair(s)).collect::<Result<_>>()?;
-            }
-            p.ks = ks.unwrap_or(p.ks);
-            p.sample_sizes = samples.unwrap_or(p.sample_sizes);
-            p.seeds = seeds.unwrap_or(p.seeds);
-            p.study_seeds = seeds.unwrap_or(p.study_seeds);
-            p.steps = steps.unwrap_or(p.steps);
-            if let Some(m) = methods {
-                p.methods = parse_methods(&m)?;
-                p.study_methods = p.methods.clone();
-            }
-            let r = scaling::run(&p, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-        Which::Additivity { common } => {
-            // The experiment is small: --quick and the full setting are the same.
-            let bert = sparsecode_harvest::bert::Bert::minilm()?;
-            let mut embed = |texts: &[String]| -> sparsecode::Result<Vec<Vec<f32>>> {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                bert.embed(&refs).map_err(|e| sparsecode::Error::Empty {
-                    context: "MiniLM embedding".into(),
-                    reason: e.to_string(),
-                })
-            };
-            let r = additivity::run(additivity::PAIRS, common.seed, &mut embed)?;
-            pb.finish_and_clear();
-            finish(
-                r,
-                &common,
-                json!({"model": "all-MiniLM-L6-v2", "pairs": additivity::PAIRS.len()}),
-                threads,
-            )
-        }
-        Which::CsBound {
-            common,
-            data,
-            sae,
-            dictionary,
-            lambda,
-            signed,
-        } => {
-            let r = match (&data, &sae, &dictionary) {
-                (None, None, None) => cs_bound::quick(par)?,
-                (Some(d), Some(s), None) => {
-                    let x = super::read_data(d)?;
-                    let model = sparsecode::sae::load(s)?;
-                    let c = cs_bound::check(&d.display().to_string(), &x, (Basis::Sae(&model), Coder::Sae), par)?;
-                    cs_bound::report(&[c])
-                }
-                (Some(d), None, Some(dict)) => {
-                    let x = super::read_data(d)?;
-                    let dm = super::read_data(dict)?;
-                    let c = cs_bound::check(
-                        &d.display().to_string(),
-                        &x,
-                        (Basis::Dictionary(&dm), cs_bound::fista_codes(lambda, !signed)),
-                        par,
-                    )?;
-                    cs_bound::report(&[c])
-                }
-                _ => anyhow::bail!("give --data with --sae or --dictionary (or none of them for the planted demonstration)"),
-            };
-            pb.finish_and_clear();
-            finish(
-                r,
-                &common,
-                json!({"data": data, "sae": sae, "dictionary": dictionary, "lambda": lambda, "signed": signed}),
-                threads,
-            )
-        }
-        Which::Sweep {
-            common,
-            sae,
-            values,
-        } => {
-            let mut p = if common.quick {
-                sweep::SweepParams::quick()
-            } else {
-                sweep::SweepParams::full()
-            };
-            p.seed = common.seed;
-            p.kind = sae_runs::SaeKind::parse(&sae.arch)?;
-            if p.kind == sae_runs::SaeKind::Relu && values.is_none() {
-                p.values = vec![0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0];
-            }
-            p.values = values.unwrap_or(p.values);
-            sae.apply(&mut p.recipe);
-            let data = sae.data(&common)?;
-            let r = sweep::run(&p, &data, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-        Which::Stability {
-            common,
-            sae,
-            value,
-            runs,
-        } => {
-            let mut p = if common.quick {
-                stability::StabilityParams::quick()
-            } else {
-                stability::StabilityParams::full()
-            };
-            p.seed = common.seed;
-            p.kind = sae_runs::SaeKind::parse(&sae.arch)?;
-            if p.kind == sae_runs::SaeKind::Relu && value.is_none() {
-                p.value = 0.2;
-            }
-            p.value = value.unwrap_or(p.value);
-            p.runs = runs.unwrap_or(p.runs);
-            sae.apply(&mut p.recipe);
-            let data = sae.data(&common)?;
-            let r = stability::run(&p, &data, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-        Which::ToySuperposition {
-            common,
-            sparsities,
-            steps,
-        } => {
-            let mut p = if common.quick {
-                toy::ToyParams::quick()
-            } else {
-                toy::ToyParams::full()
-            };
-            p.seed = common.seed;
-            p.sparsities = sparsities.unwrap_or(p.sparsities);
-            p.steps = steps.unwrap_or(p.steps);
-            let r = toy::run(&p, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-        Which::Amortisation {
-            common,
-            seeds,
-            latents,
-            dims,
-            k,
-            methods,
-        } => {
-            let mut p = if common.quick {
-                amortisation::AmortisationParams::quick()
-            } else {
-                amortisation::AmortisationParams::full()
-            };
-            p.seed = common.seed;
-            p.seeds = seeds.unwrap_or(p.seeds);
-            p.latents = latents.unwrap_or(p.latents);
-            p.dims = dims.unwrap_or(p.dims);
-            p.k = k.unwrap_or(p.k);
-            if let Some(m) = methods {
-                p.methods = parse_methods(&m)?;
-            }
-            let r = amortisation::run(&p, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-        Which::PhaseTransition {
-            common,
-            atoms,
-            deltas,
-            rhos,
-            trials,
-            methods,
-            signed_only,
-        } => {
-            let mut p = if common.quick {
-                phase::PhaseParams::quick()
-            } else {
-                phase::PhaseParams::full()
-            };
-            p.seed = common.seed;
-            p.atoms = atoms.unwrap_or(p.atoms);
-            p.deltas = deltas.unwrap_or(p.deltas);
-            p.rhos = rhos.unwrap_or(p.rhos);
-            p.trials = trials.unwrap_or(p.trials);
-            if let Some(m) = methods {
-                p.methods = m
-                    .iter()
-                    .map(|s| phase::PhaseMethod::parse(s))
-                    .collect::<sparsecode::Result<_>>()?;
-            }
-            p.nonneg &= !signed_only;
-            let r = phase::run(&p, par, &mut progress)?;
-            pb.finish_and_clear();
-            finish(r, &common, serde_json::to_value(&p)?, threads)
-        }
-    }
+    let pb = bar();
+    let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
+    let (report, config) = a.which.run(Parallelism::threads(threads), &mut progress)?;
+    pb.finish_and_clear();
+    finish(report, &common, config, threads)
 }

@@ -22,6 +22,19 @@ use sparsecode::{Error, Result};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+/// How long an experiment's full (published-size) setting takes on 2 cores, as measured by
+/// `scripts/reproduce-experiments.sh`; `None` for those that take seconds either way.
+pub fn full_duration(name: &str) -> Option<&'static str> {
+    match name {
+        "amortisation" => Some("about 15 minutes"),
+        "scaling" => Some("about an hour"),
+        "phase-transition" => Some("about 35 minutes"),
+        "toy-superposition" => Some("about a minute"),
+        "sweep" | "stability" => Some("a few minutes"),
+        _ => None,
+    }
+}
+
 /// A table of results.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Table {

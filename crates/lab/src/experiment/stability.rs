@@ -48,6 +48,21 @@ impl StabilityParams {
     }
 }
 
+impl StabilityParams {
+    /// The same runs for another architecture: ReLU at L1 coefficient 0.2 instead of k.
+    pub fn with_kind(self, kind: SaeKind) -> Self {
+        let value = match kind {
+            SaeKind::Topk => self.value,
+            SaeKind::Relu => 0.2,
+        };
+        StabilityParams {
+            kind,
+            value,
+            ..self
+        }
+    }
+}
+
 /// A latent reappears in another run when its best |cosine| with that run's decoder exceeds this.
 pub const REAPPEAR: f32 = 0.9;
 

@@ -54,6 +54,19 @@ impl SweepParams {
         }
     }
 
+    /// The same sweep for another architecture: ReLU sweeps L1 coefficients instead of k.
+    pub fn with_kind(self, kind: SaeKind) -> Self {
+        let values = match kind {
+            SaeKind::Topk => self.values,
+            SaeKind::Relu => vec![0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
+        };
+        SweepParams {
+            kind,
+            values,
+            ..self
+        }
+    }
+
     /// The planted default data of the full setting.
     pub fn full_data(seed: u64) -> Result<ExperimentData> {
         ExperimentData::planted(256, 64, 8, 40_000, seed)
