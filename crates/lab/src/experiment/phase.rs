@@ -7,7 +7,7 @@
 use super::plot::{HeatMap, LinePlot, Series};
 use super::{require_grid, Report, Table};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
 use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
 use sparsecode::linalg::cholesky::least_squares_on;
@@ -242,16 +242,54 @@ const PUBLISHED: [(f64, f64, f64); 4] = [
     (0.75, 0.534, 0.766),
 ];
 
+/// Success rates indexed `[sign][method][delta][rho]`, NaN where `K` is 0 or not below `M`.
+type Rates = Vec<Vec<Vec<Vec<f64>>>>;
+
 /// Runs the experiment; `progress` is told the fraction done.
 pub fn run(p: &PhaseParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
     p.validate()?;
-    let n = p.atoms;
+    // Signed codes always; non-negative ones too unless switched off.
     let signs: Vec<bool> = if p.nonneg {
         vec![false, true]
     } else {
         vec![false]
     };
-    // rates[sign][method][delta][rho]
+    let rates = measure(p, &signs, par, progress)?;
+    let (table, crossings) = crossing_table(p, &signs, &rates);
+    let mut plots = Vec::new();
+    for (si, &nonneg) in signs.iter().enumerate() {
+        for (mi, &method) in p.methods.iter().enumerate() {
+            plots.push(heat_map(p, nonneg, method, &rates[si][mi]));
+        }
+        plots.push(crossing_plot(p, nonneg, &rates[si]));
+    }
+    let notes = vec![
+        "Success: ||z_hat - z|| / ||z|| < 1e-3 after least squares on the atoms the method chose (at most M of them, else a failure). Basis pursuit is FISTA at lambda = 1e-3; OMP stops at the true K.".into(),
+        "Theory: the asymptotic weak threshold of the cross-polytope (signed) and simplex (non-negative), computed from the minimax soft-thresholding formula; finite N blurs the transition but keeps its midpoint.".into(),
+    ];
+    Ok(Report {
+        name: "phase-transition".into(),
+        summary: format!(
+            "Donoho-Tanner phase transition (REFERENCE E1): Gaussian dictionary with N = {} unit-norm atoms, {} trials per cell, delta = M/N in {}.",
+            p.atoms,
+            p.trials,
+            p.deltas.iter().map(|d| format!("{d:.2}")).collect::<Vec<_>>().join(", ")
+        ),
+        tables: vec![table],
+        notes,
+        json: json!({ "params": p, "crossings": crossings, "rates": rates }),
+        plots,
+    })
+}
+
+/// The success rate of every method in every cell of the grid, one planted problem per cell.
+fn measure(
+    p: &PhaseParams,
+    signs: &[bool],
+    par: Parallelism,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Rates> {
+    let n = p.atoms;
     let mut rates = vec![
         vec![vec![vec![f64::NAN; p.rhos.len()]; p.deltas.len()]; p.methods.len()];
         signs.len()
@@ -297,22 +335,33 @@ pub fn run(p: &PhaseParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> 
             }
         }
     }
+    Ok(rates)
+}
 
-    let mut table = Table::new(
-        "50% success crossing rho = K/M",
-        &[
-            "codes",
-            "method",
-            "delta",
-            "measured",
-            "theory (N -> inf)",
-            "published",
-        ],
-    );
+fn codes_name(nonneg: bool) -> &'static str {
+    if nonneg {
+        "non-negative"
+    } else {
+        "signed"
+    }
+}
+
+/// The measured 50% crossing of every (codes, method, delta) against theory and the published
+/// value: the table (deltas with a published value, or all of a short list) and every row as
+/// JSON.
+fn crossing_table(p: &PhaseParams, signs: &[bool], rates: &Rates) -> (Table, Vec<Value>) {
+    let header = [
+        "codes",
+        "method",
+        "delta",
+        "measured",
+        "theory (N -> inf)",
+        "published",
+    ];
+    let mut table = Table::new("50% success crossing rho = K/M", &header);
     let mut crossings = Vec::new();
-    let mut plots = Vec::new();
     for (si, &nonneg) in signs.iter().enumerate() {
-        let codes = if nonneg { "non-negative" } else { "signed" };
+        let codes = codes_name(nonneg);
         for (mi, &method) in p.methods.iter().enumerate() {
             for (di, &delta) in p.deltas.iter().enumerate() {
                 let c = crossing(&p.rhos, &rates[si][mi][di]);
@@ -327,89 +376,87 @@ pub fn run(p: &PhaseParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> 
                     "theory": theory, "published": published,
                 }));
                 if published.is_some() || p.deltas.len() <= 6 {
+                    let measured = if c.is_finite() {
+                        format!("{c:.3}")
+                    } else {
+                        "-".into()
+                    };
                     table.push(vec![
                         codes.into(),
                         method.label().into(),
                         format!("{delta:.2}"),
-                        if c.is_finite() {
-                            format!("{c:.3}")
-                        } else {
-                            "-".into()
-                        },
+                        measured,
                         format!("{theory:.3}"),
                         published.map_or("-".into(), |v| format!("{v:.3}")),
                     ]);
                 }
             }
-            // Heat map of the success rate (rho up the side, top = largest), and the measured
-            // crossings over the theoretical curve.
-            let rows: Vec<usize> = (0..p.rhos.len()).rev().collect();
-            plots.push((
-                format!("phase-{}-{}.svg", codes, method_slug(method)),
-                HeatMap {
-                    title: format!("{} success rate, {codes} codes, N = {n}", method.label()),
-                    x_label: "delta = M / N".into(),
-                    y_label: "rho = K / M".into(),
-                    row_labels: rows.iter().map(|&r| format!("{:.2}", p.rhos[r])).collect(),
-                    col_labels: p.deltas.iter().map(|d| format!("{d:.2}")).collect(),
-                    values: rows
-                        .iter()
-                        .map(|&r| (0..p.deltas.len()).map(|d| rates[si][mi][d][r]).collect())
-                        .collect(),
-                    range: (0.0, 1.0),
-                    diverging: false,
-                    annotate: p.deltas.len() <= 6,
-                }
-                .to_svg(),
-            ));
         }
-        let theory: Vec<(f64, f64)> = (1..100)
-            .map(|i| {
-                let d = i as f64 / 100.0;
-                (d, weak_threshold(d, nonneg))
-            })
-            .collect();
-        let mut series = vec![Series::dashed("theory (N -> inf)", theory)];
-        for (mi, &method) in p.methods.iter().enumerate() {
-            series.push(Series::line(
-                format!("{} (N = {n})", method.label()),
-                p.deltas
-                    .iter()
-                    .enumerate()
-                    .map(|(di, &d)| (d, crossing(&p.rhos, &rates[si][mi][di])))
-                    .collect(),
-            ));
-        }
-        plots.push((
-            format!("phase-{codes}-crossing.svg"),
-            LinePlot {
-                title: format!("50% recovery curve, {codes} codes"),
-                x_label: "delta = M / N".into(),
-                y_label: "rho = K / M".into(),
-                series,
-                x_range: Some((0.0, 1.0)),
-                y_range: Some((0.0, 1.0)),
-                ..LinePlot::default()
-            }
-            .to_svg(),
+    }
+    (table, crossings)
+}
+
+/// Heat map of one method's success rate (rho up the side, top = largest).
+fn heat_map(
+    p: &PhaseParams,
+    nonneg: bool,
+    method: PhaseMethod,
+    rates: &[Vec<f64>],
+) -> (String, String) {
+    let codes = codes_name(nonneg);
+    let rows: Vec<usize> = (0..p.rhos.len()).rev().collect();
+    let map = HeatMap {
+        title: format!(
+            "{} success rate, {codes} codes, N = {}",
+            method.label(),
+            p.atoms
+        ),
+        x_label: "delta = M / N".into(),
+        y_label: "rho = K / M".into(),
+        row_labels: rows.iter().map(|&r| format!("{:.2}", p.rhos[r])).collect(),
+        col_labels: p.deltas.iter().map(|d| format!("{d:.2}")).collect(),
+        values: rows
+            .iter()
+            .map(|&r| (0..p.deltas.len()).map(|d| rates[d][r]).collect())
+            .collect(),
+        range: (0.0, 1.0),
+        diverging: false,
+        annotate: p.deltas.len() <= 6,
+    };
+    let file = format!("phase-{}-{}.svg", codes, method_slug(method));
+    (file, map.to_svg())
+}
+
+/// The measured crossings of every method over the theoretical curve (`rates[method]`).
+fn crossing_plot(p: &PhaseParams, nonneg: bool, rates: &[Vec<Vec<f64>>]) -> (String, String) {
+    let codes = codes_name(nonneg);
+    let theory: Vec<(f64, f64)> = (1..100)
+        .map(|i| {
+            let d = i as f64 / 100.0;
+            (d, weak_threshold(d, nonneg))
+        })
+        .collect();
+    let mut series = vec![Series::dashed("theory (N -> inf)", theory)];
+    for (mi, &method) in p.methods.iter().enumerate() {
+        series.push(Series::line(
+            format!("{} (N = {})", method.label(), p.atoms),
+            p.deltas
+                .iter()
+                .enumerate()
+                .map(|(di, &d)| (d, crossing(&p.rhos, &rates[mi][di])))
+                .collect(),
         ));
     }
-    let notes = vec![
-        "Success: ||z_hat - z|| / ||z|| < 1e-3 after least squares on the atoms the method chose (at most M of them, else a failure). Basis pursuit is FISTA at lambda = 1e-3; OMP stops at the true K.".into(),
-        "Theory: the asymptotic weak threshold of the cross-polytope (signed) and simplex (non-negative), computed from the minimax soft-thresholding formula; finite N blurs the transition but keeps its midpoint.".into(),
-    ];
-    Ok(Report {
-        name: "phase-transition".into(),
-        summary: format!(
-            "Donoho-Tanner phase transition (REFERENCE E1): Gaussian dictionary with N = {n} unit-norm atoms, {} trials per cell, delta = M/N in {}.",
-            p.trials,
-            p.deltas.iter().map(|d| format!("{d:.2}")).collect::<Vec<_>>().join(", ")
-        ),
-        tables: vec![table],
-        notes,
-        json: json!({ "params": p, "crossings": crossings, "rates": rates }),
-        plots,
-    })
+    let plot = LinePlot {
+        title: format!("50% recovery curve, {codes} codes"),
+        x_label: "delta = M / N".into(),
+        y_label: "rho = K / M".into(),
+        series,
+        x_range: Some((0.0, 1.0)),
+        y_range: Some((0.0, 1.0)),
+        ..LinePlot::default()
+    };
+    (format!("phase-{codes}-crossing.svg"), plot.to_svg())
 }
 
 fn method_slug(m: PhaseMethod) -> &'static str {
