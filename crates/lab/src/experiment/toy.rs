@@ -9,7 +9,7 @@ use super::{require_grid, Report, Table};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sparsecode::eval::{code_mcc, dictionary_metrics, HUNGARIAN_MAX};
 use sparsecode::linalg::{matmul, normalize_rows, MatRef};
 use sparsecode::sae::ParamId;
@@ -246,6 +246,140 @@ pub fn train_toy(n: usize, m: usize, sparsity: f64, p: &ToyParams, seed: u64) ->
     model
 }
 
+/// One trained toy model and what is measured on it.
+struct ToyRun {
+    n: usize,
+    m: usize,
+    sparsity: f64,
+    model: ToyModel,
+    loss: f64,
+    norms: Vec<f64>,
+    dims: Vec<f64>,
+    represented: usize,
+    /// m / ||W||_F^2.
+    dstar: f64,
+    /// D_i of the represented features, largest first.
+    rep_dims: Vec<f64>,
+}
+
+/// Trains the toy model of one (shape, sparsity) cell and measures it on fresh samples.
+fn toy_run(p: &ToyParams, (n, m): (usize, usize), sparsity: f64, seed: u64) -> ToyRun {
+    let model = train_toy(n, m, sparsity, p, seed);
+    let importance: Vec<f32> = (0..n).map(|i| p.importance_decay.powi(i as i32)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1);
+    let batch = toy_batch(8192, n, sparsity, &mut rng);
+    let (loss, _, _) = model.loss_grad(&batch, &importance);
+    let norms = model.feature_norms();
+    let dims = model.feature_dimensionality();
+    let mut rep_dims: Vec<f64> = (0..n)
+        .filter(|&i| norms[i] > REPRESENTED)
+        .map(|i| dims[i])
+        .collect();
+    rep_dims.sort_by(|a, b| b.total_cmp(a));
+    ToyRun {
+        n,
+        m,
+        sparsity,
+        loss,
+        represented: rep_dims.len(),
+        dstar: model.dims_per_feature(),
+        model,
+        norms,
+        dims,
+        rep_dims,
+    }
+}
+
+impl ToyRun {
+    fn row(&self) -> Vec<String> {
+        let in_superposition = if self.represented > self.m {
+            "yes"
+        } else {
+            "no"
+        };
+        let rep_dims: Vec<String> = self.rep_dims.iter().map(|d| format!("{d:.2}")).collect();
+        vec![
+            self.n.to_string(),
+            self.m.to_string(),
+            format!("{}", self.sparsity),
+            self.represented.to_string(),
+            in_superposition.into(),
+            format!("{:.3}", self.dstar),
+            rep_dims.join(" "),
+            format!("{:.4}", self.loss),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "n": self.n, "m": self.m, "sparsity": self.sparsity, "represented": self.represented,
+            "feature_norms": self.norms, "feature_dimensionality": self.dims,
+            "dims_per_feature": self.dstar, "loss": self.loss,
+            "w": self.model.w.as_slice(), "b": self.model.b,
+        })
+    }
+
+    /// W^T W as a diverging heat map.
+    fn gram_plot(&self) -> (String, String) {
+        let (n, m, s) = (self.n, self.m, self.sparsity);
+        let g = self.model.gram();
+        let map = HeatMap {
+            title: format!(
+                "W^T W, n = {n}, m = {m}, S = {s} ({} features represented)",
+                self.represented
+            ),
+            x_label: "feature j".into(),
+            y_label: "feature i".into(),
+            row_labels: (0..n).map(|i| i.to_string()).collect(),
+            col_labels: (0..n).map(|i| i.to_string()).collect(),
+            values: (0..n)
+                .map(|i| (0..n).map(|j| g.get(i, j) as f64).collect())
+                .collect(),
+            range: (-1.0, 1.0),
+            diverging: true,
+            annotate: n <= 8,
+        };
+        (format!("toy-n{n}-m{m}-S{s}-wtw.svg"), map.to_svg())
+    }
+}
+
+/// D_i of the represented features and D* against 1 / (1 - S), over the sparsities of a shape.
+fn dimensionality_plot(runs: &[ToyRun]) -> Option<(String, String)> {
+    let (n, m) = (runs.first()?.n, runs.first()?.m);
+    let inv = |r: &ToyRun| 1.0 / (1.0 - r.sparsity);
+    let dims_points = runs
+        .iter()
+        .flat_map(|r| r.rep_dims.iter().map(move |d| (inv(r), *d)))
+        .collect();
+    let dstar_points = runs.iter().map(|r| (inv(r), r.dstar)).collect();
+    let plot = LinePlot {
+        title: format!("Feature dimensionality, n = {n}, m = {m}"),
+        x_label: "1 / (1 - S)".into(),
+        y_label: "D_i (dimensions per feature)".into(),
+        series: vec![
+            Series::scatter("D_i (represented features)", dims_points),
+            Series::line("D* = m / ||W||_F^2", dstar_points),
+        ],
+        log_x: true,
+        y_range: Some((0.0, 1.1)),
+        ..LinePlot::default()
+    };
+    Some((format!("toy-n{n}-m{m}-dimensionality.svg"), plot.to_svg()))
+}
+
+fn sae_row(run: &ToyRun, rec: &SaeRecovery) -> Vec<String> {
+    vec![
+        run.n.to_string(),
+        run.m.to_string(),
+        format!("{}", run.sparsity),
+        rec.directions.to_string(),
+        format!("{:.3}", rec.dict_mcc),
+        format!("{:.0}%", 100.0 * rec.recovered_090),
+        format!("{:.0}%", 100.0 * rec.recovered_099),
+        format!("{:.3}", rec.code_mcc),
+    ]
+}
+
 /// Runs the experiment; `progress` is told the fraction done.
 pub fn run(p: &ToyParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
     p.validate()?;
@@ -275,112 +409,28 @@ pub fn run(p: &ToyParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Re
             "code MCC",
         ],
     );
-    let mut runs = Vec::new();
+    let mut json_runs = Vec::new();
     let mut plots = Vec::new();
     let total = p.shapes.len() * p.sparsities.len();
-    let mut done = 0;
-    for (si, &(n, m)) in p.shapes.iter().enumerate() {
-        let mut dims_points = Vec::new();
-        let mut dstar_points = Vec::new();
-        let mut last = None;
+    for (si, &shape) in p.shapes.iter().enumerate() {
+        let mut runs = Vec::new();
         for (k, &s) in p.sparsities.iter().enumerate() {
-            let seed = p.seed ^ ((si as u64) << 32 | k as u64);
-            let model = train_toy(n, m, s, p, seed);
-            let importance: Vec<f32> = (0..n).map(|i| p.importance_decay.powi(i as i32)).collect();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xE7A1);
-            let (loss, _, _) = model.loss_grad(&toy_batch(8192, n, s, &mut rng), &importance);
-            let norms = model.feature_norms();
-            let dims = model.feature_dimensionality();
-            let represented = norms.iter().filter(|v| **v > REPRESENTED).count();
-            let dstar = model.dims_per_feature();
-            let inv = 1.0 / (1.0 - s);
-            let mut rep_dims: Vec<f64> = (0..n)
-                .filter(|&i| norms[i] > REPRESENTED)
-                .map(|i| dims[i])
-                .collect();
-            rep_dims.sort_by(|a, b| b.total_cmp(a));
-            dims_points.extend(rep_dims.iter().map(|d| (inv, *d)));
-            dstar_points.push((inv, dstar));
-            table.push(vec![
-                n.to_string(),
-                m.to_string(),
-                format!("{s}"),
-                represented.to_string(),
-                if represented > m {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                format!("{dstar:.3}"),
-                rep_dims
-                    .iter()
-                    .map(|d| format!("{d:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                format!("{loss:.4}"),
-            ]);
-            runs.push(json!({
-                "n": n, "m": m, "sparsity": s, "represented": represented,
-                "feature_norms": norms, "feature_dimensionality": dims,
-                "dims_per_feature": dstar, "loss": loss,
-                "w": model.w.as_slice(), "b": model.b,
-            }));
-            if n <= 5 || k + 1 == p.sparsities.len() {
-                let g = model.gram();
-                plots.push((
-                    format!("toy-n{n}-m{m}-S{s}-wtw.svg"),
-                    HeatMap {
-                        title: format!(
-                            "W^T W, n = {n}, m = {m}, S = {s} ({represented} features represented)"
-                        ),
-                        x_label: "feature j".into(),
-                        y_label: "feature i".into(),
-                        row_labels: (0..n).map(|i| i.to_string()).collect(),
-                        col_labels: (0..n).map(|i| i.to_string()).collect(),
-                        values: (0..n)
-                            .map(|i| (0..n).map(|j| g.get(i, j) as f64).collect())
-                            .collect(),
-                        range: (-1.0, 1.0),
-                        diverging: true,
-                        annotate: n <= 8,
-                    }
-                    .to_svg(),
-                ));
+            let run = toy_run(p, shape, s, p.seed ^ ((si as u64) << 32 | k as u64));
+            table.push(run.row());
+            json_runs.push(run.json());
+            if shape.0 <= 5 || k + 1 == p.sparsities.len() {
+                plots.push(run.gram_plot());
             }
-            last = Some((model, s));
-            done += 1;
-            progress(done as f64 / total as f64);
+            runs.push(run);
+            progress((si * p.sparsities.len() + k + 1) as f64 / total as f64);
         }
-        plots.push((
-            format!("toy-n{n}-m{m}-dimensionality.svg"),
-            LinePlot {
-                title: format!("Feature dimensionality, n = {n}, m = {m}"),
-                x_label: "1 / (1 - S)".into(),
-                y_label: "D_i (dimensions per feature)".into(),
-                series: vec![
-                    Series::scatter("D_i (represented features)", dims_points),
-                    Series::line("D* = m / ||W||_F^2", dstar_points),
-                ],
-                log_x: true,
-                y_range: Some((0.0, 1.1)),
-                ..LinePlot::default()
-            }
-            .to_svg(),
-        ));
+        plots.extend(dimensionality_plot(&runs));
         // The SAE on the hidden layer of the sparsest model.
-        if let Some((model, s)) = last {
-            let rec = sae_on_hidden(&model, s, p, par)?;
-            sae_table.push(vec![
-                n.to_string(),
-                m.to_string(),
-                format!("{s}"),
-                rec.directions.to_string(),
-                format!("{:.3}", rec.dict_mcc),
-                format!("{:.0}%", 100.0 * rec.recovered_090),
-                format!("{:.0}%", 100.0 * rec.recovered_099),
-                format!("{:.3}", rec.code_mcc),
-            ]);
-            runs.push(json!({"n": n, "m": m, "sparsity": s, "sae": rec}));
+        if let Some(last) = runs.last() {
+            let rec = sae_on_hidden(&last.model, last.sparsity, p, par)?;
+            sae_table.push(sae_row(last, &rec));
+            json_runs
+                .push(json!({"n": last.n, "m": last.m, "sparsity": last.sparsity, "sae": rec}));
         }
     }
     Ok(Report {
@@ -394,7 +444,7 @@ pub fn run(p: &ToyParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Re
             "Published (n=5, m=2): dense features give 2 orthogonal features, sparse ones all 5 in a pentagon; D_i clusters at 1, 3/4, 2/3, 1/2, 2/5, 3/8.".into(),
             "The SAE is a TopK SAE with n latents and k = max(1, round(n (1 - S))) trained on h of fresh samples; its decoder is matched to the represented feature directions W_i / ||W_i||, and its codes to the true feature values.".into(),
         ],
-        json: json!({"params": p, "runs": runs}),
+        json: json!({"params": p, "runs": json_runs}),
         plots,
     })
 }
