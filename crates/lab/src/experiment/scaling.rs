@@ -9,7 +9,7 @@ use super::methods::{run_methods, Method, MethodSettings};
 use super::plot::{HeatMap, LinePlot, Series};
 use super::{mean_sd, require_grid, Report, Table};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sparsecode::{Parallelism, Result};
 
 /// Parameters of the scaling experiment.
@@ -145,138 +145,180 @@ fn cell(
         .collect())
 }
 
-/// Runs the experiment; `progress` is told the fraction done.
-pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
-    p.validate()?;
-    let grid_owned: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
-    let grid_labels: Vec<&str> = grid_owned.iter().map(String::as_str).collect();
-    let total = (p.grid.len() + p.ks.len() + p.sample_sizes.len()) as f64;
-    let mut done = 0.0;
-    let mut tick = |progress: &mut dyn FnMut(f64)| {
-        done += 1.0;
-        progress(done / total);
-    };
+/// Code and dictionary MCC per method of one cell.
+type CellMcc = Vec<(f64, f64)>;
+
+/// Table cells `code (dict d)` of one cell's methods.
+fn mcc_cells(r: &CellMcc) -> Vec<String> {
+    r.iter()
+        .map(|(c, d)| format!("{c:.3} (dict {d:.3})"))
+        .collect()
+}
+
+/// `{key: x, code_mcc: [...], dict_mcc: [...]}` of one cell.
+fn mcc_json(key: &str, x: usize, r: &CellMcc) -> Value {
+    let code: Vec<f64> = r.iter().map(|x| x.0).collect();
+    let dict: Vec<f64> = r.iter().map(|x| x.1).collect();
+    json!({ key: x, "code_mcc": code, "dict_mcc": dict })
+}
+
+/// The (N, M) grid at K and 1024 samples, every method, with the published values beside.
+fn grid_study(
+    p: &ScalingParams,
+    par: Parallelism,
+    tick: &mut dyn FnMut(),
+) -> Result<(Table, Vec<Value>, (String, String))> {
+    let labels: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
     let mut header = vec!["N", "M"];
-    header.extend(grid_labels.iter().copied());
+    header.extend(labels.iter().map(String::as_str));
     header.extend(["published SAE", "published MLP256", "published SC"]);
-    let mut grid_table = Table::new(
-        format!(
-            "Code MCC, dictionary unknown, K = {} ({} seeds, test split)",
-            p.k, p.seeds
-        ),
-        &header,
+    let title = format!(
+        "Code MCC, dictionary unknown, K = {} ({} seeds, test split)",
+        p.k, p.seeds
     );
-    let mut grid_json = Vec::new();
+    let mut table = Table::new(title, &header);
+    let mut json_rows = Vec::new();
     let mut heat = Vec::new();
     for &(n, m) in &p.grid {
         let r = cell(p, &p.methods, p.seeds, (n, m, p.k, 1024), par)?;
         let mut row = vec![n.to_string(), m.to_string()];
-        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
+        row.extend(mcc_cells(&r));
         row.extend(match published(n, m) {
             Some(v) => v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>(),
             None => vec!["-".into(); 3],
         });
-        grid_table.push(row);
+        table.push(row);
         heat.push(r.iter().map(|x| x.0).collect::<Vec<_>>());
-        grid_json.push(json!({"n": n, "m": m, "k": p.k, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
-        tick(progress);
+        let mut j = mcc_json("n", n, &r);
+        j["m"] = json!(m);
+        j["k"] = json!(p.k);
+        json_rows.push(j);
+        tick();
     }
+    let map = HeatMap {
+        title: format!("Code MCC, dictionary unknown, K = {}", p.k),
+        x_label: "method".into(),
+        y_label: "(N, M)".into(),
+        row_labels: p.grid.iter().map(|(n, m)| format!("({n}, {m})")).collect(),
+        col_labels: labels,
+        values: heat,
+        range: (0.0, 1.0),
+        diverging: false,
+        annotate: true,
+    };
+    Ok((table, json_rows, ("scaling-grid.svg".into(), map.to_svg())))
+}
+
+/// One study at the focus (N, M): the study methods at each point `(x, K, samples, first cells
+/// of the row)`, as a table, JSON rows keyed by `key` and one line per method against x.
+struct Study {
+    table: Table,
+    json: Vec<Value>,
+    series: Vec<Series>,
+}
+
+fn study(
+    p: &ScalingParams,
+    par: Parallelism,
+    (table, key): (Table, &str),
+    points: Vec<(usize, usize, usize, Vec<String>)>,
+    tick: &mut dyn FnMut(),
+) -> Result<Study> {
+    let (n, m) = p.focus;
+    let labels = p.study_methods.iter().map(|m| m.label());
+    let mut out = Study {
+        table,
+        json: Vec::new(),
+        series: labels.map(|l| Series::line(l, Vec::new())).collect(),
+    };
+    for (x, k, samples, mut row) in points {
+        let r = cell(p, &p.study_methods, p.study_seeds, (n, m, k, samples), par)?;
+        row.extend(mcc_cells(&r));
+        out.table.push(row);
+        for (s, v) in out.series.iter_mut().zip(&r) {
+            s.points.push((x as f64, v.0));
+        }
+        out.json.push(mcc_json(key, x, &r));
+        tick();
+    }
+    Ok(out)
+}
+
+/// Code MCC as K grows at the focus (N, M), 1024 samples.
+fn k_study(p: &ScalingParams, par: Parallelism, tick: &mut dyn FnMut()) -> Result<Study> {
+    let (n, m) = p.focus;
+    let labels: Vec<String> = p.study_methods.iter().map(|m| m.label()).collect();
+    let mut header = vec!["K", "rho = K/M"];
+    header.extend(labels.iter().map(String::as_str));
+    let title = format!(
+        "Code MCC as K grows at (N, M) = ({n}, {m}), 1024 samples, {} seeds",
+        p.study_seeds
+    );
+    let points = (p.ks.iter())
+        .map(|&k| {
+            let row = vec![k.to_string(), format!("{:.2}", k as f64 / m as f64)];
+            (k, k, 1024, row)
+        })
+        .collect();
+    study(p, par, (Table::new(title, &header), "k"), points, tick)
+}
+
+/// Code MCC as the training set grows at the focus (N, M) and K.
+fn samples_study(p: &ScalingParams, par: Parallelism, tick: &mut dyn FnMut()) -> Result<Study> {
+    let (n, m) = p.focus;
+    let labels: Vec<String> = p.study_methods.iter().map(|m| m.label()).collect();
+    let mut header = vec!["training samples"];
+    header.extend(labels.iter().map(String::as_str));
+    let title = format!(
+        "Code MCC as the training set grows at (N, M, K) = ({n}, {m}, {}), {} seeds",
+        p.k, p.study_seeds
+    );
+    let points = (p.sample_sizes.iter())
+        .map(|&s| (s, p.k, s, vec![s.to_string()]))
+        .collect();
+    study(
+        p,
+        par,
+        (Table::new(title, &header), "samples"),
+        points,
+        tick,
+    )
+}
+
+/// Runs the experiment; `progress` is told the fraction done.
+pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Result<Report> {
+    p.validate()?;
+    let total = (p.grid.len() + p.ks.len() + p.sample_sizes.len()) as f64;
+    let mut done = 0.0;
+    let mut tick = || {
+        done += 1.0;
+        progress(done / total);
+    };
+    let (grid_table, grid_json, grid_plot) = grid_study(p, par, &mut tick)?;
+    let ks = k_study(p, par, &mut tick)?;
+    let samples = samples_study(p, par, &mut tick)?;
     let (fnn, fm) = p.focus;
-    let study_labels: Vec<String> = p.study_methods.iter().map(|m| m.label()).collect();
-    let labels: Vec<&str> = study_labels.iter().map(String::as_str).collect();
-    let mut series_k: Vec<Series> = labels
-        .iter()
-        .map(|l| Series::line(*l, Vec::new()))
-        .collect();
-    let mut k_json = Vec::new();
-    let mut k_table = Table::new(
-        format!(
-            "Code MCC as K grows at (N, M) = ({fnn}, {fm}), 1024 samples, {} seeds",
-            p.study_seeds
-        ),
-        &[&["K", "rho = K/M"][..], &labels[..]].concat(),
-    );
-    for &k in &p.ks {
-        let r = cell(p, &p.study_methods, p.study_seeds, (fnn, fm, k, 1024), par)?;
-        let mut row = vec![k.to_string(), format!("{:.2}", k as f64 / fm as f64)];
-        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
-        k_table.push(row);
-        for (s, x) in series_k.iter_mut().zip(&r) {
-            s.points.push((k as f64, x.0));
-        }
-        k_json.push(json!({"k": k, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
-        tick(progress);
-    }
-    let mut series_s: Vec<Series> = labels
-        .iter()
-        .map(|l| Series::line(*l, Vec::new()))
-        .collect();
-    let mut s_json = Vec::new();
-    let mut s_table = Table::new(
-        format!(
-            "Code MCC as the training set grows at (N, M, K) = ({fnn}, {fm}, {}), {} seeds",
-            p.k, p.study_seeds
-        ),
-        &[&["training samples"][..], &labels[..]].concat(),
-    );
-    for &samples in &p.sample_sizes {
-        let r = cell(
-            p,
-            &p.study_methods,
-            p.study_seeds,
-            (fnn, fm, p.k, samples),
-            par,
-        )?;
-        let mut row = vec![samples.to_string()];
-        row.extend(r.iter().map(|(c, d)| format!("{c:.3} (dict {d:.3})")));
-        s_table.push(row);
-        for (s, x) in series_s.iter_mut().zip(&r) {
-            s.points.push((samples as f64, x.0));
-        }
-        s_json.push(json!({"samples": samples, "code_mcc": r.iter().map(|x| x.0).collect::<Vec<_>>(), "dict_mcc": r.iter().map(|x| x.1).collect::<Vec<_>>()}));
-        tick(progress);
-    }
+    let k_plot = LinePlot {
+        title: format!("Code MCC vs K at (N, M) = ({fnn}, {fm})"),
+        x_label: "K (active latents)".into(),
+        y_label: "code MCC".into(),
+        series: ks.series,
+        y_range: Some((0.0, 1.0)),
+        ..LinePlot::default()
+    };
+    let samples_plot = LinePlot {
+        title: format!("Code MCC vs training samples at ({fnn}, {fm}, {})", p.k),
+        x_label: "training samples".into(),
+        y_label: "code MCC".into(),
+        series: samples.series,
+        log_x: true,
+        y_range: Some((0.0, 1.0)),
+        ..LinePlot::default()
+    };
     let plots = vec![
-        (
-            "scaling-grid.svg".into(),
-            HeatMap {
-                title: format!("Code MCC, dictionary unknown, K = {}", p.k),
-                x_label: "method".into(),
-                y_label: "(N, M)".into(),
-                row_labels: p.grid.iter().map(|(n, m)| format!("({n}, {m})")).collect(),
-                col_labels: grid_owned.clone(),
-                values: heat,
-                range: (0.0, 1.0),
-                diverging: false,
-                annotate: true,
-            }
-            .to_svg(),
-        ),
-        (
-            "scaling-k.svg".into(),
-            LinePlot {
-                title: format!("Code MCC vs K at (N, M) = ({fnn}, {fm})"),
-                x_label: "K (active latents)".into(),
-                y_label: "code MCC".into(),
-                series: series_k,
-                y_range: Some((0.0, 1.0)),
-                ..LinePlot::default()
-            }
-            .to_svg(),
-        ),
-        (
-            "scaling-samples.svg".into(),
-            LinePlot {
-                title: format!("Code MCC vs training samples at ({fnn}, {fm}, {})", p.k),
-                x_label: "training samples".into(),
-                y_label: "code MCC".into(),
-                series: series_s,
-                log_x: true,
-                y_range: Some((0.0, 1.0)),
-                ..LinePlot::default()
-            }
-            .to_svg(),
-        ),
+        grid_plot,
+        ("scaling-k.svg".into(), k_plot.to_svg()),
+        ("scaling-samples.svg".into(), samples_plot.to_svg()),
     ];
     Ok(Report {
         name: "scaling".into(),
@@ -284,11 +326,11 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
             "Code MCC with the dictionary unknown (REFERENCE E5 and beyond): {} seeds per cell, SAE trained {} steps (full batch at 1024 samples, batches of 1024 above), sparsecode's best dictionary learning (debiasing polish and atom swaps); test split of 1024 samples.",
             p.seeds, p.steps
         ),
-        tables: vec![grid_table, k_table, s_table],
+        tables: vec![grid_table, ks.table, samples.table],
         notes: vec![
             "rho = K/M against the Donoho-Tanner limit: at delta = M/N = 0.25, L1 recovery with a known dictionary holds up to rho = 0.267 for signed and 0.365 for non-negative codes (K = 11.7 of 32): dictionary learning breaks where the oracle would.".into(),
         ],
-        json: json!({"params": p, "grid": grid_json, "k_study": k_json, "sample_study": s_json}),
+        json: json!({"params": p, "grid": grid_json, "k_study": ks.json, "sample_study": samples.json}),
         plots,
     })
 }
