@@ -6,6 +6,7 @@ use sparsecode::coding::{fista, ito, omp, FistaParams, OmpParams};
 use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
 use sparsecode::eval::{code_mcc, dictionary_metrics, evaluate, HUNGARIAN_MAX};
 use sparsecode::linalg::synthesize;
+use sparsecode::sae::Sae;
 use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
 use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
@@ -81,31 +82,96 @@ pub struct DemoReport {
     pub rows: Vec<DemoRow>,
 }
 
-fn row(
-    method: &str,
-    dict_name: &str,
-    truth: (&Matrix, &Matrix),
-    x: &Matrix,
-    d_used: &Matrix,
-    codes: &Matrix,
-    x_hat: &Matrix,
-    seconds: f64,
+/// What every row is scored against: the held-out samples and their true dictionary and codes.
+struct Truth<'a> {
+    x: &'a Matrix,
+    dictionary: &'a Matrix,
+    codes: &'a Matrix,
     par: Parallelism,
-) -> Result<DemoRow> {
-    let (d_true, z_true) = truth;
-    let (mcc, _) = code_mcc(z_true, codes, HUNGARIAN_MAX, par)?;
-    let dm = dictionary_metrics(d_true, d_used, HUNGARIAN_MAX, par)?;
-    let rec = evaluate(x, x_hat, codes);
-    Ok(DemoRow {
-        method: method.into(),
-        dictionary: dict_name.into(),
-        code_mcc: mcc,
-        dict_mcc: dm.dict_mcc,
-        dict_recovered_090: dm.recovered_090,
-        fvu: rec.fvu,
-        l0: rec.l0,
-        seconds,
-    })
+}
+
+impl Truth<'_> {
+    /// Scores one method's codes, made with `dictionary` (named `dictionary_name`), and their
+    /// reconstruction.
+    fn row(
+        &self,
+        (method, dictionary_name): (&str, &str),
+        (dictionary, codes): (&Matrix, &Matrix),
+        x_hat: &Matrix,
+        seconds: f64,
+    ) -> Result<DemoRow> {
+        let (mcc, _) = code_mcc(self.codes, codes, HUNGARIAN_MAX, self.par)?;
+        let dm = dictionary_metrics(self.dictionary, dictionary, HUNGARIAN_MAX, self.par)?;
+        let rec = evaluate(self.x, x_hat, codes);
+        Ok(DemoRow {
+            method: method.into(),
+            dictionary: dictionary_name.into(),
+            code_mcc: mcc,
+            dict_mcc: dm.dict_mcc,
+            dict_recovered_090: dm.recovered_090,
+            fvu: rec.fvu,
+            l0: rec.l0,
+            seconds,
+        })
+    }
+}
+
+/// Trains one SAE of the demo on `x`.
+fn train_sae(cfg: &DemoConfig, arch: ArchConfig, x: &Matrix) -> Result<Sae> {
+    let mut tc = TrainConfig::new(
+        arch,
+        cfg.synth.latents,
+        cfg.steps,
+        cfg.batch_size,
+        1e-3,
+        cfg.synth.seed,
+    );
+    tc.threads = cfg.threads;
+    tc.lr_decay_steps = cfg.steps / 5;
+    tc.dead_window = 100_000;
+    Ok(train(&tc.check_for(x)?, x, None, None, &mut NoObserver)?
+        .state
+        .sae)
+}
+
+/// Trains the SAE and scores its own codes.
+fn sae_row(
+    cfg: &DemoConfig,
+    (name, arch): (&str, ArchConfig),
+    train_x: &Matrix,
+    truth: &Truth,
+) -> Result<(Sae, DemoRow)> {
+    let t0 = Instant::now();
+    let sae = train_sae(cfg, arch, train_x)?;
+    let codes = sae.encode_dense(truth.x, truth.par);
+    let x_hat = sae.decode(&codes, truth.par);
+    let seconds = t0.elapsed().as_secs_f64();
+    let row = truth.row((name, "learned"), (&sae.w_dec, &codes), &x_hat, seconds)?;
+    Ok((sae, row))
+}
+
+/// FISTA and OMP with the true dictionary (OMP stops at the true K).
+fn oracle_rows(fp: &FistaParams, k: usize, truth: &Truth) -> Result<Vec<DemoRow>> {
+    let (x, d, par) = (truth.x, truth.dictionary, truth.par);
+    let t0 = Instant::now();
+    let f = fista(x, d, None, fp, par)?;
+    let x_hat = synthesize(&f.codes, d, None, par);
+    let seconds = t0.elapsed().as_secs_f64();
+    let fista_row = truth.row(("FISTA (oracle)", "true"), (d, &f.codes), &x_hat, seconds)?;
+    let t0 = Instant::now();
+    let o = omp(
+        x,
+        d,
+        &OmpParams {
+            k: Some(k),
+            tol: None,
+        },
+        par,
+    )?;
+    let x_hat = synthesize(&o, d, None, par);
+    let seconds = t0.elapsed().as_secs_f64();
+    let omp_row = truth.row(("OMP (oracle)", "true"), (d, &o), &x_hat, seconds)?;
+    Ok(vec![fista_row, omp_row])
 }
 
 /// Runs the demo; `stage` is told what is happening (for a progress display).
@@ -113,74 +179,33 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     let par = Parallelism::threads(cfg.threads);
     stage("generating superposition data");
     let data = generate(&cfg.synth, None)?;
-    let test = data.test.clone().ok_or_else(|| {
+    let test = data.test.as_ref().ok_or_else(|| {
         sparsecode::Error::param("test_samples", "the demo needs held-out samples")
     })?;
-    let (x, z) = (&test.activations, &test.codes);
-    let truth = (&data.dictionary, z);
+    let truth = Truth {
+        x: &test.activations,
+        dictionary: &data.dictionary,
+        codes: &test.codes,
+        par,
+    };
     let k = match cfg.synth.support {
         Support::Exact { k } => k,
         Support::Bernoulli { p } => ((p * cfg.synth.latents as f64).round() as usize).max(1),
     };
-    let mut rows = Vec::new();
-    let mut topk_sae = None;
-    for (name, arch) in [
-        (
-            "TopK SAE",
-            ArchConfig::TopK {
-                k,
-                aux_k: cfg.synth.dims / 2,
-                aux_coef: 1.0 / 32.0,
-            },
-        ),
-        (
-            "ReLU-L1 SAE",
-            ArchConfig::Relu {
-                l1: cfg.l1,
-                l1_warmup_steps: cfg.steps / 20,
-            },
-        ),
-    ] {
-        stage(&format!("training {name}"));
-        let mut tc = TrainConfig::new(
-            arch,
-            cfg.synth.latents,
-            cfg.steps,
-            cfg.batch_size,
-            1e-3,
-            cfg.synth.seed,
-        );
-        tc.threads = cfg.threads;
-        tc.lr_decay_steps = cfg.steps / 5;
-        tc.dead_window = 100_000;
-        let t0 = Instant::now();
-        let x_train = &data.train.activations;
-        let out = train(
-            &tc.check_for(x_train)?,
-            x_train,
-            None,
-            None,
-            &mut NoObserver,
-        )?;
-        let sae = out.state.sae;
-        let codes = sae.encode_dense(x, par);
-        let x_hat = sae.decode(&codes, par);
-        rows.push(row(
-            name,
-            "learned",
-            truth,
-            x,
-            &sae.w_dec,
-            &codes,
-            &x_hat,
-            t0.elapsed().as_secs_f64(),
-            par,
-        )?);
-        if topk_sae.is_none() {
-            topk_sae = Some(sae);
-        }
-    }
-    let sae = topk_sae.expect("the TopK SAE was trained first");
+    let train_x = &data.train.activations;
+    stage("training TopK SAE");
+    let topk = ArchConfig::TopK {
+        k,
+        aux_k: cfg.synth.dims / 2,
+        aux_coef: 1.0 / 32.0,
+    };
+    let (sae, topk_row) = sae_row(cfg, ("TopK SAE", topk), train_x, &truth)?;
+    stage("training ReLU-L1 SAE");
+    let relu = ArchConfig::Relu {
+        l1: cfg.l1,
+        l1_warmup_steps: cfg.steps / 20,
+    };
+    let (_, relu_row) = sae_row(cfg, ("ReLU-L1 SAE", relu), train_x, &truth)?;
     let fp = FistaParams {
         lambda: cfg.lambda,
         nonneg: true,
@@ -190,57 +215,17 @@ pub fn run(cfg: &DemoConfig, stage: &mut dyn FnMut(&str)) -> Result<DemoReport> 
     };
     stage("inference-time optimisation on the TopK SAE");
     let t0 = Instant::now();
-    let refined = ito(&sae, x, &fp, par)?;
+    let refined = ito(&sae, truth.x, &fp, par)?;
     let x_hat = synthesize(&refined.codes, &sae.w_dec, Some(&sae.b_dec), par);
-    rows.push(row(
-        "SAE + ITO (FISTA)",
-        "TopK SAE decoder",
-        truth,
-        x,
-        &sae.w_dec,
-        &refined.codes,
+    let ito_row = truth.row(
+        ("SAE + ITO (FISTA)", "TopK SAE decoder"),
+        (&sae.w_dec, &refined.codes),
         &x_hat,
         t0.elapsed().as_secs_f64(),
-        par,
-    )?);
-    stage("FISTA with the true dictionary");
-    let t0 = Instant::now();
-    let f = fista(x, &data.dictionary, None, &fp, par)?;
-    let x_hat = synthesize(&f.codes, &data.dictionary, None, par);
-    rows.push(row(
-        "FISTA (oracle)",
-        "true",
-        truth,
-        x,
-        &data.dictionary,
-        &f.codes,
-        &x_hat,
-        t0.elapsed().as_secs_f64(),
-        par,
-    )?);
-    stage("OMP with the true dictionary");
-    let t0 = Instant::now();
-    let o = omp(
-        x,
-        &data.dictionary,
-        &OmpParams {
-            k: Some(k),
-            tol: None,
-        },
-        par,
     )?;
-    let x_hat = synthesize(&o, &data.dictionary, None, par);
-    rows.push(row(
-        "OMP (oracle)",
-        "true",
-        truth,
-        x,
-        &data.dictionary,
-        &o,
-        &x_hat,
-        t0.elapsed().as_secs_f64(),
-        par,
-    )?);
+    stage("FISTA and OMP with the true dictionary");
+    let mut rows = vec![topk_row, relu_row, ito_row];
+    rows.extend(oracle_rows(&fp, k, &truth)?);
     Ok(DemoReport {
         config: cfg.clone(),
         rows,
