@@ -6,7 +6,7 @@ use super::methods::{run_methods, Method, MethodSettings, Score};
 use super::plot::{LinePlot, Series};
 use super::{fmt_mean_sd, mean_sd, require_grid, Report, Table};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
 use sparsecode::{Error, Parallelism, Result};
 
@@ -135,6 +135,127 @@ fn published(known: bool, m: Method) -> (&'static str, &'static str) {
     }
 }
 
+/// Scores of every method on every seed, `[method][seed]`, with the dictionary known or not.
+fn measure(
+    p: &AmortisationParams,
+    known: bool,
+    settings: &MethodSettings,
+    par: Parallelism,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<Vec<Score>>> {
+    let mut scores: Vec<Vec<Score>> = vec![Vec::new(); p.methods.len()];
+    for s in 0..p.seeds {
+        let seed = p.seed + s as u64;
+        let data = dataset(p.latents, p.dims, p.k, p.samples, seed)?;
+        let results = run_methods(&data, known, &p.methods, settings, seed, par)?;
+        for (i, (_, sc)) in results.into_iter().enumerate() {
+            scores[i].push(sc);
+        }
+        tick();
+    }
+    Ok(scores)
+}
+
+/// One setting's table (mean ± sd against the published values), its methods as JSON, and each
+/// method's mean code MCC.
+fn setting_table(
+    p: &AmortisationParams,
+    known: bool,
+    scores: &[Vec<Score>],
+) -> (Table, Vec<Value>, Vec<(Method, f64)>) {
+    let id = if known {
+        "E2, dictionary known"
+    } else {
+        "E4, dictionary unknown"
+    };
+    let title = format!(
+        "{id}: N={}, M={}, K={}, {} seeds (test split)",
+        p.latents, p.dims, p.k, p.seeds
+    );
+    let header = [
+        "method",
+        "code MCC",
+        "published",
+        "dict MCC",
+        "published",
+        "inference FLOPs/sample",
+        "seconds",
+    ];
+    let mut table = Table::new(title, &header);
+    let mut per_method = Vec::new();
+    let mut means = Vec::new();
+    for (i, &m) in p.methods.iter().enumerate() {
+        let col = |f: fn(&Score) -> f64| scores[i].iter().map(f).collect::<Vec<f64>>();
+        let (pc, pd) = published(known, m);
+        let label = match (known, m) {
+            (true, Method::SparseCoding) => "sparse coding (true D)".to_string(),
+            (false, Method::SparseCoding) => "dictionary learning".to_string(),
+            _ => m.label(),
+        };
+        let dict = if known {
+            "1 (given)".into()
+        } else {
+            fmt_mean_sd(&col(|s| s.dict_mcc))
+        };
+        table.push(vec![
+            label.clone(),
+            fmt_mean_sd(&col(|s| s.code_mcc)),
+            pc.into(),
+            dict,
+            pd.into(),
+            format!("{:.0}", mean_sd(&col(|s| s.flops)).0),
+            format!("{:.1}", mean_sd(&col(|s| s.seconds)).0),
+        ]);
+        means.push((m, mean_sd(&col(|s| s.code_mcc)).0));
+        per_method.push(json!({"method": m, "label": label, "scores": scores[i]}));
+    }
+    (table, per_method, means)
+}
+
+/// Every seed's code MCC at its method's x (known D a little left, unknown D a little right).
+fn seed_series(known: bool, scores: &[Vec<Score>]) -> Series {
+    let shift = if known { -0.1 } else { 0.1 };
+    let points = scores
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.iter().map(move |s| (i as f64 + shift, s.code_mcc)))
+        .collect();
+    let which = if known { "known D" } else { "unknown D" };
+    Series::scatter(format!("code MCC, {which}"), points)
+}
+
+fn seeds_plot(p: &AmortisationParams, series: Vec<Series>) -> (String, String) {
+    let labels: Vec<String> = (p.methods.iter().enumerate())
+        .map(|(i, m)| format!("{i} = {}", m.label()))
+        .collect();
+    let plot = LinePlot {
+        title: "Code MCC per seed (left: known D, right: unknown D)".into(),
+        x_label: format!("method: {}", labels.join(", ")),
+        y_label: "code MCC (test)".into(),
+        series,
+        x_range: Some((-0.5, p.methods.len() as f64 - 0.5)),
+        y_range: Some((0.0, 1.0)),
+        ..LinePlot::default()
+    };
+    ("amortisation.svg".into(), plot.to_svg())
+}
+
+/// The setup, and the gap between ITO and the SAE when both were run with the dictionary known.
+fn notes(known_means: &[(Method, f64)]) -> Vec<String> {
+    let mut notes = vec![
+        "SAE: bias-free linear encoder + ReLU, loss MSE + 0.01 mean|z|, full-batch Adam lr 1e-3 (the paper's). ITO: non-negative FISTA (lambda 0.001) started from the SAE's codes with the SAE's decoder. Dictionary learning: sparsecode's alternating minimisation (alpha 0.05, block-coordinate atom updates, 10 debiasing alternations, up to 4 atom swaps), codes by non-negative FISTA at 0.001 (scikit-learn DictionaryLearning with REFERENCE E4b's settings: .986 code / .999 dict MCC at this size). MLPs: Linear-ReLU-Linear-ReLU without biases, same loss and optimiser as the SAE.".into(),
+        "FLOPs count one multiply-add as two; FISTA and ITO are charged 2 products per iteration at the largest iteration count (an upper bound: the working-set solver touches fewer atoms).".into(),
+    ];
+    let get = |m: Method| known_means.iter().find(|r| r.0 == m).map(|r| r.1);
+    if let (Some(sae), Some(ito)) = (get(Method::Sae), get(Method::SaeIto)) {
+        notes.push(format!(
+            "Amortisation gap with the dictionary known: ITO {ito:.3} vs SAE {sae:.3} code MCC ({:+.3}).",
+            ito - sae
+        ));
+    }
+    notes
+}
+
 /// Runs the experiment; `progress` is told the fraction done.
 pub fn run(
     p: &AmortisationParams,
@@ -144,104 +265,32 @@ pub fn run(
     p.validate()?;
     let mut tables = Vec::new();
     let mut json_settings = Vec::new();
-    let mut plot_series = Vec::new();
+    let mut series = Vec::new();
+    let mut known_means = Vec::new();
     let total = 2 * p.seeds;
     let mut done = 0;
-    let mut means = Vec::new();
+    let mut tick = || {
+        done += 1;
+        progress(done as f64 / total as f64);
+    };
     for known in [true, false] {
+        let sae_steps = if known {
+            p.steps_known
+        } else {
+            p.steps_unknown
+        };
         let settings = MethodSettings {
-            sae_steps: if known {
-                p.steps_known
-            } else {
-                p.steps_unknown
-            },
+            sae_steps,
             ..MethodSettings::default()
         };
-        // scores[method][seed]
-        let mut scores: Vec<Vec<Score>> = vec![Vec::new(); p.methods.len()];
-        for s in 0..p.seeds {
-            let seed = p.seed + s as u64;
-            let data = dataset(p.latents, p.dims, p.k, p.samples, seed)?;
-            for (i, (_, sc)) in run_methods(&data, known, &p.methods, &settings, seed, par)?
-                .into_iter()
-                .enumerate()
-            {
-                scores[i].push(sc);
-            }
-            done += 1;
-            progress(done as f64 / total as f64);
+        let scores = measure(p, known, &settings, par, &mut tick)?;
+        let (table, per_method, means) = setting_table(p, known, &scores);
+        if known {
+            known_means = means;
         }
-        let id = if known {
-            "E2, dictionary known"
-        } else {
-            "E4, dictionary unknown"
-        };
-        let mut t = Table::new(
-            format!(
-                "{id}: N={}, M={}, K={}, {} seeds (test split)",
-                p.latents, p.dims, p.k, p.seeds
-            ),
-            &[
-                "method",
-                "code MCC",
-                "published",
-                "dict MCC",
-                "published",
-                "inference FLOPs/sample",
-                "seconds",
-            ],
-        );
-        let mut per_method = Vec::new();
-        for (i, &m) in p.methods.iter().enumerate() {
-            let col = |f: fn(&Score) -> f64| scores[i].iter().map(f).collect::<Vec<f64>>();
-            let (pc, pd) = published(known, m);
-            let label = match (known, m) {
-                (true, Method::SparseCoding) => "sparse coding (true D)".to_string(),
-                (false, Method::SparseCoding) => "dictionary learning".to_string(),
-                _ => m.label(),
-            };
-            t.push(vec![
-                label.clone(),
-                fmt_mean_sd(&col(|s| s.code_mcc)),
-                pc.into(),
-                if known {
-                    "1 (given)".into()
-                } else {
-                    fmt_mean_sd(&col(|s| s.dict_mcc))
-                },
-                pd.into(),
-                format!("{:.0}", mean_sd(&col(|s| s.flops)).0),
-                format!("{:.1}", mean_sd(&col(|s| s.seconds)).0),
-            ]);
-            means.push((known, m, mean_sd(&col(|s| s.code_mcc)).0));
-            per_method.push(json!({"method": m, "label": label, "scores": scores[i]}));
-        }
-        plot_series.push(Series::scatter(
-            format!("code MCC, {}", if known { "known D" } else { "unknown D" }),
-            p.methods
-                .iter()
-                .enumerate()
-                .flat_map(|(i, _)| {
-                    scores[i]
-                        .iter()
-                        .map(move |s| (i as f64 + if known { -0.1 } else { 0.1 }, s.code_mcc))
-                })
-                .collect(),
-        ));
-        tables.push(t);
-        json_settings
-            .push(json!({"known": known, "steps": settings.sae_steps, "methods": per_method}));
-    }
-    let get = |known: bool, m: Method| means.iter().find(|r| r.0 == known && r.1 == m).map(|r| r.2);
-    let mut notes = vec![
-        "SAE: bias-free linear encoder + ReLU, loss MSE + 0.01 mean|z|, full-batch Adam lr 1e-3 (the paper's). ITO: non-negative FISTA (lambda 0.001) started from the SAE's codes with the SAE's decoder. Dictionary learning: sparsecode's alternating minimisation (alpha 0.05, block-coordinate atom updates, 10 debiasing alternations, up to 4 atom swaps), codes by non-negative FISTA at 0.001 (scikit-learn DictionaryLearning with REFERENCE E4b's settings: .986 code / .999 dict MCC at this size). MLPs: Linear-ReLU-Linear-ReLU without biases, same loss and optimiser as the SAE.".into(),
-        "FLOPs count one multiply-add as two; FISTA and ITO are charged 2 products per iteration at the largest iteration count (an upper bound: the working-set solver touches fewer atoms).".into(),
-    ];
-    if let (Some(sae), Some(ito)) = (get(true, Method::Sae), get(true, Method::SaeIto)) {
-        notes.push(format!(
-            "Amortisation gap with the dictionary known: ITO {ito:.3} vs SAE {sae:.3} code MCC ({:+.3}).",
-            ito - sae
-        ));
+        series.push(seed_series(known, &scores));
+        tables.push(table);
+        json_settings.push(json!({"known": known, "steps": sae_steps, "methods": per_method}));
     }
     let labels: Vec<String> = p.methods.iter().map(|m| m.label()).collect();
     Ok(Report {
@@ -251,23 +300,8 @@ pub fn run(
             p.seeds, p.latents, p.dims, p.k, p.samples, labels.join(", ")
         ),
         tables,
-        notes,
+        notes: notes(&known_means),
         json: json!({"params": p, "settings": json_settings}),
-        plots: vec![(
-            "amortisation.svg".into(),
-            LinePlot {
-                title: "Code MCC per seed (left: known D, right: unknown D)".into(),
-                x_label: format!(
-                    "method: {}",
-                    labels.iter().enumerate().map(|(i, l)| format!("{i} = {l}")).collect::<Vec<_>>().join(", ")
-                ),
-                y_label: "code MCC (test)".into(),
-                series: plot_series,
-                x_range: Some((-0.5, p.methods.len() as f64 - 0.5)),
-                y_range: Some((0.0, 1.0)),
-                ..LinePlot::default()
-            }
-            .to_svg(),
-        )],
+        plots: vec![seeds_plot(p, series)],
     })
 }
