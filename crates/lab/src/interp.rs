@@ -335,6 +335,42 @@ pub fn score(
     })
 }
 
+/// `n` random unit directions in `d` dimensions (rows of an `[n, d]` matrix): the baseline
+/// family that any feature family must beat.
+pub fn random_directions(n: usize, d: usize, seed: u64) -> Result<Matrix> {
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let len = n.checked_mul(d).ok_or_else(|| {
+        Error::param(
+            "features",
+            format!("{n} directions of {d} dimensions overflow"),
+        )
+    })?;
+    let mut dirs: Vec<f32> = (0..len).map(|_| StandardNormal.sample(&mut rng)).collect();
+    sparsecode::linalg::normalize_rows(&mut dirs, d);
+    Matrix::from_vec(n, d, dirs)
+}
+
+/// The scores of every family as a Markdown document (`results.md`).
+pub fn results_markdown(results: &[(&str, FamilyScore)]) -> String {
+    let mut md = String::from(
+        "# Word intrusion (MiniLM embeddings; chance = 1/6)\n\n| features | scored | intruder found (95% CI) | median DistRatio (95% CI) |\n|---|---|---|---|\n",
+    );
+    for (name, s) in results {
+        md.push_str(&format!(
+            "| {name} | {} | {:.3} [{:.3}, {:.3}] | {:.3} [{:.3}, {:.3}] |\n",
+            s.n,
+            s.accuracy,
+            s.accuracy_ci.0,
+            s.accuracy_ci.1,
+            s.dist_ratio,
+            s.dist_ratio_ci.0,
+            s.dist_ratio_ci.1
+        ));
+    }
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
