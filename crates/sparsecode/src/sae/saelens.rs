@@ -7,6 +7,7 @@
 //! `W_hidden [d_in, d_hidden]`, `b_hidden [d_hidden]`, `W_enc [d_hidden, d_sae]`.
 
 use crate::io::tensors::{read_tensors, take, write_tensors};
+use crate::io::Fields;
 use crate::sae::{Activation, Encoder, HiddenLayer, Sae};
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
@@ -78,18 +79,6 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     crate::io::write_json_atomic(&dir.join(CFG_FILE), &cfg)
 }
 
-fn usize_field(cfg: &Value, path: &Path, key: &str) -> Result<usize> {
-    cfg.get(key)
-        .and_then(Value::as_u64)
-        .map(|v| v as usize)
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                format!("field '{key}' is missing or not a non-negative integer"),
-            )
-        })
-}
-
 /// Reads an SAELens folder.
 pub fn load(dir: &Path) -> Result<Sae> {
     if !dir.is_dir() {
@@ -100,31 +89,16 @@ pub fn load(dir: &Path) -> Result<Sae> {
     }
     let cfg_path = dir.join(CFG_FILE);
     let cfg: Value = crate::io::read_json(&cfg_path)?;
-    let d_in = usize_field(&cfg, &cfg_path, "d_in")?;
-    let d_sae = usize_field(&cfg, &cfg_path, "d_sae")?;
-    let arch = cfg
-        .get("architecture")
-        .and_then(Value::as_str)
-        .or_else(|| cfg.get("activation_fn_str").and_then(Value::as_str))
-        .unwrap_or("standard");
-    let k_of = || {
-        cfg.get("k")
-            .and_then(Value::as_u64)
-            .or_else(|| {
-                cfg.pointer("/activation_fn_kwargs/k")
-                    .and_then(Value::as_u64)
-            })
-            .map(|k| k as usize)
-            .ok_or_else(|| {
-                Error::format(
-                    &cfg_path,
-                    "topk architecture without 'k' (nor 'activation_fn_kwargs.k')",
-                )
-            })
+    let f = Fields::new(&cfg, &cfg_path);
+    let d_in = f.required_usize("d_in")?;
+    let d_sae = f.required_usize("d_sae")?;
+    let arch = match f.str("architecture")? {
+        Some(a) => a,
+        None => f.str("activation_fn_str")?.unwrap_or("standard"),
     };
     let activation = match arch {
         "standard" | "relu" | "mlp" => Activation::Relu,
-        "topk" => Activation::TopK { k: k_of()? },
+        "topk" => Activation::TopK { k: topk_k(&f)? },
         "jumprelu" => Activation::JumpRelu,
         "gated" => Activation::Gated,
         other => {
@@ -135,11 +109,11 @@ pub fn load(dir: &Path) -> Result<Sae> {
         }
     };
     let width = if arch == "mlp" {
-        Some(usize_field(&cfg, &cfg_path, "d_hidden")?)
+        Some(f.required_usize("d_hidden")?)
     } else {
         None
     };
-    let input_scale = match cfg.get("normalize_activations").and_then(Value::as_str) {
+    let input_scale = match f.str("normalize_activations")? {
         None | Some("none") => 1.0,
         Some("expected_average_only_in") => scaler_factor(dir)?,
         Some(other) => {
@@ -149,10 +123,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
             ))
         }
     };
-    let apply = cfg
-        .get("apply_b_dec_to_input")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let apply = f.bool("apply_b_dec_to_input")?.unwrap_or(true);
     let wpath = dir.join(WEIGHTS_FILE);
     let mut t = read_tensors(&wpath)?;
     let e = width.unwrap_or(d_in);
@@ -195,6 +166,20 @@ pub fn load(dir: &Path) -> Result<Sae> {
     Ok(sae)
 }
 
+/// A TopK folder's k: `k`, or (older SAELens) `activation_fn_kwargs.k`; present and wrong in
+/// either place is an error, not a reason to look in the other.
+fn topk_k(f: &Fields) -> Result<usize> {
+    match f.positive_usize("k")? {
+        Some(k) => Ok(k),
+        None => f.positive_usize("/activation_fn_kwargs/k")?.ok_or_else(|| {
+            Error::format(
+                f.path(),
+                "topk architecture without 'k' (nor 'activation_fn_kwargs.k')",
+            )
+        }),
+    }
+}
+
 /// The input scale of a folder trained with `expected_average_only_in` and saved before the
 /// scale was folded in (an SAELens checkpoint): `activation_scaler.json`'s `scaling_factor`.
 fn scaler_factor(dir: &Path) -> Result<f32> {
@@ -206,8 +191,8 @@ fn scaler_factor(dir: &Path) -> Result<f32> {
         ));
     }
     let v: Value = crate::io::read_json(&path)?;
-    match v.get("scaling_factor").and_then(Value::as_f64) {
-        Some(s) if s.is_finite() && s > 0.0 => Ok(s as f32),
+    match Fields::new(&v, &path).f64("scaling_factor")? {
+        Some(s) if s > 0.0 => Ok(s as f32),
         _ => Err(Error::format(
             &path,
             "'scaling_factor' is missing or not a positive number",

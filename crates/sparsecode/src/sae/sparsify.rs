@@ -7,6 +7,7 @@
 
 use super::{Encoder, Sae};
 use crate::io::tensors::{read_tensors, take, write_tensors};
+use crate::io::Fields;
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -60,20 +61,10 @@ pub fn save(dir: &Path, sae: &Sae) -> Result<()> {
 pub fn load(dir: &Path) -> Result<Sae> {
     let cfg_path = dir.join(CFG_FILE);
     let cfg: Value = crate::io::read_json(&cfg_path)?;
-    let field = |key: &str| {
-        cfg.get(key).and_then(Value::as_u64).ok_or_else(|| {
-            Error::format(
-                &cfg_path,
-                format!("field '{key}' is missing or not a non-negative integer"),
-            )
-        })
-    };
-    let d_in = field("d_in")? as usize;
-    let k = field("k")? as usize;
-    let activation = cfg
-        .get("activation")
-        .and_then(Value::as_str)
-        .unwrap_or("topk");
+    let f = Fields::new(&cfg, &cfg_path);
+    let d_in = f.required_usize("d_in")?;
+    let k = f.required_usize("k")?;
+    let activation = f.str("activation")?.unwrap_or("topk");
     if activation != "topk" {
         return Err(Error::format(
             &cfg_path,
@@ -81,7 +72,7 @@ pub fn load(dir: &Path) -> Result<Sae> {
         ));
     }
     for key in ["transcode", "skip_connection"] {
-        if cfg.get(key).and_then(Value::as_bool) == Some(true) {
+        if f.bool(key)? == Some(true) {
             return Err(Error::format(
                 &cfg_path,
                 format!("'{key}': true is not supported (an autoencoder without skip connection is expected)"),
