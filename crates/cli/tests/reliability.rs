@@ -143,3 +143,72 @@ fn a_shape_whose_byte_count_wraps_is_refused_not_a_panic() {
     ]);
     assert!(e.contains("wrap.npy") && e.contains("overflow"), "{e}");
 }
+
+/// A two-shard store made by `store create`; returns its folder.
+fn two_shard_store(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("x.npy");
+    let x = sparsecode::Matrix::from_fn(64, 4, |i, j| (i * 4 + j) as f32 * 0.01);
+    sparsecode::io::write_matrix(&data, &x).unwrap();
+    let store = dir.join("store");
+    ok(&[
+        "store",
+        "create",
+        "--from",
+        &s(&data),
+        "--out",
+        &s(&store),
+        "--shard-rows",
+        "32",
+    ]);
+    store
+}
+
+/// Edits the store's manifest, then checks that `store verify` and `train --store` refuse it
+/// naming the manifest and `expect`.
+fn refused_manifest(edit: impl Fn(&mut Value), expect: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let store = two_shard_store(t.path());
+    let mpath = store.join("manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
+    let e = fails(&["store", "verify", &s(&store)]);
+    assert!(e.contains("manifest.json") && e.contains(expect), "{e}");
+    let e = fails(&[
+        "train",
+        "--store",
+        &s(&store),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "8",
+        "--steps",
+        "5",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("manifest.json") && e.contains(expect), "{e}");
+}
+
+#[test]
+fn a_manifest_cannot_point_outside_its_store() {
+    let outside = std::env::temp_dir().join("elsewhere.npy");
+    refused_manifest(
+        |m| m["shards"][0]["file"] = json!(outside.to_str().unwrap()),
+        "expected the plain name of a file inside the store",
+    );
+    refused_manifest(
+        |m| m["shards"][1]["file"] = json!("../store/shard-00000.npy"),
+        "expected the plain name of a file inside the store",
+    );
+}
+
+#[test]
+fn a_manifest_cannot_list_a_shard_twice() {
+    refused_manifest(
+        |m| m["shards"][1] = m["shards"][0].clone(),
+        "lists 'shard-00000.npy' twice",
+    );
+}

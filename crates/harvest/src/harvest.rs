@@ -302,6 +302,12 @@ fn start_or_resume(dest: &Path, identity: &serde_json::Value) -> Result<Progress
                 reason: "lists different numbers of activation and token shards".into(),
             });
         }
+        let names = p
+            .shards
+            .iter()
+            .chain(&p.token_shards)
+            .map(|s| s.file.as_str());
+        store::check_file_names(&ppath, "shards", names)?;
         // Every listed shard must be there, whole; anything else (a shard written but not yet
         // listed when the run stopped, temporary files) is dropped and recomputed.
         for s in p.shards.iter().chain(&p.token_shards) {

@@ -329,6 +329,44 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Files a manifest lists must be plain names of files inside the store (no folder part, no
+/// `..`, not absolute) and each listed once: a manifest cannot make a reader open files
+/// elsewhere, or read one shard twice and drop another.
+pub fn check_file_names<'a>(
+    manifest: &Path,
+    field: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name);
+        if !plain || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(Error::format(
+                manifest,
+                format!(
+                    "`{field}` lists '{name}': expected the plain name of a file inside the store"
+                ),
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(Error::format(
+                manifest,
+                format!("`{field}` lists '{name}' twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a `[rows, d_in]` shard of `dtype` after its header, if that fits in memory sizes.
+fn shard_bytes(rows: u64, d_in: usize, dtype: StoreDType, offset: usize) -> Option<usize> {
+    usize::try_from(rows)
+        .ok()?
+        .checked_mul(d_in)?
+        .checked_mul(dtype.size())?
+        .checked_add(offset)
+}
+
 impl Store {
     /// Opens the store in `dir`, mapping every shard and checking its header and exact size.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -349,7 +387,14 @@ impl Store {
                 ),
             ));
         }
-        let listed: u64 = manifest.shards.iter().map(|s| s.rows).sum();
+        check_file_names(
+            &mpath,
+            "shards",
+            manifest.shards.iter().map(|s| s.file.as_str()),
+        )?;
+        let listed = (manifest.shards.iter())
+            .try_fold(0u64, |a, s| a.checked_add(s.rows))
+            .ok_or_else(|| Error::format(&mpath, "the shards' row counts overflow"))?;
         if listed != manifest.rows {
             return Err(Error::format(
                 &mpath,
@@ -378,7 +423,8 @@ impl Store {
                     ),
                 ));
             }
-            let need = offset + info.rows as usize * manifest.d_in * manifest.dtype.size();
+            let need = shard_bytes(info.rows, manifest.d_in, manifest.dtype, offset)
+                .ok_or_else(|| Error::format(&path, "the shard's size overflows"))?;
             if map.len() != need {
                 return Err(Error::format(
                     &path,

@@ -97,12 +97,12 @@ fn token_shards(store: &Store) -> Result<Option<Vec<ShardInfo>>> {
     if v.is_null() {
         return Ok(None);
     }
-    serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-        Error::format(
-            store.dir().join(super::store::MANIFEST),
-            format!("`metadata.token_shards`: {e}"),
-        )
-    })
+    let mpath = store.dir().join(super::store::MANIFEST);
+    let shards: Vec<ShardInfo> = serde_json::from_value(v.clone())
+        .map_err(|e| Error::format(&mpath, format!("`metadata.token_shards`: {e}")))?;
+    let names = shards.iter().map(|s| s.file.as_str());
+    super::store::check_file_names(&mpath, "metadata.token_shards", names)?;
+    Ok(Some(shards))
 }
 
 /// Every row's provenance, the vocabulary and document names of a harvested store.
@@ -155,7 +155,10 @@ impl TokenTable {
             }
             rows.extend(read_token_shard(&dir.join(&t.file), t.rows)?);
         }
-        let vocab_file = meta["vocab_file"].as_str().unwrap_or("vocab.json");
+        let vocab_file = crate::io::Fields::new(meta, &mpath)
+            .str("vocab_file")?
+            .unwrap_or("vocab.json");
+        super::store::check_file_names(&mpath, "metadata.vocab_file", [vocab_file])?;
         let vocab: Vec<String> = read_json(&dir.join(vocab_file))?;
         let documents: Vec<String> = serde_json::from_value(meta["documents"].clone())
             .map_err(|_| Error::format(&mpath, "no `metadata.documents` list"))?;
