@@ -212,3 +212,261 @@ fn a_manifest_cannot_list_a_shard_twice() {
         "lists 'shard-00000.npy' twice",
     );
 }
+
+/// Planted data big enough that a long training run is still running when the test acts.
+fn planted(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("planted");
+    ok(&[
+        "synth",
+        "--latents",
+        "64",
+        "--dims",
+        "16",
+        "--active",
+        "3",
+        "--samples",
+        "4096",
+        "--seed",
+        "0",
+        "--out",
+        &s(&out),
+    ]);
+    out.join("activations.npy")
+}
+
+/// Starts `train` in the background and waits until it holds the lock of `run`.
+fn training_in_background(data: &Path, run: &Path, extra: &[&str]) -> std::process::Child {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "64",
+        "--batch",
+        "64",
+        "--checkpoint-every",
+        "50",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let child = common::bin()
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = run.with_file_name(".run.lock");
+    let start = std::time::Instant::now();
+    while !(lock.exists()
+        && run
+            .with_file_name("run.partial")
+            .join("train_config.json")
+            .exists())
+    {
+        assert!(start.elapsed().as_secs() < 60, "training never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_second_train_on_a_running_run_is_refused_naming_the_first() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let run = t.path().join("run");
+    let mut first = training_in_background(&data, &run, &["--steps", "1000000"]);
+    let pid = first.id();
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "64",
+        "--steps",
+        "10",
+        "--force",
+        "--out",
+        &s(&run),
+    ]);
+    assert!(
+        e.contains("in use by process") && e.contains(&pid.to_string()),
+        "{e}"
+    );
+    let e = fails(&["train", "--resume", &s(&run)]);
+    assert!(e.contains("in use by process"), "{e}");
+    // Killed, the run's lock goes with it and the run resumes.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut resumed = common::bin()
+        .args(["train", "--resume", &s(&run)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        resumed.try_wait().unwrap().is_none(),
+        "the resumed run is training"
+    );
+    resumed.kill().unwrap();
+    resumed.wait().unwrap();
+}
+
+#[test]
+fn a_killed_run_s_temporary_files_are_removed_by_the_next_writer() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let data = dir.join("x.npy");
+    sparsecode::io::write_matrix(
+        &data,
+        &sparsecode::Matrix::from_fn(8, 4, |i, j| (i + j) as f32),
+    )
+    .unwrap();
+    // What a killed `store create` and a killed `encode` leave (their process ids are long gone).
+    std::fs::create_dir(dir.join(".store.partial-4000001")).unwrap();
+    std::fs::write(
+        dir.join(".store.partial-4000001/shard-00000.npy"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    std::fs::write(dir.join(".codes.npy.tmp-4000002"), vec![0u8; 4096]).unwrap();
+    ok(&[
+        "store",
+        "create",
+        "--from",
+        &s(&data),
+        "--out",
+        &s(&dir.join("store")),
+    ]);
+    assert!(!dir.join(".store.partial-4000001").exists());
+    let (folder, _) = saelens_folder(&dir.join("m"));
+    ok(&[
+        "encode",
+        "--sae",
+        &s(&folder),
+        "--data",
+        &s(&dir.join("m/x.npy")),
+        "--out",
+        &s(&dir.join("codes.npy")),
+    ]);
+    assert!(!dir.join(".codes.npy.tmp-4000002").exists());
+    let hidden: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left behind: {hidden:?}");
+}
+
+#[test]
+fn a_folder_given_as_data_is_named_as_a_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(t.path()),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "8",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("is a folder, expected a .npy file"), "{e}");
+    assert!(!e.contains("os error 19"), "{e}");
+}
+
+#[test]
+fn values_whose_squares_overflow_are_named_as_such_not_as_a_learning_rate() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("huge.npy");
+    let x = sparsecode::Matrix::from_fn(256, 8, |i, j| ((i * 8 + j) % 7) as f32 * 1e20);
+    sparsecode::io::write_matrix(&data, &x).unwrap();
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "16",
+        "--steps",
+        "20",
+        "--normalize",
+        "none",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("overflow") && e.contains("normalise"), "{e}");
+    assert!(!e.contains("lower the learning rate"), "{e}");
+}
+
+#[test]
+fn resuming_a_finished_run_says_so_and_names_the_run() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let run = t.path().join("run");
+    ok(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "32",
+        "--steps",
+        "20",
+        "--out",
+        &s(&run),
+    ]);
+    let e = fails(&["train", "--resume", &s(&run)]);
+    assert!(
+        e.contains("the run already finished") && !e.contains(".partial"),
+        "{e}"
+    );
+}
+
+#[test]
+fn harvest_into_an_existing_file_fails_before_any_work() {
+    let (Some(gguf), Some(moby)) = (
+        common::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        common::asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("taken.txt");
+    std::fs::write(&out, "mine").unwrap();
+    let start = std::time::Instant::now();
+    let e = fails(&[
+        "harvest",
+        "--model",
+        &s(&gguf),
+        "--corpus",
+        &s(&moby),
+        "--layer",
+        "1",
+        "--max-tokens",
+        "100000",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(e.contains("taken.txt") && e.contains("not a folder"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    // Loading the model is all it did: a 100k-token harvest takes minutes.
+    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
+}

@@ -144,6 +144,14 @@ fn harvest_on_pool(
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Summary> {
     cfg.validate(src.model)?;
+    // One harvest per output, held to the end; checked before any work.
+    let _lock = sparsecode::io::OutputLock::acquire(dest)?;
+    if dest.exists() && !dest.is_dir() {
+        return Err(Error::Resume {
+            path: dest.to_path_buf(),
+            reason: "exists and is not a folder; choose another output".into(),
+        });
+    }
     if dest.join(MANIFEST).exists() {
         return Err(Error::Resume {
             path: dest.to_path_buf(),

@@ -100,6 +100,12 @@ impl Llama {
         if !path.exists() {
             return Err(Error::model(path, "no such file"));
         }
+        if !path.is_file() {
+            return Err(Error::model(
+                path,
+                "is not a file, expected a GGUF model file",
+            ));
+        }
         let device = Device::Cpu;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut reader = BufReader::new(file);

@@ -70,6 +70,14 @@ pub enum Error {
         /// The existing output.
         path: PathBuf,
     },
+    /// An output that another live process is writing (its lock is held).
+    #[error("{path}: in use by {holder}; wait for it to finish, or write elsewhere")]
+    Locked {
+        /// The output.
+        path: PathBuf,
+        /// Who holds the lock, as its lock file says.
+        holder: String,
+    },
 }
 
 impl Error {

@@ -69,6 +69,14 @@ fn coder(a: &Args, basis: Basis<'_>) -> Result<Coder> {
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
+    // One writer of the codes file, held to the end; also removes a killed run's temp files.
+    let _lock = sparsecode::io::OutputLock::acquire(&a.out)?;
+    if a.out.is_dir() {
+        anyhow::bail!(
+            "{}: is a folder; --out names the codes .npy file",
+            a.out.display()
+        );
+    }
     if a.out.exists() && !a.force {
         return Err(sparsecode::Error::OutputExists {
             path: a.out.clone(),

@@ -407,10 +407,7 @@ impl Store {
         let mut shards = Vec::with_capacity(manifest.shards.len());
         for info in &manifest.shards {
             let path = dir.join(&info.file);
-            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: read-only map of a file the store owns; shards are never modified in place
-            // (they are written under a temporary name and renamed).
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let map = crate::io::map_file(&path, "a .npy shard")?;
             let (descr, shape, offset) = parse_header_any(&path, &map)?;
             if descr != manifest.dtype.descr() || shape != [info.rows as usize, manifest.d_in] {
                 return Err(Error::format(
@@ -617,9 +614,7 @@ enum Input {
 }
 
 fn open_input(path: &Path, tensor: Option<&str>) -> Result<(Input, usize, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: read-only map of an input file for the duration of the import.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let map = crate::io::map_file(path, "a .npy or safetensors file")?;
     if map.starts_with(b"\x93NUMPY") {
         drop(map);
         let n = crate::io::npy::NpyMap::open(path)?;

@@ -48,6 +48,8 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// Dropped without commit, the temporary folder is removed and the destination is untouched.
 #[derive(Debug)]
 pub struct OutputDir {
+    /// Held until the folder is committed or abandoned.
+    _lock: super::OutputLock,
     tmp: PathBuf,
     dest: PathBuf,
     force: bool,
@@ -55,8 +57,11 @@ pub struct OutputDir {
 }
 
 impl OutputDir {
-    /// Starts a new output folder for `dest`. Fails when `dest` exists and `force` is false.
+    /// Starts a new output folder for `dest`, locked against other writers ([`super::OutputLock`],
+    /// which also removes what a killed writer left). Fails when `dest` exists and `force` is
+    /// false, or when another process writes it.
     pub fn create(dest: &Path, force: bool) -> Result<Self> {
+        let lock = super::OutputLock::acquire(dest)?;
         if dest.exists() && !force {
             return Err(Error::OutputExists {
                 path: dest.to_path_buf(),
@@ -71,6 +76,7 @@ impl OutputDir {
         }
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(OutputDir {
+            _lock: lock,
             tmp,
             dest: dest.to_path_buf(),
             force,

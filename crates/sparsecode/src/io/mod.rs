@@ -3,12 +3,16 @@
 
 pub mod atomic;
 pub mod fields;
+pub mod lock;
+pub mod map;
 pub mod npy;
 pub mod record;
 pub mod tensors;
 
 pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};
 pub use fields::Fields;
+pub use lock::OutputLock;
+pub use map::map_file;
 pub use npy::{read_data, read_matrix, read_npy, write_matrix};
 
 /// Parses the name of a unit variant of a serde enum (`snake_case` names; `-` taken as `_`), with

@@ -206,17 +206,7 @@ pub struct NpyMap {
 impl NpyMap {
     /// Opens and checks `path` (magic, header, dtype, exact data length).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.len() == 0 {
-            return Err(Error::format(
-                path,
-                "not a valid .npy file: the file is empty",
-            ));
-        }
-        // SAFETY: a read-only map; a concurrent writer truncating the file is outside what we
-        // can defend against (as with every mmap reader).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = super::map_file(path, "a .npy file")?;
         let header = parse_header(path, &map)?;
         let count = header
             .shape

@@ -49,6 +49,8 @@ pub struct RunJob {
 /// An open run folder.
 #[derive(Debug)]
 pub struct RunDir {
+    /// Held for the whole run: one writer per run folder.
+    _lock: crate::io::OutputLock,
     partial: PathBuf,
     dest: PathBuf,
     force: bool,
@@ -65,6 +67,7 @@ impl RunDir {
     /// Starts a new run for `dest`, writing the job before any step. Refuses an existing `dest`
     /// unless `force`, and an unfinished run of the same name unless `force` (which restarts it).
     pub fn create(dest: &Path, force: bool, job: &RunJob) -> Result<Self> {
+        let lock = crate::io::OutputLock::acquire(dest)?;
         if dest.exists() && !force {
             return Err(Error::OutputExists {
                 path: dest.to_path_buf(),
@@ -84,6 +87,7 @@ impl RunDir {
         write_json_atomic(&partial.join(JOB_FILE), job)?;
         let metrics = open_append(&partial.join(METRICS_FILE))?;
         Ok(RunDir {
+            _lock: lock,
             partial,
             dest: dest.to_path_buf(),
             force,
@@ -101,14 +105,20 @@ impl RunDir {
                 .unwrap_or(&s)
                 .trim_end_matches('/'),
         );
+        let lock = crate::io::OutputLock::acquire(&dest)?;
         let partial = partial_of(&dest);
         if !partial.is_dir() {
-            let why = if dest.join(crate::sae::saelens::CFG_FILE).exists() {
-                "the run already finished"
+            return Err(if dest.is_dir() {
+                Error::format(&dest, "cannot resume: the run already finished (train again with --force to replace it)")
             } else {
-                "no unfinished run there"
-            };
-            return Err(Error::format(&partial, format!("cannot resume: {why}")));
+                Error::format(
+                    &dest,
+                    format!(
+                        "cannot resume: no unfinished run there (no {})",
+                        partial.display()
+                    ),
+                )
+            });
         }
         let job: RunJob = read_json(&partial.join(JOB_FILE))?;
         let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
@@ -128,6 +138,7 @@ impl RunDir {
         let metrics = open_append(&mpath)?;
         Ok((
             RunDir {
+                _lock: lock,
                 partial,
                 dest,
                 force: true,

@@ -300,13 +300,7 @@ fn run(
             stats.finish();
             let parts = stats.parts;
             if !parts.loss.is_finite() {
-                return Err(Error::param(
-                    "lr",
-                    format!(
-                        "training diverged at step {step} (loss {}); lower the learning rate",
-                        parts.loss
-                    ),
-                ));
+                return Err(diverged(step, parts.loss, &batch));
             }
             let lr_now = lr.at(step);
             update(cfg, &mut state, &mut g, &stats, lr_now);
@@ -358,4 +352,23 @@ fn run(
             input_scale: cfg.input_scale,
         })
     })
+}
+
+/// Why the loss stopped being finite: inputs so large that their squares overflow f32 (then
+/// the learning rate is not the cause), or else a learning rate too high.
+fn diverged(step: u64, loss: f64, batch: &[f32]) -> Error {
+    let peak = batch.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // Squared errors of values past ~1e19 overflow f32 (3.4e38) however small the step.
+    if !peak.is_finite() || peak > 1e18 {
+        return Error::param(
+            "data",
+            format!(
+                "training overflowed at step {step} (loss {loss}): the inputs reach {peak:e}, and their squares overflow 32-bit floats; normalise them (`--normalize expected-average-only-in`, the default) or rescale the data"
+            ),
+        );
+    }
+    Error::param(
+        "lr",
+        format!("training diverged at step {step} (loss {loss}); lower the learning rate"),
+    )
 }
