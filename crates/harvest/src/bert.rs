@@ -75,7 +75,8 @@ impl Bert {
                 format!("hidden_act '{}' (expected 'gelu')", cfg.hidden_act),
             ));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(Error::model(
                 &cfg_path,
                 "hidden_size not divisible by the heads",

@@ -139,8 +139,8 @@ impl Llama {
         };
         if cfg.n_heads == 0
             || cfg.n_kv_heads == 0
-            || cfg.n_heads % cfg.n_kv_heads != 0
-            || cfg.d_model % cfg.n_heads != 0
+            || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads)
+            || !cfg.d_model.is_multiple_of(cfg.n_heads)
         {
             return Err(Error::model(
                 path,
@@ -375,7 +375,7 @@ impl Llama {
     /// unembedding (computed 256 directions at a time).
     pub fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
         let d = self.cfg.d_model;
-        if dirs.len() % d != 0 {
+        if !dirs.len().is_multiple_of(d) {
             return Err(Error::Param {
                 field: "directions",
                 reason: format!("rows of width {d}"),

@@ -154,7 +154,7 @@ impl StoreWriter {
 
     /// Appends row-major rows (`len` a multiple of `d_in`); `context` names their source in errors.
     pub fn push(&mut self, rows: &[f32], context: &str) -> Result<()> {
-        if rows.len() % self.d_in != 0 {
+        if !rows.len().is_multiple_of(self.d_in) {
             return Err(Error::shape(
                 context,
                 format!("rows of width {}", self.d_in),
@@ -233,7 +233,7 @@ pub fn write_shard(
     dtype: StoreDType,
 ) -> Result<ShardInfo> {
     let path = dir.join(file);
-    if d_in == 0 || rows.is_empty() || rows.len() % d_in != 0 {
+    if d_in == 0 || rows.is_empty() || !rows.len().is_multiple_of(d_in) {
         return Err(Error::shape(
             path.display().to_string(),
             format!("a non-empty multiple of {d_in} values"),

@@ -306,7 +306,7 @@ fn run(
             update(cfg, &mut state, &mut g, &stats, lr_now);
 
             let done = state.step == cfg.steps;
-            if state.step % cfg.log_every == 0 || done {
+            if state.step.is_multiple_of(cfg.log_every) || done {
                 let dead_now = state
                     .since_fired
                     .iter()
@@ -330,7 +330,9 @@ fn run(
                 last = Some(rec);
             }
             let stop = obs.on_step(state.step) == Control::Stop && !done;
-            if cfg.checkpoint_every > 0 && (state.step % cfg.checkpoint_every == 0 || stop) && !done
+            if cfg.checkpoint_every > 0
+                && (state.step.is_multiple_of(cfg.checkpoint_every) || stop)
+                && !done
             {
                 obs.on_checkpoint(&state)?;
             }
