@@ -17,6 +17,10 @@ struct Cli {
     /// Threads for the kernels (results are identical for the same count). Default: all cores.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Most memory a command may allocate for buffers sized by its flags or inputs (e.g. 8G;
+    /// default: the memory free now). Larger requests fail before any work.
+    #[arg(long, global = true, value_parser = sparsecode::memory::parse_size)]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +74,7 @@ fn main() {
         eprintln!("error: invalid `--threads`: {threads} must be in 1..={MAX_THREADS}");
         std::process::exit(2);
     }
+    sparsecode::memory::set_limit(cli.memory_limit);
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
     // library entry point it calls runs its kernels on a pool of the same size.
     let par = sparsecode::Parallelism::threads(threads);

@@ -470,3 +470,95 @@ fn harvest_into_an_existing_file_fails_before_any_work() {
     // Loading the model is all it did: a 100k-token harvest takes minutes.
     assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
 }
+
+#[test]
+fn sizes_past_the_memory_there_is_are_refused_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "100000000000",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(
+        e.contains("--latents") && e.contains("needs") && e.contains("available"),
+        "{e}"
+    );
+    let e = fails(&[
+        "synth",
+        "--latents",
+        "64",
+        "--dims",
+        "16",
+        "--active",
+        "3",
+        "--samples",
+        "100000000000000",
+        "--out",
+        &s(&t.path().join("big")),
+    ]);
+    assert!(e.contains("--samples") && e.contains("PiB"), "{e}");
+    // A limit of one's own: 1 MiB is too little for 4096 latents x 16 dimensions.
+    let e = fails(&[
+        "--memory-limit",
+        "1M",
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "4096",
+        "--steps",
+        "5",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("but 1.0 MiB is available"), "{e}");
+    let e = fails(&["--memory-limit", "lots", "demo"]);
+    assert!(e.contains("--memory-limit") && e.contains("512M"), "{e}");
+}
+
+#[test]
+fn a_gguf_whose_block_count_disagrees_with_its_tensors_is_refused() {
+    let (Some(gguf), Some(moby)) = (
+        common::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        common::asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&gguf).unwrap();
+    // The key, then its type (4 = u32) and value: set the value to 2^31.
+    let key = b"llama.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    assert_eq!(&bytes[at..at + 4], &4u32.to_le_bytes());
+    bytes[at + 4..at + 8].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    let crafted = t.path().join("crafted.gguf");
+    std::fs::write(&crafted, bytes).unwrap();
+    let e = fails(&[
+        "harvest",
+        "--model",
+        &s(&crafted),
+        "--corpus",
+        &s(&moby),
+        "--layer",
+        "1",
+        "--out",
+        &s(&t.path().join("o")),
+    ]);
+    assert!(
+        e.contains("crafted.gguf") && e.contains("block_count") && e.contains("30 blocks"),
+        "{e}"
+    );
+}

@@ -150,6 +150,23 @@ impl Llama {
                 ),
             ));
         }
+        // Each block's tensors must be in the table before anything is sized by the count.
+        let blocks_present = (0..)
+            .take_while(|i| {
+                content
+                    .tensor_infos
+                    .contains_key(&format!("blk.{i}.attn_norm.weight"))
+            })
+            .count();
+        if cfg.n_layers == 0 || cfg.n_layers != blocks_present {
+            return Err(Error::model(
+                path,
+                format!(
+                    "`llama.block_count` is {} but the tensor table has {blocks_present} blocks",
+                    cfg.n_layers
+                ),
+            ));
+        }
         let tokenizer = tokenizer::from_gguf(&content, path)?;
         let mut load = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let q = content

@@ -70,6 +70,16 @@ pub enum Error {
         /// The existing output.
         path: PathBuf,
     },
+    /// An allocation sized by input or flags that does not fit in the memory there is.
+    #[error("{what} needs {needed}, but {available} is available (free memory, the cgroup's limit or --memory-limit); ask for less")]
+    Memory {
+        /// What would have been allocated (names the flag or file it is sized by).
+        what: String,
+        /// Its size.
+        needed: String,
+        /// What there is.
+        available: String,
+    },
     /// An output that another live process is writing (its lock is held).
     #[error("{path}: in use by {holder}; wait for it to finish, or write elsewhere")]
     Locked {

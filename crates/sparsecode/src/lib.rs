@@ -40,6 +40,7 @@ pub mod error;
 pub mod eval;
 pub mod io;
 pub mod linalg;
+pub mod memory;
 pub mod sae;
 pub mod seed;
 pub mod train;

@@ -136,7 +136,23 @@ impl SynthConfig {
                 ));
             }
         }
-        Ok(())
+        self.admit()
+    }
+
+    /// The data, its dense codes and the dictionary must fit in memory.
+    fn admit(&self) -> Result<()> {
+        use crate::memory::{admit, bytes_of};
+        let what = "the planted data (--samples + --test-samples) x (--dims + --latents)";
+        let rows = self.samples.checked_add(self.test_samples);
+        let cols = self.dims.checked_add(self.latents);
+        let overflow = || Error::param("samples", "the data's size overflows");
+        let data = bytes_of(
+            what,
+            &[rows.ok_or_else(overflow)?, cols.ok_or_else(overflow)?],
+            4,
+        )?;
+        let dict = bytes_of(what, &[self.latents, self.dims], 4)?;
+        admit(what, data.checked_add(dict).ok_or_else(overflow)?)
     }
 }
 

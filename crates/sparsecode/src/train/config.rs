@@ -407,7 +407,19 @@ impl TrainConfig {
                 require_non_negative("aux_coef", aux_coef as f64)?;
             }
         }
-        Ok(())
+        self.admit(d_in)
+    }
+
+    /// The SAE (weights, gradients, two Adam moments) and a batch's latent activations must fit.
+    fn admit(&self, d_in: usize) -> Result<()> {
+        use crate::memory::{admit, bytes_of};
+        let what = "training (--latents x d_in weights with gradients and Adam moments, --batch x --latents activations)";
+        let weights = bytes_of(what, &[self.latents, d_in, 2 * 4], 4)?;
+        let acts = bytes_of(what, &[self.batch_size, self.latents, 3], 4)?;
+        let total = weights
+            .checked_add(acts)
+            .ok_or_else(|| Error::param("latents", "the model's size overflows"))?;
+        admit(what, total)
     }
 }
 
