@@ -562,3 +562,43 @@ fn a_gguf_whose_block_count_disagrees_with_its_tensors_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_flipped_bit_in_a_shard_stops_training_at_its_chunk_unless_told_not_to_check() {
+    let t = tempfile::tempdir().unwrap();
+    let store = two_shard_store(t.path());
+    let shard = store.join("shard-00001.npy");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&shard, bytes).unwrap();
+    let train = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+            "--arch",
+            "topk",
+            "--k",
+            "2",
+            "--latents",
+            "8",
+            "--steps",
+            "20",
+            "--batch",
+            "16",
+        ];
+        args.extend(extra);
+        let out = t.path().join(out);
+        args.extend(["--out", out.to_str().unwrap()]);
+        common::run(&args)
+    };
+    let o = train(&[], "checked");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("shard-00001.npy") && e.contains("do not match the manifest's hash"),
+        "{e}"
+    );
+    assert!(train(&["--no-verify"], "unchecked").status.success());
+}

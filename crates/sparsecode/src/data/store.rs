@@ -89,6 +89,49 @@ pub struct ShardInfo {
     pub rows: u64,
     /// SHA-256 of the whole file, hex.
     pub sha256: String,
+    /// Hashes of the data in chunks, checked as rows are read (absent in stores made before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkHashes>,
+}
+
+/// Bytes of shard data covered by one chunk hash.
+pub const CHUNK_BYTES: u64 = 8 << 20;
+
+/// BLAKE3 hashes of consecutive `bytes`-sized pieces of a shard's data (after its header): a
+/// reader checks each piece the first time it reads from it, so a flipped bit is caught as the
+/// data is used, without a second pass over a store larger than memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkHashes {
+    /// Data bytes per chunk (the last one may be shorter).
+    pub bytes: u64,
+    /// One hex hash per chunk, in order.
+    pub blake3: Vec<String>,
+}
+
+impl ChunkHashes {
+    /// The hashes of `data` in [`CHUNK_BYTES`] pieces.
+    pub fn of(data: &[u8]) -> Self {
+        ChunkHashes {
+            bytes: CHUNK_BYTES,
+            blake3: data
+                .chunks(CHUNK_BYTES as usize)
+                .map(|c| blake3::hash(c).to_hex().to_string())
+                .collect(),
+        }
+    }
+}
+
+impl ShardInfo {
+    /// The manifest entry of a shard file whose bytes are `bytes`, data from `data_offset` on.
+    pub fn of(file: &str, rows: u64, bytes: &[u8], data_offset: usize) -> Self {
+        ShardInfo {
+            file: file.to_string(),
+            rows,
+            sha256: sha256_hex(bytes),
+            chunks: Some(ChunkHashes::of(&bytes[data_offset.min(bytes.len())..])),
+        }
+    }
 }
 
 /// `manifest.json`.
@@ -186,13 +229,11 @@ impl StoreWriter {
         }
         let file = shard_name(self.shards.len());
         let mut bytes = to_npy_header(self.dtype.descr(), &[self.buf_rows, self.d_in]);
+        let header = bytes.len();
         bytes.extend_from_slice(&self.buf);
         write_atomic(&self.out.join(&file), &bytes)?;
-        self.shards.push(ShardInfo {
-            file,
-            rows: self.buf_rows as u64,
-            sha256: sha256_hex(&bytes),
-        });
+        let info = ShardInfo::of(&file, self.buf_rows as u64, &bytes, header);
+        self.shards.push(info);
         self.buf.clear();
         self.buf_rows = 0;
         Ok(())
@@ -250,14 +291,11 @@ pub fn write_shard(
     }
     let n = rows.len() / d_in;
     let mut bytes = to_npy_header(dtype.descr(), &[n, d_in]);
+    let header = bytes.len();
     bytes.reserve(rows.len() * dtype.size());
     dtype.encode(rows, &mut bytes);
     write_atomic(&path, &bytes)?;
-    Ok(ShardInfo {
-        file: file.to_string(),
-        rows: n as u64,
-        sha256: sha256_hex(&bytes),
-    })
+    Ok(ShardInfo::of(file, n as u64, &bytes, header))
 }
 
 /// SHA-256 of bytes, lower-case hex.
@@ -310,6 +348,10 @@ struct Shard {
     map: memmap2::Mmap,
     offset: usize,
     rows: u64,
+    /// Chunk hashes and whether each chunk has been checked (empty: nothing to check).
+    chunks: Vec<(String, std::sync::atomic::AtomicBool)>,
+    chunk_bytes: usize,
+    path: PathBuf,
 }
 
 /// An open store: memory-mapped shards checked against the manifest.
@@ -317,6 +359,8 @@ pub struct Store {
     dir: PathBuf,
     manifest: Manifest,
     shards: Vec<Shard>,
+    /// Check chunk hashes as rows are read (on by default).
+    verify_reads: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -356,6 +400,29 @@ pub fn check_file_names<'a>(
         }
     }
     Ok(())
+}
+
+/// A shard's chunk hashes, each not yet checked, after checking that they cover its `data_len`
+/// bytes (no hashes: an older store, nothing to check).
+type ChunkTable = (Vec<(String, std::sync::atomic::AtomicBool)>, usize);
+
+fn chunk_table(path: &Path, info: &ShardInfo, data_len: usize) -> Result<ChunkTable> {
+    let Some(c) = &info.chunks else {
+        return Ok((Vec::new(), 1));
+    };
+    let bytes = usize::try_from(c.bytes).unwrap_or(0);
+    if bytes == 0 || c.blake3.len() != data_len.div_ceil(bytes) {
+        return Err(Error::format(
+            path,
+            format!(
+                "the manifest's chunk hashes ({} of {} bytes) do not cover the shard's {data_len} data bytes",
+                c.blake3.len(),
+                c.bytes
+            ),
+        ));
+    }
+    let table = c.blake3.iter().map(|h| (h.clone(), false.into())).collect();
+    Ok((table, bytes))
 }
 
 /// The bytes of a `[rows, d_in]` shard of `dtype` after its header, if that fits in memory sizes.
@@ -431,16 +498,21 @@ impl Store {
                     ),
                 ));
             }
+            let (chunks, chunk_bytes) = chunk_table(&path, info, need - offset)?;
             shards.push(Shard {
                 map,
                 offset,
                 rows: info.rows,
+                chunks,
+                chunk_bytes,
+                path,
             });
         }
         Ok(Store {
             dir: dir.to_path_buf(),
             manifest,
             shards,
+            verify_reads: true,
         })
     }
 
@@ -452,6 +524,37 @@ impl Store {
     /// The store folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether reads check the chunk hashes (default true; `--no-verify` turns it off).
+    pub fn set_verify_reads(&mut self, on: bool) {
+        self.verify_reads = on;
+    }
+
+    /// Checks the chunks of `shard` that data bytes `lo..hi` fall in, once each.
+    fn check_chunks(&self, shard: usize, lo: usize, hi: usize) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let s = &self.shards[shard];
+        if !self.verify_reads || s.chunks.is_empty() || hi <= lo {
+            return Ok(());
+        }
+        let data = &s.map[s.offset..];
+        for c in lo / s.chunk_bytes..=(hi - 1) / s.chunk_bytes {
+            let (want, checked) = &s.chunks[c];
+            if checked.load(Ordering::Acquire) {
+                continue;
+            }
+            let a = c * s.chunk_bytes;
+            let piece = &data[a..(a + s.chunk_bytes).min(data.len())];
+            if blake3::hash(piece).to_hex().as_str() != want {
+                return Err(Error::format(
+                    &s.path,
+                    format!("data bytes {a}..{} (chunk {c}) do not match the manifest's hash: the shard changed or is corrupt (`store verify` checks every shard; --no-verify skips this check)", a + piece.len()),
+                ));
+            }
+            checked.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Recomputes every shard's SHA-256 and compares it with the manifest.
@@ -475,10 +578,10 @@ impl Store {
             ));
         }
         let size = self.manifest.dtype.size();
-        let a = s.offset + start as usize * d * size;
-        self.manifest
-            .dtype
-            .decode(&s.map[a..a + count as usize * d * size], out);
+        let (lo, len) = (start as usize * d * size, count as usize * d * size);
+        self.check_chunks(shard, lo, lo + len)?;
+        let a = s.offset + lo;
+        self.manifest.dtype.decode(&s.map[a..a + len], out);
         Ok(())
     }
 

@@ -39,6 +39,7 @@ pub fn write_token_shard(dir: &Path, file: &str, rows: &[TokenRow]) -> Result<Sh
         file: file.to_string(),
         rows: rows.len() as u64,
         sha256: sha256_hex(&bytes),
+        chunks: None,
     })
 }
 

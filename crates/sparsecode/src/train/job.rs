@@ -41,6 +41,13 @@ impl TrainingData {
         Ok(TrainingData::Memory(crate::io::read_data(path)?))
     }
 
+    /// Turns off (or on) checking a store's chunk hashes as rows are read (`--no-verify`).
+    pub fn set_verify_reads(&mut self, on: bool) {
+        if let TrainingData::Store(s) = self {
+            s.set_verify_reads(on);
+        }
+    }
+
     /// The rows, for `train`.
     pub fn rows(&self) -> &dyn RowSource {
         match self {
