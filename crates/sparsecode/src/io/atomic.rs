@@ -125,15 +125,19 @@ pub fn replace_dir(from: &Path, dest: &Path, force: bool) -> Result<()> {
             let _ = std::fs::rename(&old, dest);
             return Err(Error::io(dest, e));
         }
-        let removed = if old.is_dir() {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
-        removed.map_err(|e| Error::io(&old, e))?;
-        return Ok(());
+        return remove_file_or_dir(&old);
     }
     std::fs::rename(from, dest).map_err(|e| Error::io(dest, e))
+}
+
+/// Removes `path`, a file or a whole folder.
+pub(crate) fn remove_file_or_dir(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    removed.map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

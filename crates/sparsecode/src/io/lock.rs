@@ -143,13 +143,7 @@ fn remove_leftovers(parent: &Path, name: &str) -> Result<()> {
             continue;
         };
         if LEFTOVER_TAGS.iter().any(|t| rest.starts_with(t)) {
-            let p = entry.path();
-            let removed = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            removed.map_err(|e| Error::io(&p, e))?;
+            super::atomic::remove_file_or_dir(&entry.path())?;
         }
     }
     Ok(())
