@@ -36,15 +36,16 @@ total=0
 for name in train learn store; do
   cmd_var="${name}_cmd"; cmd="${!cmd_var}"
   ref="$work/$name-ref"
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   $S ${cmd//OUT/$ref} >/dev/null 2>&1
-  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
   want=$(weights_of "$name" "$ref")
-  echo "$name: uninterrupted in ${secs}s, $want"
+  echo "$name: uninterrupted in ${ms} ms, $want"
   for i in $(seq 1 "$kills"); do
     out="$work/$name-$i"
-    # A random moment within the run's length (in milliseconds).
-    at=$(echo "scale=3; $((RANDOM % 1000)) * $secs / 1000" | bc)
+    # A random moment within the run's length (bash arithmetic only: no bc on a bare machine).
+    at_ms=$(( (RANDOM % 1000) * ms / 1000 ))
+    at=$(printf '%d.%03d' $((at_ms / 1000)) $((at_ms % 1000)))
     $S ${cmd//OUT/$out} >/dev/null 2>&1 &
     pid=$!
     sleep "$at"
