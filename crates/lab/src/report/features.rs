@@ -204,6 +204,12 @@ pub fn scan(
     keep: Option<RowFilter>,
     on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<FeatureScan> {
+    // Per feature: up to top_n + reservoir (value, row) pairs of 8 bytes; chunk rows of codes.
+    let kept = cfg.top_n.saturating_add(cfg.reservoir);
+    let what = "the feature scan (features x (top rows + reservoir), and a chunk of codes)";
+    let summaries = sparsecode::memory::bytes_of(what, &[n_features, kept], 8)?;
+    let codes = sparsecode::memory::bytes_of(what, &[n_features, chunk], 4)?;
+    sparsecode::memory::admit(what, summaries.saturating_add(codes))?;
     cfg.par.install(|| {
         scan_on_pool(
             source, n_features, limit, chunk, cfg, encode, keep, on_chunk,
