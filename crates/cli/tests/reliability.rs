@@ -38,8 +38,8 @@ fn saelens_folder(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (folder, data)
 }
 
-/// Encodes with the folder after `edit` changed its cfg.json; returns the error.
-fn encode_with_cfg(edit: impl Fn(&mut Value)) -> String {
+/// Encodes with the folder after `edit` changed its cfg.json.
+fn encode_after(edit: impl Fn(&mut Value)) -> std::process::Output {
     let t = tempfile::tempdir().unwrap();
     let (folder, data) = saelens_folder(t.path());
     let cfg_path = folder.join("cfg.json");
@@ -48,7 +48,7 @@ fn encode_with_cfg(edit: impl Fn(&mut Value)) -> String {
     edit(&mut cfg);
     std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let out = t.path().join("codes.npy");
-    fails(&[
+    common::run(&[
         "encode",
         "--sae",
         &s(&folder),
@@ -59,20 +59,19 @@ fn encode_with_cfg(edit: impl Fn(&mut Value)) -> String {
     ])
 }
 
+/// The error of [`encode_after`], which must fail with exit status 2.
+fn encode_with_cfg(edit: impl Fn(&mut Value)) -> String {
+    let o = encode_after(edit);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    e
+}
+
 #[test]
 fn a_saelens_folder_that_is_well_formed_encodes() {
-    let t = tempfile::tempdir().unwrap();
-    let (folder, data) = saelens_folder(t.path());
-    let out = t.path().join("codes.npy");
-    ok(&[
-        "encode",
-        "--sae",
-        &s(&folder),
-        "--data",
-        &s(&data),
-        "--out",
-        &s(&out),
-    ]);
+    // The control for the refusals below: the same folder, unedited.
+    let o = encode_after(|_| {});
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

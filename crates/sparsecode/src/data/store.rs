@@ -383,8 +383,10 @@ pub fn check_file_names<'a>(
 ) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for name in names {
+        // `file_name` is None for "", "." and "..", and differs from `name` when it has a folder
+        // part; a backslash is a folder separator elsewhere.
         let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name);
-        if !plain || name.contains(['/', '\\']) || name == "." || name == ".." {
+        if !plain || name.contains('\\') {
             return Err(Error::format(
                 manifest,
                 format!(

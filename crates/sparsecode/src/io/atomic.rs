@@ -67,13 +67,8 @@ impl OutputDir {
                 path: dest.to_path_buf(),
             });
         }
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
+        // The lock made the parent folder and removed any `.NAME.partial-*` a killed run left.
         let tmp = tmp_sibling(dest, "partial");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(OutputDir {
             _lock: lock,

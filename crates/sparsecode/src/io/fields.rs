@@ -47,16 +47,6 @@ impl<'a> Fields<'a> {
         Error::format(self.path, format!("field '{name}' ({expected}) is missing"))
     }
 
-    /// A non-negative integer, if present.
-    pub fn u64(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| self.wrong(key, "a non-negative integer", v))
-            })
-            .transpose()
-    }
-
     /// A positive integer that fits in memory sizes, if present.
     pub fn positive_usize(&self, key: &str) -> Result<Option<usize>> {
         let expected = "a positive integer";
