@@ -18,6 +18,7 @@ pub mod assets;
 pub mod bert;
 pub mod corpus;
 mod error;
+pub mod gguf;
 pub mod harvest;
 pub mod llama;
 pub mod models;

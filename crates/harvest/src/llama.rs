@@ -15,8 +15,6 @@ use crate::tokenizer::{self, TextTokenizer};
 use crate::{Error, ResidualModel, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// Shape of the network, read from the GGUF metadata (`llama.*`).
@@ -107,10 +105,9 @@ impl Llama {
             ));
         }
         let device = Device::Cpu;
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| Error::model(path, format!("not a readable GGUF file: {e}")))?;
+        let map = sparsecode::io::map_file(path, "a GGUF model file")?;
+        let content = crate::gguf::read(path, &map)?;
+        let mut reader = std::io::Cursor::new(&map[..]);
         let arch = meta(&content, path, "general.architecture")?
             .to_string()
             .map_err(|e| Error::model(path, format!("`general.architecture`: {e}")))?
@@ -169,22 +166,23 @@ impl Llama {
         }
         let tokenizer = tokenizer::from_gguf(&content, path)?;
         let mut load = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            // The table's shape is checked before any data is read or dequantised.
+            if let Some(info) = content.tensor_infos.get(name) {
+                if info.shape.dims() != shape {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "tensor `{name}` has shape {:?}, expected {shape:?}",
+                            info.shape.dims()
+                        ),
+                    ));
+                }
+            }
             let q = content
                 .tensor(&mut reader, name, &device)
                 .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
-            let t = q
-                .dequantize(&device)
-                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
-            if t.dims() != shape {
-                return Err(Error::model(
-                    path,
-                    format!(
-                        "tensor `{name}` has shape {:?}, expected {shape:?}",
-                        t.dims()
-                    ),
-                ));
-            }
-            Ok(t)
+            q.dequantize(&device)
+                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))
         };
         let d = cfg.d_model;
         let dh = d / cfg.n_heads;
