@@ -21,8 +21,11 @@ pub const SEPARATOR: &[u8] = b"\n%%sparsecode-fuzz%%\n";
 /// error, and libFuzzer's `-rss_limit_mb` catches anything that allocates without asking.
 const MEMORY_LIMIT: u64 = 256 << 20;
 
+/// A target body: true when the input was accepted all the way (a seed must be).
+pub type Target = fn(&[u8]) -> bool;
+
 /// The names of every target, as `scripts/fuzz.sh` and the replay test know them.
-pub const TARGETS: [(&str, fn(&[u8]) -> bool); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("npy", npy),
     ("safetensors", safetensors),
     ("saelens", saelens),

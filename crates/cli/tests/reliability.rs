@@ -601,3 +601,65 @@ fn a_flipped_bit_in_a_shard_stops_training_at_its_chunk_unless_told_not_to_check
     );
     assert!(train(&["--no-verify"], "unchecked").status.success());
 }
+
+#[test]
+fn eval_against_truth_streams_in_memory_that_does_not_grow_with_the_samples() {
+    // 200k samples: dense codes of a 512-latent SAE for all of them would be 410 MB, the true
+    // codes 51 MB; eval runs under a 160 MiB data-segment limit (RLIMIT_DATA counts the heap
+    // and anonymous maps, not the file maps it streams from).
+    use rand::SeedableRng;
+    let t = tempfile::tempdir().unwrap();
+    let truth = t.path().join("truth");
+    ok(&[
+        "synth",
+        "--latents",
+        "64",
+        "--dims",
+        "16",
+        "--active",
+        "3",
+        "--samples",
+        "200000",
+        "--test-samples",
+        "0",
+        "--seed",
+        "1",
+        "--out",
+        &s(&truth),
+    ]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let sae = Sae::init(
+        16,
+        512,
+        Activation::TopK { k: 8 },
+        EncoderInit::Tied,
+        &mut rng,
+    );
+    let folder = t.path().join("sae");
+    std::fs::create_dir_all(&folder).unwrap();
+    sparsecode::sae::saelens::save(&folder, &sae, json!({})).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -d 163840 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_sparsecode"))
+        .args([
+            "--threads",
+            "2",
+            "eval",
+            "--json",
+            "--sae",
+            &s(&folder),
+            "--data",
+        ])
+        .arg(truth.join("activations.npy"))
+        .arg("--truth")
+        .arg(&truth)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["samples"], 200000);
+    assert!(e["code_mcc"].as_f64().unwrap() > 0.0, "{e}");
+}

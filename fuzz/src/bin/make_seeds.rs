@@ -93,7 +93,7 @@ fn sae_seeds(tmp: &Path, format: &str) -> Result<Seeds, Box<dyn std::error::Erro
     };
     let mut seeds = Vec::new();
     for (name, act) in kinds {
-        let sae = Sae::init(3, 5, act.clone(), EncoderInit::Tied, &mut rng);
+        let sae = Sae::init(3, 5, *act, EncoderInit::Tied, &mut rng);
         let dir = tmp.join(format!("{format}-{name}"));
         std::fs::create_dir_all(&dir)?;
         let (cfg, weights) = if format == "saelens" {

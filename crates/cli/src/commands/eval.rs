@@ -1,11 +1,12 @@
 //! `sparsecode eval`: reconstruction, sparsity and, against planted ground truth, code and
-//! dictionary recovery.
+//! dictionary recovery, streamed over the samples (memory does not grow with their number).
 
 use crate::Outcome;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use sparsecode::eval::{code_mcc, dictionary_metrics, evaluate, HUNGARIAN_MAX};
-use sparsecode::{Matrix, Parallelism};
+use sparsecode::eval::{dictionary_metrics, evaluate_streamed, mcc_of, CodeSource, HUNGARIAN_MAX};
+use sparsecode::io::npy::NpyMap;
+use sparsecode::Parallelism;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -53,81 +54,54 @@ fn truth_codes_path(truth: &Path, data: &Path) -> Result<PathBuf> {
     }
 }
 
-fn shape_check(what: &str, m: &Matrix, rows: usize, cols: Option<usize>) -> Result<()> {
-    if m.rows() != rows || cols.is_some_and(|c| m.cols() != c) {
-        return Err(sparsecode::Error::shape(
-            what,
-            format!(
-                "[{rows}, {}]",
-                cols.map(|c| c.to_string()).unwrap_or("N".into())
-            ),
-            format!("[{}, {}]", m.rows(), m.cols()),
-        )
-        .into());
+/// Opens a `.npy` file through a memory map (nothing is read until evaluated).
+fn open(path: &Path) -> Result<NpyMap> {
+    if !path.exists() {
+        bail!("{}: no such file", path.display());
     }
-    Ok(())
+    Ok(NpyMap::open(path)?)
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
-    let x = super::read_data(&a.data)?;
-    // Codes, the dictionary they decode with, and the reconstruction (None without a dictionary).
-    let (codes, dict, x_hat) = match (&a.sae, &a.codes) {
-        (Some(run), _) => {
-            let sae = sparsecode::sae::load(run)?;
-            sae.check_input(&x, &a.data.display().to_string())?;
-            let z = sae.encode_dense(&x, par);
-            let xh = sae.decode(&z, par);
-            (z, Some(sae.w_dec), Some(xh))
-        }
-        (None, Some(cpath)) => {
-            let z = super::read_data(cpath)?;
-            shape_check(&cpath.display().to_string(), &z, x.rows(), None)?;
-            let d = a.dictionary.as_deref().map(super::read_data).transpose()?;
-            let xh = match &d {
-                Some(d) => {
-                    shape_check(
-                        &format!(
-                            "{} (dictionary)",
-                            a.dictionary
-                                .as_ref()
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_default()
-                        ),
-                        d,
-                        z.cols(),
-                        Some(x.cols()),
-                    )?;
-                    Some(sparsecode::linalg::synthesize(&z, d, None, par))
-                }
-                None => None,
-            };
-            (z, d, xh)
-        }
+    let data = open(&a.data)?;
+    let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
+    let codes = a.codes.as_deref().map(open).transpose()?;
+    let dictionary = a.dictionary.as_deref().map(super::read_data).transpose()?;
+    let source = match (&sae, &codes) {
+        (Some(sae), _) => CodeSource::Sae(sae),
+        (None, Some(codes)) => CodeSource::File {
+            codes,
+            dictionary: dictionary.as_ref(),
+        },
         (None, None) => bail!("give --sae RUN or --codes FILE"),
     };
-    let rec = evaluate(&x, x_hat.as_ref().unwrap_or(&x), &codes);
+    let truth_codes = match (&a.truth, &a.truth_codes) {
+        (None, _) => None,
+        (Some(_), Some(p)) => Some(open(p)?),
+        (Some(truth), None) => Some(open(&truth_codes_path(truth, &a.data)?)?),
+    };
+    let r = evaluate_streamed(&data, &source, truth_codes.as_ref(), par)?;
+    let rec = &r.recon;
     let mut out = json!({
-        "samples": x.rows(),
-        "latents": codes.cols(),
-        "mse": x_hat.as_ref().map(|_| rec.mse),
-        "fvu": x_hat.as_ref().map(|_| rec.fvu),
+        "samples": rec.samples,
+        "latents": match &source {
+            CodeSource::Sae(sae) => sae.d_sae(),
+            CodeSource::File { codes, .. } => codes.matrix_shape()?.1,
+        },
+        "mse": r.reconstructed.then_some(rec.mse),
+        "fvu": r.reconstructed.then_some(rec.fvu),
         "l0": rec.l0,
         "dead_fraction": rec.dead_fraction,
         "density_histogram": rec.density,
     });
     let mut gate = None;
-    if let Some(truth) = &a.truth {
-        let tc_path = match &a.truth_codes {
-            Some(p) => p.clone(),
-            None => truth_codes_path(truth, &a.data)?,
-        };
-        let z_true = super::read_data(&tc_path)?;
-        shape_check(&tc_path.display().to_string(), &z_true, x.rows(), None)?;
-        let (mcc, matching) = code_mcc(&z_true, &codes, a.hungarian_max, par)?;
+    if let (Some(truth), Some(c)) = (&a.truth, &r.correlation) {
+        let (mcc, matching) = mcc_of(c, a.hungarian_max);
         out["code_mcc"] = json!(mcc);
         out["matching"] = json!(matching.method);
-        if let Some(d_hat) = &dict {
+        let d_hat = sae.as_ref().map(|s| &s.w_dec).or(dictionary.as_ref());
+        if let Some(d_hat) = d_hat {
             let d_true = super::read_data(&truth.join("dictionary.npy"))?;
             let dm = dictionary_metrics(&d_true, d_hat, a.hungarian_max, par)?;
             out["dict_mcc"] = json!(dm.dict_mcc);

@@ -1,33 +1,11 @@
 //! Identifiability against ground truth: code MCC (mean matched |Pearson| between true and
 //! recovered latents) and dictionary recovery (matched |cosine| between atoms, MMCS, recovered@tau).
 
+use super::correlation::abs_correlation;
 use super::matching::{max_weight_matching, Matching};
 use crate::linalg::{matmul, normalize_rows};
 use crate::{Error, Matrix, Parallelism, Result};
 use serde::{Deserialize, Serialize};
-
-/// Columns centred and scaled to unit norm (zero where the variance is below 1e-12), in f64
-/// statistics, returned transposed (`[cols, rows]`) so the correlation is one product.
-fn standardised_columns_t(z: &Matrix) -> Matrix {
-    let (s, n) = z.shape();
-    let mut out = Matrix::zeros(n, s);
-    for j in 0..n {
-        let mean = (0..s).map(|r| z.get(r, j) as f64).sum::<f64>() / s.max(1) as f64;
-        let var = (0..s)
-            .map(|r| (z.get(r, j) as f64 - mean).powi(2))
-            .sum::<f64>()
-            / s.max(1) as f64;
-        if var < 1e-12 {
-            continue;
-        }
-        let inv = 1.0 / (var * s as f64).sqrt();
-        let row = out.row_mut(j);
-        for r in 0..s {
-            row[r] = ((z.get(r, j) as f64 - mean) * inv) as f32;
-        }
-    }
-    out
-}
 
 /// `|<a_i, b_j>|` (clipped at 1) for unit rows `a_i`, `b_j`.
 fn abs_inner_products(a: &Matrix, b: &Matrix, par: Parallelism) -> Matrix {
@@ -39,23 +17,7 @@ fn abs_inner_products(a: &Matrix, b: &Matrix, par: Parallelism) -> Matrix {
     c
 }
 
-/// `C_ij = |Pearson(a[:, i], b[:, j])|`, 0 where either variance is below 1e-12.
-pub fn abs_correlation(a: &Matrix, b: &Matrix, par: Parallelism) -> Result<Matrix> {
-    if a.rows() != b.rows() {
-        return Err(Error::shape(
-            "code correlation",
-            format!("{} samples in both code sets", a.rows()),
-            format!("{} and {}", a.rows(), b.rows()),
-        ));
-    }
-    Ok(abs_inner_products(
-        &standardised_columns_t(a),
-        &standardised_columns_t(b),
-        par,
-    ))
-}
-
-/// Code MCC: the Hungarian-matched mean of [`abs_correlation`] over the true latents (a true
+/// Code MCC: the Hungarian-matched mean of [`abs_correlation`](super::abs_correlation) over the true latents (a true
 /// latent left unmatched, when there are fewer recovered latents, counts as 0).
 pub fn code_mcc(
     z_true: &Matrix,
@@ -64,9 +26,15 @@ pub fn code_mcc(
     par: Parallelism,
 ) -> Result<(f64, Matching)> {
     let c = abs_correlation(z_true, z_hat, par)?;
-    let m = max_weight_matching(&c, hungarian_max);
+    Ok(mcc_of(&c, hungarian_max))
+}
+
+/// Code MCC from a correlation matrix `[true latents, recovered latents]` (from
+/// [`abs_correlation`] or a streamed [`super::CodeCorrelation`]).
+pub fn mcc_of(c: &Matrix, hungarian_max: usize) -> (f64, Matching) {
+    let m = max_weight_matching(c, hungarian_max);
     let sum: f64 = m.pairs.iter().map(|&(i, j)| c.get(i, j) as f64).sum();
-    Ok((sum / z_true.cols().max(1) as f64, m))
+    (sum / c.rows().max(1) as f64, m)
 }
 
 /// `|cos(d_i, d_hat_j)|` for every true atom `i` and recovered atom `j` (rows of each).

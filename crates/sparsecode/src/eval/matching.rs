@@ -69,26 +69,31 @@ pub fn max_weight_matching(sim: &Matrix, hungarian_max: usize) -> Matching {
     }
 }
 
+/// Greedy by decreasing similarity (ties: lower row, then lower column first), without sorting
+/// all `rows x cols` pairs: a heap holds each free row's best candidate among columns that were
+/// free when it was pushed, and a row whose candidate was taken meanwhile looks for its next
+/// one. Each row keeps its candidates sorted in batches (the best [`BATCH`], then the next
+/// twice as many, ...), so memory is `O(rows x BATCH)` beside the matrix, not 12 bytes per
+/// pair, and the pairs chosen are exactly those of the full sort.
 fn greedy(sim: &Matrix) -> Matching {
     let (r, c) = sim.shape();
-    let mut order: Vec<(f32, u32, u32)> = Vec::with_capacity(r * c);
-    for i in 0..r {
-        for (j, &v) in sim.row(i).iter().enumerate() {
-            order.push((v, i as u32, j as u32));
-        }
-    }
-    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let (mut row_used, mut col_used) = (vec![false; r], vec![false; c]);
+    let mut rows: Vec<Candidates> = (0..r).map(|_| Candidates::new()).collect();
+    let mut col_used = vec![false; c];
+    let mut heap: std::collections::BinaryHeap<Entry> = rows
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, cands)| cands.next(sim.row(i), &col_used).map(|e| e.at(i)))
+        .collect();
     let mut pairs = Vec::with_capacity(r.min(c));
-    for (_, i, j) in order {
-        let (i, j) = (i as usize, j as usize);
-        if !row_used[i] && !col_used[j] {
-            row_used[i] = true;
+    while let Some(Entry { i, j, .. }) = heap.pop() {
+        if !col_used[j] {
             col_used[j] = true;
             pairs.push((i, j));
             if pairs.len() == r.min(c) {
                 break;
             }
+        } else if let Some(e) = rows[i].next(sim.row(i), &col_used) {
+            heap.push(e.at(i));
         }
     }
     pairs.sort_unstable();
@@ -98,10 +103,141 @@ fn greedy(sim: &Matrix) -> Matching {
     }
 }
 
+/// Candidates sorted per row at a time.
+const BATCH: usize = 16;
+
+/// A heap entry: larger value first, then lower row, then lower column.
+#[derive(PartialEq)]
+struct Entry {
+    v: f32,
+    i: usize,
+    j: usize,
+}
+
+impl Eq for Entry {}
+
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.v
+            .total_cmp(&o.v)
+            .then(o.i.cmp(&self.i))
+            .then(o.j.cmp(&self.j))
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// One row's next candidates (value, column), best last, and the size of the next batch.
+struct Candidates {
+    batch: Vec<(f32, usize)>,
+    /// The last column handed out, in (value desc, column asc) order: the next batch starts
+    /// after it.
+    after: Option<(f32, usize)>,
+    size: usize,
+}
+
+impl Candidates {
+    fn new() -> Self {
+        Candidates {
+            batch: Vec::new(),
+            after: None,
+            size: BATCH,
+        }
+    }
+
+    /// The best free column of `row` not handed out before, as an entry without its row.
+    fn next(&mut self, row: &[f32], used: &[bool]) -> Option<Entry> {
+        loop {
+            while let Some((v, j)) = self.batch.pop() {
+                self.after = Some((v, j));
+                if !used[j] {
+                    return Some(Entry { v, i: 0, j });
+                }
+            }
+            if !self.refill(row, used) {
+                return None;
+            }
+        }
+    }
+
+    /// Sorts the next `size` free columns ranked after `after`; false when none is left.
+    fn refill(&mut self, row: &[f32], used: &[bool]) -> bool {
+        let later = |v: f32, j: usize| match self.after {
+            None => true,
+            Some((av, aj)) => v.total_cmp(&av).is_lt() || (v.total_cmp(&av).is_eq() && j > aj),
+        };
+        let mut free: Vec<(f32, usize)> = row
+            .iter()
+            .enumerate()
+            .filter(|&(j, &v)| !used[j] && later(v, j))
+            .map(|(j, &v)| (v, j))
+            .collect();
+        if free.is_empty() {
+            return false;
+        }
+        // Best first: value descending, then column ascending.
+        let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let take = self.size.min(free.len());
+        if take < free.len() {
+            free.select_nth_unstable_by(take - 1, order);
+            free.truncate(take);
+        }
+        free.sort_unstable_by(order);
+        free.reverse();
+        self.batch = free;
+        self.size = self.size.saturating_mul(2);
+        true
+    }
+}
+
+impl Entry {
+    fn at(self, i: usize) -> Entry {
+        Entry { i, ..self }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Greedy by sorting every pair: the definition the heap version must reproduce.
+    fn greedy_full_sort(sim: &Matrix) -> Vec<(usize, usize)> {
+        let (r, c) = sim.shape();
+        let mut order: Vec<(f32, usize, usize)> = (0..r)
+            .flat_map(|i| (0..c).map(move |j| (i, j)))
+            .map(|(i, j)| (sim.get(i, j), i, j))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let (mut ru, mut cu) = (vec![false; r], vec![false; c]);
+        let mut pairs = vec![];
+        for (_, i, j) in order {
+            if !ru[i] && !cu[j] {
+                ru[i] = true;
+                cu[j] = true;
+                pairs.push((i, j));
+            }
+        }
+        pairs.sort();
+        pairs
+    }
+
+    proptest! {
+        #[test]
+        fn heap_greedy_equals_the_full_sort(r in 1usize..40, c in 1usize..40, seed in 0u64..1000, levels in 1u32..6) {
+            // Few distinct values (many ties) and rows that all want the same columns, so
+            // batches run out and are refilled.
+            let noise = Matrix::standard_normal(r, c, seed);
+            let sim = Matrix::from_fn(r, c, |i, j| {
+                ((noise.get(i, j).abs() * levels as f32).floor() / levels as f32) + (j % 3) as f32 * 0.5
+            });
+            prop_assert_eq!(max_weight_matching(&sim, 0).pairs, greedy_full_sort(&sim));
+        }
+    }
 
     fn total(sim: &Matrix, m: &Matching) -> f64 {
         m.pairs.iter().map(|&(i, j)| sim.get(i, j) as f64).sum()

@@ -116,14 +116,97 @@ pub struct ReconMetrics {
 
 /// All reconstruction metrics from data, reconstruction and codes.
 pub fn evaluate(x: &Matrix, x_hat: &Matrix, codes: &Matrix) -> ReconMetrics {
-    let freq = firing_frequency(codes);
-    ReconMetrics {
-        samples: x.rows(),
-        mse: mse(x, x_hat),
-        fvu: fvu(x, x_hat),
-        l0: l0(codes),
-        dead_fraction: freq.iter().filter(|f| **f == 0.0).count() as f64 / freq.len().max(1) as f64,
-        density: density_histogram(&freq, 20),
+    let mut stats = ReconStats::new(x.cols(), codes.cols());
+    stats.add(x, x_hat, codes);
+    stats.metrics()
+}
+
+/// The sums behind [`ReconMetrics`], streamed over chunks of samples: memory is one vector per
+/// data dimension and per latent, however many samples.
+///
+/// The FVU denominator `sum ||x - mean(x)||^2` needs the mean of all samples; it is merged chunk
+/// by chunk from each chunk's mean and centred sum of squares (Chan, Golub & LeVeque 1979):
+/// `M2 = M2_a + M2_b + delta^2 n_a n_b / n` with `delta` the difference of the two means, which
+/// equals the two-pass sum without its cancellation.
+#[derive(Clone, Debug)]
+pub struct ReconStats {
+    rows: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    err: f64,
+    active: u64,
+    fired: Vec<u64>,
+}
+
+impl ReconStats {
+    /// No samples yet, for data of width `d_in` and `latents` codes per sample.
+    pub fn new(d_in: usize, latents: usize) -> Self {
+        ReconStats {
+            rows: 0,
+            mean: vec![0.0; d_in],
+            m2: vec![0.0; d_in],
+            err: 0.0,
+            active: 0,
+            fired: vec![0; latents],
+        }
+    }
+
+    /// Adds a chunk: data, its reconstruction and its codes (same rows).
+    pub fn add(&mut self, x: &Matrix, x_hat: &Matrix, codes: &Matrix) {
+        let rows = x.rows();
+        if rows == 0 {
+            return;
+        }
+        self.err += sq_err(x, x_hat);
+        let mut mean = vec![0.0f64; x.cols()];
+        for r in 0..rows {
+            mean.iter_mut()
+                .zip(x.row(r))
+                .for_each(|(a, v)| *a += *v as f64);
+        }
+        mean.iter_mut().for_each(|a| *a /= rows as f64);
+        let mut m2 = vec![0.0f64; x.cols()];
+        for r in 0..rows {
+            m2.iter_mut()
+                .zip(x.row(r).iter().zip(&mean))
+                .for_each(|(q, (v, mu))| *q += (*v as f64 - mu).powi(2));
+        }
+        let (na, nb) = (self.rows as f64, rows as f64);
+        let n = na + nb;
+        for d in 0..x.cols() {
+            let delta = mean[d] - self.mean[d];
+            self.mean[d] += delta * nb / n;
+            self.m2[d] += m2[d] + delta * delta * na * nb / n;
+        }
+        for r in 0..codes.rows() {
+            for (f, v) in self.fired.iter_mut().zip(codes.row(r)) {
+                if *v != 0.0 {
+                    *f += 1;
+                    self.active += 1;
+                }
+            }
+        }
+        self.rows += rows as u64;
+    }
+
+    /// The metrics of everything added.
+    pub fn metrics(&self) -> ReconMetrics {
+        let s = self.rows;
+        let freq: Vec<f64> = self
+            .fired
+            .iter()
+            .map(|c| *c as f64 / s.max(1) as f64)
+            .collect();
+        let per_sample = |v: f64| if s == 0 { f64::NAN } else { v / s as f64 };
+        ReconMetrics {
+            samples: s as usize,
+            mse: per_sample(self.err) / self.mean.len().max(1) as f64,
+            fvu: self.err / self.m2.iter().sum::<f64>(),
+            l0: per_sample(self.active as f64),
+            dead_fraction: freq.iter().filter(|f| **f == 0.0).count() as f64
+                / freq.len().max(1) as f64,
+            density: density_histogram(&freq, 20),
+        }
     }
 }
 
@@ -140,6 +223,28 @@ mod tests {
         assert!((fvu(&x, &mean) - 1.0).abs() < 1e-12);
         assert_eq!(fvu(&x, &x), 0.0);
         assert!((mse(&x, &mean) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn streamed_fvu_equals_the_two_pass_definition() {
+        // A mean 1000x the spread: merging chunk moments must not cancel.
+        let noise = Matrix::standard_normal(3001, 3, 5);
+        let x = Matrix::from_fn(3001, 3, |r, c| 1000.0 + noise.get(r, c));
+        let x_hat = Matrix::from_fn(3001, 3, |r, c| x.get(r, c) + 0.1 * ((r + c) % 3) as f32);
+        let mut stats = ReconStats::new(3, 3);
+        for s in (0..3001).step_by(250) {
+            let e = (s + 250).min(3001);
+            stats.add(
+                &x.slice_rows(s, e),
+                &x_hat.slice_rows(s, e),
+                &x.slice_rows(s, e),
+            );
+        }
+        let m = stats.metrics();
+        let want = fvu(&x, &x_hat);
+        assert!((m.fvu - want).abs() < 1e-9 * want, "{} vs {want}", m.fvu);
+        assert!((m.mse - mse(&x, &x_hat)).abs() < 1e-12);
+        assert_eq!(m.samples, 3001);
     }
 
     #[test]
@@ -160,54 +265,13 @@ const EVAL_CHUNK: usize = 2048;
 /// [`evaluate`] for an SAE on `x`, in chunks of rows, so memory stays at one chunk of codes
 /// however wide the SAE (dense codes of 65k samples x 65k latents would need 16 GiB).
 pub fn evaluate_sae(sae: &crate::sae::Sae, x: &Matrix, par: crate::Parallelism) -> ReconMetrics {
-    let (s, m) = x.shape();
-    let n = sae.d_sae();
-    let mut mean = vec![0.0f64; m];
-    for r in 0..s {
-        mean.iter_mut()
-            .zip(x.row(r))
-            .for_each(|(a, v)| *a += *v as f64);
-    }
-    mean.iter_mut().for_each(|a| *a /= s.max(1) as f64);
-    let (mut err, mut total, mut active) = (0.0f64, 0.0f64, 0u64);
-    let mut fired = vec![0u64; n];
-    for start in (0..s).step_by(EVAL_CHUNK) {
-        let chunk = x.slice_rows(start, (start + EVAL_CHUNK).min(s));
+    let mut stats = ReconStats::new(x.cols(), sae.d_sae());
+    for start in (0..x.rows()).step_by(EVAL_CHUNK) {
+        let chunk = x.slice_rows(start, (start + EVAL_CHUNK).min(x.rows()));
         let codes = sae.encode_dense(&chunk, par);
-        let rec = sae.decode(&codes, par);
-        err += sq_err(&chunk, &rec);
-        for r in 0..chunk.rows() {
-            total += chunk
-                .row(r)
-                .iter()
-                .zip(&mean)
-                .map(|(v, mu)| (*v as f64 - mu).powi(2))
-                .sum::<f64>();
-            for (f, v) in fired.iter_mut().zip(codes.row(r)) {
-                if *v != 0.0 {
-                    *f += 1;
-                    active += 1;
-                }
-            }
-        }
+        stats.add(&chunk, &sae.decode(&codes, par), &codes);
     }
-    let freq: Vec<f64> = fired.iter().map(|c| *c as f64 / s.max(1) as f64).collect();
-    ReconMetrics {
-        samples: s,
-        mse: if s == 0 {
-            f64::NAN
-        } else {
-            err / (s * m) as f64
-        },
-        fvu: err / total,
-        l0: if s == 0 {
-            f64::NAN
-        } else {
-            active as f64 / s as f64
-        },
-        dead_fraction: freq.iter().filter(|f| **f == 0.0).count() as f64 / n.max(1) as f64,
-        density: density_histogram(&freq, 20),
-    }
+    stats.metrics()
 }
 
 #[cfg(test)]

@@ -2,13 +2,17 @@
 //! (L0, firing density, dead latents), and identifiability against planted ground truth (code
 //! MCC and dictionary recovery, both through a maximum-weight matching).
 
+mod correlation;
 mod identifiability;
 mod matching;
 mod metrics;
+mod streamed;
 
-pub use identifiability::{abs_correlation, abs_cosine, code_mcc, dictionary_metrics, DictMetrics};
+pub use correlation::{abs_correlation, CodeCorrelation};
+pub use identifiability::{abs_cosine, code_mcc, dictionary_metrics, mcc_of, DictMetrics};
 pub use matching::{max_weight_matching, Matching, MatchingMethod, HUNGARIAN_MAX};
 pub use metrics::{
     density_histogram, evaluate, evaluate_sae, firing_frequency, fvu, l0, mse, Histogram,
-    ReconMetrics,
+    ReconMetrics, ReconStats,
 };
+pub use streamed::{evaluate_streamed, CodeSource, Streamed};

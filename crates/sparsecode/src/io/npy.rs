@@ -201,6 +201,7 @@ fn parse_str(s: &str) -> Option<(String, &str)> {
 pub struct NpyMap {
     map: memmap2::Mmap,
     header: Header,
+    path: std::path::PathBuf,
 }
 
 impl NpyMap {
@@ -236,12 +237,78 @@ impl NpyMap {
                 ),
             ));
         }
-        Ok(NpyMap { map, header })
+        Ok(NpyMap {
+            map,
+            header,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The array's shape.
     pub fn shape(&self) -> &[usize] {
         &self.header.shape
+    }
+
+    /// The file it maps.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `[rows, columns]` of a 2-D array with at least one value; other shapes are an error
+    /// naming the file.
+    pub fn matrix_shape(&self) -> Result<(usize, usize)> {
+        match *self.shape() {
+            [r, c] if r > 0 && c > 0 => Ok((r, c)),
+            [r, c] => Err(Error::Empty {
+                context: self.path.display().to_string(),
+                reason: format!("shape [{r}, {c}]"),
+            }),
+            ref shape => Err(Error::shape(
+                self.path.display().to_string(),
+                "a 2-D array [rows, columns]",
+                format!("{}-D array of shape {shape:?}", shape.len()),
+            )),
+        }
+    }
+
+    /// Rows `start..end` of a 2-D array as a matrix, refusing non-finite values (the error names
+    /// the file and the row in it). Their pages are released after the copy ([`Self::release`]):
+    /// this is the streaming read.
+    pub fn read_rows(&self, start: usize, end: usize) -> Result<Matrix> {
+        let (rows, cols) = self.matrix_shape()?;
+        assert!(start <= end && end <= rows, "rows {start}..{end} of {rows}");
+        let mut m = Matrix::zeros(end - start, cols);
+        self.read_values(start * cols, m.as_mut_slice());
+        self.release(start * cols, end * cols);
+        match m.first_non_finite() {
+            None => Ok(m),
+            Some((row, col, value)) => Err(Error::NonFinite {
+                context: self.path.display().to_string(),
+                row: start + row,
+                col,
+                value,
+            }),
+        }
+    }
+
+    /// Gives back the pages of values `start..end` (flat) that this process has mapped in, so a
+    /// file read once front to back does not stay resident (RSS) after it was read. Reading them
+    /// again maps them in again from the file.
+    pub fn release(&self, start: usize, end: usize) {
+        let size = self.header.dtype.size();
+        let page = 4096;
+        // Whole pages inside the range only; the map itself starts on a page boundary.
+        let a = (self.header.data_offset + start * size).next_multiple_of(page);
+        let b = (self.header.data_offset + end * size) / page * page;
+        if b > a {
+            // SAFETY: a read-only, shared file map and no borrow of these bytes outlives
+            // `read_values`; MADV_DONTNEED drops the pages from this process only (their
+            // contents stay in the file and are faulted in again if read).
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
+            };
+        }
     }
 
     /// Converts values `start..start + out.len()` (flat, C order) to f32.
