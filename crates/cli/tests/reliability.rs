@@ -529,6 +529,26 @@ fn sizes_past_the_memory_there_is_are_refused_before_any_work() {
 }
 
 #[test]
+fn an_mlp_encoder_s_hidden_width_is_admitted_like_the_latents() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "mlp",
+        "--latents",
+        "64",
+        "--hidden",
+        "1000000000000",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("--hidden") && e.contains("needs"), "{e}");
+}
+
+#[test]
 fn a_gguf_whose_block_count_disagrees_with_its_tensors_is_refused() {
     let (Some(gguf), Some(moby)) = (
         common::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),

@@ -413,11 +413,21 @@ impl TrainConfig {
     /// The SAE (weights, gradients, two Adam moments) and a batch's latent activations must fit.
     fn admit(&self, d_in: usize) -> Result<()> {
         use crate::memory::{admit, bytes_of};
-        let what = "training (--latents x d_in weights with gradients and Adam moments, --batch x --latents activations)";
-        let weights = bytes_of(what, &[self.latents, d_in, 2 * 4], 4)?;
-        let acts = bytes_of(what, &[self.batch_size, self.latents, 3], 4)?;
-        let total = weights
-            .checked_add(acts)
+        let what = "training (--latents x d_in weights with gradients and Adam moments, --batch x --latents activations, and an MLP encoder's --hidden layer alike)";
+        let hidden = match self.arch {
+            ArchConfig::Mlp { hidden, .. } => hidden,
+            _ => 0,
+        };
+        let parts = [
+            bytes_of(what, &[self.latents, d_in, 2 * 4], 4)?,
+            bytes_of(what, &[self.batch_size, self.latents, 3], 4)?,
+            // The hidden layer: [hidden, d_in] in, [latents, hidden] out, each x 4 buffers.
+            bytes_of(what, &[hidden, d_in.saturating_add(self.latents), 4], 4)?,
+            bytes_of(what, &[self.batch_size, hidden, 3], 4)?,
+        ];
+        let total = parts
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
             .ok_or_else(|| Error::param("latents", "the model's size overflows"))?;
         admit(what, total)
     }

@@ -121,6 +121,10 @@ impl RunDir {
             });
         }
         let job: RunJob = read_json(&partial.join(JOB_FILE))?;
+        // The saved config is input like any other: checked (and its memory admitted) before
+        // the checkpoint is sized by it.
+        let [samples, d_in] = job.data_shape;
+        job.config.clone().check(samples, d_in)?;
         let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
         let step = state.as_ref().map(|s| s.step).unwrap_or(0);
         let mpath = partial.join(METRICS_FILE);
