@@ -45,9 +45,14 @@ case "${1:-}" in
     secs=${2:-10}
     build
     for t in "${TARGETS[@]}"; do
-      echo "fuzz smoke: $t for ${secs}s"
-      run "$t" -max_total_time="$secs" -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|cov:.*DONE|ERROR|panicked|deadly" || true
-      [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz smoke: $t failed (see $OUT/artifacts/$t)" >&2; exit 1; }
+      log=$OUT/smoke-$t.log
+      if run "$t" -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+        echo "fuzz smoke: $t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$log") runs in ${secs}s, $(grep -o 'cov: [0-9]*' "$log" | tail -1) edges"
+      else
+        tail -40 "$log" >&2
+        echo "fuzz smoke: $t failed (the input is in $OUT/artifacts/$t)" >&2
+        exit 1
+      fi
     done ;;
   merge)
     [ $# -eq 2 ] || { echo "usage: $0 merge TARGET" >&2; exit 2; }

@@ -337,6 +337,7 @@ fn a_killed_run_s_temporary_files_are_removed_by_the_next_writer() {
     )
     .unwrap();
     std::fs::write(dir.join(".codes.npy.tmp-4000002"), vec![0u8; 4096]).unwrap();
+    std::fs::write(dir.join(".codes.json.tmp-4000002"), b"{").unwrap();
     ok(&[
         "store",
         "create",
@@ -357,6 +358,7 @@ fn a_killed_run_s_temporary_files_are_removed_by_the_next_writer() {
         &s(&dir.join("codes.npy")),
     ]);
     assert!(!dir.join(".codes.npy.tmp-4000002").exists());
+    assert!(!dir.join(".codes.json.tmp-4000002").exists());
     let hidden: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -526,6 +528,25 @@ fn sizes_past_the_memory_there_is_are_refused_before_any_work() {
     assert!(e.contains("but 1.0 MiB is available"), "{e}");
     let e = fails(&["--memory-limit", "lots", "demo"]);
     assert!(e.contains("--memory-limit") && e.contains("512M"), "{e}");
+}
+
+#[test]
+fn encoded_codes_are_admitted_before_the_solver_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    // 4096 samples x 64 atoms: 1 MiB of codes, 3 MiB with the solver's buffer and the file.
+    let e = fails(&[
+        "--memory-limit",
+        "2M",
+        "encode",
+        "--dictionary",
+        &s(&data.with_file_name("dictionary.npy")),
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&t.path().join("codes.npy")),
+    ]);
+    assert!(e.contains("codes [samples, atoms]") && e.contains("2.0 MiB"), "{e}");
 }
 
 #[test]

@@ -51,9 +51,10 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Gaussian data `[rows, dims]` from a seed.
-pub fn random_data(rows: usize, dims: usize, seed: u64) -> Matrix {
-    Matrix::standard_normal(rows, dims, seed)
+/// Gaussian data `[rows, dims]` from a seed, its memory admitted first (both are flags).
+pub fn random_data(rows: usize, dims: usize, seed: u64) -> Result<Matrix> {
+    sparsecode::memory::admit_array("random data [rows, dims]", &[rows, dims], 4)?;
+    Ok(Matrix::standard_normal(rows, dims, seed))
 }
 
 struct StepTimer {
@@ -86,7 +87,7 @@ pub fn bench_train(
     warmup: u64,
     threads: usize,
 ) -> Result<BenchResult> {
-    let x = random_data(batch, dims, 1);
+    let x = random_data(batch, dims, 1)?;
     let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
     cfg.threads = threads;
     cfg.log_every = u64::MAX;

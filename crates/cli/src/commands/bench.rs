@@ -236,8 +236,8 @@ fn bench_harvest(
     let model_gflops = tok_s * m.flops_per_token(layer, context) / 1e9;
     // The same-run baseline: f32 gemm of [rows, d] x [d, 4d] through the library kernel.
     let (rows, d) = (batch * context, m.d_model());
-    let a = sparsecode_lab::bench::random_data(rows, d, 1);
-    let b = sparsecode_lab::bench::random_data(d, 4 * d, 2);
+    let a = sparsecode_lab::bench::random_data(rows, d, 1)?;
+    let b = sparsecode_lab::bench::random_data(d, 4 * d, 2)?;
     let mut c = vec![0.0f32; rows * 4 * d];
     let par = sparsecode::Parallelism::threads(threads);
     let mut gt = Vec::new();
@@ -273,7 +273,7 @@ fn random_data(a: RandomData) -> Result<()> {
         if a.out.exists() && !a.force {
             return Err(sparsecode::Error::OutputExists { path: a.out }.into());
         }
-        let m = sparsecode_lab::bench::random_data(a.rows as usize, a.dims, a.seed);
+        let m = sparsecode_lab::bench::random_data(usize::try_from(a.rows)?, a.dims, a.seed)?;
         sparsecode::io::write_matrix(&a.out, &m)?;
     } else {
         let mut w = StoreWriter::create(
@@ -287,7 +287,7 @@ fn random_data(a: RandomData) -> Result<()> {
         while done < a.rows {
             let n = CHUNK.min(a.rows - done);
             let m =
-                sparsecode_lab::bench::random_data(n as usize, a.dims, a.seed.wrapping_add(done));
+                sparsecode_lab::bench::random_data(n as usize, a.dims, a.seed.wrapping_add(done))?;
             w.push(m.as_slice(), "random rows")?;
             done += n;
         }

@@ -71,6 +71,8 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
     // One writer of the codes file, held to the end; also removes a killed run's temp files.
     let _lock = sparsecode::io::OutputLock::acquire(&a.out)?;
+    // The record beside it too: a killed run's `.CODES.json.tmp-*` goes with the next writer.
+    let _record_lock = sparsecode::io::OutputLock::acquire(&a.out.with_extension("json"))?;
     if a.out.is_dir() {
         anyhow::bail!(
             "{}: is a folder; --out names the codes .npy file",

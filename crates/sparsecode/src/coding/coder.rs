@@ -87,6 +87,17 @@ impl Coder {
         if let Basis::Sae(s) = basis {
             s.check_input(x, "data")?;
         }
+        let atoms = match basis {
+            Basis::Sae(s) => s.d_sae(),
+            Basis::Dictionary(d) => d.rows(),
+        };
+        // Dense codes, as much again for the solver's own [samples, N] buffers (FISTA's
+        // momentum, ITO's gradient step; the SAE's pre-activations) and for the file.
+        crate::memory::admit_array(
+            "codes [samples, atoms], a solver buffer and the .npy bytes of that size",
+            &[x.rows(), atoms, 3],
+            4,
+        )?;
         match (self, basis) {
             (Coder::Sae, Basis::Sae(s)) => Ok(s.encode_dense(x, par)),
             (Coder::Ito(p), Basis::Sae(s)) => Ok(ito(s, x, p, par)?.codes),
