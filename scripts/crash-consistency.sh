@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Crash consistency, the SQLite way: kill -9 `train`, `learn` and `store create` at random moments,
+# Crash consistency, the SQLite way: kill -9 `train`, `learn`, `store create` and `harvest` (when
+# scripts/fetch-assets has fetched SmolLM2 and the texts) at random moments,
 # run the same command again (`train --resume` when an unfinished run is there), and compare the
 # finished bytes with those of an uninterrupted run. Also checks that nothing temporary is left
 # beside an output once the rerun finished (the rerun's lock removes what the killed run left).
-#   scripts/crash-consistency.sh [KILLS_PER_COMMAND] [BINARY]     # default 5, target/release
+#   scripts/crash-consistency.sh [KILLS_PER_COMMAND] [BINARY] [COMMANDS]
+# (defaults: 5, target/release/sparsecode, "train learn store harvest")
 # Prints one line per kill and a summary; exits 1 on the first difference.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,6 +25,13 @@ wide="$work/wide/activations.npy"
 train_cmd="train --data $data --arch topk --k 4 --latents 256 --steps 12000 --batch 256 --checkpoint-every 500 --seed 0 --out OUT"
 learn_cmd="learn --data $data --atoms 128 --max-iter 6 --restarts 1 --seed 0 --out OUT"
 store_cmd="store create --from $wide --shard-rows 5000 --out OUT"
+# A rerun of the same harvest continues it from its last whole shard.
+harvest_cmd="harvest --model smollm2 --corpus $root/assets/text/moby-dick --layer 3 --context 32 --batch 8 --shard-contexts 16 --max-tokens 8192 --out OUT"
+commands="${3:-train learn store harvest}"
+if [ ! -e "$root/assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ] || [ ! -e "$root/assets/text/moby-dick" ]; then
+  echo "harvest: skipped (run scripts/fetch-assets for SmolLM2 and the texts)"
+  commands="${commands//harvest/}"
+fi
 
 hash_of() { (cd "$1" && find . -type f ! -name '*.json' ! -name 'metrics.jsonl' -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16; }
 weights_of() {
@@ -33,7 +42,7 @@ weights_of() {
 }
 
 total=0
-for name in train learn store; do
+for name in $commands; do
   cmd_var="${name}_cmd"; cmd="${!cmd_var}"
   ref="$work/$name-ref"
   start=$(date +%s%N)
@@ -54,7 +63,8 @@ for name in train learn store; do
     if [ -d "$out.partial" ]; then
       $S train --resume "$out" >/dev/null 2>&1
       how="resumed"
-    elif [ -e "$out" ]; then
+    elif [ -e "$out" ] && { [ "$name" != harvest ] || [ -e "$out/manifest.json" ]; }; then
+      # (a harvest's folder exists from its start; its manifest is written last)
       how="finished before the kill"
     else
       $S ${cmd//OUT/$out} >/dev/null 2>&1
