@@ -33,9 +33,12 @@ build() {
 
 run() {
   local t=$1; shift
+  local dict=()
+  # Targets whose inputs hold JSON get its keys and hostile values as a dictionary.
+  case $t in saelens|sparsify|store|checkpoint) dict=(-dict=fuzz/dict/json.dict) ;; esac
   mkdir -p "$OUT/work/$t" "$OUT/artifacts/$t"
   "$BIN/fuzz_$t" "$OUT/work/$t" "fuzz/corpus/$t" -max_len=16384 -rss_limit_mb=2048 -timeout=20 \
-    -artifact_prefix="$OUT/artifacts/$t/" "$@"
+    -artifact_prefix="$OUT/artifacts/$t/" "${dict[@]}" "$@"
 }
 
 case "${1:-}" in

@@ -550,6 +550,50 @@ fn encoded_codes_are_admitted_before_the_solver_runs() {
 }
 
 #[test]
+fn a_batch_larger_than_the_data_is_an_error_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "64",
+        "--batch",
+        "100000000000",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("batch_size") && e.contains("the number of samples"), "{e}");
+}
+
+#[test]
+fn an_aux_k_above_the_latents_is_refused_not_lowered() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let e = fails(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--latents",
+        "64",
+        "--aux-k",
+        "100000000000",
+        "--out",
+        &s(&t.path().join("run")),
+    ]);
+    assert!(e.contains("aux_k") && e.contains("at most 64"), "{e}");
+}
+
+#[test]
 fn an_mlp_encoder_s_hidden_width_is_admitted_like_the_latents() {
     let t = tempfile::tempdir().unwrap();
     let data = planted(t.path());

@@ -217,9 +217,12 @@ impl TrainRequest {
             self.seed,
         );
         let seen = steps.saturating_mul(batch as u64);
+        // A twentieth of the samples seen, at least ten batches, at most ten million samples
+        // (the cap wins over a batch of more than a million rows).
+        let floor = (batch as u64).saturating_mul(10).min(10_000_000);
         cfg.dead_window = self
             .dead_window
-            .unwrap_or_else(|| (seen / 20).clamp(10 * batch as u64, 10_000_000));
+            .unwrap_or_else(|| (seen / 20).clamp(floor, 10_000_000));
         cfg.lr_warmup_steps = self.lr_warmup_steps;
         cfg.lr_decay_steps = self.lr_decay_steps;
         cfg.encoder_init = self.encoder_init;
@@ -267,10 +270,11 @@ impl TrainRequest {
                 Error::param("k", format!("`{name}` needs k (active latents per sample)"))
             })
         };
+        // Only the default is fitted to the latents; a chosen --aux-k above them is refused
+        // by the config check, not quietly lowered.
         let aux_k = self
             .aux_k
-            .unwrap_or((d_in / 2).clamp(1, 256))
-            .min(self.latents);
+            .unwrap_or_else(|| (d_in / 2).clamp(1, 256).min(self.latents));
         let aux_coef = self.aux_coef.unwrap_or(1.0 / 32.0);
         let l1 = self.l1.unwrap_or(DEFAULT_L1);
         let jump = 0.001;
