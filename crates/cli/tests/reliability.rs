@@ -546,17 +546,26 @@ fn encoded_codes_are_admitted_before_the_solver_runs() {
         "--out",
         &s(&t.path().join("codes.npy")),
     ]);
-    assert!(e.contains("codes [samples, atoms]") && e.contains("2.0 MiB"), "{e}");
+    assert!(
+        e.contains("codes [samples, atoms]") && e.contains("2.0 MiB"),
+        "{e}"
+    );
+}
+
+/// Runs `train` on a planted problem with `flags` (after `--data`), expecting exit 2; returns
+/// stderr.
+fn train_refused(flags: &[&str]) -> String {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let (data, out) = (s(&data), s(&t.path().join("run")));
+    let mut args = vec!["train", "--data", &data, "--out", &out];
+    args.extend_from_slice(flags);
+    fails(&args)
 }
 
 #[test]
 fn a_batch_larger_than_the_data_is_an_error_not_a_panic() {
-    let t = tempfile::tempdir().unwrap();
-    let data = planted(t.path());
-    let e = fails(&[
-        "train",
-        "--data",
-        &s(&data),
+    let e = train_refused(&[
         "--arch",
         "topk",
         "--k",
@@ -565,20 +574,16 @@ fn a_batch_larger_than_the_data_is_an_error_not_a_panic() {
         "64",
         "--batch",
         "100000000000",
-        "--out",
-        &s(&t.path().join("run")),
     ]);
-    assert!(e.contains("batch_size") && e.contains("the number of samples"), "{e}");
+    assert!(
+        e.contains("batch_size") && e.contains("the number of samples"),
+        "{e}"
+    );
 }
 
 #[test]
 fn an_aux_k_above_the_latents_is_refused_not_lowered() {
-    let t = tempfile::tempdir().unwrap();
-    let data = planted(t.path());
-    let e = fails(&[
-        "train",
-        "--data",
-        &s(&data),
+    let e = train_refused(&[
         "--arch",
         "topk",
         "--k",
@@ -587,28 +592,19 @@ fn an_aux_k_above_the_latents_is_refused_not_lowered() {
         "64",
         "--aux-k",
         "100000000000",
-        "--out",
-        &s(&t.path().join("run")),
     ]);
     assert!(e.contains("aux_k") && e.contains("at most 64"), "{e}");
 }
 
 #[test]
 fn an_mlp_encoder_s_hidden_width_is_admitted_like_the_latents() {
-    let t = tempfile::tempdir().unwrap();
-    let data = planted(t.path());
-    let e = fails(&[
-        "train",
-        "--data",
-        &s(&data),
+    let e = train_refused(&[
         "--arch",
         "mlp",
         "--latents",
         "64",
         "--hidden",
         "1000000000000",
-        "--out",
-        &s(&t.path().join("run")),
     ]);
     assert!(e.contains("--hidden") && e.contains("needs"), "{e}");
 }
