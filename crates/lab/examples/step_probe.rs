@@ -11,7 +11,7 @@ fn main() {
     let (b, m, n, k) = (4096usize, 768usize, 16384usize, 32usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut sae = Sae::init(m, n, Activation::TopK { k }, EncoderInit::Tied, &mut rng);
-    let x = sparsecode_lab::bench::random_data(b, m, 1);
+    let x = sparsecode_lab::bench::random_data(b, m, 1).expect("4096 x 768 floats fit");
     let dead: Vec<bool> = (0..n).map(|j| j % 10 == 0).collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
