@@ -34,6 +34,7 @@
     clippy::type_complexity
 )]
 
+pub mod classify;
 pub mod coding;
 pub mod data;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Data sources: synthetic superposition with planted ground truth, and the sharded,
 //! memory-mapped activation store.
 
+pub mod clusters;
 pub mod store;
 pub mod stream;
 pub mod synth;

@@ -4,12 +4,14 @@
 
 mod correlation;
 mod identifiability;
+mod linear;
 mod matching;
 mod metrics;
 mod streamed;
 
 pub use correlation::{abs_correlation, CodeCorrelation};
 pub use identifiability::{abs_cosine, code_mcc, dictionary_metrics, mcc_of, DictMetrics};
+pub use linear::linear_r2;
 pub use matching::{max_weight_matching, Matching, MatchingMethod, HUNGARIAN_MAX};
 pub use metrics::{
     density_histogram, evaluate, evaluate_sae, firing_frequency, fvu, l0, mse, Histogram,
