@@ -214,7 +214,14 @@ fn a_manifest_cannot_list_a_shard_twice() {
 
 /// Planted data big enough that a long training run is still running when the test acts.
 fn planted(dir: &Path) -> std::path::PathBuf {
+    planted_with(dir, 4096)
+}
+
+/// `synth` of 64 latents in 16 dimensions, 3 active, `samples` training samples, into
+/// `dir/planted`; returns its `activations.npy`.
+fn planted_with(dir: &Path, samples: usize) -> std::path::PathBuf {
     let out = dir.join("planted");
+    let n = samples.to_string();
     ok(&[
         "synth",
         "--latents",
@@ -224,7 +231,7 @@ fn planted(dir: &Path) -> std::path::PathBuf {
         "--active",
         "3",
         "--samples",
-        "4096",
+        &n,
         "--seed",
         "0",
         "--out",
@@ -690,24 +697,8 @@ fn eval_against_truth_streams_in_memory_that_does_not_grow_with_the_samples() {
     // and anonymous maps, not the file maps it streams from).
     use rand::SeedableRng;
     let t = tempfile::tempdir().unwrap();
-    let truth = t.path().join("truth");
-    ok(&[
-        "synth",
-        "--latents",
-        "64",
-        "--dims",
-        "16",
-        "--active",
-        "3",
-        "--samples",
-        "200000",
-        "--test-samples",
-        "0",
-        "--seed",
-        "1",
-        "--out",
-        &s(&truth),
-    ]);
+    let data = planted_with(t.path(), 200_000);
+    let truth = t.path().join("planted");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let sae = Sae::init(
         16,
@@ -733,7 +724,7 @@ fn eval_against_truth_streams_in_memory_that_does_not_grow_with_the_samples() {
             &s(&folder),
             "--data",
         ])
-        .arg(truth.join("activations.npy"))
+        .arg(&data)
         .arg("--truth")
         .arg(&truth)
         .output()

@@ -280,7 +280,7 @@ fn centred(m: &Matrix, shift: &[f32]) -> Matrix {
 }
 
 /// Rows per chunk when whole matrices are streamed through [`CodeCorrelation`].
-pub(crate) const CHUNK_ROWS: usize = 4096;
+const CHUNK_ROWS: usize = 4096;
 
 /// [`CodeCorrelation`] over two whole code sets, chunk by chunk.
 pub fn abs_correlation(a: &Matrix, b: &Matrix, par: Parallelism) -> Result<Matrix> {
