@@ -574,7 +574,10 @@ mod tests {
         let bytes = std::fs::read(m.path()).unwrap();
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let e = Llama::load(&cut).err().unwrap().to_string();
-        assert!(e.contains("cut.gguf") && e.contains("remaining"), "{e}");
+        assert!(
+            e.contains("cut.gguf") && e.contains("runs past the end of the file"),
+            "{e}"
+        );
     }
 
     #[test]
