@@ -162,29 +162,33 @@ impl Classifier {
 
     /// The forward pass on `x` (`[rows, d_in]`).
     pub fn forward(&self, x: &Matrix, par: Parallelism) -> Forward {
-        let mut hidden = Vec::with_capacity(self.layers.len() - 1);
-        let mut a = x.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            let mut z = dense(&a, l, par);
-            if i + 1 < self.layers.len() {
-                z.as_mut_slice()
-                    .iter_mut()
-                    .for_each(|v| *v = self.shape.act.apply(*v));
-                hidden.push(z.clone());
-            }
-            a = z;
-        }
-        let logits = self.logits(&a, par);
-        Forward {
-            hidden,
-            h: a,
-            logits,
-        }
+        let (hidden, h) = self.representation(x, par);
+        let logits = self.logits(&h, par);
+        Forward { hidden, h, logits }
     }
 
-    /// The representation `h` the experiments read (normalised when `unit`).
+    /// The hidden layers' outputs and `h`, each layer reading the one before in place (no copy
+    /// of the batch or of an activation).
+    fn representation(&self, x: &Matrix, par: Parallelism) -> (Vec<Matrix>, Matrix) {
+        let (last, inner) = self
+            .layers
+            .split_last()
+            .expect("init makes at least one layer");
+        let mut hidden: Vec<Matrix> = Vec::with_capacity(inner.len());
+        for l in inner {
+            let mut z = dense(hidden.last().unwrap_or(x), l, par);
+            z.as_mut_slice()
+                .iter_mut()
+                .for_each(|v| *v = self.shape.act.apply(*v));
+            hidden.push(z);
+        }
+        let h = dense(hidden.last().unwrap_or(x), last, par);
+        (hidden, h)
+    }
+
+    /// The representation `h` the experiments read (normalised when `unit`); no logits.
     pub fn features(&self, x: &Matrix, unit: bool, par: Parallelism) -> Matrix {
-        let mut h = self.forward(x, par).h;
+        let mut h = self.representation(x, par).1;
         if unit {
             unit_rows(&mut h);
         }

@@ -83,10 +83,12 @@ pub fn evaluate_streamed(
 fn check_source(source: &CodeSource, data: &NpyMap) -> Result<usize> {
     let (samples, d_in) = data.matrix_shape()?;
     match source {
-        CodeSource::Sae(sae) => {
-            sae.check_input(&Matrix::zeros(0, d_in), &data.path().display().to_string())?;
-            Ok(sae.d_sae())
-        }
+        CodeSource::Sae(sae) if sae.d_in() != d_in => Err(Error::shape(
+            data.path().display().to_string(),
+            format!("{} columns (the SAE's d_in)", sae.d_in()),
+            format!("{d_in} columns"),
+        )),
+        CodeSource::Sae(sae) => Ok(sae.d_sae()),
         CodeSource::File { codes, dictionary } => {
             let n = same_rows(codes, samples)?;
             if let Some(d) = dictionary {
