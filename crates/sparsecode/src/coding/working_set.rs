@@ -23,6 +23,7 @@ struct Scratch {
     g_sub: Vec<f32>,
     c_sub: Vec<f32>,
     z_sub: Vec<f32>,
+    z_start: Vec<f32>,
     v: Vec<f32>,
     grad: Vec<f32>,
     full: Vec<f32>,
@@ -72,12 +73,12 @@ fn gradient(z: &[f32], c: &[f32], g: &Matrix, full: &mut Vec<f32>) {
     }
 }
 
-/// An upper bound on the largest eigenvalue of the small symmetric PSD matrix `a` (`k x k`):
-/// power iteration (from below) with a 10% margin, capped by the Gershgorin bound (always
-/// above). Near-duplicate atoms make the power iteration slow, and an underestimate would make
-/// FISTA diverge, hence the margin.
+/// An estimate of the largest eigenvalue of the small symmetric PSD matrix `a` (`k x k`) and the
+/// Gershgorin bound (never below it): power iteration (from below) with a 10% margin, capped by
+/// the bound. Near-duplicate atoms make the power iteration slow, hence the margin; a start
+/// orthogonal to the top eigenvector still underestimates, which the caller detects.
 #[inline(always)]
-fn lipschitz(a: &[f32], k: usize, v: &mut Vec<f32>, w: &mut Vec<f32>) -> f32 {
+fn lipschitz(a: &[f32], k: usize, v: &mut Vec<f32>, w: &mut Vec<f32>) -> (f32, f32) {
     let gershgorin = (0..k)
         .map(|i| a[i * k..(i + 1) * k].iter().map(|x| x.abs()).sum::<f32>())
         .fold(0.0f32, f32::max);
@@ -88,7 +89,7 @@ fn lipschitz(a: &[f32], k: usize, v: &mut Vec<f32>, w: &mut Vec<f32>) -> f32 {
     for _ in 0..300 {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm == 0.0 || !norm.is_finite() {
-            return gershgorin;
+            return (gershgorin, gershgorin);
         }
         v.iter_mut().for_each(|x| *x /= norm);
         for i in 0..k {
@@ -102,7 +103,7 @@ fn lipschitz(a: &[f32], k: usize, v: &mut Vec<f32>, w: &mut Vec<f32>) -> f32 {
             break;
         }
     }
-    (est * 1.1).min(gershgorin)
+    ((est * 1.1).min(gershgorin), gershgorin)
 }
 
 #[inline(always)]
@@ -164,11 +165,36 @@ fn solve_row(
     (max_inner, false)
 }
 
+/// FISTA on `sc.g_sub`, `sc.c_sub` from `sc.z_sub` with step `1 / lip`; returns the iterations.
+fn fista_on_set(
+    sc: &mut Scratch,
+    (v, grad): (&mut Vec<f32>, &mut Vec<f32>),
+    lip: f32,
+    p: &FistaParams,
+) -> usize {
+    let k = sc.z_sub.len();
+    let (step, thr) = (1.0 / lip, p.lambda / lip);
+    v.clear();
+    v.extend_from_slice(&sc.z_sub);
+    grad.resize(k, 0.0);
+    let mut t = 1.0f32;
+    let mut inner = 0;
+    for it in 1..=p.max_iter {
+        inner = it;
+        for a in 0..k {
+            grad[a] = simd::dot_inline(&sc.g_sub[a * k..(a + 1) * k], v) - sc.c_sub[a];
+        }
+        if super::fista::prox_momentum_step(&mut sc.z_sub, v, grad, &mut t, step, thr, p) {
+            break;
+        }
+    }
+    inner
+}
+
 /// FISTA on the atoms of `sc.set` (warm-started from `z`), writing the result into `z` and
 /// dropping atoms that ended at zero. Returns the iterations used.
 #[inline(always)]
 fn solve_on_set(z: &mut [f32], c: &[f32], g: &Matrix, p: &FistaParams, sc: &mut Scratch) -> usize {
-    let lam = p.lambda;
     let k = sc.set.len();
     sc.g_sub.resize(k * k, 0.0);
     for (a, &i) in sc.set.iter().enumerate() {
@@ -182,26 +208,20 @@ fn solve_on_set(z: &mut [f32], c: &[f32], g: &Matrix, p: &FistaParams, sc: &mut 
     sc.z_sub.clear();
     sc.z_sub.extend(sc.set.iter().map(|&j| z[j]));
     let (mut v, mut grad) = (std::mem::take(&mut sc.v), std::mem::take(&mut sc.grad));
-    let lip = lipschitz(&sc.g_sub, k, &mut v, &mut grad);
+    let (lip, bound) = lipschitz(&sc.g_sub, k, &mut v, &mut grad);
     if lip <= 0.0 {
         sc.v = v;
         sc.grad = grad;
         return 0;
     }
-    let (step, thr) = (1.0 / lip, lam / lip);
-    v.clear();
-    v.extend_from_slice(&sc.z_sub);
-    grad.resize(k, 0.0);
-    let mut t = 1.0f32;
-    let mut inner = 0;
-    for it in 1..=p.max_iter {
-        inner = it;
-        for a in 0..k {
-            grad[a] = simd::dot_inline(&sc.g_sub[a * k..(a + 1) * k], &v) - sc.c_sub[a];
-        }
-        if super::fista::prox_momentum_step(&mut sc.z_sub, &mut v, &grad, &mut t, step, thr, p) {
-            break;
-        }
+    sc.z_start.clone_from(&sc.z_sub);
+    let mut inner = fista_on_set(sc, (&mut v, &mut grad), lip, p);
+    if lip < bound && !sc.z_sub.iter().all(|x| x.is_finite()) {
+        // The power iteration underestimated (its start can be orthogonal to the top
+        // eigenvector) and FISTA diverged: again from the start with the Gershgorin bound,
+        // which is never below the largest eigenvalue.
+        sc.z_sub.copy_from_slice(&sc.z_start);
+        inner += fista_on_set(sc, (&mut v, &mut grad), bound, p);
     }
 
     for (a, &j) in sc.set.iter().enumerate() {
