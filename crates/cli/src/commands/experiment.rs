@@ -9,8 +9,8 @@ use sparsecode::coding::{Basis, Coder};
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
-    self, additivity, amortisation, cs_bound, phase, sae_runs, scaling, stability, sweep, toy,
-    Report,
+    self, additivity, amortisation, cs_bound, identifiability, phase, sae_runs, scaling, stability,
+    sweep, toy, Report,
 };
 use std::path::PathBuf;
 
@@ -103,6 +103,36 @@ enum Which {
     Amortisation(Amortisation),
     /// Donoho-Tanner phase transition of basis pursuit and OMP (REFERENCE E1).
     PhaseTransition(PhaseTransition),
+    /// Does a classifier recover its data's latents up to a linear map, and does the chain
+    /// latents -> classifier -> SAE lift them back out? (REFERENCE section 7)
+    Identifiability(Identifiability),
+}
+
+#[derive(clap::Args)]
+struct Identifiability {
+    #[command(flatten)]
+    common: Common,
+    /// Representation widths M of the sparse chain, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<usize>>,
+    /// Classes C (the theorem's setting and the sparse chain).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Latents N of the sparse chain.
+    #[arg(long)]
+    latents: Option<usize>,
+    /// Active latents K of the sparse chain.
+    #[arg(long)]
+    k: Option<usize>,
+    /// Generator gains of the theorem's setting, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    gains: Option<Vec<f32>>,
+    /// Initial temperature of the normalised head (learned from there).
+    #[arg(long, allow_hyphen_values = true)]
+    temperature: Option<f32>,
+    /// Training steps of the classifiers.
+    #[arg(long)]
+    steps: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -305,6 +335,7 @@ impl Which {
             Which::Amortisation(a) => ("amortisation", &a.common),
             Which::Scaling(a) => ("scaling", &a.common),
             Which::PhaseTransition(a) => ("phase-transition", &a.common),
+            Which::Identifiability(a) => ("identifiability", &a.common),
             Which::ToySuperposition(a) => ("toy-superposition", &a.common),
             Which::Sweep(a) => ("sweep", &a.common),
             Which::Stability(a) => ("stability", &a.common),
@@ -323,6 +354,7 @@ impl Which {
             Which::ToySuperposition(a) => a.run(par, progress),
             Which::Amortisation(a) => a.run(par, progress),
             Which::PhaseTransition(a) => a.run(par, progress),
+            Which::Identifiability(a) => a.run(par, progress),
         }
     }
 }
@@ -429,6 +461,32 @@ impl Stability {
             stability::run(&p, &data, par, progress)?,
             serde_json::to_value(&p)?,
         ))
+    }
+}
+
+impl Identifiability {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let (quick, full) = (
+            identifiability::IdentifiabilityParams::quick,
+            identifiability::IdentifiabilityParams::full,
+        );
+        let mut p = preset(&self.common, quick, full);
+        p.seed = self.common.seed;
+        p.chain.widths = self.widths.unwrap_or(p.chain.widths);
+        if let Some(c) = self.classes {
+            p.theorem.process.classes = c;
+            p.chain.process.classes = c;
+        }
+        p.chain.process.latents = self.latents.unwrap_or(p.chain.process.latents);
+        p.chain.process.k = self.k.unwrap_or(p.chain.process.k);
+        p.theorem.gains = self.gains.unwrap_or(p.theorem.gains);
+        for net in [&mut p.theorem.net, &mut p.chain.net] {
+            net.temperature = self.temperature.unwrap_or(net.temperature);
+            net.steps = self.steps.unwrap_or(net.steps);
+        }
+        let results = identifiability::run(&p, par, progress)?;
+        let report = identifiability::report(&p, &results);
+        Ok((report, serde_json::to_value(&p)?))
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod additivity;
 pub mod amortisation;
 pub mod cs_bound;
+pub mod identifiability;
 pub mod methods;
 pub mod phase;
 pub mod plot;

@@ -19,14 +19,39 @@ pub struct FitParams {
     pub seed: u64,
 }
 
-/// Trains `net` on `x` and `labels`; returns the loss of every step.
+/// What the network is trained to output.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// A class per row (cross-entropy).
+    Labels(&'a [usize]),
+    /// A target vector per row (mean squared error; plain head only).
+    Values(&'a Matrix),
+}
+
+impl Targets<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Targets::Labels(l) => l.len(),
+            Targets::Values(v) => v.rows(),
+        }
+    }
+}
+
+/// Trains `net` on `x` and `targets`; returns the loss of every step.
 pub fn fit(
     net: &mut Classifier,
     x: &Matrix,
-    labels: &[usize],
+    targets: Targets<'_>,
     p: &FitParams,
     par: Parallelism,
 ) -> Result<Vec<f64>> {
+    if x.rows() == 0 || targets.rows() != x.rows() {
+        return Err(Error::shape(
+            "classifier training data",
+            "at least one row, and one target per row".to_string(),
+            format!("{} rows and {} targets", x.rows(), targets.rows()),
+        ));
+    }
     if p.batch == 0 || !(p.lr > 0.0 && p.lr.is_finite()) {
         return Err(Error::param(
             "batch/lr",
@@ -44,8 +69,13 @@ pub fn fit(
             .map(|_| rng.random_range(0..x.rows()))
             .collect();
         let bx = x.select_rows(&rows);
-        let by: Vec<usize> = rows.iter().map(|&r| labels[r]).collect();
-        let (loss, grads) = net.loss_grad(&bx, &by, par)?;
+        let (loss, grads) = match targets {
+            Targets::Labels(labels) => {
+                let by: Vec<usize> = rows.iter().map(|&r| labels[r]).collect();
+                net.loss_grad(&bx, &by, par)?
+            }
+            Targets::Values(y) => net.regression_loss_grad(&bx, &y.select_rows(&rows), par)?,
+        };
         losses.push(loss);
         let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
         for (((param, g), m), v) in net
@@ -105,7 +135,7 @@ mod tests {
             lr: 3e-3,
             seed: 1,
         };
-        let losses = fit(&mut net, &train.x, &train.labels, &p, par).unwrap();
+        let losses = fit(&mut net, &train.x, Targets::Labels(&train.labels), &p, par).unwrap();
         let r2 = |n: &Classifier| {
             linear_r2(
                 &n.features(&train.x, true, par),
@@ -123,8 +153,8 @@ mod tests {
             losses[0],
             losses[losses.len() - 1]
         );
-        // Measured at this seed: trained 0.80, untrained 0.33, raw observations 0.72 (the
-        // reference's 0.99 is not reached at this size and budget: issue 13 studies it).
+        // Measured at this seed: trained 0.83, untrained 0.34, raw observations 0.72 (a
+        // strongly nonlinear generator; at gain 2 the trained network reaches 0.98).
         assert!(
             trained > before + 0.3 && trained > raw,
             "trained {trained}, untrained {before}, raw {raw}"

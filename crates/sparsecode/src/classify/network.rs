@@ -86,6 +86,9 @@ pub struct Classifier {
     layers: Vec<Dense>,
     /// Class vectors `[C, M]`.
     head: Matrix,
+    /// Class biases of the plain head (`logit_c = <h, v_c> + b_c`; unused, and kept at 0, by
+    /// the normalised head).
+    head_bias: Vec<f32>,
     /// Log temperature of the normalised head.
     log_temp: f32,
 }
@@ -124,6 +127,7 @@ impl Classifier {
             .collect();
         let head = normal(shape.classes, shape.features);
         Ok(Classifier {
+            head_bias: vec![0.0; shape.classes],
             shape,
             layers,
             head,
@@ -136,7 +140,26 @@ impl Classifier {
         &self.shape
     }
 
-    /// Every parameter tensor, flattened, in one fixed order (layers' `W` and `b`, head, `t`).
+    /// Sets the normalised head's temperature `e^t` (its learning starts there); refuses a
+    /// temperature that is not positive and finite.
+    pub fn set_temperature(&mut self, temperature: f32) -> Result<()> {
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(Error::param(
+                "temperature",
+                format!("{temperature} (must be positive and finite)"),
+            ));
+        }
+        self.log_temp = temperature.ln();
+        Ok(())
+    }
+
+    /// The normalised head's temperature `e^t`.
+    pub fn temperature(&self) -> f32 {
+        self.log_temp.exp()
+    }
+
+    /// Every parameter tensor, flattened, in one fixed order (layers' `W` and `b`, head, class
+    /// biases, `t`).
     pub fn params(&self) -> Vec<&[f32]> {
         let mut v: Vec<&[f32]> = Vec::new();
         for l in &self.layers {
@@ -144,6 +167,7 @@ impl Classifier {
             v.push(&l.b);
         }
         v.push(self.head.as_slice());
+        v.push(&self.head_bias);
         v.push(std::slice::from_ref(&self.log_temp));
         v
     }
@@ -156,6 +180,7 @@ impl Classifier {
             v.push(&mut l.b);
         }
         v.push(self.head.as_mut_slice());
+        v.push(&mut self.head_bias);
         v.push(std::slice::from_mut(&mut self.log_temp));
         v
     }
@@ -206,8 +231,17 @@ impl Classifier {
             out.as_mut_slice().iter_mut().for_each(|v| *v *= s);
         } else {
             matmul(out.as_mut_slice(), h.view(), self.head.view().t(), 0.0, par);
+            let c = self.shape.classes;
+            out.as_mut_slice()
+                .chunks_mut(c)
+                .for_each(|r| r.iter_mut().zip(&self.head_bias).for_each(|(v, b)| *v += b));
         }
         out
+    }
+
+    /// The outputs (the plain head's logits) on `x`: what the regression control is fitted by.
+    pub fn outputs(&self, x: &Matrix, par: Parallelism) -> Matrix {
+        self.forward(x, par).logits
     }
 
     /// Mean cross-entropy of `x` against `labels` and its gradient for every parameter (in the
@@ -218,31 +252,79 @@ impl Classifier {
         labels: &[usize],
         par: Parallelism,
     ) -> Result<(f64, Vec<Vec<f32>>)> {
-        self.check_batch(x, labels)?;
-        let fw = self.forward(x, par);
-        let (loss, g) = cross_entropy(&fw.logits, labels);
-        let (dh, dhead, dt) = self.head_backward(&fw, &g, par);
-        let mut grads = self.layers_backward(x, &fw, dh, par);
-        grads.push(dhead.into_vec());
-        grads.push(vec![dt]);
-        Ok((loss, grads))
-    }
-
-    fn check_batch(&self, x: &Matrix, labels: &[usize]) -> Result<()> {
-        if x.cols() != self.shape.d_in || x.rows() != labels.len() || x.rows() == 0 {
-            return Err(Error::shape(
-                "classifier batch",
-                format!("[rows >= 1, {}] with one label per row", self.shape.d_in),
-                format!("{:?} with {} labels", x.shape(), labels.len()),
-            ));
-        }
-        match labels.iter().find(|&&c| c >= self.shape.classes) {
-            Some(c) => Err(Error::param(
+        self.check_batch(x, labels.len())?;
+        if let Some(c) = labels.iter().find(|&&c| c >= self.shape.classes) {
+            return Err(Error::param(
                 "labels",
                 format!("label {c} for {} classes", self.shape.classes),
-            )),
-            None => Ok(()),
+            ));
         }
+        let fw = self.forward(x, par);
+        let (loss, g) = cross_entropy(&fw.logits, labels);
+        Ok((loss, self.backward(x, &fw, &g, par)))
+    }
+
+    /// Mean squared error of the plain head's outputs against `targets` (`[rows, C]`, the
+    /// mean over rows and columns) and its gradient: the non-identifying control objective.
+    pub fn regression_loss_grad(
+        &self,
+        x: &Matrix,
+        targets: &Matrix,
+        par: Parallelism,
+    ) -> Result<(f64, Vec<Vec<f32>>)> {
+        self.check_batch(x, targets.rows())?;
+        if self.shape.normalized || targets.cols() != self.shape.classes {
+            return Err(Error::shape(
+                "regression targets",
+                format!("[rows, {}] for a plain head", self.shape.classes),
+                format!(
+                    "{:?} for a {} head",
+                    targets.shape(),
+                    if self.shape.normalized {
+                        "normalised"
+                    } else {
+                        "plain"
+                    }
+                ),
+            ));
+        }
+        let fw = self.forward(x, par);
+        let scale = 1.0 / targets.as_slice().len() as f64;
+        let mut loss = 0.0f64;
+        let mut g = fw.logits.clone();
+        for (o, t) in g.as_mut_slice().iter_mut().zip(targets.as_slice()) {
+            let d = (*o - t) as f64;
+            loss += d * d * scale;
+            *o = (2.0 * d * scale) as f32;
+        }
+        Ok((loss, self.backward(x, &fw, &g, par)))
+    }
+
+    /// Every parameter's gradient from `g = d loss / d logits`.
+    fn backward(&self, x: &Matrix, fw: &Forward, g: &Matrix, par: Parallelism) -> Vec<Vec<f32>> {
+        let (dh, dhead, dt) = self.head_backward(fw, g, par);
+        let mut grads = self.layers_backward(x, fw, dh, par);
+        grads.push(dhead.into_vec());
+        let mut dbias = vec![0.0f32; self.shape.classes];
+        if !self.shape.normalized {
+            for r in 0..g.rows() {
+                dbias.iter_mut().zip(g.row(r)).for_each(|(a, v)| *a += v);
+            }
+        }
+        grads.push(dbias);
+        grads.push(vec![dt]);
+        grads
+    }
+
+    fn check_batch(&self, x: &Matrix, targets: usize) -> Result<()> {
+        if x.cols() != self.shape.d_in || x.rows() != targets || x.rows() == 0 {
+            return Err(Error::shape(
+                "classifier batch",
+                format!("[rows >= 1, {}] with one target per row", self.shape.d_in),
+                format!("{:?} with {} targets", x.shape(), targets),
+            ));
+        }
+        Ok(())
     }
 
     /// `(dh, dhead, dt)` from `g = d loss / d logits`.
@@ -420,6 +502,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The regression control's gradient (plain head, class biases included) against central
+    /// differences.
+    #[test]
+    fn regression_gradients_match_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let net = Classifier::init(shape(false, Act::Tanh), &mut rng).unwrap();
+        let x = Matrix::standard_normal(6, 4, 2);
+        let y = Matrix::standard_normal(6, 5, 3);
+        let (_, grads) = net
+            .regression_loss_grad(&x, &y, Parallelism::Serial)
+            .unwrap();
+        for t in 0..net.params().len() {
+            for k in 0..net.params()[t].len() {
+                let eps = 2e-3f32;
+                let at = |d: f32| {
+                    let mut p = net.clone();
+                    p.params_mut()[t][k] += d;
+                    p.regression_loss_grad(&x, &y, Parallelism::Serial)
+                        .unwrap()
+                        .0
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                let analytic = grads[t][k] as f64;
+                assert!(
+                    (numeric - analytic).abs() < 2e-3 + 1e-2 * numeric.abs(),
+                    "tensor {t} entry {k}: {analytic} vs {numeric}"
+                );
+            }
+        }
+        let normalized = Classifier::init(shape(true, Act::Tanh), &mut rng).unwrap();
+        assert!(normalized
+            .regression_loss_grad(&x, &y, Parallelism::Serial)
+            .is_err());
+    }
+
+    #[test]
+    fn temperatures_that_are_not_positive_are_refused() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut net = Classifier::init(shape(true, Act::Tanh), &mut rng).unwrap();
+        for t in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let e = net.set_temperature(t).unwrap_err().to_string();
+            assert!(e.contains("temperature"), "{e}");
+        }
+        net.set_temperature(4.0).unwrap();
+        assert!((net.temperature() - 4.0).abs() < 1e-5);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! memory-mapped activation store.
 
 pub mod clusters;
+pub mod prototypes;
 pub mod store;
 pub mod stream;
 pub mod synth;
