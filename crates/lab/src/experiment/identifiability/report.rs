@@ -247,18 +247,81 @@ fn notes(p: &IdentifiabilityParams, r: &Results) -> Vec<String> {
         "Controls: untrained = same network at initialisation; mse_regression = same shape trained by MSE onto a fixed random tanh function of x; observations = the coders on x itself; linear_projection = z P with a random P (a perfectly linear network of width M).".into(),
     ];
     for c in &r.chain {
-        let better = c.trained.code_mcc > c.untrained.code_mcc;
         n.push(format!(
-            "{}: SAE code MCC trained {:.3} vs untrained {:.3} ({}); R^2 h <- z trained {:.3} vs untrained {:.3}.",
+            "{}: SAE code MCC trained {:.3} vs untrained {:.3} ({}); R^2 h <- z trained {:.3} vs untrained {:.3} ({}).",
             c.setting,
             c.trained.code_mcc,
             c.untrained.code_mcc,
-            if better { "held" } else { "broke" },
+            held(c.trained.code_mcc > c.untrained.code_mcc),
             c.trained.linear_r2,
-            c.untrained.linear_r2
+            c.untrained.linear_r2,
+            held(c.trained.linear_r2 > c.untrained.linear_r2),
         ));
     }
+    n.extend(break_notes(&r.breaks));
+    n.extend(shift_note(r));
+    n.extend(r.calibration.iter().map(|c| {
+        format!(
+            "Calibration, true K = {}: the knee is at k = {} ({}).",
+            c.true_k,
+            c.knee_k.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
+            match c.knee_k {
+                Some(k) if k == c.true_k => "calibrated",
+                Some(k) if k < c.true_k => "under-estimates",
+                Some(_) => "over-estimates",
+                None => "no knee",
+            }
+        )
+    }));
     n
+}
+
+fn held(b: bool) -> &'static str {
+    if b {
+        "held"
+    } else {
+        "broke"
+    }
+}
+
+/// Each break condition's SAE code MCC and linearity against the baseline's.
+fn break_notes(breaks: &[ChainResult]) -> Vec<String> {
+    let Some((base, rest)) = breaks.split_first() else {
+        return Vec::new();
+    };
+    rest.iter()
+        .map(|b| {
+            format!(
+                "{}: SAE code MCC {:.3} (baseline {:.3}), R^2 h <- z {:.3} (baseline {:.3}), accuracy {}.",
+                b.setting,
+                b.trained.code_mcc,
+                base.trained.code_mcc,
+                b.trained.linear_r2,
+                base.trained.linear_r2,
+                opt3(b.trained.accuracy)
+            )
+        })
+        .collect()
+}
+
+/// Which method lost least code MCC, on average over the shifts, from its in-distribution score.
+fn shift_note(r: &Results) -> Option<String> {
+    let (first, rest) = r.shift.split_first()?;
+    let drop = |f: fn(&super::shift::ShiftRow) -> f64| {
+        rest.iter().map(|s| f(first) - f(s)).sum::<f64>() / rest.len().max(1) as f64
+    };
+    let drops = [
+        ("SAE", drop(|s| s.sae)),
+        ("SAE + ITO", drop(|s| s.sae_ito)),
+        ("dictionary learning", drop(|s| s.dictionary_learning)),
+    ];
+    let least = drops.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let all: Vec<String> = drops.iter().map(|(m, d)| format!("{m} {d:.3}")).collect();
+    Some(format!(
+        "Shift: mean loss of code MCC from in-distribution: {}; {} degrades least.",
+        all.join(", "),
+        least.0
+    ))
 }
 
 /// The report of a finished run.
