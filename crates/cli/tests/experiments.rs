@@ -334,11 +334,15 @@ fn identifiability_training_recovers_latents_and_a_shortcut_breaks_it() {
     }
     let chain = r["chain"].as_array().unwrap();
     assert_eq!(chain.len(), 2);
+    // Over the widths (the margin at M = 32 is small enough that another CPU's float path
+    // could flip it alone; the mean's is 0.09).
+    let mean =
+        |key: &str| chain.iter().map(|c| f(&c[key]["code_mcc"])).sum::<f64>() / chain.len() as f64;
+    assert!(
+        mean("trained") > mean("untrained") + 0.03,
+        "chain: {chain:?}"
+    );
     for c in chain {
-        assert!(
-            f(&c["trained"]["code_mcc"]) > f(&c["untrained"]["code_mcc"]),
-            "chain: {c}"
-        );
         // The perfectly linear control is what the compressed-sensing part alone allows.
         assert!(f(&c["controls"]["linear_projection"]["linear_r2"]) > 0.999);
     }

@@ -264,7 +264,9 @@ fn notes(p: &IdentifiabilityParams, r: &Results) -> Vec<String> {
         format!(
             "Calibration, true K = {}: the knee is at k = {} ({}).",
             c.true_k,
-            c.knee_k.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
+            c.knee_k
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "none".into()),
             match c.knee_k {
                 Some(k) if k == c.true_k => "calibrated",
                 Some(k) if k < c.true_k => "under-estimates",
