@@ -32,7 +32,7 @@ pub fn full_duration(name: &str) -> Option<&'static str> {
         "phase-transition" => Some("about 35 minutes"),
         "toy-superposition" => Some("about a minute"),
         "sweep" | "stability" => Some("a few minutes"),
-        "identifiability" => Some("about 25 minutes"),
+        "identifiability" => Some("about 15 minutes"),
         _ => None,
     }
 }

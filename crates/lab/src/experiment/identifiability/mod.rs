@@ -57,7 +57,7 @@ fn nets(hidden: usize, steps: usize) -> nets::NetSettings {
 }
 
 impl IdentifiabilityParams {
-    /// The full setting (about half an hour on 2 cores).
+    /// The full setting (about 15 minutes on 2 cores).
     pub fn full() -> Self {
         IdentifiabilityParams {
             theorem: theorem::TheoremParams {
