@@ -57,23 +57,25 @@ impl ClusterConfig {
                 format!("{} (must be positive)", self.kappa),
             ));
         }
-        if self.obs_dim < self.dim || self.depth == 0 {
-            return Err(Error::param(
-                "obs_dim",
-                format!(
-                    "{} with depth {} (an injective generator needs obs_dim >= dim = {} and depth >= 1)",
-                    self.obs_dim, self.depth, self.dim
-                ),
-            ));
-        }
-        if !(self.gain > 0.0 && self.gain.is_finite()) {
-            return Err(Error::param(
-                "gain",
-                format!("{} (must be positive)", self.gain),
-            ));
-        }
-        Ok(())
+        check_generator(self.dim, self.obs_dim, self.depth, self.gain)
     }
+}
+
+/// Refuses a generator `R^dim -> R^obs_dim` that cannot be injective or has no meaning
+/// (`obs_dim < dim`, no layer, a gain that is not positive), naming the field.
+pub(crate) fn check_generator(dim: usize, obs_dim: usize, depth: usize, gain: f32) -> Result<()> {
+    if obs_dim < dim || depth == 0 {
+        return Err(Error::param(
+            "obs_dim",
+            format!(
+                "{obs_dim} with depth {depth} (an injective generator needs obs_dim >= the latent width {dim} and depth >= 1)"
+            ),
+        ));
+    }
+    if !(gain > 0.0 && gain.is_finite()) {
+        return Err(Error::param("gain", format!("{gain} (must be positive)")));
+    }
+    Ok(())
 }
 
 /// A random injective MLP `R^d -> R^D`.

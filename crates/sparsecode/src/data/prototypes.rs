@@ -71,22 +71,7 @@ impl PrototypeConfig {
                 format!("{} (must be a finite number >= 1)", self.contrast),
             ));
         }
-        if self.obs_dim < self.latents || self.depth == 0 {
-            return Err(Error::param(
-                "obs_dim",
-                format!(
-                    "{} with depth {} (an injective generator needs obs_dim >= N = {} and depth >= 1)",
-                    self.obs_dim, self.depth, self.latents
-                ),
-            ));
-        }
-        if !(self.gain > 0.0 && self.gain.is_finite()) {
-            return Err(Error::param(
-                "gain",
-                format!("{} (must be positive)", self.gain),
-            ));
-        }
-        Ok(())
+        super::clusters::check_generator(self.latents, self.obs_dim, self.depth, self.gain)
     }
 }
 

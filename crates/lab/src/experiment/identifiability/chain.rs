@@ -17,7 +17,7 @@ use super::nets::{accuracy, train_net, NetSettings};
 use super::score::{score, with_unit_features, CoderSettings, Repr, ReprScore};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use sparsecode::classify::Targets;
+use sparsecode::classify::{Classifier, Targets};
 use sparsecode::data::clusters::{unit_vectors, ClusterSamples, Generator};
 use sparsecode::data::prototypes::{PrototypeConfig, Prototypes};
 use sparsecode::{Matrix, Parallelism, Result};
@@ -144,7 +144,6 @@ pub fn run_variation(
 ) -> Result<ChainResult> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let d = plant(v, p, &mut rng)?;
-    let z = (&d.train.z, &d.test.z);
     let k = v.process.k;
     let net_settings = NetSettings {
         steps: v.steps,
@@ -160,16 +159,7 @@ pub fn run_variation(
     )?;
     let mut scored = Vec::new();
     for n in [&net.trained, &net.untrained] {
-        let (h_train, h_test) = (
-            n.features(&d.x_train, false, par),
-            n.features(&d.x_test, false, par),
-        );
-        let rep = || Repr {
-            train: &h_train,
-            test: &h_test,
-        };
-        let s = score(rep(), z, k, &p.coders, seed, par)?;
-        let mut s = with_unit_features(s, rep(), z)?;
+        let mut s = score_network(n, &d, k, &p.coders, seed, par)?;
         s.accuracy = Some(accuracy(n, &d.x_test, &d.test.labels, par));
         scored.push(s);
     }
@@ -189,6 +179,28 @@ pub fn run_variation(
         untrained,
         controls,
     })
+}
+
+/// A network's representation `h`, scored, with its unit features' R^2.
+fn score_network(
+    net: &Classifier,
+    d: &Planted,
+    k: usize,
+    coders: &CoderSettings,
+    seed: u64,
+    par: Parallelism,
+) -> Result<ReprScore> {
+    let z = (&d.train.z, &d.test.z);
+    let (h_train, h_test) = (
+        net.features(&d.x_train, false, par),
+        net.features(&d.x_test, false, par),
+    );
+    let rep = || Repr {
+        train: &h_train,
+        test: &h_test,
+    };
+    let s = score(rep(), z, k, coders, seed, par)?;
+    with_unit_features(s, rep(), z)
 }
 
 /// The regression network, the observations and the linear projection, scored alike.
@@ -218,16 +230,10 @@ fn controls(
         par,
     )?
     .trained;
-    let (h_train, h_test) = (
-        mse.features(&d.x_train, false, par),
-        mse.features(&d.x_test, false, par),
+    out.insert(
+        "mse_regression".into(),
+        score_network(&mse, d, k, &p.coders, seed, par)?,
     );
-    let rep = || Repr {
-        train: &h_train,
-        test: &h_test,
-    };
-    let s = score(rep(), z, k, &p.coders, seed, par)?;
-    out.insert("mse_regression".into(), with_unit_features(s, rep(), z)?);
 
     let obs = Repr {
         train: &d.train.x,
