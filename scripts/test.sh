@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: the Rust tests (one release build), then the Python package's
+# tests in a virtual environment this script makes (target/venv; SPARSECODE_VENV to choose
+# another), with the package built from this checkout by pip through maturin.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+cargo test --release --workspace
+
+venv="${SPARSECODE_VENV:-$root/target/venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  if ! python3 -m venv "$venv"; then
+    # Debian splits venv out of python3.
+    apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q "$root/crates/python[test]"
+"$venv/bin/python" -m pytest -q "$root/crates/python/tests"
