@@ -9,6 +9,8 @@
 //! OMP) and the metrics `fvu`, `l0`, `code_mcc`. The scikit-learn estimators live in Python
 //! (`python/sparsecode/`) on top of these.
 
+mod sae;
+
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyValueError};
@@ -156,6 +158,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fvu, m)?)?;
     m.add_function(wrap_pyfunction!(l0, m)?)?;
     m.add_function(wrap_pyfunction!(code_mcc, m)?)?;
+    m.add_class::<sae::SaeCore>()?;
     m.add("FormatError", m.py().get_type::<FormatError>())?;
     Ok(())
 }

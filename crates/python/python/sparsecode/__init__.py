@@ -6,6 +6,7 @@ scikit-learn's signature and :mod:`sparsecode.metrics`; the estimators follow.
 
 from ._native import FormatError
 from ._coding import sparse_encode
+from ._sae import SparseAutoencoder
 from . import metrics
 
-__all__ = ["FormatError", "sparse_encode", "metrics"]
+__all__ = ["FormatError", "SparseAutoencoder", "sparse_encode", "metrics"]
