@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from sklearn.decomposition import sparse_encode as sk_encode
 
-import sparsecode
 from sparsecode import sparse_encode
 
 
@@ -80,6 +79,3 @@ def test_bad_input_raises_value_error_naming_what():
     with pytest.raises(ValueError, match="n_nonzero_coefs"):
         sparse_encode(x, d, algorithm="omp", n_nonzero_coefs=0)
 
-
-def test_format_error_is_an_exception_type():
-    assert issubclass(sparsecode.FormatError, Exception)

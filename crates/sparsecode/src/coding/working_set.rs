@@ -214,7 +214,10 @@ fn solve_on_set(z: &mut [f32], c: &[f32], g: &Matrix, p: &FistaParams, sc: &mut 
         sc.grad = grad;
         return 0;
     }
-    sc.z_start.clone_from(&sc.z_sub);
+    // The warm start is kept only when a fallback is possible (the estimate is below the bound).
+    if lip < bound {
+        sc.z_start.clone_from(&sc.z_sub);
+    }
     let mut inner = fista_on_set(sc, (&mut v, &mut grad), lip, p);
     if lip < bound && !sc.z_sub.iter().all(|x| x.is_finite()) {
         // The power iteration underestimated (its start can be orthogonal to the top
