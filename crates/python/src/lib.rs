@@ -5,18 +5,21 @@
 //! for missing files, `sparsecode.FormatError` for corrupt ones, `MemoryError` when an
 //! allocation is refused before it is made.
 //!
-//! This first slice (issue 14, groundwork): `sparse_encode` (FISTA for the lasso algorithms,
-//! OMP) and the metrics `fvu`, `l0`, `code_mcc`. The scikit-learn estimators live in Python
-//! (`python/sparsecode/`) on top of these.
+//! Here: `sparse_encode` (FISTA for the lasso algorithms, OMP) and the error mapping; the
+//! modules hold the SAE (`sae`), dictionary learning (`dictionary`), activation stores
+//! (`store`), metrics and synthetic data (`metrics`). The scikit-learn estimators live in
+//! Python (`python/sparsecode/`) on top of these.
 
+mod dictionary;
+mod metrics;
 mod sae;
+mod store;
 
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
-use sparsecode::eval::{code_mcc as mcc, fvu as fvu_of, l0 as l0_of, HUNGARIAN_MAX};
 use sparsecode::{Error, Matrix, Parallelism};
 
 create_exception!(
@@ -116,49 +119,20 @@ fn sparse_encode<'py>(
     Ok(to_numpy(py, codes))
 }
 
-/// Fraction of variance unexplained of `x_hat` against `x` (per-dimension means).
-#[pyfunction]
-fn fvu(x: PyReadonlyArray2<'_, f32>, x_hat: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
-    let (a, b) = (matrix(&x, "X")?, matrix(&x_hat, "X_hat")?);
-    if a.shape() != b.shape() {
-        return Err(PyValueError::new_err(format!(
-            "X {:?} and X_hat {:?} must have the same shape",
-            a.shape(),
-            b.shape()
-        )));
-    }
-    Ok(fvu_of(&a, &b))
-}
-
-/// Mean number of non-zero codes per row.
-#[pyfunction]
-fn l0(codes: PyReadonlyArray2<'_, f32>) -> PyResult<f64> {
-    Ok(l0_of(&matrix(&codes, "codes")?))
-}
-
-/// Code MCC: the matched mean absolute correlation of true and recovered code columns.
-#[pyfunction]
-#[pyo3(signature = (z_true, z_hat, n_threads=None))]
-fn code_mcc(
-    py: Python<'_>,
-    z_true: PyReadonlyArray2<'_, f32>,
-    z_hat: PyReadonlyArray2<'_, f32>,
-    n_threads: Option<usize>,
-) -> PyResult<f64> {
-    let (a, b) = (matrix(&z_true, "z_true")?, matrix(&z_hat, "z_hat")?);
-    let p = par(n_threads);
-    py.detach(|| mcc(&a, &b, HUNGARIAN_MAX, p))
-        .map(|r| r.0)
-        .map_err(to_py)
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sparse_encode, m)?)?;
-    m.add_function(wrap_pyfunction!(fvu, m)?)?;
-    m.add_function(wrap_pyfunction!(l0, m)?)?;
-    m.add_function(wrap_pyfunction!(code_mcc, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::fvu, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::l0, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::dead_fraction, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::code_mcc, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::dictionary_match, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::superposition, m)?)?;
+    m.add_function(wrap_pyfunction!(dictionary::learn_dictionary, m)?)?;
+    m.add_class::<dictionary::OnlineDictCore>()?;
     m.add_class::<sae::SaeCore>()?;
+    m.add_class::<store::StoreWriterCore>()?;
+    m.add_class::<store::StoreCore>()?;
     m.add("FormatError", m.py().get_type::<FormatError>())?;
     Ok(())
 }

@@ -1,149 +1,249 @@
 //! `SaeCore`: the native half of `sparsecode.SparseAutoencoder` (the scikit-learn layer is in
-//! Python). Training runs on a thread of its own with the GIL released; the calling (main)
-//! thread wakes every 20 ms to let Python check its signals (only the main thread can), and on
-//! Ctrl-C raises a flag the trainer reads after every step: `fit` stops after the current step
-//! with `KeyboardInterrupt`, and the model keeps what it learned so far.
+//! Python). The estimator's parameters arrive as a [`TrainRequest`] (JSON), so every default is
+//! decided by the library exactly as for `sparsecode train`: the same data, seed and threads give
+//! the same model from Python and from the CLI.
+//!
+//! Training runs on a thread of its own with the GIL released; the calling (main) thread wakes
+//! every 20 ms to let Python check its signals (only the main thread can) and to hand logged
+//! steps to the progress callback. On Ctrl-C (or an exception in the callback) it raises a flag
+//! the trainer reads after every step: `fit` stops after the current step with that exception,
+//! and the model keeps what it learned so far.
 
 use crate::{matrix, par, to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use sparsecode::sae::Sae;
-use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig, TrainState};
+use sparsecode::data::store::Store;
+use sparsecode::data::RowSource;
+use sparsecode::io::OutputDir;
+use sparsecode::sae::{Activation, Sae, SaeFormat};
+use sparsecode::train::{
+    train, Control, Observer, StepRecord, TrainConfig, TrainOutcome, TrainRequest, TrainState,
+};
+use sparsecode::Matrix;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// Stops the trainer after the step in which the flag went up.
-struct StopFlag<'a>(&'a AtomicBool);
+/// How often the main thread wakes while the trainer runs.
+const POLL: Duration = Duration::from_millis(20);
 
-impl Observer for StopFlag<'_> {
+/// Stops the trainer after the step in which the flag went up; queues logged steps for the
+/// main thread.
+struct Progress<'a> {
+    stop: &'a AtomicBool,
+    logs: &'a Mutex<Vec<StepRecord>>,
+}
+
+impl Observer for Progress<'_> {
     fn on_step(&mut self, _step: u64) -> Control {
-        if self.0.load(Ordering::Relaxed) {
+        if self.stop.load(Ordering::Relaxed) {
             Control::Stop
         } else {
             Control::Continue
         }
     }
+
+    fn on_log(&mut self, record: &StepRecord) -> sparsecode::Result<()> {
+        if let Ok(mut q) = self.logs.lock() {
+            q.push(record.clone());
+        }
+        Ok(())
+    }
 }
 
-/// A sparse autoencoder being trained: its configuration and, once fitted, its state.
+/// A sparse autoencoder: the request it trains by, and once fitted (or loaded) its model.
 #[pyclass(module = "sparsecode._native")]
 pub struct SaeCore {
-    template: TrainConfig,
+    request: TrainRequest,
+    /// The resolved configuration of the current model (`partial_fit` keeps extending it).
+    config: Option<TrainConfig>,
+    /// The trainer's state (none for a loaded model until it trains).
     state: Option<TrainState>,
-}
-
-fn arch(name: &str, k: Option<usize>, l1: Option<f32>, d_in_hint: usize) -> PyResult<ArchConfig> {
-    match name {
-        "topk" => {
-            let k = k.ok_or_else(|| PyValueError::new_err("arch='topk' needs k"))?;
-            Ok(ArchConfig::TopK {
-                k,
-                aux_k: (d_in_hint / 2).max(1),
-                aux_coef: 1.0 / 32.0,
-            })
-        }
-        "relu" => Ok(ArchConfig::Relu {
-            l1: l1.ok_or_else(|| PyValueError::new_err("arch='relu' needs l1"))?,
-            l1_warmup_steps: 0,
-        }),
-        other => Err(PyValueError::new_err(format!(
-            "unknown arch '{other}' (this slice has topk and relu)"
-        ))),
-    }
+    /// The model for raw inputs (the input scale folded in).
+    model: Option<Sae>,
 }
 
 impl SaeCore {
     fn model(&self) -> PyResult<&Sae> {
-        self.state
+        self.model
             .as_ref()
-            .map(|s| &s.sae)
             .ok_or_else(|| PyValueError::new_err("the SparseAutoencoder is not fitted yet"))
     }
 
-    /// Runs `steps` more steps on `x` (from the current state, or from scratch).
-    fn run(&mut self, py: Python<'_>, x: sparsecode::Matrix, steps: u64) -> PyResult<()> {
-        let mut cfg = self.template.clone();
-        let done = self.state.as_ref().map_or(0, |s| s.step);
-        cfg.steps = done
-            .checked_add(steps)
-            .ok_or_else(|| PyValueError::new_err("n_steps overflows the step counter"))?;
-        cfg.batch_size = cfg.batch_size.min(x.rows().max(1));
-        cfg.log_every = cfg.steps.max(1);
-        let checked = cfg.check_for(&x).map_err(to_py)?;
-        let resume = self.state.take();
+    fn threads(&self) -> sparsecode::Parallelism {
+        par(Some(self.request.threads))
+    }
+
+    /// Runs `cfg` on `data` from `resume` on a worker thread, handing logs to `callback`.
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        cfg: TrainConfig,
+        data: &dyn RowSource,
+        resume: Option<TrainState>,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let checked = cfg.clone().check_for(data).map_err(to_py)?;
         let stop = AtomicBool::new(false);
-        let mut interrupted: Option<PyErr> = None;
+        let logs = Mutex::new(Vec::new());
+        let mut raised: Option<PyErr> = None;
         let out = std::thread::scope(|s| {
-            let worker = s.spawn(|| train(&checked, &x, None, resume, &mut StopFlag(&stop)));
-            while !worker.is_finished() {
-                py.detach(|| std::thread::sleep(Duration::from_millis(20)));
-                if interrupted.is_none() {
-                    if let Err(e) = py.check_signals() {
-                        interrupted = Some(e);
-                        stop.store(true, Ordering::Relaxed);
-                    }
+            let worker = s.spawn(|| {
+                let mut obs = Progress {
+                    stop: &stop,
+                    logs: &logs,
+                };
+                train(&checked, data, None, resume, &mut obs)
+            });
+            loop {
+                let finished = worker.is_finished();
+                if raised.is_none() {
+                    raised = deliver(py, &logs, callback).err();
                 }
+                if raised.is_none() {
+                    raised = py.check_signals().err();
+                }
+                if raised.is_some() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                if finished {
+                    break;
+                }
+                py.detach(|| std::thread::sleep(POLL));
             }
             worker.join()
         });
-        let out = match out {
-            Ok(r) => r.map_err(to_py)?,
-            Err(_) => {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+        let out: TrainOutcome = out
+            .map_err(|_| {
+                PyRuntimeError::new_err(
                     "sparsecode: the training thread panicked (a defect: please report it)",
-                ))
-            }
-        };
+                )
+            })?
+            .map_err(to_py)?;
+        self.model = Some(out.model());
         self.state = Some(out.state);
-        match interrupted {
+        self.config = Some(cfg);
+        match raised {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Trains from scratch on `data` by the request.
+    fn fit_source(
+        &mut self,
+        py: Python<'_>,
+        data: &dyn RowSource,
+        callback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let cfg = py
+            .detach(|| self.request.resolve(data))
+            .map_err(to_py)?
+            .config()
+            .clone();
+        self.state = None;
+        self.run(py, cfg, data, None, callback)
+    }
+}
+
+/// Hands the queued step records to `callback` as JSON lines.
+fn deliver(
+    py: Python<'_>,
+    logs: &Mutex<Vec<StepRecord>>,
+    callback: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let records = logs.lock().map(|mut q| std::mem::take(&mut *q));
+    let (Some(cb), Ok(records)) = (callback, records) else {
+        return Ok(());
+    };
+    for r in records {
+        let line = serde_json::to_string(&r).unwrap_or_default();
+        cb.call1((line,))?;
+        py.check_signals()?;
+    }
+    Ok(())
+}
+
+/// The architecture name and `k` of a model, as the Python estimator spells them.
+fn describe(sae: &Sae) -> (&'static str, Option<usize>) {
+    match (sae.activation(), sae.encoder.hidden().is_some()) {
+        (_, true) => ("mlp", None),
+        (Activation::Relu, _) => ("relu", None),
+        (Activation::TopK { k }, _) => ("topk", Some(k)),
+        (Activation::JumpRelu, _) => ("jumprelu", None),
+        (Activation::Gated, _) => ("gated", None),
     }
 }
 
 #[pymethods]
 impl SaeCore {
+    /// A model to be trained by `request` (a JSON `TrainRequest`).
     #[new]
-    #[pyo3(signature = (arch_name, n_latents, k, l1, lr, batch_size, seed, d_in_hint, n_threads=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        arch_name: &str,
-        n_latents: usize,
-        k: Option<usize>,
-        l1: Option<f32>,
-        lr: f32,
-        batch_size: usize,
-        seed: u64,
-        d_in_hint: usize,
-        n_threads: Option<usize>,
-    ) -> PyResult<Self> {
-        let a = arch(arch_name, k, l1, d_in_hint)?;
-        let mut template = TrainConfig::new(a, n_latents, 1, batch_size, lr, seed);
-        template.threads = par(n_threads).count();
+    fn new(request: &str) -> PyResult<Self> {
+        let request: TrainRequest = serde_json::from_str(request)
+            .map_err(|e| PyValueError::new_err(format!("SparseAutoencoder parameters: {e}")))?;
         Ok(SaeCore {
-            template,
+            request,
+            config: None,
             state: None,
+            model: None,
         })
     }
 
-    /// Trains from scratch for `n_steps` steps on `x`.
-    fn fit(&mut self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>, n_steps: u64) -> PyResult<()> {
+    /// Trains from scratch on the rows of `x`.
+    #[pyo3(signature = (x, callback=None))]
+    fn fit(
+        &mut self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        callback: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let x = matrix(&x, "X")?;
-        self.state = None;
-        self.run(py, x, n_steps)
+        self.fit_source(py, &x, callback.as_ref())
     }
 
-    /// `n_steps` more steps on the batch `x` (the first call starts the model).
+    /// Trains from scratch on an activation store, streamed from disk.
+    #[pyo3(signature = (path, verify=true, callback=None))]
+    fn fit_store(
+        &mut self,
+        py: Python<'_>,
+        path: PathBuf,
+        verify: bool,
+        callback: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let mut store = Store::open(&path).map_err(to_py)?;
+        store.set_verify_reads(verify);
+        self.fit_source(py, &store, callback.as_ref())
+    }
+
+    /// `n_steps` more steps on the batch `x`; the first call resolves the request on it.
+    #[pyo3(signature = (x, n_steps, callback=None))]
     fn partial_fit(
         &mut self,
         py: Python<'_>,
         x: PyReadonlyArray2<'_, f32>,
         n_steps: u64,
+        callback: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let x = matrix(&x, "X")?;
-        self.run(py, x, n_steps)
+        let mut cfg = match (&self.config, &self.state) {
+            (Some(c), Some(_)) => c.clone(),
+            _ => {
+                let mut first = self.request.clone();
+                first.steps = Some(first.steps.unwrap_or(n_steps).max(1));
+                first.epochs = None;
+                first.resolve(&x).map_err(to_py)?.config().clone()
+            }
+        };
+        let done = self.state.as_ref().map_or(0, |s| s.step);
+        cfg.steps = done
+            .checked_add(n_steps)
+            .ok_or_else(|| PyValueError::new_err("n_steps overflows the step counter"))?;
+        cfg.batch_size = cfg.batch_size.min(x.rows().max(1));
+        let resume = self.state.take();
+        self.run(py, cfg, &x, resume, callback.as_ref())
     }
 
     /// Dense codes of the rows of `x`.
@@ -155,7 +255,7 @@ impl SaeCore {
         let sae = self.model()?;
         let x = matrix(&x, "X")?;
         sae.check_input(&x, "X").map_err(to_py)?;
-        let p = par(Some(self.template.threads));
+        let p = self.threads();
         Ok(to_numpy(py, py.detach(|| sae.encode_dense(&x, p))))
     }
 
@@ -174,7 +274,7 @@ impl SaeCore {
                 sae.d_sae()
             )));
         }
-        let p = par(Some(self.template.threads));
+        let p = self.threads();
         Ok(to_numpy(py, py.detach(|| sae.decode(&z, p))))
     }
 
@@ -183,8 +283,72 @@ impl SaeCore {
         Ok(to_numpy(py, self.model()?.w_dec.clone()))
     }
 
+    /// The decoder bias `[1, d_in]`.
+    fn decoder_bias<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let b = self.model()?.b_dec.clone();
+        let m = Matrix::from_vec(1, b.len(), b).map_err(to_py)?;
+        Ok(to_numpy(py, m))
+    }
+
     /// Steps trained so far.
     fn steps(&self) -> u64 {
         self.state.as_ref().map_or(0, |s| s.step)
+    }
+
+    /// `(d_in, n_latents, arch, k)` of the model.
+    fn shape(&self) -> PyResult<(usize, usize, &'static str, Option<usize>)> {
+        let sae = self.model()?;
+        let (arch, k) = describe(sae);
+        Ok((sae.d_in(), sae.d_sae(), arch, k))
+    }
+
+    /// The resolved training configuration as JSON (None before the first fit).
+    fn config_json(&self) -> Option<String> {
+        self.config
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok())
+    }
+
+    /// Writes the model as an SAE folder (`saelens` or `sparsify`), atomically.
+    #[pyo3(signature = (path, format, overwrite=false))]
+    fn save(&self, py: Python<'_>, path: PathBuf, format: &str, overwrite: bool) -> PyResult<()> {
+        let sae = self.model()?;
+        let format: SaeFormat = sparsecode::io::parse_name(format).map_err(|_| {
+            PyValueError::new_err(format!(
+                "format '{format}': expected 'saelens' or 'sparsify'"
+            ))
+        })?;
+        let metadata = serde_json::json!({
+            "sparsecode_version": sparsecode::VERSION,
+            "trained_by": "sparsecode (Python)",
+            "train_config": self.config,
+        });
+        py.detach(|| {
+            let out = OutputDir::create(&path, overwrite)?;
+            sparsecode::sae::save(out.path(), sae, format, metadata)?;
+            out.commit().map(|_| ())
+        })
+        .map_err(to_py)
+    }
+
+    /// Reads an SAE folder (SAELens or sparsify, told apart by content).
+    #[staticmethod]
+    #[pyo3(signature = (path, n_threads=None))]
+    fn load(py: Python<'_>, path: PathBuf, n_threads: Option<usize>) -> PyResult<SaeCore> {
+        let sae = py.detach(|| sparsecode::sae::load(&path)).map_err(to_py)?;
+        let (arch, k) = describe(&sae);
+        let mut request: TrainRequest = serde_json::from_value(serde_json::json!({
+            "arch": arch,
+            "latents": sae.d_sae(),
+            "k": k,
+        }))
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        request.threads = par(n_threads).count();
+        Ok(SaeCore {
+            request,
+            config: None,
+            state: None,
+            model: Some(sae),
+        })
     }
 }

@@ -1,82 +1,88 @@
 """``SparseAutoencoder``: a scikit-learn-style estimator over the native trainer."""
 
-import inspect
-
-import numpy as np
+import json
+import os
+import sys
 
 from . import _native
 from ._arrays import as_matrix
+from ._base import BASES
+from ._store import ActivationStore
+
+_ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "gated", "mlp")
 
 
-class _Params:
-    """scikit-learn's parameter protocol, for when scikit-learn is not installed."""
-
-    @classmethod
-    def _param_names(cls):
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep=True):
-        """The constructor's parameters, by name."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Sets constructor parameters; unknown names raise ``ValueError``."""
-        names = self._param_names()
-        for key, value in params.items():
-            if key not in names:
-                raise ValueError(
-                    f"Invalid parameter '{key}' for {type(self).__name__} (expected one of {names})"
-                )
-            setattr(self, key, value)
-        return self
-
-
-try:  # With scikit-learn, its own base classes (tags, repr, clone's checks).
-    from sklearn.base import BaseEstimator, TransformerMixin
-
-    _BASES = (TransformerMixin, BaseEstimator)
-except ImportError:  # pragma: no cover - scikit-learn is a test dependency
-    _BASES = (_Params,)
-
-
-class SparseAutoencoder(*_BASES):
-    """A sparse autoencoder trained natively (TopK with AuxK, or ReLU + L1).
+class SparseAutoencoder(*BASES):
+    """A sparse autoencoder trained natively, by the same trainer and defaults as
+    ``sparsecode train``: same data, seed and ``n_threads`` give the same model.
 
     Follows scikit-learn's conventions: the constructor only stores its parameters, ``fit``
     returns ``self``, learned attributes end in ``_``, and ``get_params``/``set_params`` make
-    ``sklearn.base.clone``, ``Pipeline`` and ``GridSearchCV`` work.
+    ``sklearn.base.clone``, ``Pipeline`` and ``GridSearchCV`` work. ``None`` leaves a choice to
+    the library (the defaults of ``sparsecode train``, decided on the data).
 
     Parameters
     ----------
-    arch : {"topk", "relu"}
-        Architecture.
+    arch : {"topk", "batchtopk", "relu", "jumprelu", "gated", "mlp"}, default="topk"
+        Architecture: TopK or BatchTopK with AuxK, ReLU + L1 (SAELens "standard"), JumpReLU
+        with an L0 penalty, Gated, or an MLP encoder (ReLU + L1).
     n_latents : int, optional
         Latents (default: 4 x the number of features).
     k : int, optional
-        Active latents per sample (``topk``; default 8).
+        Active latents per sample (topk; the batch mean for batchtopk; default 8).
     l1 : float, optional
-        L1 coefficient (``relu``; default 1e-3).
+        L1 coefficient on normalised inputs (relu, gated, mlp; library default 3.0).
+    l0 : float, optional
+        L0 coefficient (jumprelu; library default 0.1).
+    aux_k : int, optional
+        Dead latents AuxK uses (topk, batchtopk; default ``min(256, n_features / 2)``; 0 off).
+    hidden : int, optional
+        Hidden width of the MLP encoder (mlp; default ``n_features``).
     n_steps : int, optional
-        Training steps of ``fit`` (default 2000).
+        Optimiser steps of ``fit`` (default: 100 passes over the data, 3,000 to 100,000 steps).
+    epochs : float, optional
+        Passes over the data instead of ``n_steps``.
     batch_size : int, optional
-        Rows per step (default 256, at most the number of rows).
+        Rows per step (default ``min(4096, n_samples)``).
     lr : float, optional
-        Adam's learning rate (default 2e-3).
-    seed : int
-        Seed of the initialisation and the batch stream (same seed, same threads: same model).
+        Adam's peak learning rate (default ``2e-4 / sqrt(n_latents / 2**14)``).
+    normalize : bool, default=True
+        Scale inputs to ``E||x|| = sqrt(n_features)`` while training (SAELens'
+        ``expected_average_only_in``); the fitted model reads raw inputs (the scale is folded in).
+    seed : int, default=0
+        Seed of the initialisation and the batch order.
     n_threads : int, optional
-        Threads (default: all cores).
-    sparse_output : bool
+        Threads (default: all cores). Results are identical for the same seed and threads.
+    sparse_output : bool, default=False
         ``transform`` returns a ``scipy.sparse`` CSR matrix.
+    verbose : bool, default=False
+        Print a line per logged step to standard error.
+    callback : callable, optional
+        Called with a dict per logged step (``step``, ``loss``, ``fvu``, ``l0``,
+        ``dead_fraction``, ``lr``, ``samples``, ``elapsed_s``, ...); an exception it raises stops
+        training after the current step and propagates.
+    log_every : int, optional
+        Steps between logged steps (default 100).
 
     Attributes
     ----------
     components_ : ndarray of shape (n_latents, n_features)
-        The decoder (one atom per row).
+        The decoder (one unit-norm atom per row).
+    intercept_ : ndarray of shape (n_features,)
+        The decoder bias.
     n_features_in_ : int
         Features seen by ``fit``.
     n_steps_ : int
         Steps trained so far (``fit`` and ``partial_fit``).
+    config_ : dict
+        The resolved training configuration (every default filled in).
+
+    Notes
+    -----
+    Inputs are converted once to float32 C-contiguous arrays (no conversion when they already
+    are); the native side then takes one copy into its own matrix. Training releases the GIL
+    and checks for Ctrl-C every 20 ms: ``KeyboardInterrupt`` stops ``fit`` after the current
+    step, keeping what was learned.
     """
 
     def __init__(
@@ -85,77 +91,159 @@ class SparseAutoencoder(*_BASES):
         n_latents=None,
         k=None,
         l1=None,
+        l0=None,
+        aux_k=None,
+        hidden=None,
         n_steps=None,
+        epochs=None,
         batch_size=None,
         lr=None,
+        normalize=True,
         seed=0,
         n_threads=None,
         sparse_output=False,
+        verbose=False,
+        callback=None,
+        log_every=None,
     ):
         self.arch = arch
         self.n_latents = n_latents
         self.k = k
         self.l1 = l1
+        self.l0 = l0
+        self.aux_k = aux_k
+        self.hidden = hidden
         self.n_steps = n_steps
+        self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.normalize = normalize
         self.seed = seed
         self.n_threads = n_threads
         self.sparse_output = sparse_output
+        self.verbose = verbose
+        self.callback = callback
+        self.log_every = log_every
 
-    def _new_core(self, n_features):
+    # -- building the native model ------------------------------------------------------------
+
+    def _request(self, n_features):
+        """The parameters as the library's ``TrainRequest`` (JSON)."""
+        if self.arch not in _ARCHS:
+            raise ValueError(f"arch '{self.arch}': expected one of {', '.join(_ARCHS)}")
         n_latents = self.n_latents if self.n_latents is not None else 4 * n_features
-        k = self.k if self.k is not None else 8
-        l1 = self.l1 if self.l1 is not None else 1e-3
-        if int(n_latents) < 1:
-            raise ValueError(f"n_latents must be >= 1, got {self.n_latents}")
-        return _native.SaeCore(
-            self.arch,
-            int(n_latents),
-            int(k) if self.arch == "topk" else None,
-            float(l1) if self.arch == "relu" else None,
-            float(self.lr if self.lr is not None else 2e-3),
-            int(self.batch_size if self.batch_size is not None else 256),
-            int(self.seed),
-            int(n_features),
-            self.n_threads,
-        )
+        req = {
+            "arch": self.arch,
+            "latents": _count("n_latents", n_latents),
+            "seed": _count("seed", self.seed, low=0),
+            "threads": _threads(self.n_threads),
+            "normalize": "expected_average_only_in" if self.normalize else "none",
+        }
+        if self.arch in ("topk", "batchtopk"):
+            req["k"] = _count("k", self.k if self.k is not None else 8)
+        optional = {
+            "l1": (self.l1, float),
+            "l0": (self.l0, float),
+            "aux_k": (self.aux_k, int),
+            "hidden": (self.hidden, int),
+            "steps": (self.n_steps, int),
+            "epochs": (self.epochs, float),
+            "batch_size": (self.batch_size, int),
+            "lr": (self.lr, float),
+            "log_every": (self.log_every, int),
+        }
+        for key, (value, kind) in optional.items():
+            if value is not None:
+                req[key] = _number(key, value, kind)
+        return json.dumps(req)
+
+    def _progress(self):
+        """The callback handed to the native trainer (None when nobody listens)."""
+        if not self.verbose and self.callback is None:
+            return None
+
+        def on_log(line):
+            record = json.loads(line)
+            if self.verbose:
+                print(
+                    f"[sparsecode] step {record['step']}  loss {record['loss']:.4g}  "
+                    f"fvu {record['fvu']:.4f}  l0 {record['l0']:.1f}  "
+                    f"dead {record['dead_fraction']:.3f}  {record['elapsed_s']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if self.callback is not None:
+                self.callback(record)
+
+        return on_log
 
     def _learned(self):
         # After an error before the first step there is nothing learned to expose.
-        if self._core.steps() > 0:
+        if self._core.steps() > 0 or getattr(self, "_loaded", False):
             self.components_ = self._core.components()
+            self.intercept_ = self._core.decoder_bias()[0]
             self.n_steps_ = self._core.steps()
+            config = self._core.config_json()
+            self.config_ = json.loads(config) if config is not None else None
+
+    # -- scikit-learn's protocol ----------------------------------------------------------------
 
     def fit(self, X, y=None):
-        """Trains from scratch on the rows of ``X`` for ``n_steps`` steps; returns ``self``."""
+        """Trains from scratch for ``n_steps`` steps; returns ``self``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or ActivationStore
+            The activations. A store is streamed from disk (it may be larger than memory).
+        y : ignored
+        """
+        if isinstance(X, ActivationStore):
+            n_features = X.shape[1]
+            self._core = _native.SaeCore(self._request(n_features))
+            self._loaded = False
+            self.n_features_in_ = n_features
+            try:
+                self._core.fit_store(os.fspath(X.path), X.verify_reads, self._progress())
+            finally:
+                self._learned()
+            return self
         X = as_matrix(X, "X")
-        self._core = self._new_core(X.shape[1])
+        self._core = _native.SaeCore(self._request(X.shape[1]))
+        self._loaded = False
         self.n_features_in_ = X.shape[1]
         try:
-            self._core.fit(X, int(self.n_steps if self.n_steps is not None else 2000))
+            self._core.fit(X, self._progress())
         finally:
             self._learned()
         return self
 
     def partial_fit(self, X, y=None, n_steps=1):
-        """``n_steps`` more steps on the batch ``X`` (the first call starts the model)."""
+        """``n_steps`` more steps on the batch ``X`` (the first call starts the model, with
+        its input scale and defaults decided on this batch); returns ``self``.
+
+        Meant for training straight from a model's forward hook, one batch at a time.
+        """
         X = as_matrix(X, "X")
+        if getattr(self, "_loaded", False):
+            raise ValueError(
+                "a loaded SparseAutoencoder has no optimiser state to continue: fit() trains a new one"
+            )
         if getattr(self, "_core", None) is None:
-            self._core = self._new_core(X.shape[1])
+            self._core = _native.SaeCore(self._request(X.shape[1]))
             self.n_features_in_ = X.shape[1]
         try:
-            self._core.partial_fit(X, int(n_steps))
+            self._core.partial_fit(X, _count("n_steps", n_steps), self._progress())
         finally:
             self._learned()
         return self
 
     def _check_fitted(self):
-        if getattr(self, "_core", None) is None:
+        if getattr(self, "_core", None) is None or not hasattr(self, "components_"):
             raise ValueError("this SparseAutoencoder is not fitted yet: call fit or partial_fit")
 
     def transform(self, X):
-        """Codes of the rows of ``X`` (dense, or CSR with ``sparse_output=True``)."""
+        """Codes of the rows of ``X``: an array (n_samples, n_latents), or CSR with
+        ``sparse_output=True``."""
         self._check_fitted()
         codes = self._core.encode(as_matrix(X, "X"))
         if self.sparse_output:
@@ -169,7 +257,7 @@ class SparseAutoencoder(*_BASES):
         return self.fit(X).transform(X)
 
     def inverse_transform(self, Z):
-        """Reconstructions of the codes ``Z`` (dense or scipy.sparse)."""
+        """Reconstructions ``Z W_dec + b_dec`` of the codes ``Z`` (dense or scipy.sparse)."""
         self._check_fitted()
         if hasattr(Z, "toarray"):
             Z = Z.toarray()
@@ -182,3 +270,63 @@ class SparseAutoencoder(*_BASES):
         recon = self._core.decode(self._core.encode(X))
         return 1.0 - _native.fvu(X, recon)
 
+    # -- files ----------------------------------------------------------------------------------
+
+    def save(self, path, format="saelens", overwrite=False):
+        """Writes the model as an SAE folder, atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder to create (refused when it exists, unless ``overwrite``).
+        format : {"saelens", "sparsify"}, default="saelens"
+            SAELens (``cfg.json`` + ``sae_weights.safetensors``; every architecture) or
+            EleutherAI sparsify (``cfg.json`` + ``sae.safetensors``; TopK only). The input
+            normalisation is folded into the weights: the folder reads raw activations.
+        """
+        self._check_fitted()
+        self._core.save(os.fspath(path), format, bool(overwrite))
+
+    @classmethod
+    def load(cls, path, n_threads=None):
+        """An SAE folder (SAELens or sparsify, told apart by content) as a fitted estimator.
+
+        The loaded model encodes, decodes, scores and saves; it has no optimiser state, so
+        ``partial_fit`` refuses it and ``fit`` trains a new model with its parameters.
+        """
+        core = _native.SaeCore.load(os.fspath(path), n_threads)
+        d_in, n_latents, arch, k = core.shape()
+        est = cls(arch=arch, n_latents=n_latents, k=k, n_threads=n_threads)
+        est._core = core
+        est._loaded = True
+        est.n_features_in_ = d_in
+        est._learned()
+        return est
+
+
+def _count(name, value, low=1):
+    """``value`` as an int >= ``low``, or ``ValueError`` naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return value
+
+
+def _number(name, value, kind):
+    if kind is int:
+        return _count(name, value, low=0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _threads(n_threads):
+    if n_threads is None or n_threads == -1:
+        return os.cpu_count() or 1
+    return _count("n_threads", n_threads)

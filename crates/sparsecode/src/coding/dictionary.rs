@@ -621,24 +621,7 @@ fn alternate(
                 let batches = order.chunks(bs);
                 for (t, rows) in batches.enumerate() {
                     let yb = y.select_rows(rows);
-                    let zb = code(&yb, d, None, p, par)?;
-                    let mut ab = Matrix::zeros(n, n);
-                    let mut bb = Matrix::zeros(n, m);
-                    matmul(ab.as_mut_slice(), zb.view().t(), zb.view(), 0.0, par);
-                    matmul(bb.as_mut_slice(), zb.view().t(), yb.view(), 0.0, par);
-                    // Forgetting factor 1 - 1/(t + 2): statistics from the start of a pass, taken
-                    // with older atoms, fade as newer batches arrive (Mairal et al. 2009, 3.4).
-                    let beta = 1.0 - 1.0 / (t as f32 + 2.0);
-                    for (dst, src) in a.as_mut_slice().iter_mut().zip(ab.as_slice()) {
-                        *dst = beta * *dst + src;
-                    }
-                    for (dst, src) in b.as_mut_slice().iter_mut().zip(bb.as_slice()) {
-                        *dst = beta * *dst + src;
-                    }
-                    let mut worst = worst_first(&yb, d, &zb, p.lambda, par)
-                        .into_iter()
-                        .map(|i| rows[i]);
-                    bcd_pass(d, &a, &b, y, &mut worst);
+                    online_step(d, &mut a, &mut b, &yb, t as u64, p, par)?;
                 }
                 let codes = code(y, d, z.as_ref(), p, par)?;
                 let mut worst = worst_first(y, d, &codes, p.lambda, par).into_iter();
@@ -676,6 +659,119 @@ fn alternate(
         }
     }
     Ok(())
+}
+
+/// One mini-batch of online learning: code `yb`, fold its statistics into `a`, `b` with the
+/// forgetting factor `1 - 1/(t + 2)` (statistics taken with older atoms fade as newer batches
+/// arrive; Mairal et al. 2009, 3.4), then one block-coordinate pass over the atoms, re-seeding
+/// unused atoms from the batch's worst-reconstructed rows. Returns the rows (of `yb`, worst
+/// first) not used for re-seeding.
+fn online_step(
+    d: &mut Matrix,
+    a: &mut Matrix,
+    b: &mut Matrix,
+    yb: &Matrix,
+    t: u64,
+    p: &DictLearnParams,
+    par: Parallelism,
+) -> Result<Vec<usize>> {
+    let (n, m) = d.shape();
+    let zb = code(yb, d, None, p, par)?;
+    let mut ab = Matrix::zeros(n, n);
+    let mut bb = Matrix::zeros(n, m);
+    matmul(ab.as_mut_slice(), zb.view().t(), zb.view(), 0.0, par);
+    matmul(bb.as_mut_slice(), zb.view().t(), yb.view(), 0.0, par);
+    let beta = 1.0 - 1.0 / (t as f32 + 2.0);
+    for (dst, src) in a.as_mut_slice().iter_mut().zip(ab.as_slice()) {
+        *dst = beta * *dst + src;
+    }
+    for (dst, src) in b.as_mut_slice().iter_mut().zip(bb.as_slice()) {
+        *dst = beta * *dst + src;
+    }
+    let mut worst = worst_first(yb, d, &zb, p.lambda, par).into_iter();
+    bcd_pass(d, a, b, yb, &mut worst);
+    Ok(worst.collect())
+}
+
+/// Online dictionary learning driven by the caller, one mini-batch at a time (a stream that
+/// never sits in memory whole: scikit-learn's `MiniBatchDictionaryLearning.partial_fit`). Each
+/// [`OnlineDictionary::update`] is one step of the online pass of [`learn_dictionary`] with
+/// `batch_size` set, its statistics' forgetting continued across calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnlineDictionary {
+    params: DictLearnParams,
+    d: Matrix,
+    a: Matrix,
+    b: Matrix,
+    batches: u64,
+}
+
+impl OnlineDictionary {
+    /// Starts from `p.atoms` atoms spread over the rows of the first batch `y` (as
+    /// [`learn_dictionary`] starts), or from `init` (`[atoms, d_in]`, rows scaled to unit norm).
+    pub fn new(y: &Matrix, init: Option<&Matrix>, p: &DictLearnParams) -> Result<Self> {
+        y.check_finite("first batch")?;
+        let d = match init {
+            Some(init) => {
+                init.check_finite("initial dictionary")?;
+                p.validate(usize::MAX)?;
+                if init.shape() != (p.atoms, y.cols()) {
+                    return Err(Error::shape(
+                        "initial dictionary",
+                        format!("[{}, {}] (atoms x data width)", p.atoms, y.cols()),
+                        format!("{:?}", init.shape()),
+                    ));
+                }
+                let mut d = init.clone();
+                normalize_rows(d.as_mut_slice(), y.cols());
+                d
+            }
+            None => {
+                p.validate(y.rows())?;
+                initial_atoms(y, p.atoms, p.seed)
+            }
+        };
+        let (n, m) = d.shape();
+        Ok(OnlineDictionary {
+            params: *p,
+            d,
+            a: Matrix::zeros(n, n),
+            b: Matrix::zeros(n, m),
+            batches: 0,
+        })
+    }
+
+    /// Learns from one more mini-batch `y` (`[rows, d_in]`).
+    pub fn update(&mut self, y: &Matrix, par: Parallelism) -> Result<()> {
+        if y.cols() != self.d.cols() || y.rows() == 0 {
+            return Err(Error::shape(
+                "mini-batch",
+                format!("at least one row of width {}", self.d.cols()),
+                format!("{:?}", y.shape()),
+            ));
+        }
+        y.check_finite("mini-batch")?;
+        let (d, a, b, p) = (&mut self.d, &mut self.a, &mut self.b, &self.params);
+        par.install(|| {
+            // Unlike a pass of `learn_dictionary`, a stream has no end of pass at which to
+            // separate atoms that converged onto one direction: check after every batch.
+            let rest = online_step(d, a, b, y, self.batches, p, par)?;
+            reseed_duplicates(d, y, &mut rest.into_iter(), par);
+            Ok::<_, Error>(())
+        })?;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// The atoms, `[atoms, d_in]`, unit rows.
+    pub fn dictionary(&self) -> &Matrix {
+        &self.d
+    }
+
+    /// Mini-batches learned from so far.
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
 }
 
 /// The debiasing alternations of [`DictLearnParams::polish`].
@@ -955,6 +1051,44 @@ mod variant_tests {
                 .to_string()
                 .contains("[16, 8]")
         );
+    }
+
+    #[test]
+    fn online_updates_one_batch_at_a_time_recover_a_planted_dictionary() {
+        let data = planted(16, 8, 2, 11);
+        let y = &data.train.activations;
+        let p = DictLearnParams {
+            atoms: 16,
+            nonneg: true,
+            ..DictLearnParams::default()
+        };
+        let first = y.slice_rows(0, 64);
+        let mut online = OnlineDictionary::new(&first, None, &p).unwrap();
+        for _pass in 0..30 {
+            for start in (0..y.rows()).step_by(64) {
+                let batch = y.slice_rows(start, (start + 64).min(y.rows()));
+                online.update(&batch, Parallelism::Serial).unwrap();
+            }
+        }
+        let dm = dictionary_metrics(
+            &data.dictionary,
+            online.dictionary(),
+            64,
+            Parallelism::Serial,
+        )
+        .unwrap();
+        // The bar of the online pass of `learn_dictionary` above; measured 0.925 (14 of 16
+        // atoms within cosine 0.9) from one start.
+        assert!(dm.dict_mcc > 0.9, "{dm:?}");
+        assert_eq!(online.batches(), 30 * y.rows().div_ceil(64) as u64);
+        let narrow = Matrix::zeros(4, 7);
+        let e = online.update(&narrow, Parallelism::Serial).unwrap_err();
+        assert!(e.to_string().contains("width 8"), "{e}");
+        let mut nan = first.clone();
+        nan.row_mut(3)[1] = f32::NAN;
+        assert!(online.update(&nan, Parallelism::Serial).is_err());
+        let wrong = Matrix::zeros(15, 8);
+        assert!(OnlineDictionary::new(&first, Some(&wrong), &p).is_err());
     }
 
     #[test]

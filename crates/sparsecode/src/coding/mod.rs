@@ -12,7 +12,7 @@ mod working_set;
 pub use coder::{Basis, Coder};
 pub use dictionary::{
     learn_dictionary, learn_dictionary_from, AtomUpdate, DictLearnParams, DictLearnResult,
-    InnerCoder,
+    InnerCoder, OnlineDictionary,
 };
 pub use fista::{fista, objective, FistaParams, FistaResult};
 pub use ito::ito;
