@@ -11,7 +11,7 @@
 
 use crate::{matrix, par, to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use sparsecode::data::store::Store;
 use sparsecode::data::RowSource;
@@ -335,6 +335,12 @@ impl SaeCore {
     #[staticmethod]
     #[pyo3(signature = (path, n_threads=None))]
     fn load(py: Python<'_>, path: PathBuf, n_threads: Option<usize>) -> PyResult<SaeCore> {
+        if !path.exists() {
+            return Err(PyFileNotFoundError::new_err(format!(
+                "{}: no such SAE folder",
+                path.display()
+            )));
+        }
         let sae = py.detach(|| sparsecode::sae::load(&path)).map_err(to_py)?;
         let (arch, k) = describe(&sae);
         let mut request: TrainRequest = serde_json::from_value(serde_json::json!({

@@ -5,7 +5,7 @@
 
 use crate::{to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use sparsecode::data::store::{Store, StoreDType, StoreWriter};
 use std::path::PathBuf;
@@ -117,6 +117,12 @@ impl StoreCore {
     /// Opens the store at `path` (its manifest and shards are checked).
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        if !path.exists() {
+            return Err(PyFileNotFoundError::new_err(format!(
+                "{}: no such activation store",
+                path.display()
+            )));
+        }
         let store = py.detach(|| Store::open(&path)).map_err(to_py)?;
         Ok(StoreCore { store })
     }

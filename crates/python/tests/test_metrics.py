@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparsecode import metrics
+from sparsecode import metrics, synth
 
 
 def test_fvu_and_l0_match_their_definitions():
@@ -27,3 +27,36 @@ def test_code_mcc_is_one_for_permuted_scaled_codes():
 def test_metric_shapes_are_checked():
     with pytest.raises(ValueError, match="same shape"):
         metrics.fvu(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+def test_dictionary_metrics_and_dead_fraction_match_their_definitions():
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((10, 6)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    perm = rng.permutation(10)
+    assert metrics.dict_mcc(d, -2.0 * d[perm]) == pytest.approx(1.0, abs=1e-5)
+    noisy = d + 0.3 * rng.standard_normal(d.shape).astype(np.float32)
+    unit = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    cos = np.abs(d @ unit.T)
+    assert metrics.mmcs(d, noisy) == pytest.approx(cos.max(axis=1).mean(), rel=1e-5)
+    assert metrics.recovered_at(d, noisy, 0.9) == pytest.approx((cos.max(axis=1) > 0.9).mean())
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.recovered_at(d, noisy, 1.5)
+    codes = np.zeros((5, 4), np.float32)
+    codes[:, 1] = 1.0
+    codes[2, 3] = -0.5
+    assert metrics.dead_fraction(codes) == 0.5
+
+
+def test_superposition_returns_data_and_its_truth():
+    s = synth.superposition(n_latents=20, n_features=10, k=3, n_samples=300, n_test=50, seed=4)
+    assert s.X.shape == (300, 10) and s.codes.shape == (300, 20) and s.dictionary.shape == (20, 10)
+    assert s.X_test.shape == (50, 10) and s.noise_std == 0.0
+    np.testing.assert_allclose(s.X, s.codes @ s.dictionary, atol=1e-5)
+    assert ((s.codes != 0).sum(axis=1) == 3).all()
+    again = synth.superposition(n_latents=20, n_features=10, k=3, n_samples=300, n_test=50, seed=4)
+    np.testing.assert_array_equal(again.X, s.X)
+    with pytest.raises(ValueError, match="magnitude 'cauchy'"):
+        synth.superposition(magnitude="cauchy")
+    with pytest.raises(ValueError, match="K = 5 must be in 1..=4"):
+        synth.superposition(n_latents=4, k=5)

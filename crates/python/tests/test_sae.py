@@ -13,21 +13,11 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sparsecode import SparseAutoencoder, metrics
+from sparsecode import FormatError, SparseAutoencoder, metrics
 
 
-def planted(n_samples=4000, n_latents=32, n_features=16, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    d = rng.standard_normal((n_latents, n_features))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    z = np.zeros((n_samples, n_latents))
-    for r in range(n_samples):
-        z[r, rng.choice(n_latents, k, replace=False)] = np.abs(rng.standard_normal(k))
-    return (z @ d).astype(np.float32), z.astype(np.float32)
-
-
-def test_clone_pipeline_and_grid_search_work():
-    x, _ = planted(n_samples=600)
+def test_clone_pipeline_and_grid_search_work(planted):
+    x, _, _ = planted(n_samples=600)
     sae = SparseAutoencoder(n_latents=32, k=3, n_steps=200, seed=1)
     c = clone(sae)
     assert c.get_params() == sae.get_params() and c is not sae
@@ -41,8 +31,8 @@ def test_clone_pipeline_and_grid_search_work():
         sae.set_params(kk=3)
 
 
-def test_fit_recovers_planted_codes_and_is_deterministic():
-    x, z = planted()
+def test_fit_recovers_planted_codes_and_is_deterministic(planted):
+    x, z, _ = planted()
     a = SparseAutoencoder(n_latents=32, k=3, n_steps=3000, seed=3, n_threads=2).fit(x)
     b = SparseAutoencoder(n_latents=32, k=3, n_steps=3000, seed=3, n_threads=2).fit(x)
     np.testing.assert_array_equal(a.components_, b.components_)
@@ -56,8 +46,8 @@ def test_fit_recovers_planted_codes_and_is_deterministic():
     np.testing.assert_allclose(a.inverse_transform(sparse), a.inverse_transform(codes))
 
 
-def test_partial_fit_over_batches_reaches_what_fit_reaches():
-    x, _ = planted()
+def test_partial_fit_over_batches_reaches_what_fit_reaches(planted):
+    x, _, _ = planted()
     full = SparseAutoencoder(n_latents=32, k=3, n_steps=2000, seed=4).fit(x)
     inc = SparseAutoencoder(n_latents=32, k=3, batch_size=256, seed=4)
     for epoch in range(5):
@@ -67,8 +57,8 @@ def test_partial_fit_over_batches_reaches_what_fit_reaches():
     assert inc.score(x) > full.score(x) - 0.05, (inc.score(x), full.score(x))
 
 
-def test_ctrl_c_stops_a_long_fit_within_a_second():
-    x, _ = planted(n_samples=2000)
+def test_ctrl_c_stops_a_long_fit_within_a_second(planted):
+    x, _, _ = planted(n_samples=2000)
     sae = SparseAutoencoder(n_latents=64, k=3, n_steps=10_000_000)
     timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     start = time.monotonic()
@@ -82,12 +72,18 @@ def test_ctrl_c_stops_a_long_fit_within_a_second():
     assert sae.transform(x).shape == (2000, 64)
 
 
-def test_bad_input_raises_value_error():
-    x, _ = planted(n_samples=100)
+def test_bad_input_raises_value_error(planted):
+    x, _, _ = planted(n_samples=100)
     with pytest.raises(ValueError, match="not fitted"):
         SparseAutoencoder().transform(x)
-    with pytest.raises(ValueError, match="unknown arch 'gated'"):
-        SparseAutoencoder(arch="gated").fit(x)
+    with pytest.raises(ValueError, match="arch 'vanilla': expected one of topk"):
+        SparseAutoencoder(arch="vanilla").fit(x)
+    with pytest.raises(ValueError, match="n_latents must be an integer >= 1"):
+        SparseAutoencoder(n_latents=0).fit(x)
+    with pytest.raises(ValueError, match="lr must be finite"):
+        SparseAutoencoder(lr=float("nan")).fit(x)
+    with pytest.raises(ValueError, match="epochs"):
+        SparseAutoencoder(n_steps=10, epochs=2.0).fit(x)
     with pytest.raises(ValueError, match="k"):
         SparseAutoencoder(n_latents=8, k=9, n_steps=1).fit(x)
     bad = x.copy()
@@ -99,3 +95,86 @@ def test_bad_input_raises_value_error():
         fitted.transform(x[:, :5])
     with pytest.raises(ValueError, match="latents"):
         fitted.inverse_transform(np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu", "gated", "mlp"])
+def test_every_architecture_trains_saves_and_loads_back(planted, tmp_path, arch):
+    x, _, _ = planted(n_samples=1000)
+    sae = SparseAutoencoder(arch=arch, n_latents=32, k=3, n_steps=300, n_threads=2).fit(x)
+    assert sae.score(x) > 0.3, (arch, sae.score(x))  # 300 steps; mlp measured 0.38
+    assert sae.config_["steps"] == 300 and sae.n_steps_ == 300
+    sae.save(tmp_path / "sae")
+    back = SparseAutoencoder.load(tmp_path / "sae", n_threads=2)
+    np.testing.assert_array_equal(back.components_, sae.components_)
+    np.testing.assert_array_equal(back.transform(x), sae.transform(x))
+    assert back.n_features_in_ == 16 and back.n_latents == 32
+
+
+def test_sparsify_folder_round_trips_and_refuses_other_archs(planted, tmp_path):
+    x, _, _ = planted(n_samples=1000)
+    sae = SparseAutoencoder(n_latents=32, k=3, n_steps=200, n_threads=2).fit(x)
+    sae.save(tmp_path / "sp", format="sparsify")
+    assert (tmp_path / "sp" / "sae.safetensors").is_file()
+    back = SparseAutoencoder.load(tmp_path / "sp")
+    assert (back.arch, back.k) == ("topk", 3)
+    np.testing.assert_array_equal(back.components_, sae.components_)
+    np.testing.assert_array_equal(back.intercept_, sae.intercept_)
+    np.testing.assert_array_equal(back.transform(x), sae.transform(x))
+    relu = SparseAutoencoder(arch="relu", n_latents=8, n_steps=5).fit(x)
+    with pytest.raises(ValueError, match="(?i)topk"):
+        relu.save(tmp_path / "relu", format="sparsify")
+    assert not (tmp_path / "relu").exists()
+    with pytest.raises(ValueError, match="format 'onnx'"):
+        sae.save(tmp_path / "o", format="onnx")
+    with pytest.raises(OSError, match="exists"):
+        sae.save(tmp_path / "sp")
+    sae.save(tmp_path / "sp", overwrite=True)  # now SAELens, in place of the sparsify folder
+    assert (tmp_path / "sp" / "sae_weights.safetensors").is_file()
+
+
+def test_loading_bad_folders_raises_by_kind(tmp_path, planted):
+    with pytest.raises(FileNotFoundError, match="no such SAE folder"):
+        SparseAutoencoder.load(tmp_path / "missing")
+    x, _, _ = planted(n_samples=300)
+    sae = SparseAutoencoder(n_latents=8, k=2, n_steps=5).fit(x)
+    sae.save(tmp_path / "s")
+    weights = tmp_path / "s" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(FormatError):
+        SparseAutoencoder.load(tmp_path / "s")
+    (tmp_path / "s" / "cfg.json").write_text("{not json")
+    with pytest.raises(FormatError, match="cfg.json"):
+        SparseAutoencoder.load(tmp_path / "s")
+    with pytest.raises(FormatError, match="not a folder"):
+        SparseAutoencoder.load(weights)
+
+
+def test_loaded_model_refuses_partial_fit(planted, tmp_path):
+    x, _, _ = planted(n_samples=300)
+    SparseAutoencoder(n_latents=8, k=2, n_steps=5).fit(x).save(tmp_path / "s")
+    back = SparseAutoencoder.load(tmp_path / "s")
+    with pytest.raises(ValueError, match="no optimiser state"):
+        back.partial_fit(x)
+    assert back.fit(x).n_steps_ > 0  # fit trains a new model with its parameters
+
+
+def test_callback_sees_every_logged_step_and_can_stop_training(planted, capsys):
+    x, _, _ = planted(n_samples=500)
+    seen = []
+    SparseAutoencoder(n_latents=16, k=2, n_steps=250, log_every=50, callback=seen.append).fit(x)
+    assert [r["step"] for r in seen] == [50, 100, 150, 200, 250]
+    assert all(0 <= r["fvu"] and r["l0"] <= 2 for r in seen)
+
+    class Enough(Exception):
+        pass
+
+    def stop(record):
+        raise Enough(record["step"])
+
+    sae = SparseAutoencoder(n_latents=16, k=2, n_steps=1_000_000, log_every=10, callback=stop)
+    with pytest.raises(Enough):
+        sae.fit(x)
+    assert 10 <= sae.n_steps_ < 1_000_000
+    SparseAutoencoder(n_latents=16, k=2, n_steps=20, log_every=10, verbose=True).fit(x)
+    err = capsys.readouterr().err
+    assert "[sparsecode] step 10" in err and "step 20" in err

@@ -27,7 +27,7 @@ pub struct Args {
     /// Active latents per sample (topk; the batch mean for batchtopk).
     #[arg(long)]
     k: Option<usize>,
-    /// L1 coefficient (relu, gated, mlp; default 1 on normalised inputs).
+    /// L1 coefficient (relu, gated, mlp; default 3 on normalised inputs).
     #[arg(long)]
     l1: Option<f32>,
     /// L0 coefficient (jumprelu; default 0.1 on normalised inputs).
