@@ -18,7 +18,8 @@ use sparsecode::data::RowSource;
 use sparsecode::io::OutputDir;
 use sparsecode::sae::{Activation, Sae, SaeFormat};
 use sparsecode::train::{
-    train, Control, Observer, StepRecord, TrainConfig, TrainOutcome, TrainRequest, TrainState,
+    train, CheckedConfig, Control, Observer, StepRecord, TrainConfig, TrainOutcome, TrainRequest,
+    TrainState,
 };
 use sparsecode::Matrix;
 use std::path::PathBuf;
@@ -76,26 +77,31 @@ impl SaeCore {
         par(Some(self.request.threads))
     }
 
-    /// Runs `cfg` on `data` from `resume` on a worker thread, handing logs to `callback`.
+    /// Runs `checked` on `data` from `resume` on a worker thread, handing logs to `callback`.
     fn run(
         &mut self,
         py: Python<'_>,
-        cfg: TrainConfig,
+        checked: CheckedConfig,
         data: &dyn RowSource,
         resume: Option<TrainState>,
         callback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let checked = cfg.clone().check_for(data).map_err(to_py)?;
         let stop = AtomicBool::new(false);
         let logs = Mutex::new(Vec::new());
         let mut raised: Option<PyErr> = None;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        // The receiver waits inside `py.detach`, which needs what it borrows to be Sync.
+        let done_rx = Mutex::new(done_rx);
+        let (stop_flag, queue, checked) = (&stop, &logs, &checked);
         let out = std::thread::scope(|s| {
-            let worker = s.spawn(|| {
+            let worker = s.spawn(move || {
                 let mut obs = Progress {
-                    stop: &stop,
-                    logs: &logs,
+                    stop: stop_flag,
+                    logs: queue,
                 };
-                train(&checked, data, None, resume, &mut obs)
+                let out = train(checked, data, None, resume, &mut obs);
+                let _ = done_tx.send(());
+                out
             });
             loop {
                 let finished = worker.is_finished();
@@ -111,7 +117,12 @@ impl SaeCore {
                 if finished {
                     break;
                 }
-                py.detach(|| std::thread::sleep(POLL));
+                // Wakes at once when training ends, else after POLL to check signals.
+                py.detach(|| {
+                    if let Ok(rx) = done_rx.lock() {
+                        let _ = rx.recv_timeout(POLL);
+                    }
+                });
             }
             worker.join()
         });
@@ -124,7 +135,7 @@ impl SaeCore {
             .map_err(to_py)?;
         self.model = Some(out.model());
         self.state = Some(out.state);
-        self.config = Some(cfg);
+        self.config = Some(checked.config().clone());
         match raised {
             Some(e) => Err(e),
             None => Ok(()),
@@ -138,13 +149,11 @@ impl SaeCore {
         data: &dyn RowSource,
         callback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let cfg = py
+        let checked = py
             .detach(|| self.request.resolve(data))
-            .map_err(to_py)?
-            .config()
-            .clone();
+            .map_err(to_py)?;
         self.state = None;
-        self.run(py, cfg, data, None, callback)
+        self.run(py, checked, data, None, callback)
     }
 }
 
@@ -228,6 +237,15 @@ impl SaeCore {
         callback: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let x = matrix(&x, "X")?;
+        if let Some(s) = &self.state {
+            if x.cols() != s.sae.d_in() {
+                return Err(PyValueError::new_err(format!(
+                    "X has {} features but the SparseAutoencoder was started on {}",
+                    x.cols(),
+                    s.sae.d_in()
+                )));
+            }
+        }
         let mut cfg = match (&self.config, &self.state) {
             (Some(c), Some(_)) => c.clone(),
             _ => {
@@ -242,8 +260,10 @@ impl SaeCore {
             .checked_add(n_steps)
             .ok_or_else(|| PyValueError::new_err("n_steps overflows the step counter"))?;
         cfg.batch_size = cfg.batch_size.min(x.rows().max(1));
+        // Checked before the state is handed over: a bad batch leaves the model as it was.
+        let checked = cfg.check_for(&x).map_err(to_py)?;
         let resume = self.state.take();
-        self.run(py, cfg, &x, resume, callback.as_ref())
+        self.run(py, checked, &x, resume, callback.as_ref())
     }
 
     /// Dense codes of the rows of `x`.

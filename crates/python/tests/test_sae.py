@@ -95,6 +95,11 @@ def test_bad_input_raises_value_error(planted):
         fitted.transform(x[:, :5])
     with pytest.raises(ValueError, match="latents"):
         fitted.inverse_transform(np.zeros((2, 3), np.float32))
+    inc = SparseAutoencoder(n_latents=8, k=2).partial_fit(x, n_steps=3)
+    with pytest.raises(ValueError, match="5 features but the SparseAutoencoder was started on 16"):
+        inc.partial_fit(x[:, :5])
+    inc.partial_fit(x, n_steps=2)  # a refused batch leaves the model as it was
+    assert inc.n_steps_ == 5
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu", "gated", "mlp"])

@@ -30,19 +30,42 @@ def sparse_encode(
     """Sparse codes of the rows of ``X`` against the atoms (rows) of ``dictionary``.
 
     Same signature and objectives as ``sklearn.decomposition.sparse_encode``, so that changing
-    the import is the whole migration:
+    the import is the whole migration.
 
-    - ``lasso_lars``, ``lasso_cd``, ``fista``: ``1/2 ||x - z D||^2 + alpha ||z||_1`` per row
-      (``alpha`` defaults to 1), solved by FISTA on a working set with an exact KKT check;
-    - ``omp``, ``lars``: at most ``n_nonzero_coefs`` atoms (default ``max(n_features / 10, 1)``)
-      chosen greedily by orthogonal matching pursuit (``lars`` in scikit-learn is least-angle
-      regression stopped at that many atoms; OMP selects by the same correlations);
-    - ``threshold``: ``sign(c) max(|c| - alpha, 0)`` with ``c = x D^T``.
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    dictionary : array-like of shape (n_components, n_features)
+        The atoms, one per row (scikit-learn's ``components_``).
+    algorithm : {"lasso_lars", "lasso_cd", "fista", "omp", "lars", "threshold"}
+        - ``lasso_lars``, ``lasso_cd``, ``fista``: ``1/2 ||x - z D||^2 + alpha ||z||_1`` per
+          row, solved by FISTA on a working set with an exact KKT check;
+        - ``omp``, ``lars``: at most ``n_nonzero_coefs`` atoms chosen greedily by orthogonal
+          matching pursuit (scikit-learn's ``lars`` is least-angle regression stopped at that
+          many atoms; OMP selects by the same correlations);
+        - ``threshold``: ``sign(c) max(|c| - alpha, 0)`` with ``c = x D^T``.
+    n_nonzero_coefs : int, optional
+        Atoms per row for ``omp``/``lars`` (default ``max(n_features / 10, 1)``).
+    alpha : float, optional
+        Sparsity weight for the lasso and the threshold (default 1).
+    max_iter : int, default=1000
+        Most FISTA iterations per row.
+    n_jobs : int, optional
+        Threads (default: all cores).
+    positive : bool, default=False
+        Non-negative codes.
+    gram, cov, copy_cov, init, check_input, verbose
+        Accepted for compatibility; not needed.
 
-    ``gram``, ``cov``, ``copy_cov``, ``init`` and ``check_input`` are accepted for
-    compatibility and not needed; ``n_jobs`` sets the threads (default: all cores).
+    Returns
+    -------
+    ndarray of shape (n_samples, n_components), float32
 
-    Returns a float32 array ``[n_samples, n_components]``.
+    Raises
+    ------
+    ValueError
+        Shapes that do not fit, NaN/Inf (naming the row), an unknown algorithm, a negative
+        alpha.
     """
     X = as_matrix(X, "X")
     dictionary = as_matrix(dictionary, "dictionary")
