@@ -11,6 +11,7 @@
 //! Python (`python/sparsecode/`) on top of these.
 
 mod dictionary;
+mod files;
 mod metrics;
 mod sae;
 mod store;
@@ -130,6 +131,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metrics::superposition, m)?)?;
     m.add_function(wrap_pyfunction!(dictionary::learn_dictionary, m)?)?;
     m.add_class::<dictionary::OnlineDictCore>()?;
+    m.add_function(wrap_pyfunction!(files::read_npy, m)?)?;
+    m.add_function(wrap_pyfunction!(files::write_npy, m)?)?;
+    m.add_function(wrap_pyfunction!(files::read_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(files::write_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(files::import_store, m)?)?;
     m.add_class::<sae::SaeCore>()?;
     m.add_class::<store::StoreWriterCore>()?;
     m.add_class::<store::StoreCore>()?;

@@ -13,6 +13,23 @@ use std::path::PathBuf;
 /// Bytes of one shard when the caller does not choose its rows (as `store create` does).
 const SHARD_BYTES: usize = 256 << 20;
 
+/// The store dtype called `name` (numpy's names, or the CLI's).
+pub fn dtype_of(name: &str) -> PyResult<StoreDType> {
+    match name {
+        "float32" | "f32" => Ok(StoreDType::F32),
+        "float16" | "f16" => Ok(StoreDType::F16),
+        "bfloat16" | "bf16" => Ok(StoreDType::Bf16),
+        other => Err(PyValueError::new_err(format!(
+            "dtype '{other}': expected float32, float16 or bfloat16"
+        ))),
+    }
+}
+
+/// Rows per shard when the caller does not choose: shards of 256 MiB.
+pub fn default_shard_rows(d_in: usize, dtype: StoreDType) -> usize {
+    (SHARD_BYTES / d_in.saturating_mul(dtype.size()).max(1)).max(1)
+}
+
 /// A store being written; `close` commits it, dropping it unclosed leaves nothing behind.
 #[pyclass(module = "sparsecode._native")]
 pub struct StoreWriterCore {
@@ -43,18 +60,8 @@ impl StoreWriterCore {
         shard_rows: Option<usize>,
         overwrite: bool,
     ) -> PyResult<Self> {
-        let dtype = match dtype {
-            "float32" | "f32" => StoreDType::F32,
-            "float16" | "f16" => StoreDType::F16,
-            "bfloat16" | "bf16" => StoreDType::Bf16,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "dtype '{other}': expected float32, float16 or bfloat16"
-                )))
-            }
-        };
-        let width = d_in.saturating_mul(dtype.size()).max(1);
-        let rows = shard_rows.unwrap_or((SHARD_BYTES / width).max(1));
+        let dtype = dtype_of(dtype)?;
+        let rows = shard_rows.unwrap_or_else(|| default_shard_rows(d_in, dtype));
         let writer = StoreWriter::create(&path, d_in, dtype, rows, overwrite).map_err(to_py)?;
         Ok(StoreWriterCore {
             writer: Some(writer),

@@ -79,3 +79,5 @@ def test_bad_input_raises_value_error_naming_what():
     with pytest.raises(ValueError, match="n_nonzero_coefs"):
         sparse_encode(x, d, algorithm="omp", n_nonzero_coefs=0)
 
+    with pytest.raises(ValueError, match="positive=True is not supported by algorithm 'omp'"):
+        sparse_encode(x, d, algorithm="omp", positive=True)

@@ -22,7 +22,9 @@ def test_at_least_as_good_as_scikit_learn(planted):
     assert ours_mcc >= theirs_mcc - 0.01, (ours_mcc, theirs_mcc)
     assert metrics.dict_mcc(d, ours.components_) >= metrics.dict_mcc(d, theirs.components_) - 0.01
     assert ours.components_.shape == (24, 12) and ours.n_iter_ == len(ours.error_)
-    assert ours.transform(x).shape == (1000, 24)
+    assert ours.set_params(transform_algorithm="lasso_cd").transform(x).shape == (1000, 24)
+    with pytest.raises(ValueError, match="positive=True is not supported"):
+        ours.set_params(transform_algorithm="omp").transform(x)  # as scikit-learn refuses
 
 
 def test_protocol_clone_and_grid_search(planted):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sparsecode import ActivationStore, FormatError, SparseAutoencoder
+from sparsecode import ActivationStore, FormatError, SparseAutoencoder, io
 
 
 def test_appended_rows_read_back_and_train_an_sae(planted, tmp_path):
@@ -72,3 +72,29 @@ def test_bad_rows_and_paths_raise_by_kind(planted, tmp_path):
     manifest.write_text(json.dumps(m))
     with pytest.raises(FormatError, match="manifest"):
         ActivationStore(tmp_path / "s")
+
+
+def test_npy_and_safetensors_files_round_trip_and_import_into_a_store(planted, tmp_path):
+    x, _, _ = planted(n_samples=200)
+    io.write_npy(tmp_path / "a.npy", x.astype(np.float64))
+    np.testing.assert_array_equal(io.read_npy(tmp_path / "a.npy"), x)
+    cube = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    io.write_safetensors(tmp_path / "t.safetensors", {"acts": x[:50], "cube": cube})
+    back = io.read_safetensors(tmp_path / "t.safetensors")
+    assert set(back) == {"acts", "cube"}
+    np.testing.assert_array_equal(back["cube"], cube)
+    store = ActivationStore.from_files(
+        [tmp_path / "a.npy", tmp_path / "t.safetensors"], tmp_path / "s", tensor="acts"
+    )
+    assert store.shape == (250, 16)
+    np.testing.assert_array_equal(store.head(250), np.vstack([x, x[:50]]))
+    with pytest.raises(FileNotFoundError):
+        io.read_npy(tmp_path / "missing.npy")
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(FormatError, match="bad.npy"):
+        io.read_npy(tmp_path / "bad.npy")
+    with pytest.raises(FormatError, match="safetensors"):
+        io.read_safetensors(tmp_path / "bad.npy")
+    with pytest.raises(ValueError, match=r"tensor 'cube': expected 2-D \[rows, d_in\]"):
+        ActivationStore.from_files([tmp_path / "a.npy", tmp_path / "t.safetensors"],
+                                   tmp_path / "s2", tensor="cube")

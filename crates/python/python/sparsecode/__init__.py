@@ -17,12 +17,13 @@ from ._coding import sparse_encode
 from ._dictionary import DictionaryLearning, MiniBatchDictionaryLearning
 from ._sae import SparseAutoencoder
 from ._store import ActivationStore, StoreWriter
-from . import metrics, synth
+from . import io, metrics, synth
 
 __all__ = [
     "ActivationStore",
     "DictionaryLearning",
     "FormatError",
+    "io",
     "MiniBatchDictionaryLearning",
     "SparseAutoencoder",
     "StoreWriter",

@@ -82,6 +82,11 @@ def sparse_encode(
             X, dictionary, "fista", a, None, bool(positive), int(max_iter), threads
         )
     if algorithm in _GREEDY:
+        if positive:
+            raise ValueError(
+                f"positive=True is not supported by algorithm '{algorithm}' (as in scikit-learn): "
+                "use lasso_lars, lasso_cd or fista"
+            )
         k = n_nonzero_coefs
         if k is None:
             k = max(X.shape[1] // 10, 1)

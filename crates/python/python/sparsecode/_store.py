@@ -42,6 +42,24 @@ class ActivationStore:
         """
         return StoreWriter(path, d_in, dtype, shard_rows, overwrite)
 
+    @classmethod
+    def from_files(cls, inputs, path, dtype="float32", tensor=None, shard_rows=None,
+                   overwrite=False):
+        """Builds a store at ``path`` from ``.npy`` and safetensors files of one width (as
+        ``sparsecode store create``), streaming them; returns it opened. ``tensor`` names the
+        tensor to take from safetensors files holding several."""
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        _native.import_store(
+            [os.fspath(p) for p in inputs],
+            os.fspath(path),
+            dtype,
+            None if shard_rows is None else int(shard_rows),
+            tensor,
+            bool(overwrite),
+        )
+        return cls(path)
+
     @property
     def shape(self):
         """``(n_rows, d_in)``."""
