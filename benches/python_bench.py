@@ -8,6 +8,7 @@ baseline measured in the same run.
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -63,19 +64,24 @@ def bench_training(binary, rounds, threads):
         args = ["--arch", "topk", "--latents", str(latents), "--k", str(k), "--steps", str(steps),
                 "--seed", "3", "--threads", str(threads), "--checkpoint-every", "0"]
         counter = iter(range(10_000))
+        inner = {"cli": [], "python": []}
 
         def cli():
             out = os.path.join(tmp, f"run{next(counter)}")
             subprocess.run([binary, "train", "--data", path, *args, "--out", out],
                            check=True, capture_output=True)
+            with open(os.path.join(out, "run.json")) as f:
+                inner["cli"].append(json.load(f)["timings"]["seconds_this_process"])
 
         def python():
             x = np.load(path)
-            sc.SparseAutoencoder(n_latents=latents, k=k, n_steps=steps, seed=3,
-                                 n_threads=threads).fit(x)
+            sae = sc.SparseAutoencoder(n_latents=latents, k=k, n_steps=steps, seed=3,
+                                       n_threads=threads)
+            inner["python"].append(timed(lambda: sae.fit(x))[0])
 
         times = alternate(rounds, cli=cli, python=python)
     ratio = statistics.median(times["python"]) / statistics.median(times["cli"])
+    inner_ratio = statistics.median(inner["python"]) / statistics.median(inner["cli"])
     print("\n## Training from Python against the CLI\n")
     print(f"TopK, 40,000 x 256 planted rows, {latents} latents, k = {k}, {steps} steps, batch 4096, "
           f"{threads} threads; from the .npy file to a trained model (the CLI also starts a process, "
@@ -84,6 +90,9 @@ def bench_training(binary, rounds, threads):
     print(f"| `sparsecode train` | {fmt(times['cli'])} |")
     print(f"| `SparseAutoencoder.fit` | {fmt(times['python'])} |")
     print(f"| Python / CLI | **{ratio:.3f}** |")
+    print(f"| the CLI's training loop alone (run.json `seconds_this_process`) | {fmt(inner['cli'])} |")
+    print(f"| `fit` alone (input checks, copy, scale estimate, training) | {fmt(inner['python'])} |")
+    print(f"| `fit` / the CLI's training loop | **{inner_ratio:.3f}** |")
 
 
 def bench_sparse_encode(rounds, threads):

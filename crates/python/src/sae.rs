@@ -10,13 +10,13 @@
 //! and the model keeps what it learned so far.
 
 use crate::{matrix, par, to_numpy, to_py};
-use numpy::{PyArray2, PyReadonlyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use sparsecode::data::store::Store;
 use sparsecode::data::RowSource;
 use sparsecode::io::OutputDir;
-use sparsecode::sae::{Activation, Sae, SaeFormat};
+use sparsecode::sae::{Activation, Codes, Sae, SaeFormat};
 use sparsecode::train::{
     train, CheckedConfig, Control, Observer, StepRecord, TrainConfig, TrainOutcome, TrainRequest,
     TrainState,
@@ -71,6 +71,30 @@ impl SaeCore {
         self.model
             .as_ref()
             .ok_or_else(|| PyValueError::new_err("the SparseAutoencoder is not fitted yet"))
+    }
+
+    /// The codes of the rows of `x`; a C-contiguous float32 array (what the Python layer hands
+    /// over) is read in place, without a copy.
+    fn codes(&self, py: Python<'_>, x: &PyReadonlyArray2<'_, f32>) -> PyResult<Codes> {
+        let sae = self.model()?;
+        let view = x.as_array();
+        if view.ncols() != sae.d_in() {
+            return Err(PyValueError::new_err(format!(
+                "X has {} columns but the SAE reads {} (its d_in)",
+                view.ncols(),
+                sae.d_in()
+            )));
+        }
+        let p = self.threads();
+        let owned;
+        let rows = match view.as_slice() {
+            Some(s) => s,
+            None => {
+                owned = view.iter().copied().collect::<Vec<f32>>();
+                &owned[..]
+            }
+        };
+        py.detach(|| sae.encode_rows(rows, p)).map_err(to_py)
     }
 
     fn threads(&self) -> sparsecode::Parallelism {
@@ -175,6 +199,38 @@ fn deliver(
     Ok(())
 }
 
+/// CSR parts of `codes`: non-zero values, their column indices (sorted within a row), row
+/// starts.
+fn csr_parts(codes: &Codes) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
+    let (mut data, mut indices, mut indptr) = (Vec::new(), Vec::new(), vec![0i64]);
+    let mut push_row = |row: &mut Vec<(u32, f32)>| {
+        row.sort_unstable_by_key(|(j, _)| *j);
+        for &(j, v) in row.iter() {
+            indices.push(i64::from(j));
+            data.push(v);
+        }
+        indptr.push(data.len() as i64);
+        row.clear();
+    };
+    let mut row = Vec::new();
+    match codes {
+        Codes::Sparse(t) => {
+            for (idx, val) in t.indices.chunks(t.k.max(1)).zip(t.values.chunks(t.k.max(1))) {
+                row.extend(idx.iter().zip(val).filter(|(_, v)| **v != 0.0).map(|(j, v)| (*j, *v)));
+                push_row(&mut row);
+            }
+        }
+        Codes::Dense(m) => {
+            for r in 0..m.rows() {
+                let nz = m.row(r).iter().enumerate().filter(|(_, v)| **v != 0.0);
+                row.extend(nz.map(|(j, v)| (j as u32, *v)));
+                push_row(&mut row);
+            }
+        }
+    }
+    (data, indices, indptr)
+}
+
 /// The architecture name and `k` of a model, as the Python estimator spells them.
 fn describe(sae: &Sae) -> (&'static str, Option<usize>) {
     match (sae.activation(), sae.encoder.hidden().is_some()) {
@@ -272,11 +328,33 @@ impl SaeCore {
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let sae = self.model()?;
-        let x = matrix(&x, "X")?;
-        sae.check_input(&x, "X").map_err(to_py)?;
-        let p = self.threads();
-        Ok(to_numpy(py, py.detach(|| sae.encode_dense(&x, p))))
+        let dense = match self.codes(py, &x)? {
+            Codes::Dense(m) => m,
+            Codes::Sparse(t) => t.to_dense(self.model()?.d_sae()),
+        };
+        Ok(to_numpy(py, dense))
+    }
+
+    /// The codes of the rows of `x` as CSR parts `(data, indices, indptr)`, column indices
+    /// sorted within each row, zeros left out. TopK codes go straight from the selected slots
+    /// to CSR: the dense `[rows, latents]` matrix is never made.
+    #[allow(clippy::type_complexity)]
+    fn encode_csr<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f32>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+    )> {
+        let codes = self.codes(py, &x)?;
+        let (data, indices, indptr) = py.detach(|| csr_parts(&codes));
+        Ok((
+            data.into_pyarray(py),
+            indices.into_pyarray(py),
+            indptr.into_pyarray(py),
+        ))
     }
 
     /// Reconstructions `z W_dec + b_dec` of the codes `z`.

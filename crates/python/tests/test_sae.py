@@ -113,6 +113,9 @@ def test_every_architecture_trains_saves_and_loads_back(planted, tmp_path, arch)
     np.testing.assert_array_equal(back.components_, sae.components_)
     np.testing.assert_array_equal(back.transform(x), sae.transform(x))
     assert back.n_features_in_ == 16 and back.n_latents == 32
+    csr = back.set_params(sparse_output=True).transform(x)
+    assert csr.has_sorted_indices and (csr.data != 0).all()
+    np.testing.assert_array_equal(csr.toarray(), sae.transform(x))
 
 
 def test_sparsify_folder_round_trips_and_refuses_other_archs(planted, tmp_path):

@@ -245,12 +245,17 @@ class SparseAutoencoder(*BASES):
         """Codes of the rows of ``X``: an array (n_samples, n_latents), or CSR with
         ``sparse_output=True``."""
         self._check_fitted()
-        codes = self._core.encode(as_matrix(X, "X"))
+        X = as_matrix(X, "X")
         if self.sparse_output:
             from scipy import sparse
 
-            return sparse.csr_matrix(codes)
-        return codes
+            # Built from the selected latents: the dense (n_samples, n_latents) array is never
+            # made, so wide SAEs transform many rows in little memory.
+            data, indices, indptr = self._core.encode_csr(X)
+            return sparse.csr_matrix(
+                (data, indices, indptr), shape=(X.shape[0], self.components_.shape[0])
+            )
+        return self._core.encode(X)
 
     def fit_transform(self, X, y=None):
         """``fit(X).transform(X)``."""

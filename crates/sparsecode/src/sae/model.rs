@@ -431,20 +431,34 @@ impl Sae {
 
     /// Encodes `x` (`[rows, d_in]`, checked by [`Sae::check_input`]) on `par`'s threads.
     pub fn encode(&self, x: &Matrix, par: Parallelism) -> Codes {
-        par.install(|| self.encode_on_pool(x, par))
+        par.install(|| self.encode_on_pool(x.as_slice(), x.rows(), par))
     }
 
-    fn encode_on_pool(&self, x: &Matrix, par: Parallelism) -> Codes {
+    /// Encodes row-major rows of width `d_in` borrowed from elsewhere (a numpy array), without
+    /// copying them into a [`Matrix`] first.
+    pub fn encode_rows(&self, x: &[f32], par: Parallelism) -> Result<Codes> {
+        let m = self.d_in();
+        if m == 0 || !x.len().is_multiple_of(m) {
+            return Err(Error::shape(
+                "rows to encode",
+                format!("rows of width {m} (the SAE's d_in)"),
+                format!("{} values", x.len()),
+            ));
+        }
+        Ok(par.install(|| self.encode_on_pool(x, x.len() / m, par)))
+    }
+
+    fn encode_on_pool(&self, x: &[f32], rows: usize, par: Parallelism) -> Codes {
         let n = self.d_sae();
-        let mut xc = vec![0.0; x.as_slice().len()];
-        let mut pre = vec![0.0; x.rows() * n];
+        let mut xc = vec![0.0; x.len()];
+        let mut pre = vec![0.0; rows * n];
         let with_bias = matches!(
             self.encoder,
             Encoder::Relu | Encoder::Mlp { .. } | Encoder::JumpRelu { .. }
         );
-        self.pre_activations(x.as_slice(), &mut xc, &mut pre, with_bias, par);
+        self.pre_activations(x, &mut xc, &mut pre, with_bias, par);
         let dense = |pre: Vec<f32>| {
-            Codes::Dense(Matrix::from_vec(x.rows(), n, pre).expect("pre has rows*d_sae values"))
+            Codes::Dense(Matrix::from_vec(rows, n, pre).expect("pre has rows*d_sae values"))
         };
         match &self.encoder {
             Encoder::Relu | Encoder::Mlp { .. } => {
@@ -474,7 +488,7 @@ impl Sae {
                 dense(pre)
             }
             &Encoder::TopK { k } => {
-                let mut t = TopK::with_rows(x.rows(), k);
+                let mut t = TopK::with_rows(rows, k);
                 pre.par_chunks(n)
                     .zip(t.indices.par_chunks_mut(k).zip(t.values.par_chunks_mut(k)))
                     .for_each_init(Vec::new, |scratch, (row, (idx, val))| {
@@ -508,6 +522,26 @@ impl Sae {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn encoding_borrowed_rows_equals_encoding_a_matrix() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let x = Matrix::standard_normal(9, 5, 3);
+        for act in [Activation::Relu, Activation::TopK { k: 2 }, Activation::Gated] {
+            let sae = Sae::init(5, 12, act, EncoderInit::Tied, &mut rng);
+            let want = sae.encode_dense(&x, Parallelism::Serial);
+            let got = match sae.encode_rows(x.as_slice(), Parallelism::Serial).unwrap() {
+                Codes::Dense(m) => m,
+                Codes::Sparse(t) => t.to_dense(12),
+            };
+            assert_eq!(got, want, "{act:?}");
+        }
+        let sae = Sae::init(5, 12, Activation::Relu, EncoderInit::Tied, &mut rng);
+        let e = sae
+            .encode_rows(&x.as_slice()[..7], Parallelism::Serial)
+            .unwrap_err();
+        assert!(e.to_string().contains("width 5"), "{e}");
+    }
 
     #[test]
     fn a_folded_input_scale_gives_the_same_codes_on_raw_inputs() {
