@@ -7,6 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 cargo test --release --workspace
+# The Python tests compare the package with the CLI binary (built above; a no-op check here).
+cargo build --release -q -p sparsecode-cli
+export SPARSECODE_BIN="$root/target/release/sparsecode"
 
 venv="${SPARSECODE_VENV:-$root/target/venv}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -19,3 +22,5 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q "$root/crates/python[test]"
 "$venv/bin/python" -m pytest -q "$root/crates/python/tests"
+# The example a README points at must run.
+"$venv/bin/python" "$root/examples/python/hook_to_store_to_sae.py" >/dev/null

@@ -6,8 +6,8 @@ use crate::{matrix, par, to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sparsecode::coding::{learn_dictionary as learn, learn_dictionary_from, DictLearnParams};
 use sparsecode::coding::OnlineDictionary;
+use sparsecode::coding::{learn_dictionary as learn, learn_dictionary_from, DictLearnParams};
 
 fn params(json: &str) -> PyResult<DictLearnParams> {
     serde_json::from_str(json)

@@ -53,7 +53,11 @@ pub fn read_safetensors(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyD
 
 /// Writes named float32 arrays as a safetensors file, atomically.
 #[pyfunction]
-pub fn write_safetensors(py: Python<'_>, path: PathBuf, tensors: &Bound<'_, PyDict>) -> PyResult<()> {
+pub fn write_safetensors(
+    py: Python<'_>,
+    path: PathBuf,
+    tensors: &Bound<'_, PyDict>,
+) -> PyResult<()> {
     let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(tensors.len());
     for (name, value) in tensors.iter() {
         let name: String = name.extract()?;
@@ -67,7 +71,8 @@ pub fn write_safetensors(py: Python<'_>, path: PathBuf, tensors: &Bound<'_, PyDi
         .iter()
         .map(|(n, s, v)| (n.as_str(), s.clone(), v.as_slice()))
         .collect();
-    py.detach(|| write_tensors(&path, &refs, None)).map_err(to_py)
+    py.detach(|| write_tensors(&path, &refs, None))
+        .map_err(to_py)
 }
 
 /// Builds a store at `dest` from `.npy` and safetensors files (as `sparsecode store create`).

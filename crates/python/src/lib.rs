@@ -120,9 +120,19 @@ fn sparse_encode<'py>(
     Ok(to_numpy(py, codes))
 }
 
+/// The most memory a call may allocate for buffers sized by its inputs (None: the memory free
+/// at the time, or the cgroup's limit), like the CLI's `--memory-limit`. Larger requests raise
+/// `MemoryError` before any work.
+#[pyfunction]
+#[pyo3(signature = (nbytes=None))]
+fn set_memory_limit(nbytes: Option<u64>) {
+    sparsecode::memory::set_limit(nbytes);
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sparse_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::fvu, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::l0, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::dead_fraction, m)?)?;

@@ -7,8 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use sparsecode::data::{generate, SynthConfig};
 use sparsecode::eval::{
-    abs_cosine, code_mcc as mcc, dictionary_metrics, firing_frequency, fvu as fvu_of,
-    l0 as l0_of, HUNGARIAN_MAX,
+    abs_cosine, code_mcc as mcc, dictionary_metrics, firing_frequency, fvu as fvu_of, l0 as l0_of,
+    HUNGARIAN_MAX,
 };
 
 /// Fraction of variance unexplained of `x_hat` against `x` (per-dimension means).

@@ -173,9 +173,7 @@ impl SaeCore {
         data: &dyn RowSource,
         callback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let checked = py
-            .detach(|| self.request.resolve(data))
-            .map_err(to_py)?;
+        let checked = py.detach(|| self.request.resolve(data)).map_err(to_py)?;
         self.state = None;
         self.run(py, checked, data, None, callback)
     }
@@ -215,8 +213,17 @@ fn csr_parts(codes: &Codes) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
     let mut row = Vec::new();
     match codes {
         Codes::Sparse(t) => {
-            for (idx, val) in t.indices.chunks(t.k.max(1)).zip(t.values.chunks(t.k.max(1))) {
-                row.extend(idx.iter().zip(val).filter(|(_, v)| **v != 0.0).map(|(j, v)| (*j, *v)));
+            for (idx, val) in t
+                .indices
+                .chunks(t.k.max(1))
+                .zip(t.values.chunks(t.k.max(1)))
+            {
+                row.extend(
+                    idx.iter()
+                        .zip(val)
+                        .filter(|(_, v)| **v != 0.0)
+                        .map(|(j, v)| (*j, *v)),
+                );
                 push_row(&mut row);
             }
         }

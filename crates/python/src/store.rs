@@ -72,7 +72,11 @@ impl StoreWriterCore {
 
     /// Appends the rows of `x` (checked: width, finite values).
     fn append(&mut self, py: Python<'_>, x: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
-        let context = format!("rows {}.. appended to {}", self.appended, self.path.display());
+        let context = format!(
+            "rows {}.. appended to {}",
+            self.appended,
+            self.path.display()
+        );
         let view = x.as_array();
         let rows = view.nrows() as u64;
         let slice = view

@@ -15,9 +15,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def cli():
-    """The release binary `scripts/test.sh` built (SPARSECODE_BIN names another)."""
-    path = pathlib.Path(os.environ.get("SPARSECODE_BIN", ROOT / "target" / "release" / "sparsecode"))
+    """The release binary: SPARSECODE_BIN (set by scripts/test.sh, which builds it; then it must
+    be there), else this checkout's target/release/sparsecode when built."""
+    named = os.environ.get("SPARSECODE_BIN")
+    path = pathlib.Path(named or ROOT / "target" / "release" / "sparsecode")
     if not path.is_file():
+        if named:
+            pytest.fail(f"SPARSECODE_BIN={named} is not a file")
         pytest.skip(f"no sparsecode binary at {path} (scripts/test.sh builds it)")
     return str(path)
 

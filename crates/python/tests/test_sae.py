@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sparsecode import FormatError, SparseAutoencoder, metrics
+from sparsecode import FormatError, SparseAutoencoder, metrics, set_memory_limit
 
 
 def test_clone_pipeline_and_grid_search_work(planted):
@@ -186,3 +186,14 @@ def test_callback_sees_every_logged_step_and_can_stop_training(planted, capsys):
     SparseAutoencoder(n_latents=16, k=2, n_steps=20, log_every=10, verbose=True).fit(x)
     err = capsys.readouterr().err
     assert "[sparsecode] step 10" in err and "step 20" in err
+
+
+def test_an_allocation_past_the_memory_limit_raises_memory_error(planted):
+    x, _, _ = planted(n_samples=100)
+    set_memory_limit(64 << 20)
+    try:
+        with pytest.raises(MemoryError, match="needs .* but 64.0 MiB is available"):
+            SparseAutoencoder(n_latents=1_000_000, n_steps=1).fit(x)
+        assert SparseAutoencoder(n_latents=8, k=2, n_steps=2).fit(x).n_steps_ == 2
+    finally:
+        set_memory_limit(None)

@@ -12,7 +12,7 @@ Errors: ``ValueError`` for shapes, non-finite values and impossible parameters,
 ``MemoryError`` when an allocation would exceed the memory limit.
 """
 
-from ._native import FormatError
+from ._native import FormatError, set_memory_limit
 from ._coding import sparse_encode
 from ._dictionary import DictionaryLearning, MiniBatchDictionaryLearning
 from ._sae import SparseAutoencoder
@@ -28,6 +28,7 @@ __all__ = [
     "SparseAutoencoder",
     "StoreWriter",
     "metrics",
+    "set_memory_limit",
     "sparse_encode",
     "synth",
 ]

@@ -527,7 +527,11 @@ mod tests {
     fn encoding_borrowed_rows_equals_encoding_a_matrix() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let x = Matrix::standard_normal(9, 5, 3);
-        for act in [Activation::Relu, Activation::TopK { k: 2 }, Activation::Gated] {
+        for act in [
+            Activation::Relu,
+            Activation::TopK { k: 2 },
+            Activation::Gated,
+        ] {
             let sae = Sae::init(5, 12, act, EncoderInit::Tied, &mut rng);
             let want = sae.encode_dense(&x, Parallelism::Serial);
             let got = match sae.encode_rows(x.as_slice(), Parallelism::Serial).unwrap() {
