@@ -2,6 +2,7 @@
 //! `MiniBatchDictionaryLearning.fit`, and the online learner behind `partial_fit`. Parameters
 //! arrive as a JSON [`DictLearnParams`] built by the Python estimators.
 
+use crate::watch::interruptible;
 use crate::{matrix, par, to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
@@ -34,12 +35,10 @@ pub fn learn_dictionary<'py>(
     let y = matrix(&x, "X")?;
     let init = init.map(|d| matrix(&d, "dict_init")).transpose()?;
     let threads = par(n_threads);
-    let r = py
-        .detach(|| match &init {
-            Some(d) => learn_dictionary_from(&y, d, &p, threads),
-            None => learn(&y, &p, threads),
-        })
-        .map_err(to_py)?;
+    let r = interruptible(py, || match &init {
+        Some(d) => learn_dictionary_from(&y, d, &p, threads),
+        None => learn(&y, &p, threads),
+    })?;
     Ok((
         to_numpy(py, r.dictionary),
         to_numpy(py, r.codes),

@@ -15,10 +15,14 @@ mod files;
 mod metrics;
 mod sae;
 mod store;
+mod watch;
 
 use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyFileExistsError, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError,
+    PyValueError,
+};
 use pyo3::prelude::*;
 use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
 use sparsecode::{Error, Matrix, Parallelism};
@@ -37,11 +41,14 @@ fn to_py(e: Error) -> PyErr {
         Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(msg)
         }
-        Error::Io { .. } | Error::Locked { .. } | Error::OutputExists { .. } => {
-            PyOSError::new_err(msg)
-        }
+        Error::OutputExists { path } => PyFileExistsError::new_err(format!(
+            "{}: already exists (pass overwrite=True to replace it)",
+            path.display()
+        )),
+        Error::Io { .. } | Error::Locked { .. } => PyOSError::new_err(msg),
         Error::Format { .. } => FormatError::new_err(msg),
         Error::Memory { .. } => PyMemoryError::new_err(msg),
+        Error::Interrupted { .. } => PyKeyboardInterrupt::new_err(msg),
         _ => PyValueError::new_err(msg),
     }
 }

@@ -9,6 +9,7 @@
 //! the trainer reads after every step: `fit` stops after the current step with that exception,
 //! and the model keeps what it learned so far.
 
+use crate::watch::watch;
 use crate::{matrix, par, to_numpy, to_py};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
@@ -25,10 +26,6 @@ use sparsecode::Matrix;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
-
-/// How often the main thread wakes while the trainer runs.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Stops the trainer after the step in which the flag went up; queues logged steps for the
 /// main thread.
@@ -112,51 +109,20 @@ impl SaeCore {
     ) -> PyResult<()> {
         let stop = AtomicBool::new(false);
         let logs = Mutex::new(Vec::new());
-        let mut raised: Option<PyErr> = None;
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        // The receiver waits inside `py.detach`, which needs what it borrows to be Sync.
-        let done_rx = Mutex::new(done_rx);
-        let (stop_flag, queue, checked) = (&stop, &logs, &checked);
-        let out = std::thread::scope(|s| {
-            let worker = s.spawn(move || {
+        let (stop_flag, queue, cfg) = (&stop, &logs, &checked);
+        let (out, raised) = watch(
+            py,
+            move || {
                 let mut obs = Progress {
                     stop: stop_flag,
                     logs: queue,
                 };
-                let out = train(checked, data, None, resume, &mut obs);
-                let _ = done_tx.send(());
-                out
-            });
-            loop {
-                let finished = worker.is_finished();
-                if raised.is_none() {
-                    raised = deliver(py, &logs, callback).err();
-                }
-                if raised.is_none() {
-                    raised = py.check_signals().err();
-                }
-                if raised.is_some() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                if finished {
-                    break;
-                }
-                // Wakes at once when training ends, else after POLL to check signals.
-                py.detach(|| {
-                    if let Ok(rx) = done_rx.lock() {
-                        let _ = rx.recv_timeout(POLL);
-                    }
-                });
-            }
-            worker.join()
-        });
-        let out: TrainOutcome = out
-            .map_err(|_| {
-                PyRuntimeError::new_err(
-                    "sparsecode: the training thread panicked (a defect: please report it)",
-                )
-            })?
-            .map_err(to_py)?;
+                train(cfg, data, None, resume, &mut obs)
+            },
+            |py| deliver(py, &logs, callback),
+            || stop.store(true, Ordering::Relaxed),
+        )?;
+        let out: TrainOutcome = out.map_err(to_py)?;
         self.model = Some(out.model());
         self.state = Some(out.state);
         self.config = Some(checked.config().clone());

@@ -1,6 +1,11 @@
 """DictionaryLearning and MiniBatchDictionaryLearning against scikit-learn's on planted data,
 scikit-learn's protocol, partial_fit, and errors."""
 
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 from sklearn import decomposition as sk
@@ -63,6 +68,20 @@ def test_partial_fit_over_a_stream_comes_near_what_fit_reaches(planted, seed):
     assert a > b - 0.07, (a, b)
     with pytest.raises(ValueError, match="12"):
         online.partial_fit(x[:10, :5])
+
+
+def test_ctrl_c_stops_a_long_dictionary_learning_fit(planted):
+    x, _, _ = planted(n_samples=3000, n_latents=64, n_features=32, k=3)
+    dl = DictionaryLearning(64, alpha=1e-4, max_iter=1_000_000, tol=0.0)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        dl.fit(x)
+    assert time.monotonic() - start < 1.5
+    assert not hasattr(dl, "components_")
+    # The request is withdrawn: the next fit runs to the end.
+    assert DictionaryLearning(64, alpha=0.05, max_iter=3).fit(x).n_iter_ == 3
 
 
 def test_bad_parameters_raise_value_error(planted):

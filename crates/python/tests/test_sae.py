@@ -134,7 +134,7 @@ def test_sparsify_folder_round_trips_and_refuses_other_archs(planted, tmp_path):
     assert not (tmp_path / "relu").exists()
     with pytest.raises(ValueError, match="format 'onnx'"):
         sae.save(tmp_path / "o", format="onnx")
-    with pytest.raises(OSError, match="exists"):
+    with pytest.raises(FileExistsError, match=r"already exists \(pass overwrite=True"):
         sae.save(tmp_path / "sp")
     sae.save(tmp_path / "sp", overwrite=True)  # now SAELens, in place of the sparsify folder
     assert (tmp_path / "sp" / "sae_weights.safetensors").is_file()

@@ -62,7 +62,7 @@ def test_bad_rows_and_paths_raise_by_kind(planted, tmp_path):
     done = ActivationStore.create(tmp_path / "s", 16)
     done.append(x)
     done.close()
-    with pytest.raises(OSError, match="exists"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         ActivationStore.create(tmp_path / "s", 16)
     with pytest.raises(FileNotFoundError):
         ActivationStore(tmp_path / "missing")

@@ -80,6 +80,12 @@ pub enum Error {
         /// What there is.
         available: String,
     },
+    /// Work stopped because a stop was requested ([`crate::interrupt::request`], e.g. Ctrl-C).
+    #[error("{what}: interrupted")]
+    Interrupted {
+        /// What was stopped.
+        what: String,
+    },
     /// An output that another live process is writing (its lock is held).
     #[error("{path}: in use by {holder}; wait for it to finish, or write elsewhere")]
     Locked {

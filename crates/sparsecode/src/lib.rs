@@ -39,6 +39,7 @@ pub mod coding;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod interrupt;
 pub mod io;
 pub mod linalg;
 pub mod memory;

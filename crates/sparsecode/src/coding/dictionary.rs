@@ -559,17 +559,23 @@ fn learn_from_on_pool(
 ) -> Result<DictLearnResult> {
     p.validate(y.rows())?;
     y.check_finite("data")?;
+    let d = given_atoms(init, p.atoms, y.cols())?;
+    learn_once(y, p, d, p.seed, par)
+}
+
+/// Starting atoms given by the caller: finite, `[atoms, d_in]`, rows scaled to unit norm.
+fn given_atoms(init: &Matrix, atoms: usize, d_in: usize) -> Result<Matrix> {
     init.check_finite("initial dictionary")?;
-    if init.shape() != (p.atoms, y.cols()) {
+    if init.shape() != (atoms, d_in) {
         return Err(Error::shape(
             "initial dictionary",
-            format!("[{}, {}] (atoms x data width)", p.atoms, y.cols()),
+            format!("[{atoms}, {d_in}] (atoms x data width)"),
             format!("{:?}", init.shape()),
         ));
     }
     let mut d = init.clone();
-    normalize_rows(d.as_mut_slice(), y.cols());
-    learn_once(y, p, d, p.seed, par)
+    normalize_rows(d.as_mut_slice(), d_in);
+    Ok(d)
 }
 
 fn learn_once(
@@ -614,12 +620,14 @@ fn alternate(
     let start = run.history.len();
     let (d, z) = (&mut run.d, &mut run.z);
     for _ in 0..iters {
+        crate::interrupt::check("dictionary learning")?;
         match p.batch_size {
             Some(bs) if bs < s => {
                 // One pass of online learning: decaying statistics over shuffled mini-batches.
                 let order = sample(rng, s, s).into_vec();
                 let batches = order.chunks(bs);
                 for (t, rows) in batches.enumerate() {
+                    crate::interrupt::check("dictionary learning")?;
                     let yb = y.select_rows(rows);
                     online_step(d, &mut a, &mut b, &yb, t as u64, p, par)?;
                 }
@@ -713,18 +721,9 @@ impl OnlineDictionary {
         y.check_finite("first batch")?;
         let d = match init {
             Some(init) => {
-                init.check_finite("initial dictionary")?;
+                // Given atoms need no samples to start from.
                 p.validate(usize::MAX)?;
-                if init.shape() != (p.atoms, y.cols()) {
-                    return Err(Error::shape(
-                        "initial dictionary",
-                        format!("[{}, {}] (atoms x data width)", p.atoms, y.cols()),
-                        format!("{:?}", init.shape()),
-                    ));
-                }
-                let mut d = init.clone();
-                normalize_rows(d.as_mut_slice(), y.cols());
-                d
+                given_atoms(init, p.atoms, y.cols())?
             }
             None => {
                 p.validate(y.rows())?;
@@ -780,6 +779,7 @@ fn polish(y: &Matrix, p: &DictLearnParams, run: &mut Run, par: Parallelism) -> R
     let mut a = Matrix::zeros(n, n);
     let mut b = Matrix::zeros(n, m);
     for _ in 0..p.polish {
+        crate::interrupt::check("dictionary learning")?;
         let mut codes = code(y, &run.d, run.z.as_ref(), p, par)?;
         debias(y, &run.d, &mut codes, p.nonneg);
         matmul(a.as_mut_slice(), codes.view().t(), codes.view(), 0.0, par);
