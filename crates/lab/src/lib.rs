@@ -2,7 +2,8 @@
 //!
 //! The core library computes (SAEs, sparse coding, metrics, stores); this crate turns those
 //! computations into things to read: the paper's experiments ([`experiment`], each computing its
-//! data first and rendering tables and SVG figures from it), feature dashboards and the
+//! data first and rendering tables and SVG figures from it), photographs as data ([`images`]:
+//! decoding, whitening, patches, atom grids), feature dashboards and the
 //! feature scan behind them ([`report`]), word intrusion ([`interp`]), the embedded demo
 //! ([`demo`]) and the timing harness ([`bench`], which reads the process's peak memory).
 //! Nothing in the core library depends on this crate. Errors are the core library's
@@ -18,5 +19,6 @@
 pub mod bench;
 pub mod demo;
 pub mod experiment;
+pub mod images;
 pub mod interp;
 pub mod report;
