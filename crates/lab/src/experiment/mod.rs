@@ -8,6 +8,7 @@ pub mod amortisation;
 pub mod cs_bound;
 pub mod identifiability;
 pub mod methods;
+pub mod natural_images;
 pub mod phase;
 pub mod plot;
 pub mod sae_runs;
