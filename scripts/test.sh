@@ -7,8 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 cargo test --release --workspace
-# The Python tests compare the package with the CLI binary (built above; a no-op check here).
-cargo build --release -q -p sparsecode-cli
+# The Python tests compare the package with the CLI binary (built above with the workspace's
+# features: building the one package alone would unify features differently and rebuild).
+cargo build --release -q --workspace
 export SPARSECODE_BIN="$root/target/release/sparsecode"
 
 venv="${SPARSECODE_VENV:-$root/target/venv}"

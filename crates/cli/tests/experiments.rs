@@ -382,3 +382,87 @@ fn identifiability_refuses_meaningless_parameters() {
     }
     assert!(!out.exists(), "a failed experiment left an output folder");
 }
+
+/// Olshausen & Field (REFERENCE E10) on the fetched photographs: measured on the quick setting
+/// (12 x 12 patches, 144 atoms) 72% of dictionary learning's atoms, 85% of the TopK SAE's and
+/// 93% of the ReLU SAE's are Gabor-like (R^2 >= 0.8).
+#[test]
+fn natural_images_learn_gabor_like_atoms() {
+    let Some(images) = common::asset("images") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(
+        t.path(),
+        "natural-images",
+        &["--images", images.to_str().unwrap()],
+    );
+    let methods = j["results"]["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 3);
+    for m in methods {
+        let fits = m["fits"].as_array().unwrap();
+        let good = fits
+            .iter()
+            .filter(|f| f["r2"].as_f64().unwrap() >= 0.8)
+            .count() as f64
+            / fits.len() as f64;
+        assert!(
+            good > 0.5,
+            "most atoms should be Gabor-like: {} {good}",
+            m["method"]
+        );
+        assert!(m["fvu"].as_f64().unwrap() < 0.5, "{}", m["method"]);
+    }
+    let out = t.path().join("natural-images");
+    for f in [
+        "atoms-dictionary-learning-144.png",
+        "atoms-topk-sae-144.png",
+        "orientation.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn natural_images_refuse_missing_undecodable_and_too_small_photographs() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let o = out.to_str().unwrap();
+    let base = ["experiment", "natural-images", "--quick", "--out", o];
+    let with = |images: &Path, extra: &[&'static str]| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.extend(["--images".to_string(), images.display().to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let check = |args: Vec<String>, needle: &str| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails_with(&refs, needle);
+    };
+    check(with(&t.path().join("nowhere"), &[]), "nowhere");
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    check(with(&empty, &[]), "no photographs (.jpg, .jpeg, .png) in");
+    let bad = t.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(
+        bad.join("photo.jpg"),
+        b"\xff\xd8\xff\xe0 this is not a JPEG",
+    )
+    .unwrap();
+    check(with(&bad, &[]), "photo.jpg: not a decodable image");
+    if let Some(images) = common::asset("images") {
+        check(
+            with(&images, &["--patch", "600", "--overcomplete", "0.01"]),
+            "600 x 600 patches do not fit in",
+        );
+    }
+    // The default photographs, when they were never fetched, name the command that fetches them.
+    let mut c = common::bin();
+    c.env("SPARSECODE_ASSETS", t.path().join("no-assets"));
+    c.args(base);
+    let o2 = c.output().unwrap();
+    assert_eq!(o2.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o2.stderr).contains("scripts/fetch-assets images"));
+    assert!(!out.exists(), "a failed experiment left an output folder");
+}

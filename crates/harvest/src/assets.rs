@@ -17,6 +17,8 @@ pub enum Asset {
     Sotu,
     /// Moby-Dick, a folder with one `.txt` file.
     MobyDick,
+    /// Public-domain photographs, a folder of `.jpg` files.
+    Images,
 }
 
 impl Asset {
@@ -28,6 +30,7 @@ impl Asset {
             Asset::SmolLm2 => "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             Asset::Sotu => "text/sotu",
             Asset::MobyDick => "text/moby-dick",
+            Asset::Images => "images",
         }
     }
 
@@ -38,6 +41,7 @@ impl Asset {
             Asset::SmolLm2 => "smollm2",
             Asset::Sotu => "sotu",
             Asset::MobyDick => "moby-dick",
+            Asset::Images => "images",
         }
     }
 
@@ -48,6 +52,7 @@ impl Asset {
             Asset::SmolLm2 => "the SmolLM2-135M GGUF model",
             Asset::Sotu => "the State of the Union texts",
             Asset::MobyDick => "the Moby-Dick text",
+            Asset::Images => "the public-domain photographs",
         }
     }
 }

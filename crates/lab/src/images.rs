@@ -106,7 +106,11 @@ fn transpose(buf: &[Complex<f32>], rows: usize, cols: usize) -> Vec<Complex<f32>
 
 /// Signed frequency of bin `k` of an `n`-point transform, in cycles per sample.
 fn freq(k: usize, n: usize) -> f32 {
-    let k = if k <= n / 2 { k as f32 } else { k as f32 - n as f32 };
+    let k = if k <= n / 2 {
+        k as f32
+    } else {
+        k as f32 - n as f32
+    };
     k / n as f32
 }
 
@@ -145,7 +149,8 @@ pub fn whiten(img: &Gray, f0_nyquist: f32) -> Result<Gray> {
     let mut data: Vec<f32> = rows.iter().map(|c| c.re).collect();
     let var = data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / data.len().max(1) as f64;
     let scale = if var > 0.0 { 1.0 / var.sqrt() } else { 1.0 };
-    data.iter_mut().for_each(|v| *v = (*v as f64 * scale) as f32);
+    data.iter_mut()
+        .for_each(|v| *v = (*v as f64 * scale) as f32);
     Ok(Gray {
         width: w,
         height: h,
@@ -157,7 +162,10 @@ pub fn whiten(img: &Gray, f0_nyquist: f32) -> Result<Gray> {
 /// proportion to the positions it offers), as rows of a `[count, size * size]` matrix.
 pub fn sample_patches(images: &[Gray], size: usize, count: usize, seed: u64) -> Result<Matrix> {
     if size == 0 {
-        return Err(Error::param("patch", "the patch side must be at least 1 pixel"));
+        return Err(Error::param(
+            "patch",
+            "the patch side must be at least 1 pixel",
+        ));
     }
     if images.is_empty() {
         return Err(Error::param("images", "no image to take patches from"));
@@ -244,7 +252,9 @@ mod tests {
 
     fn stripes(w: usize, h: usize, period: f32) -> Gray {
         let data = (0..h)
-            .flat_map(|_| (0..w).map(move |x| (2.0 * std::f32::consts::PI * x as f32 / period).sin()))
+            .flat_map(|_| {
+                (0..w).map(move |x| (2.0 * std::f32::consts::PI * x as f32 / period).sin())
+            })
             .collect();
         Gray {
             width: w,
@@ -267,9 +277,18 @@ mod tests {
         assert!(corr > 0.6, "{corr}"); // unit variance against amplitude-1 sine: 1/sqrt(2)
         let mut mixed = stripes(64, 48, 8.0);
         let high = stripes(64, 48, 2.2);
-        mixed.data.iter_mut().zip(&high.data).for_each(|(a, b)| *a += b + 3.0);
+        mixed
+            .data
+            .iter_mut()
+            .zip(&high.data)
+            .for_each(|(a, b)| *a += b + 3.0);
         let w = whiten(&mixed, 0.4).unwrap();
-        let on_high: f32 = w.data.iter().zip(&high.data).map(|(a, b)| a * b).sum::<f32>()
+        let on_high: f32 = w
+            .data
+            .iter()
+            .zip(&high.data)
+            .map(|(a, b)| a * b)
+            .sum::<f32>()
             / w.data.len() as f32;
         assert!(on_high.abs() < 0.05, "{on_high}");
         assert!(w.data.iter().sum::<f32>().abs() / (w.data.len() as f32) < 1e-4);
@@ -288,19 +307,29 @@ mod tests {
             let row = p.row(r);
             // A 2x2 patch of a row-major ramp: [a, a+1, a+5, a+6] with a at a valid corner.
             let a = row[0] as usize;
-            assert_eq!(row, &[a as f32, a as f32 + 1.0, a as f32 + 5.0, a as f32 + 6.0]);
+            assert_eq!(
+                row,
+                &[a as f32, a as f32 + 1.0, a as f32 + 5.0, a as f32 + 6.0]
+            );
             assert!(a % 5 <= 3 && a / 5 <= 2, "{a}");
         }
         let again = sample_patches(std::slice::from_ref(&g), 2, 50, 1).unwrap();
         assert_eq!(p, again);
         let e = sample_patches(std::slice::from_ref(&g), 6, 1, 1).unwrap_err();
-        assert!(e.to_string().contains("do not fit in an image of 5 x 4"), "{e}");
+        assert!(
+            e.to_string().contains("do not fit in an image of 5 x 4"),
+            "{e}"
+        );
     }
 
     #[test]
     fn atoms_png_round_trips_through_a_decoder_and_a_bad_file_is_a_format_error() {
-        let atoms = Matrix::from_vec(3, 4, vec![1., -1., 0., 0.5, 0., 0., 0., 2., -3., 3., 0., 0.])
-            .unwrap();
+        let atoms = Matrix::from_vec(
+            3,
+            4,
+            vec![1., -1., 0., 0.5, 0., 0., 0., 2., -3., 3., 0., 0.],
+        )
+        .unwrap();
         let bytes = atoms_png(&atoms, 2, 3).unwrap();
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("atoms.png");

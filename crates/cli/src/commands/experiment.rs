@@ -9,8 +9,8 @@ use sparsecode::coding::{Basis, Coder};
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
-    self, additivity, amortisation, cs_bound, identifiability, phase, sae_runs, scaling, stability,
-    sweep, toy, Report,
+    self, additivity, amortisation, cs_bound, identifiability, natural_images, phase, sae_runs,
+    scaling, stability, sweep, toy, Report,
 };
 use std::path::PathBuf;
 
@@ -106,6 +106,31 @@ enum Which {
     /// Does a classifier recover its data's latents up to a linear map, and does the chain
     /// latents -> classifier -> SAE lift them back out? (REFERENCE section 7)
     Identifiability(Identifiability),
+    /// Olshausen & Field: whitened photograph patches, dictionary learning and TopK/ReLU SAEs,
+    /// every atom fitted by a 2-D Gabor (REFERENCE E10).
+    NaturalImages(NaturalImages),
+}
+
+#[derive(clap::Args)]
+struct NaturalImages {
+    #[command(flatten)]
+    common: Common,
+    /// A folder of photographs (.jpg, .jpeg, .png). Default: the fetched public-domain ones
+    /// (`scripts/fetch-assets images`).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Patch side in pixels.
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Atoms as multiples of the patch's pixels, comma-separated (1: complete).
+    #[arg(long, value_delimiter = ',')]
+    overcomplete: Option<Vec<f64>>,
+    /// Training steps of each SAE.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Training patches.
+    #[arg(long)]
+    patches: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -336,6 +361,7 @@ impl Which {
             Which::Scaling(a) => ("scaling", &a.common),
             Which::PhaseTransition(a) => ("phase-transition", &a.common),
             Which::Identifiability(a) => ("identifiability", &a.common),
+            Which::NaturalImages(a) => ("natural-images", &a.common),
             Which::ToySuperposition(a) => ("toy-superposition", &a.common),
             Which::Sweep(a) => ("sweep", &a.common),
             Which::Stability(a) => ("stability", &a.common),
@@ -355,6 +381,7 @@ impl Which {
             Which::Amortisation(a) => a.run(par, progress),
             Which::PhaseTransition(a) => a.run(par, progress),
             Which::Identifiability(a) => a.run(par, progress),
+            Which::NaturalImages(a) => a.run(par, progress),
         }
     }
 }
@@ -488,6 +515,51 @@ impl Identifiability {
         let report = identifiability::report(&p, &results);
         Ok((report, serde_json::to_value(&p)?))
     }
+}
+
+impl NaturalImages {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        let (quick, full) = (
+            natural_images::NaturalImagesParams::quick,
+            natural_images::NaturalImagesParams::full,
+        );
+        let mut p = preset(&self.common, quick, full);
+        p.seed = self.common.seed;
+        p.patch = self.patch.unwrap_or(p.patch);
+        p.overcomplete = self.overcomplete.unwrap_or(p.overcomplete);
+        p.sae_steps = self.steps.unwrap_or(p.sae_steps);
+        p.train_patches = self.patches.unwrap_or(p.train_patches);
+        let dir = match self.images {
+            Some(d) => d,
+            None => sparsecode_harvest::assets::require(sparsecode_harvest::assets::Asset::Images)?,
+        };
+        let photos = photographs(&dir)?;
+        let results = natural_images::run(&photos, &p, par, progress)?;
+        let report = natural_images::report(&p, &results);
+        Ok((report, serde_json::to_value(&p)?))
+    }
+}
+
+/// The photographs in `dir` (by extension), sorted by name.
+fn photographs(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| sparsecode::Error::io(dir, e))?;
+    let mut photos: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
+        .collect();
+    photos.sort();
+    if photos.is_empty() {
+        return Err(sparsecode::Error::param(
+            "images",
+            format!("no photographs (.jpg, .jpeg, .png) in {}", dir.display()),
+        )
+        .into());
+    }
+    Ok(photos)
 }
 
 impl ToySuperposition {

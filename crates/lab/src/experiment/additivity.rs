@@ -277,6 +277,7 @@ pub fn run(
         tables: vec![t],
         notes,
         json: json!({"pairs": scores, "cohens_d": d, "wins": wins, "n": n}),
+        images: Vec::new(),
         plots: vec![("additivity.svg".into(), plot.to_svg())],
     })
 }

@@ -302,6 +302,7 @@ pub fn run(
         tables,
         notes: notes(&known_means),
         json: json!({"params": p, "settings": json_settings}),
+        images: Vec::new(),
         plots: vec![seeds_plot(p, series)],
     })
 }

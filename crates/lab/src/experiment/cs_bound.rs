@@ -149,6 +149,7 @@ pub fn report(checks: &[CsCheck]) -> Report {
         tables: vec![t],
         notes,
         json: json!({"checks": checks}),
+        images: Vec::new(),
         plots: Vec::new(),
     }
 }

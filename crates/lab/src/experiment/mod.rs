@@ -34,6 +34,7 @@ pub fn full_duration(name: &str) -> Option<&'static str> {
         "toy-superposition" => Some("about a minute"),
         "sweep" | "stability" => Some("a few minutes"),
         "identifiability" => Some("about 15 minutes"),
+        "natural-images" => Some("about 30 minutes"),
         _ => None,
     }
 }
@@ -105,6 +106,8 @@ pub struct Report {
     pub json: Value,
     /// SVG figures: `(file name, document)`.
     pub plots: Vec<(String, String)>,
+    /// Binary figures (PNG): `(file name, bytes)`.
+    pub images: Vec<(String, Vec<u8>)>,
 }
 
 impl Report {
@@ -118,9 +121,15 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
-        if !self.plots.is_empty() {
+        let files: Vec<&String> = self
+            .plots
+            .iter()
+            .map(|(f, _)| f)
+            .chain(self.images.iter().map(|(f, _)| f))
+            .collect();
+        if !files.is_empty() {
             s.push('\n');
-            for (file, _) in &self.plots {
+            for file in files {
                 let _ = writeln!(s, "![{file}]({file})");
             }
         }
@@ -138,6 +147,7 @@ impl Report {
             "tables": self.tables,
             "notes": self.notes,
             "plots": self.plots.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "images": self.images.iter().map(|(f, _)| f).collect::<Vec<_>>(),
         });
         if let (Some(obj), Value::Object(rec)) = (json.as_object_mut(), record) {
             obj.extend(rec);
@@ -149,6 +159,9 @@ impl Report {
         )?;
         for (file, svg) in &self.plots {
             sparsecode::io::atomic::write_atomic(&out.join(file), svg.as_bytes())?;
+        }
+        for (file, bytes) in &self.images {
+            sparsecode::io::atomic::write_atomic(&out.join(file), bytes)?;
         }
         out.commit()
     }
@@ -206,6 +219,7 @@ mod tests {
             notes: vec!["ITO wins".into()],
             json: serde_json::json!({"x": 1}),
             plots: vec![("a.svg".into(), "<svg></svg>".into())],
+            images: vec![("b.png".into(), vec![0x89, b'P', b'N', b'G'])],
         };
         let dir = t.path().join("out");
         r.write(&dir, false, serde_json::json!({"seed": 3}))
@@ -218,6 +232,8 @@ mod tests {
         assert_eq!(j["results"]["x"], 1);
         assert_eq!(j["seed"], 3);
         assert!(dir.join("a.svg").exists());
+        assert_eq!(std::fs::read(dir.join("b.png")).unwrap(), b"\x89PNG");
+        assert!(md.contains("![b.png](b.png)") && j["images"][0] == "b.png");
         // Refuses to overwrite without force.
         assert!(r.write(&dir, false, Value::Null).is_err());
         assert_eq!(mean_sd(&[2.0]), (2.0, 0.0));

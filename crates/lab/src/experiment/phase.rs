@@ -278,6 +278,7 @@ pub fn run(p: &PhaseParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> 
         tables: vec![table],
         notes,
         json: json!({ "params": p, "crossings": crossings, "rates": rates }),
+        images: Vec::new(),
         plots,
     })
 }

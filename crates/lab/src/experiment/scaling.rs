@@ -331,6 +331,7 @@ pub fn run(p: &ScalingParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -
             "rho = K/M against the Donoho-Tanner limit: at delta = M/N = 0.25, L1 recovery with a known dictionary holds up to rho = 0.267 for signed and 0.365 for non-negative codes (K = 11.7 of 32): dictionary learning breaks where the oracle would.".into(),
         ],
         json: json!({"params": p, "grid": grid_json, "k_study": ks.json, "sample_study": samples.json}),
+        images: Vec::new(),
         plots,
     })
 }

@@ -219,6 +219,7 @@ pub fn run(
         tables: vec![summary_table(p, &pw)],
         notes,
         json: json!({"params": p, "source": data.source, "dict_mcc": pw.dict, "code_mcc": pw.code, "share_in_every_seed": pw.shares}),
+        images: Vec::new(),
         plots,
     })
 }

@@ -232,6 +232,7 @@ pub fn run(
         tables: vec![table],
         notes,
         json: json!({"params": p, "source": data.source, "runs": rows, "pareto_front": front, "knee": knee_i.map(|i| p.values[i])}),
+        images: Vec::new(),
         plots: vec![("sweep-pareto.svg".into(), plot.to_svg())],
     })
 }

@@ -445,6 +445,7 @@ pub fn run(p: &ToyParams, par: Parallelism, progress: &mut dyn FnMut(f64)) -> Re
             "The SAE is a TopK SAE with n latents and k = max(1, round(n (1 - S))) trained on h of fresh samples; its decoder is matched to the represented feature directions W_i / ||W_i||, and its codes to the true feature values.".into(),
         ],
         json: json!({"params": p, "runs": json_runs}),
+        images: Vec::new(),
         plots,
     })
 }

@@ -354,6 +354,7 @@ pub fn report(p: &IdentifiabilityParams, r: &Results) -> Report {
             "shift": r.shift,
             "calibration": r.calibration,
         }),
+        images: Vec::new(),
         plots: vec![
             theorem_plot(r),
             chain_plot(r, "chain_code_mcc.svg", "SAE code MCC", |s| s.code_mcc),

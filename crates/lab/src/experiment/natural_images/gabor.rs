@@ -76,7 +76,8 @@ fn start(atom: &[f64], size: usize) -> [f64; PARAMS] {
             let (gx, gy) = (kx as f64 / grid as f64, ky as f64 / grid as f64);
             let (mut re, mut im) = (0.0, 0.0);
             for (i, a) in atom.iter().enumerate() {
-                let ph = -2.0 * std::f64::consts::PI * (gx * (i % size) as f64 + gy * (i / size) as f64);
+                let ph =
+                    -2.0 * std::f64::consts::PI * (gx * (i % size) as f64 + gy * (i / size) as f64);
                 re += a * ph.cos();
                 im += a * ph.sin();
             }
@@ -87,7 +88,16 @@ fn start(atom: &[f64], size: usize) -> [f64; PARAMS] {
         }
     }
     let amp = atom.iter().fold(0.0f64, |m, a| m.max(a.abs()));
-    let mut p = [amp, cx, cy, fy.atan2(fx), (fx * fx + fy * fy).sqrt(), 0.0, sigma, sigma];
+    let mut p = [
+        amp,
+        cx,
+        cy,
+        fy.atan2(fx),
+        (fx * fx + fy * fy).sqrt(),
+        0.0,
+        sigma,
+        sigma,
+    ];
     let mut best_phase = (f64::INFINITY, 0.0);
     for k in 0..4 {
         p[5] = k as f64 * std::f64::consts::FRAC_PI_2;
@@ -224,7 +234,10 @@ mod tests {
             assert!((g.frequency - f).abs() < 0.01, "{g:?}");
             let d = (g.orientation - theta.rem_euclid(std::f64::consts::PI)).abs();
             assert!(d.min(std::f64::consts::PI - d) < 0.05, "{theta}: {g:?}");
-            assert!((g.center.0 - 7.3).abs() < 0.3 && (g.center.1 - 8.6).abs() < 0.3, "{g:?}");
+            assert!(
+                (g.center.0 - 7.3).abs() < 0.3 && (g.center.1 - 8.6).abs() < 0.3,
+                "{g:?}"
+            );
         }
     }
 
