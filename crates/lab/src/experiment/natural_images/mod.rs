@@ -86,7 +86,7 @@ impl NaturalImagesParams {
     pub fn full() -> Self {
         NaturalImagesParams {
             patch: 16,
-            train_patches: 100_000,
+            train_patches: 50_000,
             test_patches: 10_000,
             overcomplete: vec![1.0, 2.0, 4.0],
             dl_passes: 10,
