@@ -3,6 +3,7 @@
 
 pub mod clusters;
 pub mod prototypes;
+pub mod scenes;
 pub mod store;
 pub mod stream;
 pub mod synth;
