@@ -466,3 +466,24 @@ fn natural_images_refuse_missing_undecodable_and_too_small_photographs() {
     assert!(String::from_utf8_lossy(&o2.stderr).contains("scripts/fetch-assets images"));
     assert!(!out.exists(), "a failed experiment left an output folder");
 }
+
+/// The chain on rendered scenes (quick: 16 x 16, 3 of 12 object kinds): measured accuracy 0.33
+/// against chance 0.08, and the trained representation's factors are lifted out better than the
+/// untrained one's (TopK SAE code MCC 0.169 vs 0.124, dictionary learning 0.181 vs 0.133), though
+/// both are far from recovery.
+#[test]
+fn scenes_trained_representation_recovers_factors_better_than_untrained() {
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(t.path(), "scenes", &[]);
+    let r = &j["results"];
+    let f = |v: &Value| v.as_f64().unwrap();
+    assert!(f(&r["trained"]["accuracy"]) > 2.0 / 12.0, "{r}");
+    assert!(
+        f(&r["trained"]["code_mcc"]) > f(&r["untrained"]["code_mcc"]),
+        "{r}"
+    );
+    assert!(
+        f(&r["trained"]["linear_r2"]) > f(&r["untrained"]["linear_r2"]),
+        "{r}"
+    );
+}

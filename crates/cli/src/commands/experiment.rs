@@ -10,7 +10,7 @@ use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
     self, additivity, amortisation, cs_bound, identifiability, natural_images, phase, sae_runs,
-    scaling, stability, sweep, toy, Report,
+    scaling, scenes, stability, sweep, toy, Report,
 };
 use std::path::PathBuf;
 
@@ -109,6 +109,24 @@ enum Which {
     /// Olshausen & Field: whitened photograph patches, dictionary learning and TopK/ReLU SAEs,
     /// every atom fitted by a 2-D Gabor (REFERENCE E10).
     NaturalImages(NaturalImages),
+    /// The identifiability chain on rendered scenes with known sparse factors (shapes with
+    /// position, scale, orientation, colour): classifier trained vs untrained.
+    Scenes(Scenes),
+}
+
+#[derive(clap::Args)]
+struct Scenes {
+    #[command(flatten)]
+    common: Common,
+    /// Image side in pixels.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Objects per scene.
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Training steps of the classifier.
+    #[arg(long)]
+    steps: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -362,6 +380,7 @@ impl Which {
             Which::PhaseTransition(a) => ("phase-transition", &a.common),
             Which::Identifiability(a) => ("identifiability", &a.common),
             Which::NaturalImages(a) => ("natural-images", &a.common),
+            Which::Scenes(a) => ("scenes", &a.common),
             Which::ToySuperposition(a) => ("toy-superposition", &a.common),
             Which::Sweep(a) => ("sweep", &a.common),
             Which::Stability(a) => ("stability", &a.common),
@@ -382,6 +401,7 @@ impl Which {
             Which::PhaseTransition(a) => a.run(par, progress),
             Which::Identifiability(a) => a.run(par, progress),
             Which::NaturalImages(a) => a.run(par, progress),
+            Which::Scenes(a) => a.run(par),
         }
     }
 }
@@ -514,6 +534,22 @@ impl Identifiability {
         let results = identifiability::run(&p, par, progress)?;
         let report = identifiability::report(&p, &results);
         Ok((report, serde_json::to_value(&p)?))
+    }
+}
+
+impl Scenes {
+    fn run(self, par: Parallelism) -> Result<Done> {
+        let mut p = preset(
+            &self.common,
+            scenes::ScenesParams::quick,
+            scenes::ScenesParams::full,
+        );
+        p.seed = self.common.seed;
+        p.scene.size = self.size.unwrap_or(p.scene.size);
+        p.scene.objects = self.objects.unwrap_or(p.scene.objects);
+        p.net.steps = self.steps.unwrap_or(p.net.steps);
+        let results = scenes::run(&p, par)?;
+        Ok((scenes::report(&p, &results), serde_json::to_value(&p)?))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod phase;
 pub mod plot;
 pub mod sae_runs;
 pub mod scaling;
+pub mod scenes;
 pub mod stability;
 pub mod sweep;
 pub mod toy;
@@ -35,6 +36,7 @@ pub fn full_duration(name: &str) -> Option<&'static str> {
         "sweep" | "stability" => Some("a few minutes"),
         "identifiability" => Some("about 15 minutes"),
         "natural-images" => Some("about 30 minutes"),
+        "scenes" => Some("about 10 minutes"),
         _ => None,
     }
 }
