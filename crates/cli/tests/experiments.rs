@@ -487,3 +487,64 @@ fn scenes_trained_representation_recovers_factors_better_than_untrained() {
         "{r}"
     );
 }
+
+/// Fashion-MNIST, quick: measured held-out accuracy 0.887 (the issue asks 85% quick); the SAE
+/// explains 0.98 of the activations' variance; sparse probing at k = 1 gives SAE latents 0.875,
+/// neurons 0.867 and random directions 0.898 (balanced accuracy): on a network trained on these
+/// classes every direction is class-informative, which is why purity is not reported alone.
+#[test]
+fn fashion_mnist_classifier_reaches_85_percent_and_its_features_are_probed() {
+    let Some(data) = common::asset("fashion-mnist") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let j = experiment(
+        t.path(),
+        "fashion-mnist",
+        &["--data", data.to_str().unwrap()],
+    );
+    let r = &j["results"];
+    let f = |v: &Value| v.as_f64().unwrap();
+    assert!(f(&r["accuracy"]) >= 0.85, "{r}");
+    assert!(f(&r["sae_explained_variance"]) > 0.9, "{r}");
+    let sets = r["features"].as_array().unwrap();
+    assert_eq!(sets.len(), 3);
+    for s in sets {
+        let probes = s["probing"].as_array().unwrap();
+        assert_eq!(probes.len(), 3);
+        // Balanced accuracy: chance is 0.5; more features never hurt much.
+        assert!(probes.iter().all(|p| f(p) > 0.6 && f(p) <= 1.0), "{s}");
+        assert!(f(&probes[2]) >= f(&probes[0]) - 0.02, "{s}");
+    }
+}
+
+#[test]
+fn fashion_mnist_refuses_a_missing_or_corrupt_data_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let data = t.path().join("fm");
+    std::fs::create_dir(&data).unwrap();
+    let args = |d: &Path| {
+        vec![
+            "experiment".to_string(),
+            "fashion-mnist".into(),
+            "--quick".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--data".into(),
+            d.display().to_string(),
+        ]
+    };
+    let check = |a: Vec<String>, needle: &str| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        fails_with(&refs, needle);
+    };
+    check(args(&data), "train-images-idx3-ubyte.gz");
+    std::fs::write(
+        data.join("train-images-idx3-ubyte.gz"),
+        b"\x1f\x8b\x08 broken",
+    )
+    .unwrap();
+    check(args(&data), "not a readable gzip stream");
+    assert!(!out.exists());
+}

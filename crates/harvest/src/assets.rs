@@ -19,6 +19,8 @@ pub enum Asset {
     MobyDick,
     /// Public-domain photographs, a folder of `.jpg` files.
     Images,
+    /// Fashion-MNIST, a folder of four gzip-compressed IDX files.
+    FashionMnist,
 }
 
 impl Asset {
@@ -31,6 +33,7 @@ impl Asset {
             Asset::Sotu => "text/sotu",
             Asset::MobyDick => "text/moby-dick",
             Asset::Images => "images",
+            Asset::FashionMnist => "fashion-mnist",
         }
     }
 
@@ -42,6 +45,7 @@ impl Asset {
             Asset::Sotu => "sotu",
             Asset::MobyDick => "moby-dick",
             Asset::Images => "images",
+            Asset::FashionMnist => "fashion-mnist",
         }
     }
 
@@ -53,6 +57,7 @@ impl Asset {
             Asset::Sotu => "the State of the Union texts",
             Asset::MobyDick => "the Moby-Dick text",
             Asset::Images => "the public-domain photographs",
+            Asset::FashionMnist => "the Fashion-MNIST IDX files",
         }
     }
 }

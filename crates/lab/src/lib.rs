@@ -3,8 +3,8 @@
 //! The core library computes (SAEs, sparse coding, metrics, stores); this crate turns those
 //! computations into things to read: the paper's experiments ([`experiment`], each computing its
 //! data first and rendering tables and SVG figures from it), photographs as data ([`images`]:
-//! decoding, whitening, patches, atom grids), feature dashboards and the
-//! feature scan behind them ([`report`]), word intrusion ([`interp`]), the embedded demo
+//! decoding, whitening, patches, atom grids; [`idx`]: the MNIST family's files), feature
+//! dashboards and the feature scan behind them ([`report`]), word intrusion ([`interp`]), the embedded demo
 //! ([`demo`]) and the timing harness ([`bench`], which reads the process's peak memory).
 //! Nothing in the core library depends on this crate. Errors are the core library's
 //! [`sparsecode::Error`]: this crate adds no failure kinds of its own.
@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod demo;
 pub mod experiment;
+pub mod idx;
 pub mod images;
 pub mod interp;
 pub mod report;

@@ -9,8 +9,8 @@ use sparsecode::coding::{Basis, Coder};
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
-    self, additivity, amortisation, cs_bound, identifiability, natural_images, phase, sae_runs,
-    scaling, scenes, stability, sweep, toy, Report,
+    self, additivity, amortisation, cs_bound, fashion, identifiability, natural_images, phase,
+    sae_runs, scaling, scenes, stability, sweep, toy, Report,
 };
 use std::path::PathBuf;
 
@@ -112,6 +112,22 @@ enum Which {
     /// The identifiability chain on rendered scenes with known sparse factors (shapes with
     /// position, scale, orientation, colour): classifier trained vs untrained.
     Scenes(Scenes),
+    /// An MLP trained on Fashion-MNIST, a TopK SAE on its penultimate activations, and sparse
+    /// probing of the SAE's latents, the neurons and random directions.
+    FashionMnist(FashionMnist),
+}
+
+#[derive(clap::Args)]
+struct FashionMnist {
+    #[command(flatten)]
+    common: Common,
+    /// The folder of the four IDX files. Default: the fetched ones (`scripts/fetch-assets
+    /// fashion-mnist`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training steps of the classifier.
+    #[arg(long)]
+    steps: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -381,6 +397,7 @@ impl Which {
             Which::Identifiability(a) => ("identifiability", &a.common),
             Which::NaturalImages(a) => ("natural-images", &a.common),
             Which::Scenes(a) => ("scenes", &a.common),
+            Which::FashionMnist(a) => ("fashion-mnist", &a.common),
             Which::ToySuperposition(a) => ("toy-superposition", &a.common),
             Which::Sweep(a) => ("sweep", &a.common),
             Which::Stability(a) => ("stability", &a.common),
@@ -402,6 +419,7 @@ impl Which {
             Which::Identifiability(a) => a.run(par, progress),
             Which::NaturalImages(a) => a.run(par, progress),
             Which::Scenes(a) => a.run(par),
+            Which::FashionMnist(a) => a.run(par),
         }
     }
 }
@@ -534,6 +552,26 @@ impl Identifiability {
         let results = identifiability::run(&p, par, progress)?;
         let report = identifiability::report(&p, &results);
         Ok((report, serde_json::to_value(&p)?))
+    }
+}
+
+impl FashionMnist {
+    fn run(self, par: Parallelism) -> Result<Done> {
+        let mut p = preset(
+            &self.common,
+            fashion::FashionParams::quick,
+            fashion::FashionParams::full,
+        );
+        p.seed = self.common.seed;
+        p.net.steps = self.steps.unwrap_or(p.net.steps);
+        let dir = match self.data {
+            Some(d) => d,
+            None => sparsecode_harvest::assets::require(
+                sparsecode_harvest::assets::Asset::FashionMnist,
+            )?,
+        };
+        let results = fashion::run(&dir, &p, par)?;
+        Ok((fashion::report(&p, &results), serde_json::to_value(&p)?))
     }
 }
 

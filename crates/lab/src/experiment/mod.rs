@@ -6,6 +6,7 @@
 pub mod additivity;
 pub mod amortisation;
 pub mod cs_bound;
+pub mod fashion;
 pub mod identifiability;
 pub mod methods;
 pub mod natural_images;
@@ -37,6 +38,7 @@ pub fn full_duration(name: &str) -> Option<&'static str> {
         "identifiability" => Some("about 15 minutes"),
         "natural-images" => Some("about 30 minutes"),
         "scenes" => Some("about 10 minutes"),
+        "fashion-mnist" => Some("about 5 minutes"),
         _ => None,
     }
 }
