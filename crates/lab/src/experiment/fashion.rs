@@ -53,6 +53,8 @@ pub struct FashionParams {
     pub probe_ks: Vec<usize>,
     /// Top images per feature for class purity.
     pub top: usize,
+    /// Features sampled for image intrusion.
+    pub intrusion_features: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -75,6 +77,7 @@ impl FashionParams {
             sae_steps: 3000,
             probe_ks: vec![1, 2, 5],
             top: 20,
+            intrusion_features: 200,
             seed: 0,
         }
     }
@@ -122,6 +125,12 @@ pub struct FeatureScores {
     pub probing: Vec<f64>,
     /// Mean class purity of the live features' top images.
     pub purity: f64,
+    /// Image intrusion: fraction of intruders found by pixel-space cosine (chance 1/6).
+    pub intrusion_pixels: f64,
+    /// Image intrusion by cosine of the network's penultimate activations.
+    pub intrusion_features: f64,
+    /// Intrusion tasks built (features with a valid intruder, of at most `intrusion_features`).
+    pub intrusion_tasks: usize,
 }
 
 /// The experiment's numbers.
@@ -179,9 +188,10 @@ pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionRes
         ("neurons", h_train.clone(), h_test.clone()),
         ("random directions", project(&h_train), project(&h_test)),
     ];
-    let features = sets
-        .iter()
-        .map(|(name, tr, te)| FeatureScores {
+    let mut features = Vec::new();
+    for (i, (name, tr, te)) in sets.iter().enumerate() {
+        let tasks = intrusion_tasks(te, p.intrusion_features, p.seed ^ i as u64);
+        features.push(FeatureScores {
             features: name.to_string(),
             count: tr.cols(),
             probing: p
@@ -190,8 +200,11 @@ pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionRes
                 .map(|&k| mean_probe(tr, y_train, te, &y_test, k))
                 .collect(),
             purity: purity(te, &y_test, p.top),
-        })
-        .collect();
+            intrusion_pixels: intrusion_score(&tasks, &x_test),
+            intrusion_features: intrusion_score(&tasks, &h_test),
+            intrusion_tasks: tasks.len(),
+        });
+    }
     Ok(FashionResults {
         accuracy: acc,
         sae_explained_variance: ev,
@@ -357,11 +370,68 @@ fn purity(x: &Matrix, labels: &[usize], top: usize) -> f64 {
     scores.iter().sum::<f64>() / scores.len().max(1) as f64
 }
 
+/// Image intrusion tasks on held-out activations `a` (`[rows, features]`): for up to `count`
+/// sampled features, the 5 highest rows and one intruder, the highest row of another sampled
+/// feature that sits at or below this feature's median.
+fn intrusion_tasks(a: &Matrix, count: usize, seed: u64) -> Vec<([usize; 5], usize)> {
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut picked: Vec<usize> = (0..a.cols()).collect();
+    picked.shuffle(&mut rng);
+    picked.truncate(count);
+    let column = |j: usize| -> Vec<f32> { (0..a.rows()).map(|r| a.get(r, j)).collect() };
+    let top5 = |col: &[f32]| -> [usize; 5] {
+        let mut order: Vec<usize> = (0..col.len()).collect();
+        order.sort_by(|x, y| col[*y].total_cmp(&col[*x]).then(x.cmp(y)));
+        [order[0], order[1], order[2], order[3], order[4]]
+    };
+    let tops: Vec<[usize; 5]> = picked.iter().map(|&j| top5(&column(j))).collect();
+    let mut tasks = Vec::new();
+    for (i, &j) in picked.iter().enumerate() {
+        let col = column(j);
+        if col[tops[i][4]] <= 0.0 || picked.len() < 2 {
+            continue; // fewer than 5 rows where the feature fires
+        }
+        let mut sorted = col.clone();
+        let mid = sorted.len() / 2;
+        sorted.select_nth_unstable_by(mid, f32::total_cmp);
+        let median = sorted[mid];
+        let intruder = (0..8)
+            .map(|_| rng.random_range(0..picked.len()))
+            .filter(|&o| o != i)
+            .map(|o| tops[o][0])
+            .find(|&r| col[r] <= median && !tops[i].contains(&r));
+        if let Some(r) = intruder {
+            tasks.push((tops[i], r));
+        }
+    }
+    tasks
+}
+
+/// Fraction of tasks whose intruder has the lowest mean cosine to the rest in `space`.
+fn intrusion_score(tasks: &[([usize; 5], usize)], space: &Matrix) -> f64 {
+    let found = tasks
+        .iter()
+        .filter(|(members, intruder)| {
+            let emb: Vec<Vec<f32>> = members
+                .iter()
+                .chain(std::iter::once(intruder))
+                .map(|&r| space.row(r).to_vec())
+                .collect();
+            crate::interp::judge(&emb).0 == 5
+        })
+        .count();
+    found as f64 / tasks.len().max(1) as f64
+}
+
 /// The classifier's accuracy, then one row per feature set.
 pub fn report(p: &FashionParams, r: &FashionResults) -> Report {
     let mut header = vec!["features".to_string(), "count".to_string()];
     header.extend(p.probe_ks.iter().map(|k| format!("sparse probing k = {k}")));
     header.push(format!("class purity of top {}", p.top));
+    header.push("image intrusion (pixels)".to_string());
+    header.push("image intrusion (activations)".to_string());
     let refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = Table::new(
         "Sparse probing (balanced accuracy, 10 one-vs-rest tasks) and class purity",
@@ -371,6 +441,8 @@ pub fn report(p: &FashionParams, r: &FashionResults) -> Report {
         let mut row = vec![f.features.clone(), f.count.to_string()];
         row.extend(f.probing.iter().map(|v| format!("{v:.3}")));
         row.push(format!("{:.3}", f.purity));
+        row.push(format!("{:.3}", f.intrusion_pixels));
+        row.push(format!("{:.3}", f.intrusion_features));
         t.push(row);
     }
     let summary = format!(
@@ -382,7 +454,10 @@ pub fn report(p: &FashionParams, r: &FashionResults) -> Report {
         name: "fashion-mnist".into(),
         summary,
         tables: vec![t],
-        notes: vec!["Class purity is circular here (the network was trained on these classes): read it beside sparse probing, not alone.".into()],
+        notes: vec![
+            "Class purity is circular here (the network was trained on these classes): read it beside sparse probing, not alone.".into(),
+            "Image intrusion: per feature its 5 top held-out images and one intruder (another feature's top image, at or below this feature's median); the image with the lowest mean cosine to the other five is guessed; chance 1/6.".into(),
+        ],
         json: serde_json::to_value(r).unwrap_or_default(),
         plots: Vec::new(),
         images: Vec::new(),
