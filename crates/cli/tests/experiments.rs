@@ -520,6 +520,14 @@ fn fashion_mnist_classifier_reaches_85_percent_and_its_features_are_probed() {
     // Image intrusion in pixel space (chance 1/6): measured SAE latents 0.891, neurons 0.786,
     // random directions 0.778.
     assert!(f(&sets[0]["intrusion_pixels"]) > 0.5, "{}", sets[0]);
+    // The dashboard of image features: 32 sections, every tile strip decoded in Chromium.
+    let page = t.path().join("fashion-mnist/features.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("class=\"feature\"").count(), 32);
+    if let Some(browser) = common::chromium() {
+        let dom = common::load_page(&browser, &page, None);
+        assert!(dom.contains("id=\"loaded\">32<"), "not every strip decoded");
+    }
 }
 
 #[test]

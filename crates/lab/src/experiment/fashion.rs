@@ -55,6 +55,8 @@ pub struct FashionParams {
     pub top: usize,
     /// Features sampled for image intrusion.
     pub intrusion_features: usize,
+    /// SAE latents shown on the dashboard (spread over firing frequency).
+    pub dashboard_features: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -78,6 +80,7 @@ impl FashionParams {
             probe_ks: vec![1, 2, 5],
             top: 20,
             intrusion_features: 200,
+            dashboard_features: 32,
             seed: 0,
         }
     }
@@ -142,6 +145,9 @@ pub struct FashionResults {
     pub sae_explained_variance: f64,
     /// One entry per feature set.
     pub features: Vec<FeatureScores>,
+    /// The dashboard of SAE latents: `(page, [(file, png)])` (not in the JSON).
+    #[serde(skip)]
+    pub dashboard: (String, Vec<(String, Vec<u8>)>),
 }
 
 /// Trains the classifier and the SAE, then probes every feature set.
@@ -205,10 +211,12 @@ pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionRes
             intrusion_tasks: tasks.len(),
         });
     }
+    let dashboard = dashboard(&sets[0].2, &x_test, &y_test, p.dashboard_features)?;
     Ok(FashionResults {
         accuracy: acc,
         sae_explained_variance: ev,
         features,
+        dashboard,
     })
 }
 
@@ -370,6 +378,64 @@ fn purity(x: &Matrix, labels: &[usize], top: usize) -> f64 {
     scores.iter().sum::<f64>() / scores.len().max(1) as f64
 }
 
+/// The dashboard of up to `count` SAE latents spread over firing frequency (among those firing
+/// on at least 20 held-out images): a page and a PNG strip per feature; the class histogram
+/// counts the top activations where the feature fires.
+fn dashboard(
+    acts: &Matrix,
+    x: &Matrix,
+    labels: &[usize],
+    count: usize,
+) -> Result<(String, Vec<(String, Vec<u8>)>)> {
+    use crate::report::image_features::{
+        feature_rows, page, tiles_png, FeaturePanel, HISTOGRAM_TOP,
+    };
+    let freq = |j: usize| (0..acts.rows()).filter(|r| acts.get(*r, j) > 0.0).count();
+    // Features that fire on at least two strips' worth of images, so both rows mean something.
+    let mut live: Vec<(usize, usize)> = (0..acts.cols())
+        .map(|j| (freq(j), j))
+        .filter(|f| f.0 >= 2 * crate::report::image_features::TILES)
+        .collect();
+    live.sort();
+    let step = (live.len() as f64 / count.max(1) as f64).max(1.0);
+    let chosen: Vec<usize> = (0..count.min(live.len()))
+        .map(|i| live[((i as f64 * step) as usize).min(live.len() - 1)].1)
+        .collect();
+    let side = (x.cols() as f64).sqrt() as usize;
+    let (mut panels, mut files) = (Vec::new(), Vec::new());
+    for j in chosen {
+        let Some((top, quantiles)) = feature_rows(acts, j) else {
+            continue;
+        };
+        let png = format!("features/feature-{j:05}.png");
+        files.push((png.clone(), tiles_png(x, &[top, quantiles], side, 2)?));
+        let mut rows: Vec<usize> = (0..acts.rows()).collect();
+        rows.sort_by(|a, b| acts.get(*b, j).total_cmp(&acts.get(*a, j)).then(a.cmp(b)));
+        let mut counts = [0usize; CLASSES.len()];
+        rows.iter()
+            .take(HISTOGRAM_TOP)
+            .filter(|r| acts.get(**r, j) > 0.0)
+            .for_each(|r| counts[labels[*r]] += 1);
+        panels.push(FeaturePanel {
+            index: j,
+            frequency: freq(j) as f64 / acts.rows().max(1) as f64,
+            png,
+            histogram: CLASSES
+                .iter()
+                .zip(counts)
+                .map(|(c, n)| (c.to_string(), n))
+                .collect(),
+        });
+    }
+    Ok((
+        page(
+            "Fashion-MNIST: TopK SAE latents on the classifier's penultimate layer",
+            &panels,
+        ),
+        files,
+    ))
+}
+
 /// Image intrusion tasks on held-out activations `a` (`[rows, features]`): for up to `count`
 /// sampled features, the 5 highest rows and one intruder, the highest row of another sampled
 /// feature that sits at or below this feature's median.
@@ -460,6 +526,8 @@ pub fn report(p: &FashionParams, r: &FashionResults) -> Report {
         ],
         json: serde_json::to_value(r).unwrap_or_default(),
         plots: Vec::new(),
-        images: Vec::new(),
+        images: std::iter::once(("features.html".to_string(), r.dashboard.0.clone().into_bytes()))
+            .chain(r.dashboard.1.iter().cloned())
+            .collect(),
     }
 }

@@ -110,7 +110,8 @@ pub struct Report {
     pub json: Value,
     /// SVG figures: `(file name, document)`.
     pub plots: Vec<(String, String)>,
-    /// Binary figures (PNG): `(file name, bytes)`.
+    /// Other files: PNG figures, HTML pages (linked from `results.md`) and, in subfolders, the
+    /// pages' own images: `(path inside the output folder, bytes)`.
     pub images: Vec<(String, Vec<u8>)>,
 }
 
@@ -125,16 +126,23 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
+        // Figures at the top level are shown; pages are linked; files in subfolders (a
+        // page's own images) are left to their page.
         let files: Vec<&String> = self
             .plots
             .iter()
             .map(|(f, _)| f)
             .chain(self.images.iter().map(|(f, _)| f))
+            .filter(|f| !f.contains('/'))
             .collect();
         if !files.is_empty() {
             s.push('\n');
             for file in files {
-                let _ = writeln!(s, "![{file}]({file})");
+                if file.ends_with(".html") {
+                    let _ = writeln!(s, "[{file}]({file})");
+                } else {
+                    let _ = writeln!(s, "![{file}]({file})");
+                }
             }
         }
         s
@@ -165,7 +173,11 @@ impl Report {
             sparsecode::io::atomic::write_atomic(&out.join(file), svg.as_bytes())?;
         }
         for (file, bytes) in &self.images {
-            sparsecode::io::atomic::write_atomic(&out.join(file), bytes)?;
+            let path = out.join(file);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            sparsecode::io::atomic::write_atomic(&path, bytes)?;
         }
         out.commit()
     }

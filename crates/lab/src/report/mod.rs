@@ -4,3 +4,4 @@
 pub mod activations;
 pub mod dashboard;
 pub mod features;
+pub mod image_features;
