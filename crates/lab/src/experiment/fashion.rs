@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sparsecode::classify::Targets;
 use sparsecode::data::clusters::unit_vectors;
+use sparsecode::linalg::cholesky::{cholesky, cholesky_solve};
 use sparsecode::linalg::matmul;
 use sparsecode::{Error, Matrix, Parallelism, Result};
 use std::path::Path;
@@ -283,7 +284,7 @@ fn logistic(x: &Matrix, pos: &[bool]) -> Vec<(f64, f64, f64)> {
     };
     for _ in 0..25 {
         let mut g = vec![0.0f64; d];
-        let mut h = vec![vec![0.0f64; d]; d];
+        let mut h = vec![0.0f64; d * d];
         for (r, p) in pos.iter().enumerate() {
             let t: f64 = (0..d).map(|j| beta[j] * feat(r, j)).sum();
             let prob = 1.0 / (1.0 + (-t).exp());
@@ -291,15 +292,20 @@ fn logistic(x: &Matrix, pos: &[bool]) -> Vec<(f64, f64, f64)> {
             for i in 0..d {
                 g[i] += w * (prob - y) * feat(r, i);
                 for j in 0..d {
-                    h[i][j] += w * prob * (1.0 - prob) * feat(r, i) * feat(r, j);
+                    h[i * d + j] += w * prob * (1.0 - prob) * feat(r, i) * feat(r, j);
                 }
             }
         }
         for i in 0..d {
             g[i] += 1e-3 * beta[i];
-            h[i][i] += 1e-3;
+            h[i * d + i] += 1e-3;
         }
-        let Some(step) = solve(h, g) else { break };
+        // The Hessian of the ridge-penalised loss is symmetric positive definite.
+        if !cholesky(&mut h, d) {
+            break;
+        }
+        let mut step = g;
+        cholesky_solve(&h, d, &mut step);
         beta.iter_mut().zip(&step).for_each(|(b, s)| *b -= s);
         if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-8 {
             break;
@@ -331,32 +337,6 @@ fn balanced_accuracy(x: &Matrix, pos: &[bool], w: &[(f64, f64, f64)]) -> f64 {
     }
     let nn = pos.len() - np;
     0.5 * (tp as f64 / np.max(1) as f64 + tn as f64 / nn.max(1) as f64)
-}
-
-/// Gaussian elimination with partial pivoting (None when singular).
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[piv][col].abs() < 1e-300 {
-            return None;
-        }
-        a.swap(col, piv);
-        b.swap(col, piv);
-        for r in col + 1..n {
-            let f = a[r][col] / a[col][col];
-            for c in col..n {
-                a[r][c] -= f * a[col][c];
-            }
-            b[r] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for r in (0..n).rev() {
-        let s: f64 = (r + 1..n).map(|c| a[r][c] * x[c]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
-    Some(x)
 }
 
 /// Mean over the features that fire on some held-out row of the share of their `top` highest
@@ -398,12 +378,12 @@ fn dashboard(
         .collect();
     live.sort();
     let step = (live.len() as f64 / count.max(1) as f64).max(1.0);
-    let chosen: Vec<usize> = (0..count.min(live.len()))
-        .map(|i| live[((i as f64 * step) as usize).min(live.len() - 1)].1)
+    let chosen: Vec<(usize, usize)> = (0..count.min(live.len()))
+        .map(|i| live[((i as f64 * step) as usize).min(live.len() - 1)])
         .collect();
     let side = (x.cols() as f64).sqrt() as usize;
     let (mut panels, mut files) = (Vec::new(), Vec::new());
-    for j in chosen {
+    for (fired, j) in chosen {
         let Some((top, quantiles)) = feature_rows(acts, j) else {
             continue;
         };
@@ -418,7 +398,7 @@ fn dashboard(
             .for_each(|r| counts[labels[*r]] += 1);
         panels.push(FeaturePanel {
             index: j,
-            frequency: freq(j) as f64 / acts.rows().max(1) as f64,
+            frequency: fired as f64 / acts.rows().max(1) as f64,
             png,
             histogram: CLASSES
                 .iter()

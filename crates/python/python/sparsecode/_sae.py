@@ -1,6 +1,7 @@
 """``SparseAutoencoder``: a scikit-learn-style estimator over the native trainer."""
 
 import json
+import operator
 import os
 import sys
 
@@ -311,9 +312,12 @@ class SparseAutoencoder(*BASES):
 
 def _count(name, value, low=1):
     """``value`` as an int >= ``low``, or ``ValueError`` naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    value = int(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # ints and numpy integers; not floats or strings
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}") from None
     if value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value}")
     return value

@@ -10,10 +10,11 @@
 //! `R^2 = 1 - SSE / sum (a - mean a)^2`.
 //!
 //! Written here rather than taken from a crate: the Levenberg-Marquardt crates work on
-//! nalgebra's types, a large dependency for an 8 x 8 damped Gauss-Newton step solved below by
-//! Gaussian elimination.
+//! nalgebra's types, a large dependency for an 8 x 8 damped Gauss-Newton step (solved by the
+//! core's Cholesky factorisation).
 
 use serde::Serialize;
+use sparsecode::linalg::cholesky::{cholesky, cholesky_solve};
 
 const PARAMS: usize = 8;
 
@@ -110,29 +111,16 @@ fn start(atom: &[f64], size: usize) -> [f64; PARAMS] {
     p
 }
 
-/// Solves the `PARAMS x PARAMS` system `a x = b` by Gaussian elimination with partial pivoting
-/// (None when singular).
-fn solve(mut a: [[f64; PARAMS]; PARAMS], mut b: [f64; PARAMS]) -> Option<[f64; PARAMS]> {
-    for col in 0..PARAMS {
-        let piv = (col..PARAMS).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[piv][col].abs() < 1e-300 {
-            return None;
-        }
-        a.swap(col, piv);
-        b.swap(col, piv);
-        for r in col + 1..PARAMS {
-            let f = a[r][col] / a[col][col];
-            for c in col..PARAMS {
-                a[r][c] -= f * a[col][c];
-            }
-            b[r] -= f * b[col];
-        }
+/// Solves the damped normal equations `a x = b` (`a` symmetric positive definite: `J^T J` plus
+/// a positive diagonal) by the core's Cholesky factorisation; None when `a` is numerically
+/// singular.
+fn solve(a: &[[f64; PARAMS]; PARAMS], b: &[f64; PARAMS]) -> Option<[f64; PARAMS]> {
+    let mut l: Vec<f64> = a.iter().flatten().copied().collect();
+    if !cholesky(&mut l, PARAMS) {
+        return None;
     }
-    let mut x = [0.0; PARAMS];
-    for r in (0..PARAMS).rev() {
-        let s: f64 = (r + 1..PARAMS).map(|c| a[r][c] * x[c]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
+    let mut x = *b;
+    cholesky_solve(&l, PARAMS, &mut x);
     Some(x)
 }
 
@@ -179,7 +167,7 @@ pub fn fit(atom: &[f32], size: usize) -> GaborFit {
             for i in 0..PARAMS {
                 damped[i][i] += lambda * jtj[i][i].max(1e-12);
             }
-            let Some(step) = solve(damped, jtr) else {
+            let Some(step) = solve(&damped, &jtr) else {
                 lambda *= 10.0;
                 continue;
             };
