@@ -40,8 +40,9 @@ fn experiment(dir: &Path, name: &str, extra: &[&str]) -> Value {
     json
 }
 
-fn fails_with(args: &[&str], needle: &str) {
-    let err = fails(args);
+fn fails_with<S: AsRef<str>>(args: &[S], needle: &str) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let err = fails(&args);
     assert!(
         err.contains(needle),
         "{args:?}: expected '{needle}' in:\n{err}"
@@ -435,14 +436,10 @@ fn natural_images_refuse_missing_undecodable_and_too_small_photographs() {
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let check = |args: Vec<String>, needle: &str| {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        fails_with(&refs, needle);
-    };
-    check(with(&t.path().join("nowhere"), &[]), "nowhere");
+    fails_with(&with(&t.path().join("nowhere"), &[]), "nowhere");
     let empty = t.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    check(with(&empty, &[]), "no photographs (.jpg, .jpeg, .png) in");
+    fails_with(&with(&empty, &[]), "no photographs (.jpg, .jpeg, .png) in");
     let bad = t.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     std::fs::write(
@@ -450,10 +447,10 @@ fn natural_images_refuse_missing_undecodable_and_too_small_photographs() {
         b"\xff\xd8\xff\xe0 this is not a JPEG",
     )
     .unwrap();
-    check(with(&bad, &[]), "photo.jpg: not a decodable image");
+    fails_with(&with(&bad, &[]), "photo.jpg: not a decodable image");
     if let Some(images) = common::asset("images") {
-        check(
-            with(&images, &["--patch", "600", "--overcomplete", "0.01"]),
+        fails_with(
+            &with(&images, &["--patch", "600", "--overcomplete", "0.01"]),
             "600 x 600 patches do not fit in",
         );
     }
@@ -547,16 +544,12 @@ fn fashion_mnist_refuses_a_missing_or_corrupt_data_folder() {
             d.display().to_string(),
         ]
     };
-    let check = |a: Vec<String>, needle: &str| {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        fails_with(&refs, needle);
-    };
-    check(args(&data), "train-images-idx3-ubyte.gz");
+    fails_with(&args(&data), "train-images-idx3-ubyte.gz");
     std::fs::write(
         data.join("train-images-idx3-ubyte.gz"),
         b"\x1f\x8b\x08 broken",
     )
     .unwrap();
-    check(args(&data), "not a readable gzip stream");
+    fails_with(&args(&data), "not a readable gzip stream");
     assert!(!out.exists());
 }
