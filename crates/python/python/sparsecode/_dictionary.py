@@ -36,7 +36,8 @@ def _threads(n_jobs):
 class _DictionaryBase(*BASES):
     """What both learners share: parameter checks, ``transform``."""
 
-    def _params(self, n_samples, batch_size=None, max_iter=None, tol=None):
+    def _params(self, n_features, batch_size=None, max_iter=None, tol=None):
+        """The native learner's parameters (JSON) for data of ``n_features`` columns."""
         if self.fit_algorithm not in _FIT_ALGORITHMS:
             raise ValueError(
                 f"fit_algorithm '{self.fit_algorithm}': expected one of {', '.join(_FIT_ALGORITHMS)}"
@@ -50,7 +51,7 @@ class _DictionaryBase(*BASES):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha}")
         n_components = self.n_components
         if n_components is None:
-            n_components = self._n_features
+            n_components = n_features
         if int(n_components) < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         params = {
@@ -216,8 +217,7 @@ class DictionaryLearning(_DictionaryBase):
         """Learns the atoms and returns the codes of ``X`` found while learning (as
         scikit-learn's ``fit_transform``)."""
         X = as_matrix(X, "X")
-        self._n_features = X.shape[1]
-        params = self._params(X.shape[0])
+        params = self._params(X.shape[1])
         d, codes, objective = _native.learn_dictionary(
             X, params, self._dict_init(), _threads(self.n_jobs)
         )
@@ -299,11 +299,10 @@ class MiniBatchDictionaryLearning(_DictionaryBase):
     def fit(self, X, y=None):
         """``max_iter`` passes of mini-batches over ``X``; returns ``self``."""
         X = as_matrix(X, "X")
-        self._n_features = X.shape[1]
         batch = int(self.batch_size)
         if batch < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        params = self._params(X.shape[0], batch_size=min(batch, X.shape[0]))
+        params = self._params(X.shape[1], batch_size=min(batch, X.shape[0]))
         d, _, objective = _native.learn_dictionary(
             X, params, self._dict_init(), _threads(self.n_jobs)
         )
@@ -320,9 +319,8 @@ class MiniBatchDictionaryLearning(_DictionaryBase):
         ``dict_init``); returns ``self``."""
         X = as_matrix(X, "X")
         if getattr(self, "_online", None) is None:
-            self._n_features = X.shape[1]
             self._online = _native.OnlineDictCore(
-                self._params(X.shape[0], tol=0.0), _threads(self.n_jobs)
+                self._params(X.shape[1], tol=0.0), _threads(self.n_jobs)
             )
             self.n_features_in_ = X.shape[1]
             # After fit, learning continues from the fitted atoms (as scikit-learn's does).
