@@ -485,6 +485,56 @@ fn scenes_trained_representation_recovers_factors_better_than_untrained() {
     );
 }
 
+/// The activations the scenes experiment scored stay in its output folder as stores (both
+/// networks, both splits, float32 rows of the representation's width) with the true factors
+/// beside them, and `sparsecode train --store` streams one.
+#[test]
+fn scenes_keeps_its_activations_as_stores_that_train_reads() {
+    let t = tempfile::tempdir().unwrap();
+    experiment(t.path(), "scenes", &["--steps", "100"]);
+    let acts = t.path().join("scenes/activations");
+    for net in ["trained", "untrained"] {
+        for (split, rows) in [("train", 8000), ("test", 2000)] {
+            let m: Value = serde_json::from_slice(
+                &std::fs::read(acts.join(net).join(split).join("manifest.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                (m["rows"].as_u64(), m["d_in"].as_u64()),
+                (Some(rows), Some(64))
+            );
+            assert_eq!(
+                (
+                    m["metadata"]["network"].as_str(),
+                    m["metadata"]["split"].as_str()
+                ),
+                (Some(net), Some(split))
+            );
+        }
+    }
+    let factors = sparsecode::io::read_matrix(&acts.join("factors-test.npy")).unwrap();
+    assert_eq!((factors.rows(), factors.cols()), (2000, 60));
+    let run_dir = t.path().join("sae");
+    let store = acts.join("trained/train");
+    let o = run(&[
+        "train",
+        "--store",
+        store.to_str().unwrap(),
+        "--arch",
+        "topk",
+        "--k",
+        "15",
+        "--latents",
+        "60",
+        "--steps",
+        "50",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run_dir.join("cfg.json").exists());
+}
+
 /// Fashion-MNIST, quick: measured held-out accuracy 0.887 (the issue asks 85% quick); the SAE
 /// explains 0.98 of the activations' variance; sparse probing at k = 1 gives SAE latents 0.875,
 /// neurons 0.867 and random directions 0.898 (balanced accuracy): on a network trained on these
@@ -517,6 +567,18 @@ fn fashion_mnist_classifier_reaches_85_percent_and_its_features_are_probed() {
     // Image intrusion in pixel space (chance 1/6): measured SAE latents 0.891, neurons 0.786,
     // random directions 0.778.
     assert!(f(&sets[0]["intrusion_pixels"]) > 0.5, "{}", sets[0]);
+    // The activations the SAE streamed are kept as stores.
+    let store = t.path().join("fashion-mnist/activations/trained");
+    for (split, rows) in [("train", 60_000), ("test", 10_000)] {
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(store.join(split).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (m["rows"].as_u64(), m["d_in"].as_u64()),
+            (Some(rows), Some(128))
+        );
+    }
     // The dashboard of image features: 32 sections, every tile strip decoded in Chromium.
     let page = t.path().join("fashion-mnist/features.html");
     let html = std::fs::read_to_string(&page).unwrap();

@@ -95,7 +95,8 @@ pub fn import_store(
             None => Ok(1),
         })
         .map_err(to_py)?;
-    let shard_rows = shard_rows.unwrap_or_else(|| crate::store::default_shard_rows(width, dtype));
+    let shard_rows =
+        shard_rows.unwrap_or_else(|| sparsecode::data::store::default_shard_rows(width, dtype));
     let manifest = py
         .detach(|| {
             import_files(

@@ -7,11 +7,8 @@ use crate::{to_numpy, to_py};
 use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use sparsecode::data::store::{Store, StoreDType, StoreWriter};
+use sparsecode::data::store::{default_shard_rows, Store, StoreDType, StoreWriter};
 use std::path::PathBuf;
-
-/// Bytes of one shard when the caller does not choose its rows (as `store create` does).
-const SHARD_BYTES: usize = 256 << 20;
 
 /// The store dtype called `name` (numpy's names, or the CLI's).
 pub fn dtype_of(name: &str) -> PyResult<StoreDType> {
@@ -23,11 +20,6 @@ pub fn dtype_of(name: &str) -> PyResult<StoreDType> {
             "dtype '{other}': expected float32, float16 or bfloat16"
         ))),
     }
-}
-
-/// Rows per shard when the caller does not choose: shards of 256 MiB.
-pub fn default_shard_rows(d_in: usize, dtype: StoreDType) -> usize {
-    (SHARD_BYTES / d_in.saturating_mul(dtype.size()).max(1)).max(1)
 }
 
 /// A store being written; `close` commits it, dropping it unclosed leaves nothing behind.

@@ -6,13 +6,14 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sparsecode::coding::{Basis, Coder};
+use sparsecode::io::OutputDir;
 use sparsecode::Parallelism;
 use sparsecode_lab::experiment::methods::Method;
 use sparsecode_lab::experiment::{
     self, additivity, amortisation, cs_bound, fashion, identifiability, natural_images, phase,
     sae_runs, scaling, scenes, stability, sweep, toy, Report,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -340,6 +341,7 @@ fn bar() -> ProgressBar {
 
 fn finish(
     report: Report,
+    out: OutputDir,
     common: &Common,
     config: serde_json::Value,
     threads: usize,
@@ -355,7 +357,7 @@ fn finish(
     record["seed"] = json!(common.seed);
     record["quick"] = json!(common.quick);
     record["threads"] = json!(threads);
-    let dest = report.write(&common.out, common.force, record)?;
+    let dest = report.write_into(out, record)?;
     eprintln!("wrote {}", dest.display());
     Ok(Outcome::Ok)
 }
@@ -406,7 +408,9 @@ impl Which {
         }
     }
 
-    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+    /// Runs the experiment; `run_dir` is the (temporary) output folder, for the experiments that
+    /// write files of their own there.
+    fn run(self, par: Parallelism, progress: Progress, run_dir: &Path) -> Result<Done> {
         match self {
             Which::Scaling(a) => a.run(par, progress),
             Which::Additivity(a) => a.run(),
@@ -418,8 +422,8 @@ impl Which {
             Which::PhaseTransition(a) => a.run(par, progress),
             Which::Identifiability(a) => a.run(par, progress),
             Which::NaturalImages(a) => a.run(par, progress),
-            Which::Scenes(a) => a.run(par),
-            Which::FashionMnist(a) => a.run(par),
+            Which::Scenes(a) => a.run(par, run_dir),
+            Which::FashionMnist(a) => a.run(par, run_dir),
         }
     }
 }
@@ -556,7 +560,7 @@ impl Identifiability {
 }
 
 impl FashionMnist {
-    fn run(self, par: Parallelism) -> Result<Done> {
+    fn run(self, par: Parallelism, run_dir: &Path) -> Result<Done> {
         let mut p = preset(
             &self.common,
             fashion::FashionParams::quick,
@@ -570,13 +574,13 @@ impl FashionMnist {
                 sparsecode_harvest::assets::Asset::FashionMnist,
             )?,
         };
-        let results = fashion::run(&dir, &p, par)?;
+        let results = fashion::run(&dir, run_dir, &p, par)?;
         Ok((fashion::report(&p, &results), serde_json::to_value(&p)?))
     }
 }
 
 impl Scenes {
-    fn run(self, par: Parallelism) -> Result<Done> {
+    fn run(self, par: Parallelism, run_dir: &Path) -> Result<Done> {
         let mut p = preset(
             &self.common,
             scenes::ScenesParams::quick,
@@ -586,7 +590,7 @@ impl Scenes {
         p.scene.size = self.size.unwrap_or(p.scene.size);
         p.scene.objects = self.objects.unwrap_or(p.scene.objects);
         p.net.steps = self.steps.unwrap_or(p.net.steps);
-        let results = scenes::run(&p, par)?;
+        let results = scenes::run(&p, run_dir, par)?;
         Ok((scenes::report(&p, &results), serde_json::to_value(&p)?))
     }
 }
@@ -697,9 +701,14 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             "{name}: the full (published-size) setting takes {full} on 2 cores; --quick runs a small version in under two minutes"
         );
     }
+    // Taken before the work: an existing folder (without --force) or another writer is refused
+    // at once, and the folder stays locked while the experiment writes into it.
+    let out = OutputDir::create(&common.out, common.force)?;
     let pb = bar();
     let mut progress = |f: f64| pb.set_position((f * 1000.0) as u64);
-    let (report, config) = a.which.run(Parallelism::threads(threads), &mut progress)?;
+    let (report, config) = a
+        .which
+        .run(Parallelism::threads(threads), &mut progress, out.path())?;
     pb.finish_and_clear();
-    finish(report, &common, config, threads)
+    finish(report, out, &common, config, threads)
 }

@@ -4,7 +4,7 @@ use crate::Outcome;
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sparsecode::data::store::{import_files, Store, StoreDType};
+use sparsecode::data::store::{default_shard_rows, import_files, Store, StoreDType};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,8 +81,7 @@ pub fn run(a: Args) -> Result<Outcome> {
             );
             // Default shard size: ~256 MiB, computed once the width is known (first input).
             let width = first_width(&from, tensor.as_deref())?;
-            let rows =
-                shard_rows.unwrap_or(((256usize << 20) / (width * dtype.size()).max(1)).max(1));
+            let rows = shard_rows.unwrap_or_else(|| default_shard_rows(width, dtype));
             let m = import_files(
                 &from,
                 &out,

@@ -1,6 +1,7 @@
-//! A real image classifier: an MLP trained natively on Fashion-MNIST, a TopK SAE on its
-//! penultimate activations, and the SAE's features measured against the network's own neurons
-//! and random directions of the same activations.
+//! A real image classifier: an MLP trained natively on Fashion-MNIST, its penultimate
+//! activations written to activation stores in the run folder ([`super::activations`]), a TopK
+//! SAE streamed from the training store, and the SAE's features measured against the network's
+//! own neurons and random directions of the same activations.
 //!
 //! Class purity (the share of a feature's top images in their most common class) is circular on
 //! a network trained on those very classes, so it is reported only beside sparse probing
@@ -8,11 +9,13 @@
 //! between the two sides (training rows) feed a logistic regression, scored by balanced accuracy
 //! on the held-out rows; `k = 1, 2, 5`.
 
+use super::activations::{self, StoredSplit};
 use super::identifiability::nets::{accuracy, train_net, NetSettings};
-use super::identifiability::score::{train_topk, unit_rms};
+use super::identifiability::score::{rms_scale, train_topk, unit_rms};
 use super::{Report, Table};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sparsecode::classify::Targets;
 use sparsecode::data::clusters::unit_vectors;
 use sparsecode::linalg::cholesky::{cholesky, cholesky_solve};
@@ -151,8 +154,14 @@ pub struct FashionResults {
     pub dashboard: (String, Vec<(String, Vec<u8>)>),
 }
 
-/// Trains the classifier and the SAE, then probes every feature set.
-pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionResults> {
+/// Trains the classifier, stores its activations under `run_dir`, trains the SAE on them, then
+/// probes every feature set.
+pub fn run(
+    dir: &Path,
+    run_dir: &Path,
+    p: &FashionParams,
+    par: Parallelism,
+) -> Result<FashionResults> {
     let (x_train, y_train, x_test, y_test) = load(dir)?;
     let n = p.train_samples.clamp(1, x_train.rows());
     let (x_train, y_train) = (x_train.slice_rows(0, n), &y_train[..n]);
@@ -166,19 +175,25 @@ pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionRes
     )?
     .trained;
     let acc = accuracy(&net, &x_test, &y_test, par);
-    let (h_train, h_test) = unit_rms(
+    let features = (
         &net.features(&x_train, false, par),
         &net.features(&x_test, false, par),
     );
+    let meta = json!({"experiment": "fashion-mnist", "model_name": "fashion-mnist MLP", "hook_name": "penultimate", "seed": p.seed});
+    let stored = StoredSplit::write(run_dir, "trained", features, &meta)?;
+    let (raw_train, raw_test) = stored.read()?;
+    let scale = rms_scale(&raw_train);
     let sae = train_topk(
-        (&h_train, &h_test),
+        &stored.train,
+        scale,
         p.latents,
         p.k,
         p.sae_steps,
         p.seed,
         par,
     )?;
-    let ev = 1.0 - sparsecode::eval::evaluate_sae(&sae, &h_test, par).fvu;
+    let ev = 1.0 - sparsecode::eval::evaluate_sae(&sae, &raw_test, par).fvu;
+    let (h_train, h_test) = unit_rms(&raw_train, &raw_test);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed ^ 0x4a4d);
     let dirs = unit_vectors(p.latents, p.width, &mut rng);
     let project = |h: &Matrix| {
@@ -189,8 +204,8 @@ pub fn run(dir: &Path, p: &FashionParams, par: Parallelism) -> Result<FashionRes
     let sets = [
         (
             "SAE latents",
-            sae.encode_dense(&h_train, par),
-            sae.encode_dense(&h_test, par),
+            sae.encode_dense(&raw_train, par),
+            sae.encode_dense(&raw_test, par),
         ),
         ("neurons", h_train.clone(), h_test.clone()),
         ("random directions", project(&h_train), project(&h_test)),
@@ -503,6 +518,7 @@ pub fn report(p: &FashionParams, r: &FashionResults) -> Report {
         notes: vec![
             "Class purity is circular here (the network was trained on these classes): read it beside sparse probing, not alone.".into(),
             "Image intrusion: per feature its 5 top held-out images and one intruder (another feature's top image, at or below this feature's median); the image with the lowest mean cosine to the other five is guessed; chance 1/6.".into(),
+            activations::note("trained"),
         ],
         json: serde_json::to_value(r).unwrap_or_default(),
         plots: Vec::new(),

@@ -3,6 +3,7 @@
 //! Every experiment has a quick setting (minutes on 2 cores, run in CI with assertions on the
 //! results) and a full one (the published sizes).
 
+pub mod activations;
 pub mod additivity;
 pub mod amortisation;
 pub mod cs_bound;
@@ -151,7 +152,12 @@ impl Report {
     /// Writes `results.json`, `results.md` and the figures into `dir` atomically (a temporary
     /// folder renamed into place); `record` (config, seed, versions) is merged into the JSON.
     pub fn write(&self, dir: &Path, force: bool, record: Value) -> Result<PathBuf> {
-        let out = OutputDir::create(dir, force)?;
+        self.write_into(OutputDir::create(dir, force)?, record)
+    }
+
+    /// [`Self::write`] into an output folder the caller created before the experiment ran (and
+    /// in which the experiment may have written files of its own, such as activation stores).
+    pub fn write_into(&self, out: OutputDir, record: Value) -> Result<PathBuf> {
         let mut json = serde_json::json!({
             "experiment": self.name,
             "summary": self.summary,

@@ -2,7 +2,7 @@
 //! a planted problem with its truth) and one SAE training recipe.
 
 use serde::{Deserialize, Serialize};
-use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::data::{generate, Magnitude, RowSource, Support, SynthConfig};
 use sparsecode::sae::Sae;
 use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
 use sparsecode::{Error, Matrix, Parallelism, Result};
@@ -143,11 +143,26 @@ impl Recipe {
         seed: u64,
         par: Parallelism,
     ) -> Result<Sae> {
+        self.train_on(arch, &data.train, 1.0, seed, par)
+    }
+
+    /// Trains an SAE of `arch` on `rows` (in memory or a streamed store), each multiplied by
+    /// `input_scale` on the way in; the SAE returned reads the rows as they are (the scale
+    /// folded into its weights).
+    pub fn train_on(
+        &self,
+        arch: ArchConfig,
+        rows: &dyn RowSource,
+        input_scale: f32,
+        seed: u64,
+        par: Parallelism,
+    ) -> Result<Sae> {
+        let samples = usize::try_from(rows.rows()).unwrap_or(usize::MAX);
         let mut tc = TrainConfig::new(
             arch,
             self.latents,
             self.steps,
-            self.batch_size.min(data.train.rows()),
+            self.batch_size.min(samples),
             self.lr,
             seed,
         );
@@ -161,14 +176,7 @@ impl Recipe {
         tc.dead_window = (self.batch_size as u64 * 200).max(10_000);
         tc.threads = par.count();
         tc.log_every = self.steps.max(1);
-        Ok(train(
-            &tc.check_for(&data.train)?,
-            &data.train,
-            None,
-            None,
-            &mut NoObserver,
-        )?
-        .state
-        .sae)
+        tc.input_scale = input_scale;
+        Ok(train(&tc.check_for(rows)?, rows, None, None, &mut NoObserver)?.model())
     }
 }

@@ -1,18 +1,23 @@
 //! The identifiability chain on images with ground truth: rendered scenes whose factors are
 //! known and sparse ([`sparsecode::data::scenes`]), a classifier trained on a label derived from
-//! them (the kind of the largest object), its representation scored against the factors exactly
-//! as the planted chain scores its own (linear R^2 both ways, code MCC of a TopK SAE and of
-//! dictionary learning; [`super::identifiability::score`]), trained against untrained.
+//! them (the kind of the largest object), its penultimate activations (trained and at
+//! initialisation) written to activation stores in the run folder ([`super::activations`], with
+//! the true factors beside them as `.npy`), and each representation scored from its stores
+//! exactly as the planted chain scores its own (linear R^2 both ways, code MCC of a TopK SAE
+//! streamed from the store and of dictionary learning; [`super::identifiability::score`]).
 
+use super::activations::{self, StoredSplit};
 use super::identifiability::nets::{accuracy, train_net, NetSettings};
-use super::identifiability::score::{score, CoderSettings, Repr, ReprScore};
+use super::identifiability::score::{score_stored, CoderSettings, ReprScore};
 use super::{Report, Table};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sparsecode::classify::{Classifier, Targets};
-use sparsecode::data::clusters::ClusterSamples;
 use sparsecode::data::scenes::{draw, SceneConfig, FACTORS};
-use sparsecode::{Error, Parallelism, Result};
+use sparsecode::io::npy::write_matrix;
+use sparsecode::{Error, Matrix, Parallelism, Result};
+use std::path::Path;
 
 /// Parameters of the experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,8 +106,9 @@ pub struct ScenesResults {
     pub untrained: ReprScore,
 }
 
-/// Draws the scenes, trains the classifier, and scores both representations.
-pub fn run(p: &ScenesParams, par: Parallelism) -> Result<ScenesResults> {
+/// Draws the scenes, trains the classifier, stores both networks' activations and the factors
+/// under `run_dir`, and scores both representations.
+pub fn run(p: &ScenesParams, run_dir: &Path, par: Parallelism) -> Result<ScenesResults> {
     p.validate()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed);
     let train = draw(&p.scene, p.samples, &mut rng)?;
@@ -116,36 +122,32 @@ pub fn run(p: &ScenesParams, par: Parallelism) -> Result<ScenesResults> {
         p.seed ^ 0x5ce7e,
         par,
     )?;
+    write_factors(run_dir, &train.z, &test.z)?;
     let k = p.scene.objects * FACTORS;
-    let scored = |n: &Classifier| -> Result<ReprScore> {
-        let mut s = score_net(n, (&train, &test), k, &p.coders, p.seed, par)?;
+    let scored = |n: &Classifier, name: &str| -> Result<ReprScore> {
+        let features = (
+            &n.features(&train.x, false, par),
+            &n.features(&test.x, false, par),
+        );
+        let meta = json!({"experiment": "scenes", "model_name": format!("scenes MLP ({name})"), "hook_name": "penultimate", "seed": p.seed});
+        let stored = StoredSplit::write(run_dir, name, features, &meta)?;
+        let mut s = score_stored(&stored, (&train.z, &test.z), k, &p.coders, p.seed, par)?;
         s.accuracy = Some(accuracy(n, &test.x, &test.labels, par));
         Ok(s)
     };
     Ok(ScenesResults {
         active: (k, kinds * FACTORS),
-        trained: scored(&net.trained)?,
-        untrained: scored(&net.untrained)?,
+        trained: scored(&net.trained, "trained")?,
+        untrained: scored(&net.untrained, "untrained")?,
     })
 }
 
-fn score_net(
-    net: &Classifier,
-    (train, test): (&ClusterSamples, &ClusterSamples),
-    k: usize,
-    coders: &CoderSettings,
-    seed: u64,
-    par: Parallelism,
-) -> Result<ReprScore> {
-    let (h_train, h_test) = (
-        net.features(&train.x, false, par),
-        net.features(&test.x, false, par),
-    );
-    let rep = Repr {
-        train: &h_train,
-        test: &h_test,
-    };
-    score(rep, (&train.z, &test.z), k, coders, seed, par)
+/// The true factors of the stored rows: `activations/factors-{train,test}.npy`.
+fn write_factors(run_dir: &Path, train: &Matrix, test: &Matrix) -> Result<()> {
+    let dir = run_dir.join(activations::FOLDER);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_matrix(&dir.join("factors-train.npy"), train)?;
+    write_matrix(&dir.join("factors-test.npy"), test)
 }
 
 /// One row per network.
@@ -187,7 +189,10 @@ pub fn report(p: &ScenesParams, r: &ScenesResults) -> Report {
         name: "scenes".into(),
         summary,
         tables: vec![t],
-        notes: Vec::new(),
+        notes: vec![
+            activations::note("trained"),
+            format!("The true factors of those rows are `{}/factors-train.npy` and `{}/factors-test.npy`; the untrained network's activations are beside the trained one's.", activations::FOLDER, activations::FOLDER),
+        ],
         json: serde_json::to_value(r).unwrap_or_default(),
         plots: Vec::new(),
         images: Vec::new(),

@@ -259,6 +259,14 @@ impl StoreWriter {
     }
 }
 
+/// Bytes of one shard when the writer does not choose its rows.
+pub const SHARD_BYTES: usize = 256 << 20;
+
+/// Rows per shard of width `d_in` and `dtype` that make [`SHARD_BYTES`] (at least one).
+pub fn default_shard_rows(d_in: usize, dtype: StoreDType) -> usize {
+    (SHARD_BYTES / d_in.saturating_mul(dtype.size()).max(1)).max(1)
+}
+
 /// File name of shard `i`.
 pub fn shard_name(i: usize) -> String {
     format!("shard-{i:05}.npy")

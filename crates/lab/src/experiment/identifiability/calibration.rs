@@ -78,7 +78,7 @@ fn one(v: &Variation, p: &ChainParams, seed: u64, par: Parallelism) -> Result<Ca
     let n = v.process.latents;
     let mut curve = Vec::new();
     for &k in K_GRID.iter().filter(|&&k| k < n) {
-        let sae = train_topk((&h_train, &h_test), n, k, p.coders.sae_steps, seed, par)?;
+        let sae = train_topk(&h_train, 1.0, n, k, p.coders.sae_steps, seed, par)?;
         let codes = sae.encode_dense(&h_test, par);
         let recon = sae.decode(&codes, par);
         curve.push((k, l0(&codes), fvu(&h_test, &recon)));

@@ -163,7 +163,8 @@ pub fn run(
     );
     let linear = linear_r2(&train.u, &h_train, &test.u, &h_test)?;
     let sae = train_topk(
-        (&h_train, &h_test),
+        &h_train,
+        1.0,
         p.atoms,
         p.k,
         chain.coders.sae_steps,

@@ -1,9 +1,11 @@
 //! How one representation of planted sparse latents is scored: how linear it is in the latents,
 //! both ways, and how well an SAE and dictionary learning lift the latents back out of it.
 
-use crate::experiment::sae_runs::{ExperimentData, Recipe};
+use crate::experiment::activations::StoredSplit;
+use crate::experiment::sae_runs::Recipe;
 use serde::Serialize;
 use sparsecode::coding::{fista, learn_dictionary, DictLearnParams, FistaParams};
+use sparsecode::data::RowSource;
 use sparsecode::eval::{code_mcc, linear_r2, HUNGARIAN_MAX};
 use sparsecode::sae::Sae;
 use sparsecode::train::ArchConfig;
@@ -61,13 +63,66 @@ pub fn score(
     seed: u64,
     par: Parallelism,
 ) -> Result<ReprScore> {
-    let (z_train, z_test) = z;
     let (train, test) = unit_rms(rep.train, rep.test);
+    let sae = train_topk(&train, 1.0, z.1.cols(), k, s.sae_steps, seed, par)?;
+    let sae_codes = sae.encode_dense(&test, par);
+    score_scaled(
+        Repr {
+            train: &train,
+            test: &test,
+        },
+        &sae_codes,
+        z,
+        s,
+        seed,
+        par,
+    )
+}
+
+/// [`score`] of a representation kept in activation stores: the SAE streams the training
+/// store (scaled on the way in as [`unit_rms`] scales), the rest reads both stores back.
+pub fn score_stored(
+    rep: &StoredSplit,
+    z: (&Matrix, &Matrix),
+    k: usize,
+    s: &CoderSettings,
+    seed: u64,
+    par: Parallelism,
+) -> Result<ReprScore> {
+    let (raw_train, raw_test) = rep.read()?;
+    let scale = rms_scale(&raw_train);
+    let sae = train_topk(&rep.train, scale, z.1.cols(), k, s.sae_steps, seed, par)?;
+    let sae_codes = sae.encode_dense(&raw_test, par);
+    let (train, test) = unit_rms(&raw_train, &raw_test);
+    score_scaled(
+        Repr {
+            train: &train,
+            test: &test,
+        },
+        &sae_codes,
+        z,
+        s,
+        seed,
+        par,
+    )
+}
+
+/// Linear R^2 both ways and dictionary learning on the unit-RMS representation, beside the
+/// SAE's held-out codes.
+fn score_scaled(
+    rep: Repr<'_>,
+    sae_codes: &Matrix,
+    (z_train, z_test): (&Matrix, &Matrix),
+    s: &CoderSettings,
+    seed: u64,
+    par: Parallelism,
+) -> Result<ReprScore> {
+    let (train, test) = (rep.train, rep.test);
     Ok(ReprScore {
-        linear_r2: linear_r2(z_train, &train, z_test, &test)?,
-        inverse_r2: linear_r2(&train, z_train, &test, z_test)?,
-        code_mcc: sae_mcc(&train, &test, z_test, k, s, seed, par)?,
-        dict_code_mcc: dictionary_mcc(&train, &test, z_test, s, seed, par)?,
+        linear_r2: linear_r2(z_train, train, z_test, test)?,
+        inverse_r2: linear_r2(train, z_train, test, z_test)?,
+        code_mcc: code_mcc(z_test, sae_codes, HUNGARIAN_MAX, par)?.0,
+        dict_code_mcc: dictionary_mcc(train, test, z_test, s, seed, par)?,
         ..ReprScore::default()
     })
 }
@@ -90,9 +145,7 @@ pub fn with_unit_features(
 /// Both splits divided by the training rows' RMS norm (one scalar: R^2 and MCC do not change;
 /// the coders' step sizes and L1 weights mean the same on every representation).
 pub(crate) fn unit_rms(train: &Matrix, test: &Matrix) -> (Matrix, Matrix) {
-    let ss: f64 = train.as_slice().iter().map(|v| (*v as f64).powi(2)).sum();
-    let rms = (ss / train.rows().max(1) as f64).sqrt();
-    let s = if rms > 0.0 { (1.0 / rms) as f32 } else { 1.0 };
+    let s = rms_scale(train);
     let scale = |m: &Matrix| {
         let mut m = m.clone();
         m.as_mut_slice().iter_mut().for_each(|v| *v *= s);
@@ -101,34 +154,28 @@ pub(crate) fn unit_rms(train: &Matrix, test: &Matrix) -> (Matrix, Matrix) {
     (scale(train), scale(test))
 }
 
-fn sae_mcc(
-    train: &Matrix,
-    test: &Matrix,
-    z_test: &Matrix,
-    k: usize,
-    s: &CoderSettings,
-    seed: u64,
-    par: Parallelism,
-) -> Result<f64> {
-    let sae = train_topk((train, test), z_test.cols(), k, s.sae_steps, seed, par)?;
-    Ok(code_mcc(z_test, &sae.encode_dense(test, par), HUNGARIAN_MAX, par)?.0)
+/// `1 / sqrt(mean ||row||^2)` of `train` (1 when every row is zero).
+pub(crate) fn rms_scale(train: &Matrix) -> f32 {
+    let ss: f64 = train.as_slice().iter().map(|v| (*v as f64).powi(2)).sum();
+    let rms = (ss / train.rows().max(1) as f64).sqrt();
+    if rms > 0.0 {
+        (1.0 / rms) as f32
+    } else {
+        1.0
+    }
 }
 
-/// A TopK SAE (AuxK on) of `latents` latents trained on `data.0` for `steps` steps.
+/// A TopK SAE (AuxK on) of `latents` latents trained on `rows` (multiplied by `input_scale` on
+/// the way in; the SAE reads them unscaled) for `steps` steps.
 pub fn train_topk(
-    data: (&Matrix, &Matrix),
+    rows: &dyn RowSource,
+    input_scale: f32,
     latents: usize,
     k: usize,
     steps: u64,
     seed: u64,
     par: Parallelism,
 ) -> Result<Sae> {
-    let d = ExperimentData {
-        source: "representation".into(),
-        train: data.0.clone(),
-        test: data.1.clone(),
-        truth: None,
-    };
     let recipe = Recipe {
         latents,
         steps,
@@ -137,10 +184,10 @@ pub fn train_topk(
     };
     let arch = ArchConfig::TopK {
         k: k.clamp(1, latents),
-        aux_k: (data.0.cols() / 2).clamp(1, latents),
+        aux_k: (rows.cols() / 2).clamp(1, latents),
         aux_coef: 1.0 / 32.0,
     };
-    recipe.train(arch, &d, seed, par)
+    recipe.train_on(arch, rows, input_scale, seed, par)
 }
 
 fn dictionary_mcc(
