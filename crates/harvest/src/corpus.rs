@@ -3,6 +3,8 @@
 
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -115,6 +117,30 @@ pub fn contexts(docs: &[Document], tok: &TextTokenizer, len: usize) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// The contexts of `len` tokens of the documents `docs` read from `path`, in an order shuffled
+/// by `seed`, as many as fit in `max_tokens` (all when `None`). Refuses a corpus in which no
+/// document has one whole context.
+pub fn shuffled_contexts(
+    (path, docs): (&Path, &[Document]),
+    tok: &TextTokenizer,
+    len: usize,
+    max_tokens: Option<u64>,
+    seed: u64,
+) -> Result<Vec<Context>> {
+    let mut all = contexts(docs, tok, len)?;
+    if all.is_empty() {
+        return Err(Error::Corpus {
+            path: path.to_path_buf(),
+            reason: format!("no document has {len} tokens (one context)"),
+        });
+    }
+    all.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    if let Some(t) = max_tokens {
+        all.truncate((t / len as u64) as usize);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

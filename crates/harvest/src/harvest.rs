@@ -7,8 +7,6 @@
 use crate::corpus::{self, Context};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sparsecode::data::store::{self, Manifest, ShardInfo, StoreDType, MANIFEST};
@@ -159,18 +157,13 @@ fn harvest_on_pool(
         });
     }
     let docs = corpus::read_documents(src.corpus)?;
-    let mut contexts = corpus::contexts(&docs, src.tokenizer, cfg.context)?;
-    if contexts.is_empty() {
-        return Err(Error::Corpus {
-            path: src.corpus.to_path_buf(),
-            reason: format!("no document has {} tokens (one context)", cfg.context),
-        });
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    contexts.shuffle(&mut rng);
-    if let Some(t) = cfg.max_tokens {
-        contexts.truncate((t / cfg.context as u64) as usize);
-    }
+    let contexts = corpus::shuffled_contexts(
+        (src.corpus, &docs),
+        src.tokenizer,
+        cfg.context,
+        cfg.max_tokens,
+        cfg.seed,
+    )?;
     let corpus_hash = {
         let mut h = String::new();
         for d in &docs {

@@ -22,6 +22,7 @@ pub mod gguf;
 pub mod harvest;
 pub mod llama;
 pub mod models;
+pub mod splice;
 mod tensor_ops;
 pub mod tokenizer;
 

@@ -372,6 +372,34 @@ impl Llama {
         go().ctx("llama logits")
     }
 
+    /// Next-token logits at every position, row-major `[b * t, vocab]`, of the model continued
+    /// from `resid`, the residual stream after block `layer` of `b` sequences of `t` tokens
+    /// (row-major `[b * t, d_model]`, as [`ResidualModel::residual`] returns it). Run on the
+    /// residual as read, it gives the model's own logits; edited, the model's with the edit
+    /// spliced in after that block.
+    pub fn logits_from(&self, resid: &[f32], (b, t): (usize, usize), layer: usize) -> Result<Vec<f32>> {
+        crate::check_layer(self, layer)?;
+        let d = self.cfg.d_model;
+        if b == 0 || t == 0 || b.checked_mul(t).and_then(|n| n.checked_mul(d)) != Some(resid.len()) {
+            return Err(Error::Param {
+                field: "residual",
+                reason: format!("{} values for {b} sequences of {t} positions of width {d}", resid.len()),
+            });
+        }
+        let go = || -> candle_core::Result<Vec<f32>> {
+            let mut x = Tensor::from_slice(resid, (b, t, d), &self.device)?;
+            let mask = causal_mask(t, &self.device)?;
+            let (cos, sin) = self.rope_tables(t)?;
+            for blk in &self.blocks[layer + 1..] {
+                x = self.block(blk, &x, &mask, &cos, &sin)?;
+            }
+            let h = rms_norm(&x, &self.out_norm, self.cfg.rms_eps)?.reshape((b * t, d))?;
+            let w = self.output.as_ref().unwrap_or(&self.embed);
+            h.matmul(&w.t()?)?.flatten_all()?.to_vec1()
+        };
+        go().ctx("llama logits from a residual")
+    }
+
     /// Greedy continuation: `n` new token ids after `prompt`.
     pub fn greedy(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
         let mut seq = prompt.to_vec();

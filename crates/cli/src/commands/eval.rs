@@ -2,7 +2,7 @@
 //! dictionary recovery, streamed over the samples (memory does not grow with their number).
 
 use crate::Outcome;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use sparsecode::eval::{dictionary_metrics, evaluate_streamed, mcc_of, CodeSource, HUNGARIAN_MAX};
 use sparsecode::io::npy::NpyMap;
@@ -21,8 +21,10 @@ pub struct Args {
     #[arg(long, requires = "codes")]
     dictionary: Option<PathBuf>,
     /// Data [samples, d_in] .npy.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    spliced: super::eval_spliced::SplicedArgs,
     /// Folder written by `sparsecode synth`: its dictionary.npy and the codes that made --data.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -64,7 +66,11 @@ fn open(path: &Path) -> Result<NpyMap> {
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
-    let data = open(&a.data)?;
+    let Some(data_path) = a.data.clone() else {
+        let sae = a.sae.as_deref().context("--model needs --sae RUN")?;
+        return super::eval_spliced::run(sae, &a.spliced, a.json, threads);
+    };
+    let data = open(&data_path)?;
     let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
     let codes = a.codes.as_deref().map(open).transpose()?;
     let dictionary = a.dictionary.as_deref().map(super::read_data).transpose()?;
@@ -79,7 +85,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let truth_codes = match (&a.truth, &a.truth_codes) {
         (None, _) => None,
         (Some(_), Some(p)) => Some(open(p)?),
-        (Some(truth), None) => Some(open(&truth_codes_path(truth, &a.data)?)?),
+        (Some(truth), None) => Some(open(&truth_codes_path(truth, &data_path)?)?),
     };
     let r = evaluate_streamed(&data, &source, truth_codes.as_ref(), par)?;
     let rec = &r.recon;
@@ -93,6 +99,9 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         "fvu": r.reconstructed.then_some(rec.fvu),
         "l0": rec.l0,
         "dead_fraction": rec.dead_fraction,
+        "l1": rec.l1,
+        "cosine": r.reconstructed.then_some(rec.cosine),
+        "l2_ratio": r.reconstructed.then_some(rec.l2_ratio),
         "density_histogram": rec.density,
     });
     let mut gate = None;
@@ -131,6 +140,9 @@ fn print_table(v: &Value) {
         "fvu",
         "l0",
         "dead_fraction",
+        "l1",
+        "cosine",
+        "l2_ratio",
         "code_mcc",
         "dict_mcc",
         "mmcs",

@@ -5,6 +5,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+pub mod eval_spliced;
 pub mod experiment;
 pub mod harvest;
 pub mod interp;

@@ -112,6 +112,15 @@ pub struct ReconMetrics {
     pub dead_fraction: f64,
     /// Histogram of log10 firing frequency.
     pub density: Histogram,
+    /// Mean absolute code sum per sample (`||z||_1`).
+    #[serde(default)]
+    pub l1: f64,
+    /// Mean cosine of each sample and its reconstruction (samples with `x = 0` left out).
+    #[serde(default)]
+    pub cosine: f64,
+    /// Mean `||x_hat|| / ||x||` per sample (below 1: shrinkage; samples with `x = 0` left out).
+    #[serde(default)]
+    pub l2_ratio: f64,
 }
 
 /// All reconstruction metrics from data, reconstruction and codes.
@@ -136,6 +145,11 @@ pub struct ReconStats {
     err: f64,
     active: u64,
     fired: Vec<u64>,
+    l1: f64,
+    /// Samples with `x != 0`, and the sums of their cosines and norm ratios.
+    nonzero: u64,
+    cosine: f64,
+    l2_ratio: f64,
 }
 
 impl ReconStats {
@@ -148,6 +162,10 @@ impl ReconStats {
             err: 0.0,
             active: 0,
             fired: vec![0; latents],
+            l1: 0.0,
+            nonzero: 0,
+            cosine: 0.0,
+            l2_ratio: 0.0,
         }
     }
 
@@ -183,10 +201,32 @@ impl ReconStats {
                 if *v != 0.0 {
                     *f += 1;
                     self.active += 1;
+                    self.l1 += v.abs() as f64;
                 }
             }
         }
+        for r in 0..rows {
+            self.add_alignment(x.row(r), x_hat.row(r));
+        }
         self.rows += rows as u64;
+    }
+
+    fn add_alignment(&mut self, x: &[f32], x_hat: &[f32]) {
+        let (mut xx, mut yy, mut xy) = (0.0f64, 0.0f64, 0.0f64);
+        for (a, b) in x.iter().zip(x_hat) {
+            let (a, b) = (*a as f64, *b as f64);
+            xx += a * a;
+            yy += b * b;
+            xy += a * b;
+        }
+        if xx == 0.0 {
+            return;
+        }
+        self.nonzero += 1;
+        self.l2_ratio += (yy / xx).sqrt();
+        if yy > 0.0 {
+            self.cosine += xy / (xx * yy).sqrt();
+        }
     }
 
     /// The metrics of everything added.
@@ -206,6 +246,9 @@ impl ReconStats {
             dead_fraction: freq.iter().filter(|f| **f == 0.0).count() as f64
                 / freq.len().max(1) as f64,
             density: density_histogram(&freq, 20),
+            l1: per_sample(self.l1),
+            cosine: self.cosine / self.nonzero.max(1) as f64,
+            l2_ratio: self.l2_ratio / self.nonzero.max(1) as f64,
         }
     }
 }
@@ -213,6 +256,19 @@ impl ReconStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_l2_ratio_and_l1_follow_their_definitions() {
+        // Row 1: x_hat = x / 2 (cosine 1, ratio 0.5); row 2: orthogonal, same norm (cosine 0,
+        // ratio 1); row 3: x = 0, left out of both means.
+        let x = Matrix::from_vec(3, 2, vec![3.0, 4.0, 1.0, 0.0, 0.0, 0.0]).unwrap();
+        let x_hat = Matrix::from_vec(3, 2, vec![1.5, 2.0, 0.0, 1.0, 5.0, 5.0]).unwrap();
+        let codes = Matrix::from_vec(3, 2, vec![-2.0, 0.0, 1.0, 3.0, 0.0, 0.0]).unwrap();
+        let m = evaluate(&x, &x_hat, &codes);
+        assert!((m.cosine - 0.5).abs() < 1e-12, "{m:?}");
+        assert!((m.l2_ratio - 0.75).abs() < 1e-12, "{m:?}");
+        assert!((m.l1 - 2.0).abs() < 1e-12, "{m:?}");
+    }
 
     #[test]
     fn fvu_uses_per_dimension_mean() {

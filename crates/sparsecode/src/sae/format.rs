@@ -96,6 +96,29 @@ pub fn load(path: &Path) -> Result<Sae> {
     }
 }
 
+/// The residual-stream layer the SAE folder `path` says it reads, when it says: SAELens'
+/// `metadata.hook_layer`, or a `metadata.hook_name` of the form `blocks.N.*`; for sparsify, a
+/// hookpoint folder named `layers.N`.
+pub fn hook_layer(path: &Path) -> Result<Option<usize>> {
+    let (format, dir) = detect(path)?;
+    let number = |s: &str, prefix: &str| -> Option<usize> {
+        s.strip_prefix(prefix)?.split('.').next()?.parse().ok()
+    };
+    Ok(match format {
+        SaeFormat::Saelens => {
+            let cfg: Value = crate::io::read_json(&dir.join(saelens::CFG_FILE))?;
+            let meta = &cfg["metadata"];
+            meta["hook_layer"]
+                .as_u64()
+                .and_then(|l| usize::try_from(l).ok())
+                .or_else(|| meta["hook_name"].as_str().and_then(|h| number(h, "blocks.")))
+        }
+        SaeFormat::Sparsify => dir
+            .file_name()
+            .and_then(|n| number(&n.to_string_lossy(), "layers.")),
+    })
+}
+
 /// Writes `sae` into the existing folder `dir` in `format`; `metadata` goes into an SAELens
 /// config (sparsify's has no place for it).
 pub fn save(dir: &Path, sae: &Sae, format: SaeFormat, metadata: Value) -> Result<()> {

@@ -1,0 +1,149 @@
+//! `sparsecode eval --sae RUN --model smollm2 --corpus TEXT`: the SAE spliced into the language
+//! model at its hook (library `sparsecode_harvest::splice`): CE loss and KL of the clean, spliced
+//! and zero-ablated model on the same contexts, and the reconstruction metrics there.
+
+use crate::Outcome;
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use sparsecode::Parallelism;
+use sparsecode_harvest::assets::{self, Asset};
+use sparsecode_harvest::corpus;
+use sparsecode_harvest::models::Loaded;
+use sparsecode_harvest::splice::{self, SpliceConfig};
+use std::path::{Path, PathBuf};
+
+/// Flags of the spliced evaluation.
+#[derive(clap::Args)]
+pub struct SplicedArgs {
+    /// Splice the SAE into this causal language model and score it there (`smollm2` or a .gguf
+    /// file), instead of reading --data.
+    #[arg(long)]
+    model: Option<String>,
+    /// Text file or folder the contexts come from (default: the fetched State of the Union texts).
+    #[arg(long, requires = "model")]
+    corpus: Option<PathBuf>,
+    /// Tokens evaluated (whole contexts, drawn at random from the corpus with --seed).
+    #[arg(long, default_value_t = 16_384, requires = "model")]
+    tokens: u64,
+    /// The hook: the residual stream after this block (default: the layer the SAE names in its
+    /// metadata, `hook_layer` or `hook_name`).
+    #[arg(long, requires = "model")]
+    layer: Option<usize>,
+    /// Tokens per context (BOS on top).
+    #[arg(long, default_value_t = 128, requires = "model")]
+    context: usize,
+    /// Contexts per forward pass.
+    #[arg(long, default_value_t = 4, requires = "model")]
+    batch: usize,
+    /// Tokens after BOS whose activations are left as they are (neither spliced nor scored).
+    #[arg(long, default_value_t = 0, requires = "model")]
+    exclude_positions: usize,
+    /// Seed of the context draw.
+    #[arg(long, default_value_t = 0, requires = "model")]
+    seed: u64,
+}
+
+pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> Result<Outcome> {
+    let Some(spec) = a.model.as_deref() else {
+        bail!("give --data FILE, or --model to splice the SAE into a model");
+    };
+    let sae = sparsecode::sae::load(sae_path)?;
+    let layer = match a.layer {
+        Some(l) => l,
+        None => sparsecode::sae::hook_layer(sae_path)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the SAE names no hook layer in its metadata; give --layer",
+                sae_path.display()
+            )
+        })?,
+    };
+    let (loaded, _) = Loaded::load(spec)?;
+    let Loaded::Llama(model) = &loaded else {
+        bail!("--model {spec}: a spliced evaluation needs a causal language model (smollm2 or a .gguf file), not a BERT encoder");
+    };
+    let corpus_path = match &a.corpus {
+        Some(c) => c.clone(),
+        None => assets::require(Asset::Sotu)?,
+    };
+    let docs = corpus::read_documents(&corpus_path)?;
+    let contexts = corpus::shuffled_contexts(
+        (&corpus_path, &docs),
+        model.tokenizer(),
+        a.context,
+        Some(a.tokens),
+        a.seed,
+    )?;
+    if contexts.is_empty() {
+        bail!(
+            "--tokens {}: fewer than one context of {} tokens",
+            a.tokens,
+            a.context
+        );
+    }
+    let cfg = SpliceConfig {
+        layer,
+        skip: a.exclude_positions,
+        batch: a.batch,
+    };
+    let bar = ProgressBar::new(contexts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} contexts (eta {eta})")
+            .expect("the template is valid"),
+    );
+    let par = Parallelism::threads(threads);
+    let result = par.install(|| {
+        splice::evaluate(model, &sae, &contexts, &cfg, par, &mut |done, _| {
+            bar.set_position(done as u64)
+        })
+    })?;
+    bar.finish_and_clear();
+    let out = json!({
+        "sae": sae_path,
+        "model": spec,
+        "corpus": corpus_path,
+        "config": cfg,
+        "context": a.context,
+        "contexts": contexts.len(),
+        "seed": a.seed,
+        "splice": result.splice,
+        "reconstruction": result.reconstruction,
+        "explained_variance": 1.0 - result.reconstruction.fvu,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        print_table(&out);
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_table(v: &Value) {
+    let s = &v["splice"];
+    let r = &v["reconstruction"];
+    let rows = [
+        ("tokens scored", &s["tokens"]),
+        ("CE clean", &s["ce_clean"]),
+        ("CE spliced", &s["ce_sae"]),
+        ("CE zero-ablated", &s["ce_ablated"]),
+        ("CE loss score", &s["ce_loss_score"]),
+        ("delta LM loss", &s["delta_lm_loss"]),
+        ("KL spliced", &s["kl_sae"]),
+        ("KL zero-ablated", &s["kl_ablated"]),
+        ("KL score", &s["kl_score"]),
+        ("explained variance", &v["explained_variance"]),
+        ("L0", &r["l0"]),
+        ("L1", &r["l1"]),
+        ("cosine", &r["cosine"]),
+        ("L2 ratio", &r["l2_ratio"]),
+        ("dead fraction", &r["dead_fraction"]),
+    ];
+    for (name, value) in rows {
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                println!("{name:>20}  {:.4}", n.as_f64().unwrap_or(f64::NAN))
+            }
+            other => println!("{name:>20}  {other}"),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `sparsecode eval --model`: an SAE spliced into SmolLM2 on a small slice of Moby-Dick, with
+//! SAEs whose answers are known: one that reconstructs exactly (CE loss score 1, KL 0), one that
+//! outputs zeros (the ablation itself: scores 0), and the bad inputs.
+
+mod common;
+use common::{asset, fails, ok};
+use serde_json::{json, Value};
+use sparsecode::sae::{Activation, Sae};
+use sparsecode::Matrix;
+use std::path::{Path, PathBuf};
+
+const D: usize = 576;
+
+/// `relu(x) - relu(-x) = x`: 2d ReLU latents `[I; -I]` that reconstruct every vector exactly
+/// (or, with `zero`, an SAE of zeros: it reconstructs nothing).
+fn exact_sae(dir: &Path, zero: bool, meta: Value) -> PathBuf {
+    let mut sae = Sae::zeros(D, 2 * D, Activation::Relu, None);
+    if !zero {
+        let sign = |i: usize| if i < D { 1.0 } else { -1.0 };
+        sae.w_enc = Matrix::from_fn(2 * D, D, |i, j| if i % D == j { sign(i) } else { 0.0 });
+        sae.w_dec = sae.w_enc.clone();
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    sparsecode::sae::saelens::save(dir, &sae, meta).unwrap();
+    dir.to_path_buf()
+}
+
+fn assets() -> Option<(PathBuf, PathBuf)> {
+    Some((
+        asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?,
+        asset("text/moby-dick")?,
+    ))
+}
+
+fn spliced(sae: &Path, gguf: &Path, corpus: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "eval",
+        "--sae",
+        sae.to_str().unwrap(),
+        "--model",
+        gguf.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--tokens",
+        "64",
+        "--context",
+        "32",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
+#[test]
+fn an_exact_reconstruction_scores_one_and_a_zero_sae_scores_zero() {
+    let Some((gguf, moby)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    // The layer comes from the SAE's metadata, as a harvested store names it.
+    let meta = json!({"hook_name": "blocks.3.hook_resid_post"});
+    let exact = exact_sae(&t.path().join("exact"), false, meta.clone());
+    let v = spliced(&exact, &gguf, &moby, &[]);
+    let s = &v["splice"];
+    let f = |k: &str| s[k].as_f64().unwrap();
+    assert_eq!(v["config"]["layer"], 3);
+    // 2 contexts of 32 tokens after BOS: 31 scored positions each.
+    assert_eq!(s["tokens"], 62);
+    assert_eq!(f("ce_sae"), f("ce_clean"), "{s}");
+    assert_eq!((f("ce_loss_score"), f("kl_sae"), f("kl_score")), (1.0, 0.0, 1.0));
+    assert!(f("ce_ablated") > f("ce_clean") + 0.5, "ablation must hurt: {s}");
+    assert!(f("kl_ablated") > 0.5, "{s}");
+    let r = &v["reconstruction"];
+    assert_eq!(v["explained_variance"].as_f64(), Some(1.0));
+    assert!((r["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{r}");
+    assert!((r["l2_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{r}");
+
+    let zero = exact_sae(&t.path().join("zero"), true, meta);
+    let z = spliced(&zero, &gguf, &moby, &[]);
+    let s = &z["splice"];
+    assert_eq!(s["ce_sae"], s["ce_ablated"], "{s}");
+    assert_eq!(
+        (s["ce_loss_score"].as_f64(), s["kl_score"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    assert_eq!(z["reconstruction"]["l2_ratio"].as_f64(), Some(0.0));
+}
+
+#[test]
+fn excluded_positions_are_neither_spliced_nor_scored() {
+    let Some((gguf, moby)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let zero = exact_sae(&t.path().join("zero"), true, json!({}));
+    let v = spliced(&zero, &gguf, &moby, &["--layer", "2", "--exclude-positions", "4"]);
+    assert_eq!(v["splice"]["tokens"], 2 * (32 - 4 - 1));
+    assert_eq!(v["reconstruction"]["samples"], 2 * (32 - 4));
+}
+
+#[test]
+fn spliced_evaluation_refuses_what_it_cannot_run() {
+    let Some((gguf, moby)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let base = |sae: &Path| {
+        vec![
+            "eval".to_string(),
+            "--sae".into(),
+            s(sae),
+            "--model".into(),
+            s(&gguf),
+            "--corpus".into(),
+            s(&moby),
+            "--tokens".into(),
+            "64".into(),
+            "--context".into(),
+            "32".into(),
+        ]
+    };
+    let check = |args: Vec<String>, needle: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains(needle), "{args:?}: expected '{needle}' in:\n{err}");
+    };
+    // No layer in the metadata and none given.
+    let bare = exact_sae(&t.path().join("bare"), true, json!({}));
+    check(base(&bare), "--layer");
+    // A layer past the model's 30 blocks.
+    let mut a = base(&bare);
+    a.extend(["--layer".into(), "30".into()]);
+    check(a, "30");
+    // An SAE of another width.
+    let narrow = t.path().join("narrow");
+    std::fs::create_dir_all(&narrow).unwrap();
+    let sae = Sae::zeros(8, 16, Activation::Relu, None);
+    sparsecode::sae::saelens::save(&narrow, &sae, json!({"hook_layer": 3})).unwrap();
+    check(base(&narrow), "width 8");
+    // Fewer tokens than one context.
+    let mut a = base(&bare);
+    a.extend(["--layer".into(), "3".into()]);
+    a[8] = "16".into();
+    check(a, "fewer than one context");
+}
