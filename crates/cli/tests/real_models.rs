@@ -378,11 +378,107 @@ fn bad_real_network_inputs_get_clear_errors() {
         &s(&latin),
         "--layer",
         "2",
+        "--invalid-utf8",
+        "error",
         "--out",
         &out,
     ]);
     assert!(e.contains("latin1.txt") && e.contains("not UTF-8"), "{e}");
     assert!(!t.path().join("h").join(MANIFEST).exists());
+}
+
+/// A corpus with a file that is not UTF-8: by default the harvest goes on with U+FFFD in its
+/// place, warns, and lists the file in harvest.json; `skip` leaves the file out. Excluded
+/// positions are run but not stored.
+#[test]
+fn harvest_repairs_or_skips_text_that_is_not_utf8_and_drops_excluded_positions() {
+    if asset("minilm/model.safetensors").is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let corpus = t.path().join("mail");
+    std::fs::create_dir(&corpus).unwrap();
+    let words = "the whale swam past the ship while the captain watched the deep sea ";
+    std::fs::write(corpus.join("a.txt"), words.repeat(8)).unwrap();
+    let mut latin = words.repeat(8).into_bytes();
+    latin.extend_from_slice(b"caf\xe9 ");
+    std::fs::write(corpus.join("b.txt"), latin).unwrap();
+    let harvest = |out: &Path, extra: &[&str]| -> (Value, String) {
+        let mut args = vec![
+            "harvest",
+            "--model",
+            "minilm",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--layer",
+            "1",
+            "--context",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = bin().args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rec = std::fs::read_to_string(out.join("harvest.json")).unwrap();
+        (
+            serde_json::from_str(&rec).unwrap(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (rec, err) = harvest(&t.path().join("replaced"), &[]);
+    assert_eq!(rec["metrics"]["invalid_utf8"]["replaced"], json!(["b.txt"]));
+    assert!(
+        err.contains("1 corpus file(s) not UTF-8") && err.contains("b.txt"),
+        "{err}"
+    );
+    let full_rows = rec["metrics"]["rows"].as_u64().unwrap();
+
+    let (rec, _) = harvest(&t.path().join("skipped"), &["--invalid-utf8", "skip"]);
+    assert_eq!(rec["metrics"]["invalid_utf8"]["skipped"], json!(["b.txt"]));
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("skipped").join(MANIFEST)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["metadata"]["documents"], json!(["a.txt"]));
+
+    let out = t.path().join("excluded");
+    let (rec, _) = harvest(&out, &["--exclude-positions", "2"]);
+    assert_eq!(
+        rec["metrics"]["rows"].as_u64().unwrap(),
+        full_rows / 16 * 14
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(MANIFEST)).unwrap()).unwrap();
+    assert_eq!(m["metadata"]["exclude_positions"], 2);
+    // Every stored row's position within its 16-token context is 2 or more.
+    let rows = sparsecode::data::tokens::read_token_shard(
+        &out.join(token_shard_name(0)),
+        m["shards"][0]["rows"].as_u64().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        rows.iter().all(|r| r.pos % 16 >= 2),
+        "an excluded position was stored"
+    );
+    assert!(rows.iter().any(|r| r.pos % 16 == 2));
+    let e = fails(&[
+        "harvest",
+        "--model",
+        "minilm",
+        "--corpus",
+        &s(&corpus),
+        "--layer",
+        "1",
+        "--context",
+        "16",
+        "--exclude-positions",
+        "16",
+        "--out",
+        &s(&t.path().join("none")),
+    ]);
+    assert!(e.contains("exclude_positions"), "{e}");
 }
 
 #[test]

@@ -67,8 +67,14 @@ fn an_exact_reconstruction_scores_one_and_a_zero_sae_scores_zero() {
     // 2 contexts of 32 tokens after BOS: 31 scored positions each.
     assert_eq!(s["tokens"], 62);
     assert_eq!(f("ce_sae"), f("ce_clean"), "{s}");
-    assert_eq!((f("ce_loss_score"), f("kl_sae"), f("kl_score")), (1.0, 0.0, 1.0));
-    assert!(f("ce_ablated") > f("ce_clean") + 0.5, "ablation must hurt: {s}");
+    assert_eq!(
+        (f("ce_loss_score"), f("kl_sae"), f("kl_score")),
+        (1.0, 0.0, 1.0)
+    );
+    assert!(
+        f("ce_ablated") > f("ce_clean") + 0.5,
+        "ablation must hurt: {s}"
+    );
     assert!(f("kl_ablated") > 0.5, "{s}");
     let r = &v["reconstruction"];
     assert_eq!(v["explained_variance"].as_f64(), Some(1.0));
@@ -93,7 +99,12 @@ fn excluded_positions_are_neither_spliced_nor_scored() {
     };
     let t = tempfile::tempdir().unwrap();
     let zero = exact_sae(&t.path().join("zero"), true, json!({}));
-    let v = spliced(&zero, &gguf, &moby, &["--layer", "2", "--exclude-positions", "4"]);
+    let v = spliced(
+        &zero,
+        &gguf,
+        &moby,
+        &["--layer", "2", "--exclude-positions", "4"],
+    );
     assert_eq!(v["splice"]["tokens"], 2 * (32 - 4 - 1));
     assert_eq!(v["reconstruction"]["samples"], 2 * (32 - 4));
 }
@@ -123,7 +134,10 @@ fn spliced_evaluation_refuses_what_it_cannot_run() {
     let check = |args: Vec<String>, needle: &str| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let err = fails(&args);
-        assert!(err.contains(needle), "{args:?}: expected '{needle}' in:\n{err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in:\n{err}"
+        );
     };
     // No layer in the metadata and none given.
     let bare = exact_sae(&t.path().join("bare"), true, json!({}));

@@ -6,6 +6,7 @@ use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// One text file.
@@ -46,9 +47,36 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// What reading a corpus does with a file that is not valid UTF-8.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    /// Stop, naming the file and the byte offset.
+    Error,
+    /// Leave the file out.
+    Skip,
+    /// Read it with each invalid sequence replaced by U+FFFD (the rest of its text kept).
+    #[default]
+    Replace,
+}
+
+/// The files a corpus read skipped or repaired (names relative to the corpus root).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Utf8Report {
+    /// Files left out ([`InvalidUtf8::Skip`]).
+    pub skipped: Vec<String>,
+    /// Files read with replacement characters ([`InvalidUtf8::Replace`]).
+    pub replaced: Vec<String>,
+}
+
 /// Reads a text file, or every (non-hidden) file under a folder in name order. Refuses a file
 /// that is not UTF-8 (naming the byte offset) and a corpus without any non-blank text.
 pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
+    Ok(read_corpus(path, InvalidUtf8::Error)?.0)
+}
+
+/// [`read_documents`] with a choice for files that are not UTF-8, and the list of those files.
+pub fn read_corpus(path: &Path, invalid: InvalidUtf8) -> Result<(Vec<Document>, Utf8Report)> {
     if !path.exists() {
         return Err(Error::Corpus {
             path: path.to_path_buf(),
@@ -63,18 +91,8 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
         files.push(path.to_path_buf());
     }
     let mut docs = Vec::with_capacity(files.len());
+    let mut report = Utf8Report::default();
     for f in files {
-        let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| Error::Corpus {
-            path: f.clone(),
-            reason: format!(
-                "not UTF-8 text (invalid byte at offset {}); convert it, e.g. with iconv",
-                e.utf8_error().valid_up_to()
-            ),
-        })?;
-        if text.trim().is_empty() {
-            continue;
-        }
         let name = if path.is_dir() {
             f.strip_prefix(path).unwrap_or(&f).display().to_string()
         } else {
@@ -82,15 +100,48 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
+        let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => match invalid {
+                InvalidUtf8::Error => {
+                    return Err(Error::Corpus {
+                        path: f.clone(),
+                        reason: format!(
+                            "not UTF-8 text (invalid byte at offset {}); convert it (e.g. with iconv), or choose --invalid-utf8 skip or replace",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    })
+                }
+                InvalidUtf8::Skip => {
+                    report.skipped.push(name);
+                    continue;
+                }
+                InvalidUtf8::Replace => {
+                    report.replaced.push(name.clone());
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                }
+            },
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
         docs.push(Document { name, text });
     }
     if docs.is_empty() {
         return Err(Error::Corpus {
             path: path.to_path_buf(),
-            reason: "empty corpus: no file with any text".into(),
+            reason: if report.skipped.is_empty() {
+                "empty corpus: no file with any text".into()
+            } else {
+                format!(
+                    "empty corpus: no file with any text ({} not UTF-8, skipped)",
+                    report.skipped.len()
+                )
+            },
         });
     }
-    Ok(docs)
+    Ok((docs, report))
 }
 
 /// Splits every document's tokens into non-overlapping contexts of `len` tokens (a shorter tail
@@ -174,6 +225,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope") && e.contains("no such"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_skipped_or_repaired_as_chosen() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a.txt"), "clean text").unwrap();
+        std::fs::write(t.path().join("b.txt"), b"caf\xe9 au lait").unwrap();
+        let e = read_corpus(t.path(), InvalidUtf8::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b.txt") && e.contains("--invalid-utf8"), "{e}");
+        let (docs, r) = read_corpus(t.path(), InvalidUtf8::Skip).unwrap();
+        assert_eq!(
+            (docs.len(), r.skipped.as_slice()),
+            (1, ["b.txt".to_string()].as_slice())
+        );
+        let (docs, r) = read_corpus(t.path(), InvalidUtf8::Replace).unwrap();
+        assert_eq!(docs[1].text, "caf\u{fffd} au lait");
+        assert_eq!(r.replaced, ["b.txt"]);
+        assert!(r.skipped.is_empty());
+        // A corpus of nothing but bad files is empty once they are skipped, and says why.
+        std::fs::remove_file(t.path().join("a.txt")).unwrap();
+        let e = read_corpus(t.path(), InvalidUtf8::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 not UTF-8, skipped"), "{e}");
     }
 
     #[test]

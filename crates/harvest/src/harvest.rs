@@ -4,7 +4,7 @@
 //! continues after the last listed shard (no row is duplicated or lost), and the store's
 //! `manifest.json` appears only at the very end, so a partial harvest is never read as a store.
 
-use crate::corpus::{self, Context};
+use crate::corpus::{self, Context, InvalidUtf8, Utf8Report};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,11 @@ pub struct HarvestConfig {
     pub layer: usize,
     /// Tokens per context (the BOS token, when the model has one, comes on top and is not stored).
     pub context: usize,
+    /// Tokens at the start of each context (after BOS) that are run but not stored: the first
+    /// positions' residuals have outsized norms (an attention sink) that SAEs learn as features.
+    pub exclude_positions: usize,
+    /// What to do with corpus files that are not UTF-8.
+    pub invalid_utf8: InvalidUtf8,
     /// Contexts per forward pass.
     pub batch: usize,
     /// Contexts per shard.
@@ -51,6 +56,15 @@ impl HarvestConfig {
                     "1..={} tokens for {}",
                     model.max_context() - 1,
                     model.name()
+                ),
+            );
+        }
+        if self.exclude_positions >= self.context {
+            return p(
+                "exclude_positions",
+                format!(
+                    "{} leaves no position of a {}-token context to store",
+                    self.exclude_positions, self.context
                 ),
             );
         }
@@ -110,6 +124,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Tokens computed per second in this run.
     pub tokens_per_second: f64,
+    /// Corpus files that were not UTF-8, and what was done with them.
+    pub invalid_utf8: Utf8Report,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -156,7 +172,7 @@ fn harvest_on_pool(
             reason: "already holds a finished store; remove it or choose another output".into(),
         });
     }
-    let docs = corpus::read_documents(src.corpus)?;
+    let (docs, utf8) = corpus::read_corpus(src.corpus, cfg.invalid_utf8)?;
     let contexts = corpus::shuffled_contexts(
         (src.corpus, &docs),
         src.tokenizer,
@@ -178,6 +194,7 @@ fn harvest_on_pool(
         "model_sha256": store::sha256_file(src.model_file)?,
         "layer": cfg.layer,
         "context_size": cfg.context,
+        "exclude_positions": cfg.exclude_positions,
         "dtype": cfg.dtype,
         "seed": cfg.seed,
         "contexts": contexts.len(),
@@ -203,7 +220,8 @@ fn harvest_on_pool(
         for batch in contexts[lo..hi].chunks(cfg.batch) {
             forward(src, cfg, batch, &mut acts)?;
             for c in batch {
-                rows.extend(c.tokens.iter().enumerate().map(|(i, &token)| TokenRow {
+                let kept = c.tokens.iter().enumerate().skip(cfg.exclude_positions);
+                rows.extend(kept.map(|(i, &token)| TokenRow {
                     token,
                     doc: c.doc,
                     pos: c.start + i as u32,
@@ -254,11 +272,12 @@ fn harvest_on_pool(
         resumed_contexts: resumed,
         seconds,
         tokens_per_second: computed as f64 / seconds.max(1e-9),
+        invalid_utf8: utf8,
     })
 }
 
-/// One forward pass over a batch of contexts, its rows appended to `acts` (BOS rows dropped):
-/// `batch * context` rows of `d`.
+/// One forward pass over a batch of contexts, its rows appended to `acts` (BOS rows and the
+/// excluded positions dropped): `batch * (context - exclude_positions)` rows of `d`.
 fn forward(
     src: &Source,
     cfg: &HarvestConfig,
@@ -272,8 +291,9 @@ fn forward(
         .collect();
     let out = src.model.residual(&seqs, cfg.layer)?;
     let d = src.model.d_model();
-    let skip = if bos.is_some() { d } else { 0 };
-    for seq in out.chunks_exact(skip + cfg.context * d) {
+    let skip = (usize::from(bos.is_some()) + cfg.exclude_positions) * d;
+    let per_seq = (usize::from(bos.is_some()) + cfg.context) * d;
+    for seq in out.chunks_exact(per_seq) {
         acts.extend_from_slice(&seq[skip..]);
     }
     Ok(())
@@ -446,6 +466,8 @@ mod tests {
         HarvestConfig {
             layer: 1,
             context: 4,
+            exclude_positions: 0,
+            invalid_utf8: InvalidUtf8::Error,
             batch: 2,
             shard_contexts: 3,
             dtype: StoreDType::F32,

@@ -377,13 +377,22 @@ impl Llama {
     /// (row-major `[b * t, d_model]`, as [`ResidualModel::residual`] returns it). Run on the
     /// residual as read, it gives the model's own logits; edited, the model's with the edit
     /// spliced in after that block.
-    pub fn logits_from(&self, resid: &[f32], (b, t): (usize, usize), layer: usize) -> Result<Vec<f32>> {
+    pub fn logits_from(
+        &self,
+        resid: &[f32],
+        (b, t): (usize, usize),
+        layer: usize,
+    ) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let d = self.cfg.d_model;
-        if b == 0 || t == 0 || b.checked_mul(t).and_then(|n| n.checked_mul(d)) != Some(resid.len()) {
+        if b == 0 || t == 0 || b.checked_mul(t).and_then(|n| n.checked_mul(d)) != Some(resid.len())
+        {
             return Err(Error::Param {
                 field: "residual",
-                reason: format!("{} values for {b} sequences of {t} positions of width {d}", resid.len()),
+                reason: format!(
+                    "{} values for {b} sequences of {t} positions of width {d}",
+                    resid.len()
+                ),
             });
         }
         let go = || -> candle_core::Result<Vec<f32>> {

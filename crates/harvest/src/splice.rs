@@ -152,7 +152,13 @@ pub fn evaluate(
             stats.add(x, &x_hat, &codes);
             Ok(x_hat)
         };
-        sums.add(&splice_batch(model, &seqs, cfg.layer, keep, &mut reconstruct)?);
+        sums.add(&splice_batch(
+            model,
+            &seqs,
+            cfg.layer,
+            keep,
+            &mut reconstruct,
+        )?);
         done += batch.len();
         on_batch(done, contexts.len());
     }
@@ -172,7 +178,11 @@ pub fn splice_batch(
     keep: usize,
     reconstruct: &mut dyn FnMut(&Matrix) -> Result<Matrix>,
 ) -> Result<SpliceSums> {
-    let (b, t, d) = (seqs.len(), seqs.first().map_or(0, Vec::len), model.d_model());
+    let (b, t, d) = (
+        seqs.len(),
+        seqs.first().map_or(0, Vec::len),
+        model.d_model(),
+    );
     if t <= keep + 1 {
         return Err(Error::Param {
             field: "context",
@@ -239,10 +249,7 @@ pub fn score_positions(
                 .sum();
             (lc - c[y] as f64, lo - o[y] as f64, kl)
         })
-        .reduce(
-            || (0.0, 0.0, 0.0),
-            |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2),
-        )
+        .reduce(|| (0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
 }
 
 /// `log sum exp(row)` in f64, shifted by the maximum.
@@ -285,7 +292,10 @@ mod tests {
             kl: [0.0, 12.0],
         };
         let m = perfect.metrics();
-        assert_eq!((m.ce_loss_score, m.kl_score, m.delta_lm_loss), (1.0, 1.0, 0.0));
+        assert_eq!(
+            (m.ce_loss_score, m.kl_score, m.delta_lm_loss),
+            (1.0, 1.0, 0.0)
+        );
         let ablated = SpliceSums {
             tokens: 10,
             ce: [20.0, 50.0, 50.0],

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sparsecode::io::write_json_atomic;
 use sparsecode_harvest::assets::{self, Asset};
+use sparsecode_harvest::corpus::{InvalidUtf8, Utf8Report};
 use sparsecode_harvest::harvest::{self, HarvestConfig, Source};
 use sparsecode_harvest::models::Loaded;
 use std::path::PathBuf;
@@ -25,6 +26,15 @@ pub struct Args {
     /// Tokens per context (the model's BOS comes on top and is not stored).
     #[arg(long, default_value_t = 128)]
     context: usize,
+    /// Tokens at the start of each context (after BOS) that are run but not stored (their
+    /// outsized residual norms make features of their own).
+    #[arg(long, default_value_t = 0)]
+    exclude_positions: usize,
+    /// Corpus files that are not UTF-8: `replace` invalid bytes with U+FFFD (the default: the
+    /// harvest goes on, and harvest.json and a warning name the files), `skip` the files, or
+    /// stop with an `error`.
+    #[arg(long, value_enum, default_value = "replace")]
+    invalid_utf8: Utf8Arg,
     /// Contexts per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -45,6 +55,39 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// `--invalid-utf8`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Utf8Arg {
+    Error,
+    Skip,
+    Replace,
+}
+
+impl From<Utf8Arg> for InvalidUtf8 {
+    fn from(a: Utf8Arg) -> Self {
+        match a {
+            Utf8Arg::Error => InvalidUtf8::Error,
+            Utf8Arg::Skip => InvalidUtf8::Skip,
+            Utf8Arg::Replace => InvalidUtf8::Replace,
+        }
+    }
+}
+
+/// One line on stderr when files were not UTF-8 (the full list is in harvest.json).
+fn warn_utf8(r: &Utf8Report) {
+    for (files, done) in [
+        (&r.replaced, "read with U+FFFD for invalid bytes"),
+        (&r.skipped, "skipped"),
+    ] {
+        if let Some(first) = files.first() {
+            eprintln!(
+                "warning: {} corpus file(s) not UTF-8, {done} (first: {first}; all in harvest.json)",
+                files.len()
+            );
+        }
+    }
+}
+
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let corpus = match a.corpus {
         Some(c) => c,
@@ -54,6 +97,8 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let cfg = HarvestConfig {
         layer: a.layer,
         context: a.context,
+        exclude_positions: a.exclude_positions,
+        invalid_utf8: a.invalid_utf8.into(),
         batch: a.batch,
         shard_contexts: a.shard_contexts,
         dtype: a.dtype.into(),
@@ -103,6 +148,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     })
     .with_context(|| format!("harvest into {}", a.out.display()))?;
     bar.finish_and_clear();
+    warn_utf8(&summary.invalid_utf8);
     let m = model.residual_model();
     println!(
         "harvested {} tokens of {} {} (d={}) into {} in {:.1} s: {:.0} tokens/s{}",

@@ -111,7 +111,11 @@ pub fn hook_layer(path: &Path) -> Result<Option<usize>> {
             meta["hook_layer"]
                 .as_u64()
                 .and_then(|l| usize::try_from(l).ok())
-                .or_else(|| meta["hook_name"].as_str().and_then(|h| number(h, "blocks.")))
+                .or_else(|| {
+                    meta["hook_name"]
+                        .as_str()
+                        .and_then(|h| number(h, "blocks."))
+                })
         }
         SaeFormat::Sparsify => dir
             .file_name()
