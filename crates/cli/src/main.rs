@@ -51,6 +51,8 @@ enum Command {
     Dashboard(commands::dashboard::Args),
     /// Score features, neurons and random directions by word intrusion (MiniLM embeddings).
     Interp(commands::interp::Args),
+    /// Show an SAE's latents on each token of a prompt, and steer the model along them.
+    Inspect(commands::inspect::Args),
 }
 
 /// The most threads `--threads` accepts.
@@ -91,6 +93,7 @@ fn main() {
         Command::Harvest(a) => commands::harvest::run(a, threads),
         Command::Dashboard(a) => commands::dashboard::run(a, threads),
         Command::Interp(a) => commands::interp::run(a, threads),
+        Command::Inspect(a) => commands::inspect::run(a, threads),
     });
     match result {
         Ok(Outcome::Ok) => {}

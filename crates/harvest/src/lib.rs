@@ -23,6 +23,7 @@ pub mod harvest;
 pub mod llama;
 pub mod models;
 pub mod splice;
+pub mod steer;
 mod tensor_ops;
 pub mod tokenizer;
 

@@ -92,10 +92,8 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
             .expect("the template is valid"),
     );
     let par = Parallelism::threads(threads);
-    let result = par.install(|| {
-        splice::evaluate(model, &sae, &contexts, &cfg, par, &mut |done, _| {
-            bar.set_position(done as u64)
-        })
+    let result = splice::evaluate(model, &sae, &contexts, &cfg, par, &mut |done, _| {
+        bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
     let out = json!({

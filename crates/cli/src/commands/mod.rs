@@ -8,6 +8,7 @@ pub mod eval;
 pub mod eval_spliced;
 pub mod experiment;
 pub mod harvest;
+pub mod inspect;
 pub mod interp;
 pub mod learn;
 pub mod store;

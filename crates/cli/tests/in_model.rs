@@ -1,6 +1,7 @@
-//! `sparsecode eval --model`: an SAE spliced into SmolLM2 on a small slice of Moby-Dick, with
-//! SAEs whose answers are known: one that reconstructs exactly (CE loss score 1, KL 0), one that
-//! outputs zeros (the ablation itself: scores 0), and the bad inputs.
+//! SAEs at work inside SmolLM2, with SAEs whose answers are known: one that reconstructs exactly
+//! (spliced in: CE loss score 1, KL 0) and one that outputs zeros (the ablation itself: scores
+//! 0). `sparsecode eval --model` on a small slice of Moby-Dick, `sparsecode inspect` with and
+//! without steering, and the bad inputs of both.
 
 mod common;
 use common::{asset, fails, ok};
@@ -157,4 +158,110 @@ fn spliced_evaluation_refuses_what_it_cannot_run() {
     a.extend(["--layer".into(), "3".into()]);
     a[8] = "16".into();
     check(a, "fewer than one context");
+}
+
+fn inspect(sae: &Path, gguf: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "inspect",
+        "--sae",
+        sae.to_str().unwrap(),
+        "--model",
+        gguf.to_str().unwrap(),
+        "--prompt",
+        "The whale swam towards the ship",
+        "--layer",
+        "20",
+        "--top",
+        "3",
+        "--continue-tokens",
+        "6",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
+#[test]
+fn inspect_lists_each_tokens_largest_latents() {
+    let Some((gguf, _)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let exact = exact_sae(&t.path().join("exact"), false, json!({}));
+    let v = inspect(&exact, &gguf, &[]);
+    let tokens = v["tokens"].as_array().unwrap();
+    let text: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(text, "The whale swam towards the ship");
+    for t in tokens {
+        let values: Vec<f64> = t["latents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l[1].as_f64().unwrap())
+            .collect();
+        // The exact SAE's latents are |x_i| split by sign: three fire, largest first.
+        assert_eq!(values.len(), 3, "{t}");
+        assert!(
+            values.windows(2).all(|w| w[0] >= w[1]) && values[2] > 0.0,
+            "{t}"
+        );
+    }
+    assert!(v["steering"].is_null());
+}
+
+#[test]
+fn steering_by_nothing_changes_nothing_and_a_large_push_changes_the_continuation() {
+    let Some((gguf, _)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let exact = exact_sae(&t.path().join("exact"), false, json!({}));
+    let same = &inspect(&exact, &gguf, &["--steer", "7=0"])["steering"];
+    assert_eq!(same["clean_continuation"], same["steered_continuation"]);
+    let moved = |r: &Value| r["before"] != r["after"];
+    assert!(
+        !same["rose"].as_array().unwrap().iter().any(moved),
+        "{same}"
+    );
+    // A push of 500 along e_7 at every position is an edit the model notices.
+    let pushed = &inspect(&exact, &gguf, &["--steer", "7=500"])["steering"];
+    assert_ne!(pushed["clean_continuation"], pushed["steered_continuation"]);
+    let rose = &pushed["rose"][0];
+    assert!(rose["after"].as_f64() > rose["before"].as_f64(), "{pushed}");
+    let clamped = &inspect(
+        &exact,
+        &gguf,
+        &["--steer", "7=0", "--steer", "583=0", "--clamp"],
+    )["steering"];
+    assert_eq!(clamped["mode"], "clamp");
+    // Clamp mode reaches the library (its arithmetic is unit-tested there), both latents too.
+    assert_eq!(clamped["steer"][1]["latent"], 583);
+}
+
+#[test]
+fn inspect_refuses_a_missing_latent_a_bad_steer_and_an_empty_prompt() {
+    let Some((gguf, _)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let exact = exact_sae(&t.path().join("exact"), false, json!({"hook_layer": 3}));
+    let (sae, model) = (exact.to_str().unwrap(), gguf.to_str().unwrap());
+    let base = ["inspect", "--sae", sae, "--model", model];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    for (extra, needle) in [
+        (&["--prompt", "hi", "--steer", "5000=1"][..], "latent 5000"),
+        (&["--prompt", "hi", "--steer", "five=1"][..], "LATENT=VALUE"),
+        (&["--prompt", "hi", "--steer", "5=inf"][..], "not finite"),
+        (&["--prompt", ""][..], "no tokens"),
+    ] {
+        let args = with(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in:\n{err}"
+        );
+    }
 }
