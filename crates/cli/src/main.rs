@@ -30,7 +30,7 @@ enum Command {
     /// Generate synthetic superposition data with known ground truth.
     Synth(commands::synth::Args),
     /// Train a sparse autoencoder on activations.
-    Train(commands::train::Args),
+    Train(Box<commands::train::Args>),
     /// Compute sparse codes with an SAE or a dictionary.
     Encode(commands::encode::Args),
     /// Measure reconstruction, sparsity and (with --truth) identifiability.
@@ -82,7 +82,7 @@ fn main() {
     let par = sparsecode::Parallelism::threads(threads);
     let result = par.install(|| match cli.command {
         Command::Synth(a) => commands::synth::run(a),
-        Command::Train(a) => commands::train::run(a, threads),
+        Command::Train(a) => commands::train::run(*a, threads),
         Command::Encode(a) => commands::encode::run(a, threads),
         Command::Eval(a) => commands::eval::run(a, threads),
         Command::Demo(a) => commands::demo::run(a, threads),

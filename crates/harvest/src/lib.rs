@@ -24,6 +24,7 @@ pub mod llama;
 pub mod models;
 pub mod splice;
 pub mod steer;
+pub mod stream;
 mod tensor_ops;
 pub mod tokenizer;
 

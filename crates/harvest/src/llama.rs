@@ -321,6 +321,16 @@ impl Llama {
 
     /// Runs blocks `0..=last` on equally long sequences; returns the residual `[b, t, d]`.
     fn run(&self, tokens: &[Vec<u32>], last: usize) -> Result<Tensor> {
+        Ok(self
+            .run_capturing(tokens, &[last])?
+            .pop()
+            .expect("one layer asked, one returned"))
+    }
+
+    /// One pass through blocks `0..=max(layers)` that keeps the residual `[b, t, d]` after each
+    /// block of `layers`, in the order asked.
+    fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Tensor>> {
+        let last = layers.iter().copied().max().unwrap_or(0);
         let b = tokens.len();
         let t = tokens.first().map(Vec::len).unwrap_or(0);
         if b == 0 || t == 0 || tokens.iter().any(|s| s.len() != t) {
@@ -343,7 +353,7 @@ impl Llama {
             });
         }
         let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
-        let go = || -> candle_core::Result<Tensor> {
+        let go = || -> candle_core::Result<Vec<Tensor>> {
             let ids = Tensor::from_vec(ids, b * t, &self.device)?;
             let mut x = self
                 .embed
@@ -351,12 +361,32 @@ impl Llama {
                 .reshape((b, t, self.cfg.d_model))?;
             let mask = causal_mask(t, &self.device)?;
             let (cos, sin) = self.rope_tables(t)?;
-            for blk in &self.blocks[..=last] {
+            let mut kept: Vec<Option<Tensor>> = vec![None; layers.len()];
+            for (i, blk) in self.blocks[..=last].iter().enumerate() {
                 x = self.block(blk, &x, &mask, &cos, &sin)?;
+                for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
+                    *slot = Some(x.clone());
+                }
             }
-            Ok(x)
+            Ok(kept.into_iter().flatten().collect())
         };
         go().ctx("llama forward")
+    }
+
+    /// The residual streams after each block of `layers` (row-major `[b * t, d_model]` each)
+    /// from one forward pass.
+    pub fn residuals(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
+        for &l in layers {
+            crate::check_layer(self, l)?;
+        }
+        self.run_capturing(tokens, layers)?
+            .into_iter()
+            .map(|x| {
+                x.flatten_all()
+                    .and_then(|x| x.to_vec1())
+                    .ctx("reading the residual")
+            })
+            .collect()
     }
 
     /// Next-token logits after the last position of each sequence, `[b][vocab]`.

@@ -276,6 +276,7 @@ fn checkpoint_seeds(tmp: &Path) -> Result<Seeds, Box<dyn std::error::Error>> {
             dictionary: None,
             metadata: json!({}),
             format: sparsecode::sae::SaeFormat::Saelens,
+            source: None,
         };
         let checked = config.check(x.rows(), x.cols())?;
         let run = tmp.join(format!("run-{name}"));

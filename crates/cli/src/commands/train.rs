@@ -5,19 +5,21 @@ use crate::Outcome;
 use anyhow::{Context, Result};
 use sparsecode::sae::{EncoderInit, SaeFormat};
 use sparsecode::train::{
-    finish_job, train_job, ArchKind, BDecInit, Normalize, RunDir, RunJob, TrainRequest,
-    TrainingData,
+    finish_job, train_job, ArchKind, BDecInit, CheckedConfig, Normalize, RunDir, RunJob,
+    TrainRequest, TrainState, TrainingData,
 };
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Activations, [samples, d_in] .npy (loaded into memory).
-    #[arg(long, required_unless_present_any = ["resume", "store"], conflicts_with = "store")]
+    #[arg(long, required_unless_present_any = ["resume", "store", "model"], conflicts_with_all = ["store", "model"])]
     data: Option<PathBuf>,
     /// An activation store (`sparsecode store create`), streamed from disk.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     store: Option<PathBuf>,
+    #[command(flatten)]
+    stream: super::train_stream::StreamArgs,
     /// Rows in the shuffle window when streaming a store.
     #[arg(long, default_value_t = 65_536)]
     shuffle_rows: u64,
@@ -116,7 +118,7 @@ pub struct Args {
     #[arg(long)]
     no_verify: bool,
     /// Continue the killed run in this folder.
-    #[arg(long, conflicts_with_all = ["data", "store", "arch", "latents", "out"])]
+    #[arg(long, conflicts_with_all = ["data", "store", "model", "arch", "latents", "out"])]
     resume: Option<PathBuf>,
 }
 
@@ -156,10 +158,16 @@ fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let (mut run_dir, job, checked, resume_state, data) = match &a.resume {
+    if a.stream.model.is_some() {
+        return run_streamed(&a, threads);
+    }
+    let planned = match &a.resume {
         Some(path) => {
             let (dir, job, state) = RunDir::resume(path)?;
-            let mut data = TrainingData::open(&job.data)?;
+            let mut data = match &job.source {
+                Some(source) => super::train_stream::reopen(source)?,
+                None => TrainingData::open(&job.data)?,
+            };
             data.set_verify_reads(!a.no_verify);
             let checked = job.check_data(&data)?;
             (dir, job, checked, state, data)
@@ -172,23 +180,73 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 .context("missing --data or --store")?;
             let mut data = TrainingData::open(&path)?;
             data.set_verify_reads(!a.no_verify);
-            let (job, checked) = RunJob::plan(
-                &request(&a, threads)?,
-                &path,
-                &data,
-                a.dictionary.clone(),
-                a.format,
-            )?;
             let out = a.out.clone().context("missing --out")?;
-            (
-                RunDir::create(&out, a.force, &job)?,
-                job,
-                checked,
-                None,
-                data,
-            )
+            let (dir, job, checked) = plan(&a, threads, &path, &data, &out)?;
+            (dir, job, checked, None, data)
         }
     };
+    train_planned(planned)
+}
+
+/// A new run of the flags' request on `data` (read from `path`) into `out`.
+fn plan(
+    a: &Args,
+    threads: usize,
+    path: &std::path::Path,
+    data: &TrainingData,
+    out: &std::path::Path,
+) -> Result<(RunDir, RunJob, CheckedConfig)> {
+    let (job, checked) = RunJob::plan(
+        &request(a, threads)?,
+        path,
+        data,
+        a.dictionary.clone(),
+        a.format,
+    )?;
+    Ok((RunDir::create(out, a.force, &job)?, job, checked))
+}
+
+/// A run ready to train: its folder, job, checked configuration, resumed state and data.
+type Planned = (
+    RunDir,
+    RunJob,
+    CheckedConfig,
+    Option<TrainState>,
+    TrainingData,
+);
+
+/// One SAE per layer, all fed by the same forward passes of the model; every run is planned
+/// (and refused, on bad flags) before any trains.
+fn run_streamed(a: &Args, threads: usize) -> Result<Outcome> {
+    let out = a.out.clone().context("missing --out")?;
+    let hooks = super::train_stream::open(&a.stream, a.shuffle_rows)?;
+    let several = hooks.len() > 1;
+    let mut planned = Vec::new();
+    for (data, corpus, hook) in hooks {
+        let dest = if several { out.join(hook) } else { out.clone() };
+        let (dir, job, checked) = plan(a, threads, &corpus, &data, &dest)?;
+        planned.push((dir, job, checked, None, data));
+    }
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = planned
+            .into_iter()
+            .map(|p| scope.spawn(move || train_planned(p)))
+            .collect();
+        let mut first_error = None;
+        for r in runs {
+            let result = r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked")));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(Outcome::Ok), Err)
+    })
+}
+
+/// Trains a planned run to the end and writes it.
+fn train_planned((mut run_dir, job, checked, resume_state, data): Planned) -> Result<Outcome> {
     let start_step = resume_state.as_ref().map_or(0, |s| s.step);
     if start_step > 0 {
         eprintln!("resuming {} at step {start_step}", run_dir.path().display());

@@ -24,6 +24,17 @@ pub enum TrainingData {
     Memory(Matrix),
     /// A store (`store create` or `harvest`).
     Store(Store),
+    /// Rows computed as they are read (a model's activations streamed into training).
+    Streamed {
+        /// The rows.
+        rows: Box<dyn RowSource + Send>,
+        /// Identifies them (what made them, not their values: they are never all in one place).
+        fingerprint: String,
+        /// SAELens metadata of an SAE trained on them (model_name, hook_name, ...).
+        metadata: Value,
+        /// Everything needed to stream them again, for a resumed run ([`RunJob::source`]).
+        source: Value,
+    },
 }
 
 impl TrainingData {
@@ -53,6 +64,7 @@ impl TrainingData {
         match self {
             TrainingData::Memory(m) => m,
             TrainingData::Store(s) => s,
+            TrainingData::Streamed { rows, .. } => rows.as_ref(),
         }
     }
 
@@ -75,6 +87,7 @@ impl TrainingData {
                     .collect();
                 format!("shards:{}", fingerprint_str(&all))
             }
+            TrainingData::Streamed { fingerprint, .. } => fingerprint.clone(),
         }
     }
 
@@ -82,6 +95,12 @@ impl TrainingData {
     /// names its model, hook, context size and layer.
     pub fn sae_metadata(&self, path: &Path) -> Value {
         let mut meta = json!({ "model_name": null, "hook_name": null, "dataset_path": path, "context_size": null, "trained_with": "sparsecode" });
+        if let (TrainingData::Streamed { metadata, .. }, Some(m)) = (self, meta.as_object_mut()) {
+            if let Some(extra) = metadata.as_object() {
+                m.extend(extra.clone());
+            }
+            return meta;
+        }
         if let TrainingData::Store(store) = self {
             let m = &store.manifest().metadata;
             for key in ["model_name", "hook_name", "context_size"] {
@@ -122,6 +141,10 @@ impl RunJob {
             dictionary,
             metadata: data.sae_metadata(path),
             format,
+            source: match data {
+                TrainingData::Streamed { source, .. } => Some(source.clone()),
+                _ => None,
+            },
         };
         Ok((job, checked))
     }

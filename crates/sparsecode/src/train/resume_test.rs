@@ -45,6 +45,7 @@ fn job(arch: ArchConfig, x: &crate::Matrix) -> RunJob {
         dictionary: None,
         metadata: json!({}),
         format: crate::sae::SaeFormat::Saelens,
+        source: None,
     }
 }
 

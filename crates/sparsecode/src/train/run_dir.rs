@@ -44,6 +44,9 @@ pub struct RunJob {
     /// The folder format of the finished SAE.
     #[serde(default)]
     pub format: SaeFormat,
+    /// For data streamed from a model rather than read from `data`: how to stream it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Value>,
 }
 
 /// An open run folder.
