@@ -139,6 +139,116 @@ fn dashboard_shows_a_planted_feature_in_chromium() {
     assert!(visible[0].starts_with("\"3\""));
 }
 
+/// Reads a `.jsonl.gz` file of the Neuronpedia export.
+fn gz_lines(path: &Path) -> Vec<Value> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The planted dashboard in Neuronpedia's upload layout: the four description files, one
+/// feature line per feature that fired with every field the converters write (typed as they
+/// type them), and context lines whose values peak on the planted word.
+#[test]
+fn dashboard_exports_the_neuronpedia_upload_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, sae) = planted(t.path());
+    let out = t.path().join("dash");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&[
+        "dashboard",
+        "--sae",
+        &s(&sae),
+        "--store",
+        &s(&store),
+        "--out",
+        &s(&out),
+        "--unembed",
+        "none",
+        "--neuronpedia",
+        "--np-creator",
+        "tester",
+    ]);
+    let base = out.join("neuronpedia/planted/0-sparsecode-res-8");
+    for f in [
+        "release.jsonl",
+        "model.jsonl",
+        "sourceset.jsonl",
+        "source.jsonl",
+    ] {
+        let line: Value =
+            serde_json::from_str(&std::fs::read_to_string(base.join(f)).unwrap()).unwrap();
+        assert!(
+            line["createdAt"].as_str().unwrap().ends_with('Z'),
+            "{f}: {line}"
+        );
+    }
+    let features = gz_lines(&base.join("features/batch-0.jsonl.gz"));
+    assert_eq!(features.len(), 8);
+    let lists = [
+        "vector",
+        "topkCosSimIndices",
+        "topkCosSimValues",
+        "neuron_alignment_indices",
+        "neuron_alignment_values",
+        "neuron_alignment_l1",
+        "correlated_neurons_indices",
+        "correlated_neurons_pearson",
+        "correlated_neurons_l1",
+        "correlated_features_indices",
+        "correlated_features_pearson",
+        "correlated_features_l1",
+        "neg_str",
+        "neg_values",
+        "pos_str",
+        "pos_values",
+        "freq_hist_data_bar_heights",
+        "freq_hist_data_bar_values",
+        "logits_hist_data_bar_heights",
+        "logits_hist_data_bar_values",
+        "decoder_weights_dist",
+    ];
+    for f in &features {
+        for key in lists {
+            assert!(f[key].is_array(), "{key} is not a list: {f}");
+        }
+        for key in ["modelId", "layer", "index", "creatorId", "hookName"] {
+            assert!(f[key].is_string(), "{key} is not a string: {f}");
+        }
+        assert_eq!(
+            (f["modelId"].as_str(), f["layer"].as_str()),
+            (Some("planted"), Some("0-sparsecode-res-8"))
+        );
+        assert_eq!(f["vector"].as_array().unwrap().len(), 8);
+        assert!(f["frac_nonzero"].as_f64().unwrap() > 0.0 && f["hasVector"] == true);
+    }
+    // Feature 3 fires on " whale" only: each of its contexts peaks there, at the planted values.
+    let f3 = features.iter().find(|f| f["index"] == "3").unwrap();
+    assert_eq!(f3["maxActApprox"].as_f64(), Some(3.5));
+    let contexts = gz_lines(&base.join("activations/batch-0.jsonl.gz"));
+    let mine: Vec<&Value> = contexts.iter().filter(|c| c["index"] == "3").collect();
+    assert!(mine.len() >= 10, "{} contexts", mine.len());
+    for c in &mine {
+        let values = c["values"].as_array().unwrap();
+        assert_eq!(values.len(), c["tokens"].as_array().unwrap().len());
+        let at = c["maxValueTokenIndex"].as_u64().unwrap() as usize;
+        assert_eq!(c["tokens"][at], " whale", "{c}");
+        assert_eq!(values[at].as_f64(), c["maxValue"].as_f64());
+        // The row the context was drawn for is a " whale" too (the window may hold another).
+        let focus = c["qualifyingTokenIndex"].as_u64().unwrap() as usize;
+        assert_eq!(c["tokens"][focus], " whale");
+        assert!(values[focus].as_f64().unwrap() > 0.0);
+    }
+    let ids: std::collections::HashSet<&str> =
+        contexts.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), contexts.len(), "context ids repeat");
+}
+
 #[test]
 fn smollm2_slice_harvest_train_dashboard_interp() {
     let (Some(gguf), Some(moby)) = (

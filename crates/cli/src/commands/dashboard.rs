@@ -9,6 +9,7 @@ use sparsecode::data::tokens::TokenTable;
 use sparsecode::sae::Sae;
 use sparsecode::Parallelism;
 use sparsecode_harvest::llama::Llama;
+use sparsecode_lab::report::dashboard::neuronpedia::NeuronpediaMeta;
 use sparsecode_lab::report::dashboard::{self, DashboardInput};
 use sparsecode_lab::report::features::{self, ScanConfig};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,58 @@ pub struct Args {
     /// `interp` results (scores.json) to show and sort by.
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// Also write the features in Neuronpedia's upload layout, in OUT/neuronpedia.
+    #[arg(long)]
+    neuronpedia: bool,
+    /// Neuronpedia model id (default: the store's model name in lower case, without a
+    /// quantisation suffix such as `.q4_1`).
+    #[arg(long, requires = "neuronpedia")]
+    np_model_id: Option<String>,
+    /// Neuronpedia source set (default: sparsecode-res-LATENTS).
+    #[arg(long, requires = "neuronpedia")]
+    np_source_set: Option<String>,
+    /// Creator named in the release.
+    #[arg(long, default_value = "sparsecode", requires = "neuronpedia")]
+    np_creator: String,
+}
+
+/// The identifiers of a Neuronpedia export of `latents` features read on `store`.
+fn neuronpedia_meta(a: &Args, store: &Store, latents: usize) -> Result<NeuronpediaMeta> {
+    let meta = &store.manifest().metadata;
+    let hook_name = meta["hook_name"].as_str().unwrap_or_default().to_string();
+    let layer = meta["layer"]
+        .as_u64()
+        .map(|l| l as usize)
+        .or_else(|| hook_name.strip_prefix("blocks.")?.split('.').next()?.parse().ok())
+        .with_context(|| {
+            format!(
+                "{}: the store names no layer (Neuronpedia files features by layer); harvest it with sparsecode",
+                a.io.store.display()
+            )
+        })?;
+    let model_id = match &a.np_model_id {
+        Some(m) => m.clone(),
+        None => {
+            let name = meta["model_name"]
+                .as_str()
+                .unwrap_or("model")
+                .to_lowercase();
+            name.split('.').next().unwrap_or(&name).to_string()
+        }
+    };
+    Ok(NeuronpediaMeta {
+        model_id,
+        source_set: a
+            .np_source_set
+            .clone()
+            .unwrap_or_else(|| format!("sparsecode-res-{latents}")),
+        layer,
+        hook_name,
+        creator: a.np_creator.clone(),
+        dataset: meta["corpus"].as_str().unwrap_or_default().to_string(),
+        tokens_per_prompt: meta["context_size"].as_u64().unwrap_or(0) as usize,
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
 }
 
 /// Progress bar over rows.
@@ -189,6 +242,11 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         top_contexts: a.top,
         quantile_contexts: a.per_quantile,
         par,
+        neuronpedia: if a.neuronpedia {
+            Some(neuronpedia_meta(&a, &store, sae.d_sae())?)
+        } else {
+            None
+        },
     };
     let summary = dashboard::write(&a.io.out, a.io.force, &input, &store, &encode)?;
     let mut record = sparsecode::io::record::provenance("dashboard");

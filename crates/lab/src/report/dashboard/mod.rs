@@ -7,6 +7,7 @@
 //! script: the folder opens from disk, fetches nothing, needs no server.
 
 mod html;
+pub mod neuronpedia;
 
 use super::activations::activations_at;
 use super::features::FeatureScan;
@@ -49,6 +50,8 @@ pub struct DashboardInput<'a> {
     pub quantile_contexts: usize,
     /// Threads for reading contexts and ranking nearest features.
     pub par: Parallelism,
+    /// Also write the data in Neuronpedia's upload layout (`neuronpedia/` in the folder).
+    pub neuronpedia: Option<neuronpedia::NeuronpediaMeta>,
 }
 
 /// One feature in the index (also written as `features.json`).
@@ -135,6 +138,8 @@ pub struct DashboardSummary {
     pub features: usize,
     /// Features with a page (those that fired).
     pub pages: usize,
+    /// The Neuronpedia export, when asked for.
+    pub neuronpedia: Option<neuronpedia::NeuronpediaSummary>,
 }
 
 /// Writes the dashboard into `out` (refused if it exists, unless `force`): `index.html`,
@@ -201,10 +206,19 @@ fn write_on_pool(
     }
     write_atomic(&dir.join("index.html"), index.as_bytes())?;
     write_json_atomic(&dir.join("features.json"), &rows)?;
+    let exported = match &input.neuronpedia {
+        Some(meta) => {
+            let data = (&acts, rows.as_slice(), near.as_slice());
+            let to = dir.join("neuronpedia");
+            Some(neuronpedia::export(&to, meta, input, &selected, data)?)
+        }
+        None => None,
+    };
     Ok(DashboardSummary {
         dir: dir.commit()?,
         features: rows.len(),
         pages: pages.len(),
+        neuronpedia: exported,
     })
 }
 
