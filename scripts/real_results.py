@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Gathers the records of scripts/real-results.sh (WORK) into OUT/spliced.md and OUT/spliced.json.
+
+The knee of a sparsity curve is the point farthest above the chord from its sparsest to its
+densest SAE, with log2(L0) and the CE loss score each scaled to [0, 1] (Kneedle's rule)."""
+
+import json
+import math
+import pathlib
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def row(name, e):
+    s, r = e["splice"], e["reconstruction"]
+    return {
+        "sae": name,
+        "l0": r["l0"],
+        "explained_variance": e["explained_variance"],
+        "ce_loss_score": s["ce_loss_score"],
+        "kl_score": s["kl_score"],
+        "delta_lm_loss": s["delta_lm_loss"],
+        "ce_clean": s["ce_clean"],
+        "ce_sae": s["ce_sae"],
+        "l2_ratio": r["l2_ratio"],
+        "cosine": r["cosine"],
+        "dead_fraction": r["dead_fraction"],
+        "tokens": s["tokens"],
+    }
+
+
+def knee(rows):
+    pts = sorted((math.log2(max(r["l0"], 1e-9)), r["ce_loss_score"], r["sae"]) for r in rows)
+    if len(pts) < 3:
+        return None
+    (x0, y0, _), (x1, y1, _) = pts[0], pts[-1]
+    if x1 == x0 or y1 == y0:
+        return None
+    def lift(p):
+        return (p[1] - y0) / (y1 - y0) - (p[0] - x0) / (x1 - x0)
+    return max(pts, key=lift)[2]
+
+
+def table(rows, cols):
+    head = "| " + " | ".join(c for c, _ in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = ""
+    for r in rows:
+        cells = []
+        for _, key in cols:
+            v = r[key]
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        body += "| " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+COLS = [
+    ("SAE", "sae"), ("L0", "l0"), ("explained variance", "explained_variance"),
+    ("CE loss score", "ce_loss_score"), ("KL score", "kl_score"),
+    ("delta LM loss", "delta_lm_loss"), ("L2 ratio", "l2_ratio"), ("cosine", "cosine"),
+    ("dead", "dead_fraction"),
+]
+
+
+def main(work, out):
+    work, out = pathlib.Path(work), pathlib.Path(out)
+    evals = {p.stem[len("eval-"):]: load(p) for p in sorted(work.glob("eval-*.json"))}
+    topk = sorted((row(n, e) for n, e in evals.items() if n.startswith("topk-") and "@" not in n),
+                  key=lambda r: r["l0"])
+    relu = sorted((row(n, e) for n, e in evals.items() if n.startswith("relu-")),
+                  key=lambda r: r["l0"])
+    shift = [row(n, e) for n, e in evals.items() if "@" in n]
+    stability = load(work / "stability" / "results.json") if (work / "stability" / "results.json").exists() else None
+    results = {
+        "curves": {"topk": topk, "relu": relu, "knee": {"topk": knee(topk), "relu": knee(relu)}},
+        "shift": shift,
+        "stability": stability["results"] if stability else None,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "spliced.json", "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    some = next(iter(evals.values()))
+    md = "# Real network: SAEs on SmolLM2-135M, judged spliced into the model\n\n"
+    md += (f"Residual stream after block {some['config']['layer']} of SmolLM2-135M-Instruct (Q4_1 GGUF, "
+           f"dequantised). SAEs trained on harvested State of the Union addresses; every SAE scored "
+           f"on {some['splice']['tokens']} next-token positions of contexts drawn with another seed "
+           f"(`sparsecode eval --model`): CE loss score = (CE_abl - CE_sae) / (CE_abl - CE_clean), "
+           f"KL score likewise, explained variance, L0 and the L2 ratio on the same positions. "
+           f"Reproduce with `scripts/real-results.sh`.\n\n")
+    md += "## Sparsity curves\n\n**TopK over k**\n\n" + table(topk, COLS) + "\n"
+    md += "**ReLU + L1 over the L1 coefficient**\n\n" + table(relu, COLS) + "\n"
+    md += (f"Knee of the CE loss score against log2 L0 (Kneedle's rule): TopK at `{knee(topk)}`, "
+           f"ReLU at `{knee(relu)}`.\n\n")
+    md += "## Distribution shift: spliced in on Moby-Dick\n\n"
+    md += ("`topk-k32@moby`: the addresses' SAE; `moby-topk-k32@moby`: the same recipe trained on "
+           "Moby-Dick.\n\n") + table(shift, COLS) + "\n"
+    if stability:
+        md += "## Stability over seeds (TopK, k = 32)\n\n"
+        for t in stability.get("tables", []):
+            md += f"**{t['title']}**\n\n| " + " | ".join(t["header"]) + " |\n|" + "---|" * len(t["header"]) + "\n"
+            for r in t["rows"]:
+                md += "| " + " | ".join(r) + " |\n"
+            md += "\n"
+    with open(out / "spliced.md", "w") as f:
+        f.write(md)
+    print(f"wrote {out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: real_results.py WORK OUT")
+    main(sys.argv[1], sys.argv[2])
