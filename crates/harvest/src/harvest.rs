@@ -49,25 +49,7 @@ impl HarvestConfig {
     fn validate(&self, model: &dyn ResidualModel) -> Result<()> {
         crate::check_layer(model, self.layer)?;
         let p = |field, reason: String| Err(Error::Param { field, reason });
-        if self.context == 0 || self.context + 1 > model.max_context() {
-            return p(
-                "context",
-                format!(
-                    "1..={} tokens for {}",
-                    model.max_context() - 1,
-                    model.name()
-                ),
-            );
-        }
-        if self.exclude_positions >= self.context {
-            return p(
-                "exclude_positions",
-                format!(
-                    "{} leaves no position of a {}-token context to store",
-                    self.exclude_positions, self.context
-                ),
-            );
-        }
+        crate::check_context(model, self.context, self.exclude_positions)?;
         if self.batch == 0 {
             return p("batch", "at least 1 context".into());
         }

@@ -59,3 +59,45 @@ pub fn check_layer(model: &dyn ResidualModel, layer: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks a context length against a model (BOS comes on top) and the leading positions left
+/// out of it (at least one must remain).
+pub fn check_context(
+    model: &dyn ResidualModel,
+    context: usize,
+    exclude_positions: usize,
+) -> Result<()> {
+    if context == 0 || context + 1 > model.max_context() {
+        return Err(Error::Param {
+            field: "context",
+            reason: format!(
+                "1..={} tokens for {}",
+                model.max_context() - 1,
+                model.name()
+            ),
+        });
+    }
+    if exclude_positions >= context {
+        return Err(Error::Param {
+            field: "exclude_positions",
+            reason: format!("{exclude_positions} leaves no position of a {context}-token context"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `sae` reads vectors as wide as `model`'s residual stream.
+pub fn check_sae_width(model: &dyn ResidualModel, sae: &sparsecode::sae::Sae) -> Result<()> {
+    if sae.d_in() != model.d_model() {
+        return Err(Error::Param {
+            field: "sae",
+            reason: format!(
+                "the SAE reads vectors of width {} but {}'s residual stream has width {}",
+                sae.d_in(),
+                model.name(),
+                model.d_model()
+            ),
+        });
+    }
+    Ok(())
+}

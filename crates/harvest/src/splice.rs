@@ -119,17 +119,7 @@ pub fn evaluate(
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<SplicedEval> {
     crate::check_layer(model, cfg.layer)?;
-    if sae.d_in() != model.d_model() {
-        return Err(Error::Param {
-            field: "sae",
-            reason: format!(
-                "the SAE reads vectors of width {} but {}'s residual stream has width {}",
-                sae.d_in(),
-                model.name(),
-                model.d_model()
-            ),
-        });
-    }
+    crate::check_sae_width(model, sae)?;
     if cfg.batch == 0 {
         return Err(Error::Param {
             field: "batch",

@@ -63,17 +63,7 @@ pub fn prompt_ids(model: &Llama, prompt: &str) -> Result<Vec<u32>> {
 /// latent exists.
 pub fn check(model: &Llama, sae: &Sae, layer: usize, steers: &[Steer]) -> Result<()> {
     crate::check_layer(model, layer)?;
-    if sae.d_in() != model.d_model() {
-        return Err(Error::Param {
-            field: "sae",
-            reason: format!(
-                "the SAE reads vectors of width {} but {}'s residual stream has width {}",
-                sae.d_in(),
-                model.name(),
-                model.d_model()
-            ),
-        });
-    }
+    crate::check_sae_width(model, sae)?;
     if let Some(s) = steers.iter().find(|s| s.latent >= sae.d_sae()) {
         return Err(Error::Param {
             field: "steer",

@@ -77,21 +77,7 @@ impl ModelStream {
         if spec.layers.is_empty() {
             return bad("layer", "give at least one layer".into());
         }
-        if spec.context == 0 || spec.context + 1 > m.max_context() {
-            return bad(
-                "context",
-                format!("1..={} tokens for {}", m.max_context() - 1, m.name()),
-            );
-        }
-        if spec.exclude_positions >= spec.context {
-            return bad(
-                "exclude_positions",
-                format!(
-                    "{} leaves no position of a {}-token context",
-                    spec.exclude_positions, spec.context
-                ),
-            );
-        }
+        crate::check_context(m, spec.context, spec.exclude_positions)?;
         if spec.shard_contexts == 0 || spec.batch == 0 {
             return bad("shard_contexts, batch", "at least 1 context each".into());
         }
