@@ -6,7 +6,7 @@
 # over the L1 coefficient on the addresses, each scored spliced in (CE loss score, KL score) and
 # by explained variance, L0 and the L2 ratio on contexts drawn with another seed; the stability
 # experiment on the same activations; the shift: the addresses' SAE and one trained on Moby-Dick,
-# both spliced in on Moby-Dick. scripts/real_results.py gathers the records into spliced.md and spliced.json.
+# both spliced in on Moby-Dick, and each one's encoder against ITO on its decoder there. scripts/real_results.py gathers the records into spliced.md and spliced.json.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/docs/results/real}"
@@ -50,6 +50,15 @@ done
 train moby-topk-k32 moby --arch topk --k 32
 spliced "topk-k32@moby" "$moby"
 spliced "moby-topk-k32@moby" "$moby"
+# SAE codes against ITO on the same decoder under the shift (1,024 Moby-Dick tokens drawn with another seed).
+[ -f "$work/moby-ito/manifest.json" ] || $S harvest --model smollm2 --corpus "$moby" --layer $layer \
+  --context 128 --max-tokens 1024 --seed 7 --out "$work/moby-ito"
+for sae in topk-k32 moby-topk-k32; do
+  [ -f "$work/codes-$sae-sae.json" ] || $S eval --sae "$work/sae-$sae" \
+    --data "$work/moby-ito/shard-00000.npy" --json > "$work/codes-$sae-sae.json"
+  [ -f "$work/codes-$sae-ito.json" ] || $S eval --sae "$work/sae-$sae" \
+    --data "$work/moby-ito/shard-00000.npy" --ito-lambda 1 --json > "$work/codes-$sae-ito.json"
+done
 [ -f "$work/stability/results.json" ] || $S experiment stability --data "$work/sotu/shard-00000.npy" \
   --arch topk --value 32 --latents "$latents" --steps "$steps" --batch 1024 --runs 3 \
   --out "$work/stability"

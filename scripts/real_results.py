@@ -73,10 +73,18 @@ def main(work, out):
     relu = sorted((row(n, e) for n, e in evals.items() if n.startswith("relu-")),
                   key=lambda r: r["l0"])
     shift = [row(n, e) for n, e in evals.items() if "@" in n]
+    codes = []
+    for p in sorted(work.glob("codes-*.json")):
+        e = load(p)
+        sae, how = p.stem[len("codes-"):].rsplit("-", 1)
+        codes.append({"sae": sae, "codes": "encoder" if how == "sae" else "ITO (lambda 1)",
+                      "explained_variance": 1.0 - e["fvu"], "l0": e["l0"],
+                      "cosine": e["cosine"], "l2_ratio": e["l2_ratio"]})
     stability = load(work / "stability" / "results.json") if (work / "stability" / "results.json").exists() else None
     results = {
         "curves": {"topk": topk, "relu": relu, "knee": {"topk": knee(topk), "relu": knee(relu)}},
         "shift": shift,
+        "shift_codes": codes,
         "stability": stability["results"] if stability else None,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +106,12 @@ def main(work, out):
     md += "## Distribution shift: spliced in on Moby-Dick\n\n"
     md += ("`topk-k32@moby`: the addresses' SAE; `moby-topk-k32@moby`: the same recipe trained on "
            "Moby-Dick.\n\n") + table(shift, COLS) + "\n"
+    if codes:
+        md += ("**Encoder against ITO on the same decoder**, on 1,024 Moby-Dick tokens drawn with another seed "
+               "(`eval --data --ito-lambda 1`):\n\n")
+        md += table(codes, [("SAE", "sae"), ("codes", "codes"), ("L0", "l0"),
+                            ("explained variance", "explained_variance"), ("cosine", "cosine"),
+                            ("L2 ratio", "l2_ratio")]) + "\n"
     if stability:
         md += "## Stability over seeds (TopK, k = 32)\n\n"
         for t in stability.get("tables", []):

@@ -622,6 +622,29 @@ fn e2_known_dictionary_sae_has_an_amortisation_gap_that_ito_closes() {
         ito_mcc >= 0.95 && ito_mcc > sae + 0.2,
         "ITO {ito_mcc} vs SAE {sae}"
     );
+    // `eval --ito-lambda` runs the same refinement itself (default 1,000 iterations) and scores
+    // the refined codes as the SAE's decoder reconstructs them.
+    let eval_sae = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--sae",
+            p(&run_dir),
+            "--data",
+            p(&test),
+            "--truth",
+            p(&d),
+        ];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        json(&ok(&args))
+    };
+    let (plain, refined) = (eval_sae(&[]), eval_sae(&["--ito-lambda", "0.001"]));
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(f(&refined, "code_mcc") > sae + 0.2, "{refined}");
+    assert!(
+        f(&refined, "fvu") < f(&plain, "fvu"),
+        "{refined} vs {plain}"
+    );
 }
 
 #[test]

@@ -17,6 +17,11 @@ pub struct Args {
     /// Precomputed codes [samples, N] .npy.
     #[arg(long)]
     codes: Option<PathBuf>,
+    /// With --sae and --data: refine the SAE's codes by inference-time optimisation on its
+    /// decoder (non-negative FISTA from the encoder's output) with this L1 weight, and score
+    /// those codes instead.
+    #[arg(long, requires = "sae", requires = "data")]
+    ito_lambda: Option<f32>,
     /// Dictionary [N, d_in] .npy for --codes (needed for MSE/FVU and dictionary recovery).
     #[arg(long, requires = "codes")]
     dictionary: Option<PathBuf>,
@@ -75,7 +80,17 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let codes = a.codes.as_deref().map(open).transpose()?;
     let dictionary = a.dictionary.as_deref().map(super::read_data).transpose()?;
     let source = match (&sae, &codes) {
-        (Some(sae), _) => CodeSource::Sae(sae),
+        (Some(sae), _) => match a.ito_lambda {
+            Some(lambda) => CodeSource::Ito(
+                sae,
+                sparsecode::coding::FistaParams {
+                    lambda,
+                    nonneg: true,
+                    ..Default::default()
+                },
+            ),
+            None => CodeSource::Sae(sae),
+        },
         (None, Some(codes)) => CodeSource::File {
             codes,
             dictionary: dictionary.as_ref(),
@@ -92,7 +107,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let mut out = json!({
         "samples": rec.samples,
         "latents": match &source {
-            CodeSource::Sae(sae) => sae.d_sae(),
+            CodeSource::Sae(sae) | CodeSource::Ito(sae, _) => sae.d_sae(),
             CodeSource::File { codes, .. } => codes.matrix_shape()?.1,
         },
         "mse": r.reconstructed.then_some(rec.mse),

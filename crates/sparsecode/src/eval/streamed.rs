@@ -12,6 +12,9 @@ use crate::{Error, Matrix, Parallelism, Result};
 pub enum CodeSource<'a> {
     /// Encoded (and reconstructed) by an SAE.
     Sae(&'a Sae),
+    /// The SAE's codes refined by inference-time optimisation on its decoder
+    /// ([`crate::coding::ito`]), reconstructed by its decoder.
+    Ito(&'a Sae, crate::coding::FistaParams),
     /// Read from a `[samples, N]` file, decoded with the `[N, d_in]` dictionary when given.
     File {
         /// The codes.
@@ -83,12 +86,12 @@ pub fn evaluate_streamed(
 fn check_source(source: &CodeSource, data: &NpyMap) -> Result<usize> {
     let (samples, d_in) = data.matrix_shape()?;
     match source {
-        CodeSource::Sae(sae) if sae.d_in() != d_in => Err(Error::shape(
+        CodeSource::Sae(sae) | CodeSource::Ito(sae, _) if sae.d_in() != d_in => Err(Error::shape(
             data.path().display().to_string(),
             format!("{} columns (the SAE's d_in)", sae.d_in()),
             format!("{d_in} columns"),
         )),
-        CodeSource::Sae(sae) => Ok(sae.d_sae()),
+        CodeSource::Sae(sae) | CodeSource::Ito(sae, _) => Ok(sae.d_sae()),
         CodeSource::File { codes, dictionary } => {
             let n = same_rows(codes, samples)?;
             if let Some(d) = dictionary {
@@ -132,6 +135,11 @@ fn codes_of(
             let xh = sae.decode(&z, par);
             (z, Some(xh))
         }
+        CodeSource::Ito(sae, p) => {
+            let z = crate::coding::ito(sae, x, p, par)?.codes;
+            let xh = sae.decode(&z, par);
+            (z, Some(xh))
+        }
         CodeSource::File { codes, dictionary } => {
             let z = codes.read_rows(start, end)?;
             let xh = dictionary.map(|d| crate::linalg::synthesize(&z, d, None, par));
@@ -147,6 +155,50 @@ mod tests {
     use crate::eval::{code_mcc, evaluate, mcc_of};
     use crate::sae::{Activation, EncoderInit};
     use rand::SeedableRng;
+
+    #[test]
+    fn ito_codes_are_scored_as_the_sae_decodes_them_and_reconstruct_better() {
+        let d = generate(
+            &SynthConfig {
+                latents: 30,
+                dims: 10,
+                samples: 3000,
+                test_samples: 0,
+                ..SynthConfig::e2(3)
+            },
+            None,
+        )
+        .unwrap();
+        let x = &d.train.activations;
+        let t = tempfile::tempdir().unwrap();
+        let xp = t.path().join("x.npy");
+        crate::io::write_matrix(&xp, x).unwrap();
+        let xm = NpyMap::open(&xp).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let sae = Sae::init(10, 30, Activation::Relu, EncoderInit::Tied, &mut rng);
+        let par = Parallelism::Threads(2);
+        let p = crate::coding::FistaParams {
+            lambda: 1e-3,
+            nonneg: true,
+            ..Default::default()
+        };
+        let ito = evaluate_streamed(&xm, &CodeSource::Ito(&sae, p), None, par).unwrap();
+        let plain = evaluate_streamed(&xm, &CodeSource::Sae(&sae), None, par).unwrap();
+        let codes = crate::coding::ito(&sae, x, &p, par).unwrap().codes;
+        let want = evaluate(x, &sae.decode(&codes, par), &codes);
+        assert!(
+            (ito.recon.fvu - want.fvu).abs() < 1e-9,
+            "{} vs {}",
+            ito.recon.fvu,
+            want.fvu
+        );
+        assert!(
+            ito.recon.fvu < plain.recon.fvu,
+            "{} vs {}",
+            ito.recon.fvu,
+            plain.recon.fvu
+        );
+    }
 
     #[test]
     fn streamed_evaluation_equals_the_whole_matrix_one() {
