@@ -153,6 +153,15 @@ fn spliced_evaluation_refuses_what_it_cannot_run() {
     let sae = Sae::zeros(8, 16, Activation::Relu, None);
     sparsecode::sae::saelens::save(&narrow, &sae, json!({"hook_layer": 3})).unwrap();
     check(base(&narrow), "width 8");
+    // A batch whose logits do not fit is refused before the model runs.
+    let mut a = base(&bare);
+    a.extend([
+        "--layer".into(),
+        "3".into(),
+        "--memory-limit".into(),
+        "1M".into(),
+    ]);
+    check(a, "spliced logits");
     // Fewer tokens than one context.
     let mut a = base(&bare);
     a.extend(["--layer".into(), "3".into()]);

@@ -127,6 +127,11 @@ pub fn evaluate(
         });
     }
     let bos = model.tokenizer().bos();
+    // A batch's logits: the clean and one replaced run side by side, and candle's copy of one.
+    let positions = cfg.batch.min(contexts.len()).saturating_mul(
+        contexts.first().map_or(0, |c| c.tokens.len()) + usize::from(bos.is_some()),
+    );
+    sparsecode::memory::admit_array("spliced logits", &[3, positions, model.config().vocab], 4)?;
     let mut sums = SpliceSums::default();
     let mut stats = ReconStats::new(sae.d_in(), sae.d_sae());
     let mut done = 0;

@@ -109,6 +109,13 @@ impl ModelStream {
         }
         let rows_per_shard = (spec.shard_contexts * (spec.context - spec.exclude_positions)) as u64;
         let capacity = spec.window_rows.div_ceil(rows_per_shard.max(1)) as usize + 2;
+        let cached = [
+            capacity,
+            rows_per_shard as usize,
+            m.d_model(),
+            spec.layers.len(),
+        ];
+        sparsecode::memory::admit_array("model stream cache", &cached, 4)?;
         Ok(Arc::new(ModelStream {
             model,
             fingerprint: format!("stream:{}", sha256_hex(identity.as_bytes())),
