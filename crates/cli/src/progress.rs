@@ -13,7 +13,7 @@ impl<'a> Progress<'a> {
     pub fn new(inner: &'a mut dyn Observer) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}")
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}")
                 .expect("the template is valid"),
         );
         Progress { inner, bar }

@@ -3,6 +3,7 @@
 use crate::progress::Progress;
 use crate::Outcome;
 use anyhow::{Context, Result};
+use indicatif::MultiProgress;
 use sparsecode::sae::{EncoderInit, SaeFormat};
 use sparsecode::train::{
     finish_job, train_job, ArchKind, BDecInit, CheckedConfig, Normalize, RunDir, RunJob,
@@ -185,7 +186,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             (dir, job, checked, None, data)
         }
     };
-    train_planned(planned)
+    train_planned(planned, None)
 }
 
 /// A new run of the flags' request on `data` (read from `path`) into `out`.
@@ -227,10 +228,15 @@ fn run_streamed(a: &Args, threads: usize) -> Result<Outcome> {
         let (dir, job, checked) = plan(a, threads, &corpus, &data, &dest)?;
         planned.push((dir, job, checked, None, data));
     }
+    let bars = MultiProgress::new();
     std::thread::scope(|scope| {
         let runs: Vec<_> = planned
             .into_iter()
-            .map(|p| scope.spawn(move || train_planned(p)))
+            .map(|p| {
+                let label = p.1.metadata["hook_name"].as_str().unwrap_or("").to_string();
+                let bar = several.then_some((&bars, label));
+                scope.spawn(move || train_planned(p, bar))
+            })
             .collect();
         let mut first_error = None;
         for r in runs {
@@ -245,14 +251,22 @@ fn run_streamed(a: &Args, threads: usize) -> Result<Outcome> {
     })
 }
 
-/// Trains a planned run to the end and writes it.
-fn train_planned((mut run_dir, job, checked, resume_state, data): Planned) -> Result<Outcome> {
+/// Trains a planned run to the end and writes it; with `bars`, its progress bar is one of
+/// several drawn together, labelled.
+fn train_planned(
+    (mut run_dir, job, checked, resume_state, data): Planned,
+    bars: Option<(&MultiProgress, String)>,
+) -> Result<Outcome> {
     let start_step = resume_state.as_ref().map_or(0, |s| s.step);
     if start_step > 0 {
         eprintln!("resuming {} at step {start_step}", run_dir.path().display());
     }
     let outcome = {
         let mut progress = Progress::new(&mut run_dir);
+        if let Some((multi, label)) = bars {
+            progress.bar = multi.add(progress.bar.clone());
+            progress.bar.set_prefix(label);
+        }
         train_job(&job, &checked, &data, resume_state, &mut progress)?
     };
     let (dest, metrics) = finish_job(run_dir, &job, &data, &outcome, start_step)?;
