@@ -106,6 +106,9 @@ def main(work, out):
     md += "## Distribution shift: spliced in on Moby-Dick\n\n"
     md += ("`topk-k32@moby`: the addresses' SAE; `moby-topk-k32@moby`: the same recipe trained on "
            "Moby-Dick.\n\n") + table(shift, COLS) + "\n"
+    md += ("Explained variance divides by the variance of the positions evaluated, so it does not "
+           "compare across corpora; the CE and KL scores, measured against the same model on the "
+           "same tokens, do.\n\n")
     if codes:
         md += ("**Encoder against ITO on the same decoder**, on 1,024 Moby-Dick tokens drawn with another seed "
                "(`eval --data --ito-lambda 1`):\n\n")
@@ -121,7 +124,7 @@ def main(work, out):
             md += "\n"
     with open(out / "spliced.md", "w") as f:
         f.write(md)
-    print(f"wrote {out / 'results.md'}")
+    print(f"wrote {out / 'spliced.md'}")
 
 
 if __name__ == "__main__":
