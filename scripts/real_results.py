@@ -45,6 +45,44 @@ def knee(rows):
     return max(pts, key=lift)[2]
 
 
+def curve_svg(series, knees):
+    """CE loss score against L0 (log2 axis), one polyline per series, knees circled."""
+    w, h, m = 560, 360, 56
+    pts = [r for rows in series.values() for r in rows]
+    xs = [math.log2(max(r["l0"], 1e-3)) for r in pts]
+    ys = [r["ce_loss_score"] for r in pts]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), 1.0
+    def px(r):
+        x = m + (math.log2(max(r["l0"], 1e-3)) - x0) / (x1 - x0 or 1) * (w - 2 * m)
+        y = h - m - (r["ce_loss_score"] - y0) / (y1 - y0 or 1) * (h - 2 * m)
+        return x, y
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+           f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+           f'<text x="{w / 2}" y="{h - 16}" text-anchor="middle">L0 (log scale)</text>',
+           f'<text x="16" y="{h / 2}" transform="rotate(-90 16 {h / 2})" text-anchor="middle">CE loss score</text>']
+    for e in range(math.ceil(x0), math.floor(x1) + 1):
+        x = m + (e - x0) / (x1 - x0 or 1) * (w - 2 * m)
+        out.append(f'<text x="{x:.1f}" y="{h - m + 16}" text-anchor="middle">{2 ** e}</text>')
+    for i in range(5):
+        v = y0 + (y1 - y0) * i / 4
+        y = h - m - (v - y0) / (y1 - y0 or 1) * (h - 2 * m)
+        out.append(f'<text x="{m - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for (name, rows), colour in zip(series.items(), ["#1f77b4", "#d62728"]):
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(px, rows))
+        out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for r in rows:
+            x, y = px(r)
+            ring = ' stroke="black" stroke-width="2"' if r["sae"] == knees.get(name) else ""
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{6 if ring else 3}" fill="{colour}"{ring}/>')
+        lx, ly = px(rows[-1])
+        out.append(f'<text x="{lx - 8:.1f}" y="{ly - 10:.1f}" text-anchor="end" fill="{colour}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def table(rows, cols):
     head = "| " + " | ".join(c for c, _ in cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = ""
@@ -101,8 +139,11 @@ def main(work, out):
            f"Reproduce with `scripts/real-results.sh`.\n\n")
     md += "## Sparsity curves\n\n**TopK over k**\n\n" + table(topk, COLS) + "\n"
     md += "**ReLU + L1 over the L1 coefficient**\n\n" + table(relu, COLS) + "\n"
-    md += (f"Knee of the CE loss score against log2 L0 (Kneedle's rule): TopK at `{knee(topk)}`, "
-           f"ReLU at `{knee(relu)}`.\n\n")
+    md += (f"Knee of the CE loss score against log2 L0 (Kneedle's rule, circled): TopK at "
+           f"`{knee(topk)}`, ReLU at `{knee(relu)}`.\n\n![CE loss score against L0](curve.svg)\n\n")
+    with open(out / "curve.svg", "w") as f:
+        f.write(curve_svg({"TopK": topk, "ReLU + L1": relu},
+                          {"TopK": knee(topk), "ReLU + L1": knee(relu)}))
     md += "## Distribution shift: spliced in on Moby-Dick\n\n"
     md += ("`topk-k32@moby`: the addresses' SAE; `moby-topk-k32@moby`: the same recipe trained on "
            "Moby-Dick.\n\n") + table(shift, COLS) + "\n"
