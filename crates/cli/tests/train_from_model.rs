@@ -187,6 +187,7 @@ fn training_from_a_model_refuses_what_it_cannot_stream() {
     for (extra, needle) in [
         (&[][..], "--layer"),
         (&["--layer", "30"][..], "30"),
+        (&["--layer", "4,2,4"][..], "4 is given twice"),
         (
             &[
                 "--layer",

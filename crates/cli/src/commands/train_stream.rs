@@ -51,6 +51,17 @@ pub fn open(a: &StreamArgs, window_rows: u64) -> Result<Vec<(TrainingData, PathB
     if a.layer.is_empty() {
         anyhow::bail!("--model needs --layer L (or L1,L2,...: one SAE per layer)");
     }
+    if let Some((i, l)) = a
+        .layer
+        .iter()
+        .enumerate()
+        .find(|(i, l)| a.layer[..*i].contains(l))
+    {
+        anyhow::bail!(
+            "--layer: {l} is given twice (position {}); one SAE per layer",
+            i + 1
+        );
+    }
     let corpus = match &a.corpus {
         Some(c) => c.clone(),
         None => assets::require(Asset::Sotu)?,
