@@ -15,12 +15,10 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Support {
     /// Exactly `k` latents, uniformly at random.
-    /// Exactly `k` latents, uniformly at random.
     Exact {
         /// Active latents per sample.
         k: usize,
     },
-    /// Each latent independently with probability `p`.
     /// Each latent independently with probability `p`.
     Bernoulli {
         /// Firing probability of each latent.
