@@ -392,26 +392,40 @@ impl Llama {
     /// Next-token logits after the last position of each sequence, `[b][vocab]`.
     pub fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let x = self.run(tokens, self.cfg.n_layers - 1)?;
-        let go = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let t = x.dim(1)?;
-            let last = x.narrow(1, t - 1, 1)?.squeeze(1)?;
-            let h = rms_norm(&last, &self.out_norm, self.cfg.rms_eps)?;
-            let w = self.output.as_ref().unwrap_or(&self.embed);
-            h.matmul(&w.t()?)?.to_vec2()
-        };
-        go().ctx("llama logits")
+        self.head(&x, true)
+            .and_then(|l| l.to_vec2())
+            .ctx("llama logits")
     }
 
-    /// Next-token logits at every position, row-major `[b * t, vocab]`, of the model continued
-    /// from `resid`, the residual stream after block `layer` of `b` sequences of `t` tokens
-    /// (row-major `[b * t, d_model]`, as [`ResidualModel::residual`] returns it). Run on the
-    /// residual as read, it gives the model's own logits; edited, the model's with the edit
-    /// spliced in after that block.
+    /// The final norm and the unembedding of `x` `[b, t, d]`: logits `[b * t, vocab]`, or with
+    /// `last_only` `[b, vocab]` of each sequence's last position.
+    fn head(&self, x: &Tensor, last_only: bool) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let x = if last_only {
+            x.narrow(1, t - 1, 1)?.reshape((b, d))?
+        } else {
+            x.reshape((b * t, d))?
+        };
+        let h = rms_norm(&x, &self.out_norm, self.cfg.rms_eps)?;
+        h.matmul(&self.unembedding().t()?)
+    }
+
+    /// The output matrix `[vocab, d]` (the embedding when they are tied).
+    fn unembedding(&self) -> &Tensor {
+        self.output.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Next-token logits of the model continued from `resid`, the residual stream after block
+    /// `layer` of `b` sequences of `t` tokens (row-major `[b * t, d_model]`, as
+    /// [`ResidualModel::residual`] returns it): row-major `[b * t, vocab]`, or with `last_only`
+    /// `[b, vocab]` of each sequence's last position. Run on the residual as read, it gives the
+    /// model's own logits; edited, the model's with the edit spliced in after that block.
     pub fn logits_from(
         &self,
         resid: &[f32],
         (b, t): (usize, usize),
         layer: usize,
+        last_only: bool,
     ) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let d = self.cfg.d_model;
@@ -432,9 +446,7 @@ impl Llama {
             for blk in &self.blocks[layer + 1..] {
                 x = self.block(blk, &x, &mask, &cos, &sin)?;
             }
-            let h = rms_norm(&x, &self.out_norm, self.cfg.rms_eps)?.reshape((b * t, d))?;
-            let w = self.output.as_ref().unwrap_or(&self.embed);
-            h.matmul(&w.t()?)?.flatten_all()?.to_vec1()
+            self.head(&x, last_only)?.flatten_all()?.to_vec1()
         };
         go().ctx("llama logits from a residual")
     }
@@ -463,7 +475,7 @@ impl Llama {
                 reason: format!("rows of width {d}"),
             });
         }
-        let w = self.output.as_ref().unwrap_or(&self.embed);
+        let w = self.unembedding();
         let mut out = Vec::with_capacity(dirs.len() / d);
         for chunk in dirs.chunks(256 * d) {
             let n = chunk.len() / d;

@@ -203,48 +203,73 @@ pub fn splice_batch(
         .collect();
     let vocab = model.config().vocab;
     let shape = (b, t);
-    let clean_logits = model.logits_from(&clean, shape, layer)?;
+    let clean_logits = model.logits_from(&clean, shape, layer, false)?;
+    let clean = Scored::new(&clean_logits, vocab, &targets);
     let mut sums = SpliceSums {
         tokens: targets.len() as u64,
-        ..SpliceSums::default()
+        ce: [clean.cross_entropy(), 0.0, 0.0],
+        kl: [0.0; 2],
     };
     for (v, resid) in [spliced, ablated].iter().enumerate() {
-        let logits = model.logits_from(resid, shape, layer)?;
-        let (ce_clean, ce, kl) = score_positions(&clean_logits, &logits, vocab, &targets);
-        sums.ce[0] = ce_clean;
-        sums.ce[v + 1] = ce;
-        sums.kl[v] = kl;
+        let logits = model.logits_from(resid, shape, layer, false)?;
+        let other = Scored::new(&logits, vocab, &targets);
+        sums.ce[v + 1] = other.cross_entropy();
+        sums.kl[v] = clean.kl_to(&other);
     }
     Ok(sums)
 }
 
-/// Sums over `targets` (row, next token) of the clean cross-entropy, the other variant's, and
-/// KL(clean || other), from row-major logits of width `vocab`.
-pub fn score_positions(
-    clean: &[f32],
-    other: &[f32],
+/// Row-major logits of width `vocab` at the scored positions `targets` (row, next token), with
+/// each position's log-normaliser `log sum exp`, computed once.
+pub struct Scored<'a> {
+    logits: &'a [f32],
     vocab: usize,
-    targets: &[(usize, usize)],
-) -> (f64, f64, f64) {
-    targets
-        .par_iter()
-        .map(|&(r, y)| {
-            let (c, o) = (
-                &clean[r * vocab..(r + 1) * vocab],
-                &other[r * vocab..(r + 1) * vocab],
-            );
-            let (lc, lo) = (log_sum_exp(c), log_sum_exp(o));
-            let kl: f64 = c
-                .iter()
-                .zip(o)
-                .map(|(a, b)| {
-                    let lpc = *a as f64 - lc;
-                    lpc.exp() * (lpc - (*b as f64 - lo))
-                })
-                .sum();
-            (lc - c[y] as f64, lo - o[y] as f64, kl)
-        })
-        .reduce(|| (0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    targets: &'a [(usize, usize)],
+    log_norms: Vec<f64>,
+}
+
+impl<'a> Scored<'a> {
+    /// The normalisers of `logits` at `targets`.
+    pub fn new(logits: &'a [f32], vocab: usize, targets: &'a [(usize, usize)]) -> Self {
+        let log_norms = targets
+            .par_iter()
+            .map(|&(r, _)| log_sum_exp(&logits[r * vocab..(r + 1) * vocab]))
+            .collect();
+        Scored {
+            logits,
+            vocab,
+            targets,
+            log_norms,
+        }
+    }
+
+    /// Sum over the positions of `-log p(next token)`.
+    pub fn cross_entropy(&self) -> f64 {
+        (self.targets.iter().zip(&self.log_norms))
+            .map(|(&(r, y), n)| n - self.logits[r * self.vocab + y] as f64)
+            .sum()
+    }
+
+    /// Sum over the positions of `KL(self || other)` (same positions and vocabulary).
+    pub fn kl_to(&self, other: &Scored) -> f64 {
+        let v = self.vocab;
+        (self.targets.par_iter().enumerate())
+            .map(|(i, &(r, _))| {
+                let (p, q) = (
+                    &self.logits[r * v..(r + 1) * v],
+                    &other.logits[r * v..(r + 1) * v],
+                );
+                let (np, nq) = (self.log_norms[i], other.log_norms[i]);
+                p.iter()
+                    .zip(q)
+                    .map(|(a, b)| {
+                        let lp = *a as f64 - np;
+                        lp.exp() * (lp - (*b as f64 - nq))
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
 }
 
 /// `log sum exp(row)` in f64, shifted by the maximum.
@@ -260,9 +285,13 @@ mod tests {
     #[test]
     fn identical_logits_give_zero_kl_and_equal_cross_entropy() {
         let logits = vec![1.0, 2.0, 0.5, -1.0, 0.0, 3.0];
-        let (c, o, kl) = score_positions(&logits, &logits, 3, &[(0, 1), (1, 2)]);
-        assert_eq!(c, o);
-        assert!(kl.abs() < 1e-12, "{kl}");
+        let targets = [(0, 1), (1, 2)];
+        let (a, b) = (
+            Scored::new(&logits, 3, &targets),
+            Scored::new(&logits, 3, &targets),
+        );
+        assert_eq!(a.cross_entropy(), b.cross_entropy());
+        assert!(a.kl_to(&b).abs() < 1e-12);
     }
 
     #[test]
@@ -272,11 +301,19 @@ mod tests {
         let clean = vec![0.0f32; 4];
         let p = [0.7f64, 0.1, 0.1, 0.1];
         let other: Vec<f32> = p.iter().map(|v| v.ln() as f32).collect();
-        let (c, o, kl) = score_positions(&clean, &other, 4, &[(0, 0)]);
-        assert!((c - 4f64.ln()).abs() < 1e-9);
-        assert!((o - -(0.7f64.ln())).abs() < 1e-6);
+        let targets = [(0, 0)];
+        let (c, o) = (
+            Scored::new(&clean, 4, &targets),
+            Scored::new(&other, 4, &targets),
+        );
+        assert!((c.cross_entropy() - 4f64.ln()).abs() < 1e-9);
+        assert!((o.cross_entropy() - -(0.7f64.ln())).abs() < 1e-6);
         let want: f64 = p.iter().map(|q| 0.25 * (0.25 / q).ln()).sum();
-        assert!((kl - want).abs() < 1e-6, "{kl} vs {want}");
+        assert!(
+            (c.kl_to(&o) - want).abs() < 1e-6,
+            "{} vs {want}",
+            c.kl_to(&o)
+        );
     }
 
     #[test]

@@ -178,9 +178,7 @@ impl Steered<'_> {
                 self.par,
             )?;
         }
-        let logits = self.model.logits_from(&resid, (1, t), self.layer)?;
-        let v = self.model.config().vocab;
-        Ok(logits[(t - 1) * v..].to_vec())
+        self.model.logits_from(&resid, (1, t), self.layer, true)
     }
 
     /// `n` greedy tokens after `ids`, each step run with the edit.
