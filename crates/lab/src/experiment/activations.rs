@@ -1,7 +1,8 @@
 //! A network's penultimate activations kept as activation stores in the run folder,
 //! `activations/NETWORK/train` and `activations/NETWORK/test` (float32, as `sparsecode store
 //! create` writes them), so that `sparsecode train --data` and Python's `ActivationStore` can
-//! take them up after the experiment; the experiment's own coders read them back from there.
+//! take them up after the experiment; the experiment's SAEs stream their training rows from
+//! there.
 
 use serde_json::Value;
 use sparsecode::data::store::{default_shard_rows, Store, StoreDType, StoreWriter};
@@ -49,11 +50,6 @@ impl StoredSplit {
             test: store("test", test)?,
         })
     }
-
-    /// Both splits read back whole.
-    pub fn read(&self) -> Result<(Matrix, Matrix)> {
-        Ok((self.train.head(u64::MAX)?, self.test.head(u64::MAX)?))
-    }
 }
 
 /// The report's note on where `network`'s stores are and how to train on them.
@@ -72,7 +68,10 @@ mod tests {
         let test = Matrix::from_vec(1, 2, vec![7.0, 8.0]).unwrap();
         let meta = serde_json::json!({"experiment": "t"});
         let s = StoredSplit::write(dir.path(), "trained", (&train, &test), &meta).unwrap();
-        let (a, b) = s.read().unwrap();
+        let (a, b) = (
+            s.train.head(u64::MAX).unwrap(),
+            s.test.head(u64::MAX).unwrap(),
+        );
         assert_eq!(
             (a.as_slice(), b.as_slice()),
             (train.as_slice(), test.as_slice())

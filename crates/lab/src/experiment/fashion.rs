@@ -175,13 +175,12 @@ pub fn run(
     )?
     .trained;
     let acc = accuracy(&net, &x_test, &y_test, par);
-    let features = (
-        &net.features(&x_train, false, par),
-        &net.features(&x_test, false, par),
+    let (raw_train, raw_test) = (
+        net.features(&x_train, false, par),
+        net.features(&x_test, false, par),
     );
     let meta = json!({"experiment": "fashion-mnist", "model_name": "fashion-mnist MLP", "hook_name": "penultimate", "seed": p.seed});
-    let stored = StoredSplit::write(run_dir, "trained", features, &meta)?;
-    let (raw_train, raw_test) = stored.read()?;
+    let stored = StoredSplit::write(run_dir, "trained", (&raw_train, &raw_test), &meta)?;
     let scale = rms_scale(&raw_train);
     let sae = train_topk(
         &stored.train,

@@ -8,7 +8,7 @@
 
 use super::activations::{self, StoredSplit};
 use super::identifiability::nets::{accuracy, train_net, NetSettings};
-use super::identifiability::score::{score_stored, CoderSettings, ReprScore};
+use super::identifiability::score::{score_stored, CoderSettings, Repr, ReprScore};
 use super::{Report, Table};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -125,13 +125,14 @@ pub fn run(p: &ScenesParams, run_dir: &Path, par: Parallelism) -> Result<ScenesR
     write_factors(run_dir, &train.z, &test.z)?;
     let k = p.scene.objects * FACTORS;
     let scored = |n: &Classifier, name: &str| -> Result<ReprScore> {
-        let features = (
-            &n.features(&train.x, false, par),
-            &n.features(&test.x, false, par),
-        );
+        let rep = Repr {
+            train: &n.features(&train.x, false, par),
+            test: &n.features(&test.x, false, par),
+        };
         let meta = json!({"experiment": "scenes", "model_name": format!("scenes MLP ({name})"), "hook_name": "penultimate", "seed": p.seed});
-        let stored = StoredSplit::write(run_dir, name, features, &meta)?;
-        let mut s = score_stored(&stored, (&train.z, &test.z), k, &p.coders, p.seed, par)?;
+        let stored = StoredSplit::write(run_dir, name, (rep.train, rep.test), &meta)?;
+        let z = (&train.z, &test.z);
+        let mut s = score_stored(rep, &stored.train, z, k, &p.coders, p.seed, par)?;
         s.accuracy = Some(accuracy(n, &test.x, &test.labels, par));
         Ok(s)
     };

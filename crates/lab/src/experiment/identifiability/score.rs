@@ -1,7 +1,6 @@
 //! How one representation of planted sparse latents is scored: how linear it is in the latents,
 //! both ways, and how well an SAE and dictionary learning lift the latents back out of it.
 
-use crate::experiment::activations::StoredSplit;
 use crate::experiment::sae_runs::Recipe;
 use serde::Serialize;
 use sparsecode::coding::{fista, learn_dictionary, DictLearnParams, FistaParams};
@@ -79,21 +78,22 @@ pub fn score(
     )
 }
 
-/// [`score`] of a representation kept in activation stores: the SAE streams the training
-/// store (scaled on the way in as [`unit_rms`] scales), the rest reads both stores back.
+/// [`score`] of a representation also kept as an activation store: the SAE streams its
+/// training rows from `train_store` (scaled on the way in as [`unit_rms`] scales, the scale
+/// folded into the SAE), the rest reads `rep`, the same rows in memory.
 pub fn score_stored(
-    rep: &StoredSplit,
+    rep: Repr<'_>,
+    train_store: &dyn RowSource,
     z: (&Matrix, &Matrix),
     k: usize,
     s: &CoderSettings,
     seed: u64,
     par: Parallelism,
 ) -> Result<ReprScore> {
-    let (raw_train, raw_test) = rep.read()?;
-    let scale = rms_scale(&raw_train);
-    let sae = train_topk(&rep.train, scale, z.1.cols(), k, s.sae_steps, seed, par)?;
-    let sae_codes = sae.encode_dense(&raw_test, par);
-    let (train, test) = unit_rms(&raw_train, &raw_test);
+    let scale = rms_scale(rep.train);
+    let sae = train_topk(train_store, scale, z.1.cols(), k, s.sae_steps, seed, par)?;
+    let sae_codes = sae.encode_dense(rep.test, par);
+    let (train, test) = unit_rms(rep.train, rep.test);
     score_scaled(
         Repr {
             train: &train,
