@@ -95,13 +95,8 @@ pub(super) fn export(
         let mut features = Vec::with_capacity(chunk.len());
         let mut contexts = Vec::new();
         for sel in chunk {
-            let lines = activation_lines(meta, input, sel, acts);
-            let max = lines
-                .iter()
-                .filter_map(|l| l["maxValue"].as_f64())
-                .fold(0.0, f64::max);
-            features.push(feature_line(meta, input, sel.feature, max, rows, near));
-            contexts.extend(lines);
+            features.push(feature_line(meta, input, sel.feature, rows, near));
+            contexts.extend(activation_lines(meta, input, sel, acts));
         }
         summary.features += features.len();
         summary.activations += contexts.len();
@@ -155,12 +150,13 @@ fn feature_line(
     meta: &NeuronpediaMeta,
     input: &DashboardInput,
     j: usize,
-    max: f64,
     rows: &[FeatureRow],
     near: &[Vec<(usize, f32)>],
 ) -> Value {
     let (pos, neg) = input.logits.get(j).cloned().unwrap_or_default();
     let (heights, values) = histogram(&input.scan.features[j].sample);
+    // The largest activation over every scanned row, not only over the contexts shown.
+    let max = rows[j].max;
     json!({
         "modelId": meta.model_id,
         "layer": meta.source_id(),
