@@ -70,10 +70,7 @@ pub struct Args {
 fn neuronpedia_meta(a: &Args, store: &Store, latents: usize) -> Result<NeuronpediaMeta> {
     let meta = &store.manifest().metadata;
     let hook_name = meta["hook_name"].as_str().unwrap_or_default().to_string();
-    let layer = meta["layer"]
-        .as_u64()
-        .map(|l| l as usize)
-        .or_else(|| hook_name.strip_prefix("blocks.")?.split('.').next()?.parse().ok())
+    let layer = sparsecode::sae::layer_of(meta)
         .with_context(|| {
             format!(
                 "{}: the store names no layer (Neuronpedia files features by layer); harvest it with sparsecode",

@@ -96,31 +96,34 @@ pub fn load(path: &Path) -> Result<Sae> {
     }
 }
 
-/// The residual-stream layer the SAE folder `path` says it reads, when it says: SAELens'
-/// `metadata.hook_layer`, or a `metadata.hook_name` of the form `blocks.N.*`; for sparsify, a
-/// hookpoint folder named `layers.N`.
+/// The residual-stream layer the SAE folder `path` says it reads, when it says: the layer its
+/// SAELens metadata names ([`layer_of`]); for sparsify, a hookpoint folder named `layers.N`.
 pub fn hook_layer(path: &Path) -> Result<Option<usize>> {
     let (format, dir) = detect(path)?;
-    let number = |s: &str, prefix: &str| -> Option<usize> {
-        s.strip_prefix(prefix)?.split('.').next()?.parse().ok()
-    };
     Ok(match format {
         SaeFormat::Saelens => {
             let cfg: Value = crate::io::read_json(&dir.join(saelens::CFG_FILE))?;
-            let meta = &cfg["metadata"];
-            meta["hook_layer"]
-                .as_u64()
-                .and_then(|l| usize::try_from(l).ok())
-                .or_else(|| {
-                    meta["hook_name"]
-                        .as_str()
-                        .and_then(|h| number(h, "blocks."))
-                })
+            layer_of(&cfg["metadata"])
         }
         SaeFormat::Sparsify => dir
             .file_name()
-            .and_then(|n| number(&n.to_string_lossy(), "layers.")),
+            .and_then(|n| leading_number(&n.to_string_lossy(), "layers.")),
     })
+}
+
+/// The layer a metadata object (an SAE's SAELens `metadata`, a store manifest's) names:
+/// `hook_layer` or `layer`, or a `hook_name` of the form `blocks.N.*`.
+pub fn layer_of(metadata: &Value) -> Option<usize> {
+    ["hook_layer", "layer"]
+        .iter()
+        .find_map(|k| metadata[*k].as_u64())
+        .and_then(|l| usize::try_from(l).ok())
+        .or_else(|| leading_number(metadata["hook_name"].as_str()?, "blocks."))
+}
+
+/// `N` of `PREFIX` `N` `.rest`.
+fn leading_number(s: &str, prefix: &str) -> Option<usize> {
+    s.strip_prefix(prefix)?.split('.').next()?.parse().ok()
 }
 
 /// Writes `sae` into the existing folder `dir` in `format`; `metadata` goes into an SAELens
@@ -175,5 +178,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a folder"));
+    }
+
+    #[test]
+    fn the_layer_is_read_from_whichever_key_names_it() {
+        use serde_json::json;
+        assert_eq!(
+            layer_of(&json!({"hook_layer": 7, "hook_name": "blocks.3.x"})),
+            Some(7)
+        );
+        assert_eq!(layer_of(&json!({"layer": 4})), Some(4));
+        assert_eq!(
+            layer_of(&json!({"hook_name": "blocks.15.hook_resid_post"})),
+            Some(15)
+        );
+        assert_eq!(layer_of(&json!({"hook_name": "penultimate"})), None);
+        assert_eq!(layer_of(&json!({})), None);
     }
 }

@@ -23,7 +23,7 @@ pub mod sparsify;
 mod topk;
 
 pub use collective::{Collective, SingleProcess, StepStats};
-pub use format::{detect, hook_layer, load, save, SaeFormat};
+pub use format::{detect, hook_layer, layer_of, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};
 pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;
