@@ -171,8 +171,8 @@ pub fn contexts(docs: &[Document], tok: &TextTokenizer, len: usize) -> Result<Ve
 }
 
 /// The contexts of `len` tokens of the documents `docs` read from `path`, in an order shuffled
-/// by `seed`, as many as fit in `max_tokens` (all when `None`). Refuses a corpus in which no
-/// document has one whole context.
+/// by `seed`, as many as fit in `max_tokens` (all when `None`). Refuses a budget of less than
+/// one context (before tokenising) and a corpus in which no document has one whole context.
 pub fn shuffled_contexts(
     (path, docs): (&Path, &[Document]),
     tok: &TextTokenizer,
@@ -180,6 +180,12 @@ pub fn shuffled_contexts(
     max_tokens: Option<u64>,
     seed: u64,
 ) -> Result<Vec<Context>> {
+    if let Some(t) = max_tokens.filter(|t| *t < len as u64) {
+        return Err(Error::Param {
+            field: "max_tokens",
+            reason: format!("{t} tokens are fewer than one context of {len}"),
+        });
+    }
     let mut all = contexts(docs, tok, len)?;
     if all.is_empty() {
         return Err(Error::Corpus {

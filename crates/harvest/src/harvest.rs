@@ -56,14 +56,6 @@ impl HarvestConfig {
         if self.shard_contexts == 0 {
             return p("shard_contexts", "at least 1 context".into());
         }
-        if let Some(t) = self.max_tokens {
-            if t < self.context as u64 {
-                return p(
-                    "max_tokens",
-                    format!("{t} is less than one context of {} tokens", self.context),
-                );
-            }
-        }
         Ok(())
     }
 }

@@ -89,12 +89,6 @@ impl ModelStream {
             spec.max_tokens,
             spec.seed,
         )?;
-        if contexts.is_empty() {
-            return bad(
-                "max_tokens",
-                format!("fewer than one context of {} tokens", spec.context),
-            );
-        }
         // The rows of a hook depend on neither the other hooks nor the cache's size.
         let same_rows = StreamSpec {
             layers: Vec::new(),

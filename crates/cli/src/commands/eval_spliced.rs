@@ -74,13 +74,6 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
         Some(a.tokens),
         a.seed,
     )?;
-    if contexts.is_empty() {
-        bail!(
-            "--tokens {}: fewer than one context of {} tokens",
-            a.tokens,
-            a.context
-        );
-    }
     let cfg = SpliceConfig {
         layer,
         skip: a.exclude_positions,
