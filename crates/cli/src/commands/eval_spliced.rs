@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use sparsecode::Parallelism;
 use sparsecode_harvest::assets::{self, Asset};
 use sparsecode_harvest::corpus;
-use sparsecode_harvest::models::Loaded;
 use sparsecode_harvest::splice::{self, SpliceConfig};
 use std::path::{Path, PathBuf};
 
@@ -48,20 +47,8 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
     let Some(spec) = a.model.as_deref() else {
         bail!("give --data FILE, or --model to splice the SAE into a model");
     };
-    let sae = sparsecode::sae::load(sae_path)?;
-    let layer = match a.layer {
-        Some(l) => l,
-        None => sparsecode::sae::hook_layer(sae_path)?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: the SAE names no hook layer in its metadata; give --layer",
-                sae_path.display()
-            )
-        })?,
-    };
-    let (loaded, _) = Loaded::load(spec)?;
-    let Loaded::Llama(model) = &loaded else {
-        bail!("--model {spec}: a spliced evaluation needs a causal language model (smollm2 or a .gguf file), not a BERT encoder");
-    };
+    let (sae, layer, model) = super::sae_in_model(sae_path, a.layer, spec, "a spliced evaluation")?;
+    let model = model.as_ref();
     let corpus_path = match &a.corpus {
         Some(c) => c.clone(),
         None => assets::require(Asset::Sotu)?,

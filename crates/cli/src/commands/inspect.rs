@@ -4,10 +4,9 @@
 //! steered.
 
 use crate::Outcome;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 use sparsecode::Parallelism;
-use sparsecode_harvest::models::Loaded;
 use sparsecode_harvest::steer::{self, Steer, SteerMode, Steered};
 use std::path::PathBuf;
 
@@ -54,23 +53,8 @@ fn parse_steer(s: &str) -> std::result::Result<Steer, String> {
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
-    let sae = sparsecode::sae::load(&a.sae)?;
-    let layer = match a.layer {
-        Some(l) => l,
-        None => sparsecode::sae::hook_layer(&a.sae)?.with_context(|| {
-            format!(
-                "{}: the SAE names no hook layer in its metadata; give --layer",
-                a.sae.display()
-            )
-        })?,
-    };
-    let (loaded, _) = Loaded::load(&a.model)?;
-    let Loaded::Llama(model) = &loaded else {
-        bail!(
-            "--model {}: inspect needs a causal language model (smollm2 or a .gguf file)",
-            a.model
-        );
-    };
+    let (sae, layer, model) = super::sae_in_model(&a.sae, a.layer, &a.model, "inspect")?;
+    let model = model.as_ref();
     steer::check(model, &sae, layer, &a.steer)?;
     let ids = steer::prompt_ids(model, &a.prompt)?;
     let tokens = steer::latents_per_token(model, &sae, &ids, layer, a.top, par)?;
@@ -157,8 +141,8 @@ fn print_text(v: &Value) {
         "steered: {:?}",
         s["steered_continuation"].as_str().unwrap_or("")
     );
-    for (name, key) in [("rose", "rose"), ("fell", "fell")] {
-        println!("\nnext-token probability that {name} most:");
+    for key in ["rose", "fell"] {
+        println!("\nnext-token probability that {key} most:");
         for r in s[key].as_array().into_iter().flatten().take(5) {
             println!(
                 "  {:<16} {:.4} -> {:.4}",

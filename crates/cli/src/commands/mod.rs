@@ -27,3 +27,34 @@ pub fn read_data(path: &Path) -> Result<Matrix> {
     }
     Ok(sparsecode::io::read_data(path)?)
 }
+
+/// An SAE folder, the block it hooks (`layer`, else the one its metadata names) and the causal
+/// language model `spec` (`smollm2` or a .gguf file) it is used inside; `command` names the
+/// command in the refusals.
+pub fn sae_in_model(
+    sae: &Path,
+    layer: Option<usize>,
+    spec: &str,
+    command: &str,
+) -> Result<(
+    sparsecode::sae::Sae,
+    usize,
+    Box<sparsecode_harvest::llama::Llama>,
+)> {
+    let model_sae = sparsecode::sae::load(sae)?;
+    let layer = match layer {
+        Some(l) => l,
+        None => sparsecode::sae::hook_layer(sae)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the SAE names no hook layer in its metadata; give --layer",
+                sae.display()
+            )
+        })?,
+    };
+    match sparsecode_harvest::models::Loaded::load(spec)?.0 {
+        sparsecode_harvest::models::Loaded::Llama(model) => Ok((model_sae, layer, model)),
+        sparsecode_harvest::models::Loaded::Bert(_) => anyhow::bail!(
+            "--model {spec}: {command} needs a causal language model (smollm2 or a .gguf file), not a BERT encoder"
+        ),
+    }
+}
