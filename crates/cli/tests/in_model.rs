@@ -12,14 +12,18 @@ use std::path::{Path, PathBuf};
 
 const D: usize = 576;
 
-/// `relu(x) - relu(-x) = x`: 2d ReLU latents `[I; -I]` that reconstruct every vector exactly
-/// (or, with `zero`, an SAE of zeros: it reconstructs nothing).
-fn exact_sae(dir: &Path, zero: bool, meta: Value) -> PathBuf {
+/// `relu(x) - relu(-x) = x`: 2d ReLU latents `[I; -I]` that reconstruct every vector exactly.
+/// Without `encoder` every code is 0; without `decoder` nothing is reconstructed (with neither,
+/// an SAE of zeros: the ablation itself).
+fn known_sae(dir: &Path, encoder: bool, decoder: bool, meta: Value) -> PathBuf {
     let mut sae = Sae::zeros(D, 2 * D, Activation::Relu, None);
-    if !zero {
-        let sign = |i: usize| if i < D { 1.0 } else { -1.0 };
-        sae.w_enc = Matrix::from_fn(2 * D, D, |i, j| if i % D == j { sign(i) } else { 0.0 });
-        sae.w_dec = sae.w_enc.clone();
+    let sign = |i: usize| if i < D { 1.0 } else { -1.0 };
+    let rows = Matrix::from_fn(2 * D, D, |i, j| if i % D == j { sign(i) } else { 0.0 });
+    if encoder {
+        sae.w_enc = rows.clone();
+    }
+    if decoder {
+        sae.w_dec = rows;
     }
     std::fs::create_dir_all(dir).unwrap();
     sparsecode::sae::saelens::save(dir, &sae, meta).unwrap();
@@ -60,7 +64,7 @@ fn an_exact_reconstruction_scores_one_and_a_zero_sae_scores_zero() {
     let t = tempfile::tempdir().unwrap();
     // The layer comes from the SAE's metadata, as a harvested store names it.
     let meta = json!({"hook_name": "blocks.3.hook_resid_post"});
-    let exact = exact_sae(&t.path().join("exact"), false, meta.clone());
+    let exact = known_sae(&t.path().join("exact"), true, true, meta.clone());
     let v = spliced(&exact, &gguf, &moby, &[]);
     let s = &v["splice"];
     let f = |k: &str| s[k].as_f64().unwrap();
@@ -82,7 +86,7 @@ fn an_exact_reconstruction_scores_one_and_a_zero_sae_scores_zero() {
     assert!((r["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{r}");
     assert!((r["l2_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{r}");
 
-    let zero = exact_sae(&t.path().join("zero"), true, meta);
+    let zero = known_sae(&t.path().join("zero"), false, false, meta);
     let z = spliced(&zero, &gguf, &moby, &[]);
     let s = &z["splice"];
     assert_eq!(s["ce_sae"], s["ce_ablated"], "{s}");
@@ -99,7 +103,7 @@ fn excluded_positions_are_neither_spliced_nor_scored() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let zero = exact_sae(&t.path().join("zero"), true, json!({}));
+    let zero = known_sae(&t.path().join("zero"), false, false, json!({}));
     let v = spliced(
         &zero,
         &gguf,
@@ -141,7 +145,7 @@ fn spliced_evaluation_refuses_what_it_cannot_run() {
         );
     };
     // No layer in the metadata and none given.
-    let bare = exact_sae(&t.path().join("bare"), true, json!({}));
+    let bare = known_sae(&t.path().join("bare"), false, false, json!({}));
     check(base(&bare), "--layer");
     // A layer past the model's 30 blocks.
     let mut a = base(&bare);
@@ -196,7 +200,7 @@ fn inspect_lists_each_tokens_largest_latents() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let exact = exact_sae(&t.path().join("exact"), false, json!({}));
+    let exact = known_sae(&t.path().join("exact"), true, true, json!({}));
     let v = inspect(&exact, &gguf, &[]);
     let tokens = v["tokens"].as_array().unwrap();
     let text: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
@@ -224,7 +228,7 @@ fn steering_by_nothing_changes_nothing_and_a_large_push_changes_the_continuation
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let exact = exact_sae(&t.path().join("exact"), false, json!({}));
+    let exact = known_sae(&t.path().join("exact"), true, true, json!({}));
     let same = &inspect(&exact, &gguf, &["--steer", "7=0"])["steering"];
     assert_eq!(same["clean_continuation"], same["steered_continuation"]);
     let moved = |r: &Value| r["before"] != r["after"];
@@ -232,19 +236,38 @@ fn steering_by_nothing_changes_nothing_and_a_large_push_changes_the_continuation
         !same["rose"].as_array().unwrap().iter().any(moved),
         "{same}"
     );
-    // A push of 500 along e_7 at every position is an edit the model notices.
+    // A push of 500 along e_7 at every position after BOS is an edit the model notices.
     let pushed = &inspect(&exact, &gguf, &["--steer", "7=500"])["steering"];
     assert_ne!(pushed["clean_continuation"], pushed["steered_continuation"]);
     let rose = &pushed["rose"][0];
     assert!(rose["after"].as_f64() > rose["before"].as_f64(), "{pushed}");
-    let clamped = &inspect(
-        &exact,
-        &gguf,
-        &["--steer", "7=0", "--steer", "583=0", "--clamp"],
-    )["steering"];
-    assert_eq!(clamped["mode"], "clamp");
-    // Clamp mode reaches the library (its arithmetic is unit-tested there), both latents too.
-    assert_eq!(clamped["steer"][1]["latent"], 583);
+}
+
+/// Clamping sets a latent's code: it moves the residual by (value - code) along the decoder
+/// row. Where every code is 0 that is the push itself; where the latent reads x_7 it is not.
+#[test]
+fn clamping_moves_by_the_value_less_the_latents_code() {
+    let Some((gguf, _)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let steer = ["--steer", "7=500"];
+    let clamp = ["--steer", "7=500", "--clamp"];
+    let silent = known_sae(&t.path().join("silent"), false, true, json!({}));
+    let (added, clamped) = (
+        inspect(&silent, &gguf, &steer),
+        inspect(&silent, &gguf, &clamp),
+    );
+    assert_eq!(clamped["steering"]["mode"], "clamp");
+    for key in ["steered_continuation", "rose", "fell"] {
+        assert_eq!(added["steering"][key], clamped["steering"][key], "{key}");
+    }
+    let exact = known_sae(&t.path().join("exact"), true, true, json!({}));
+    let (added, clamped) = (
+        inspect(&exact, &gguf, &steer),
+        inspect(&exact, &gguf, &clamp),
+    );
+    assert_ne!(added["steering"]["rose"], clamped["steering"]["rose"]);
 }
 
 #[test]
@@ -253,7 +276,12 @@ fn inspect_refuses_a_missing_latent_a_bad_steer_and_an_empty_prompt() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let exact = exact_sae(&t.path().join("exact"), false, json!({"hook_layer": 3}));
+    let exact = known_sae(
+        &t.path().join("exact"),
+        true,
+        true,
+        json!({"hook_layer": 3}),
+    );
     let (sae, model) = (exact.to_str().unwrap(), gguf.to_str().unwrap());
     let base = ["inspect", "--sae", sae, "--model", model];
     let with = |extra: &[&str]| -> Vec<String> {
