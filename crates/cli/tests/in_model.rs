@@ -114,6 +114,26 @@ fn excluded_positions_are_neither_spliced_nor_scored() {
     assert_eq!(v["reconstruction"]["samples"], 2 * (32 - 4));
 }
 
+/// The spliced evaluation reads text as the harvest does: a file that is not UTF-8 is read with
+/// U+FFFD in place of its bad bytes and named in the record.
+#[test]
+fn spliced_evaluation_reads_a_corpus_with_a_latin1_file_and_names_it() {
+    let Some((gguf, moby)) = assets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let corpus = t.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    for f in std::fs::read_dir(&moby).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, corpus.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(corpus.join("zz-latin1.txt"), b"caf\xe9 au lait").unwrap();
+    let zero = known_sae(&t.path().join("zero"), false, false, json!({}));
+    let v = spliced(&zero, &gguf, &corpus, &["--layer", "2"]);
+    assert_eq!(v["invalid_utf8"]["replaced"], json!(["zz-latin1.txt"]));
+}
+
 #[test]
 fn spliced_evaluation_refuses_what_it_cannot_run() {
     let Some((gguf, moby)) = assets() else {

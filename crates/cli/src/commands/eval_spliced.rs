@@ -7,8 +7,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use sparsecode::Parallelism;
-use sparsecode_harvest::assets::{self, Asset};
-use sparsecode_harvest::corpus;
+use sparsecode_harvest::corpus::{self, InvalidUtf8};
 use sparsecode_harvest::splice::{self, SpliceConfig};
 use std::path::{Path, PathBuf};
 
@@ -49,11 +48,8 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
     };
     let (sae, layer, model) = super::sae_in_model(sae_path, a.layer, spec, "a spliced evaluation")?;
     let model = model.as_ref();
-    let corpus_path = match &a.corpus {
-        Some(c) => c.clone(),
-        None => assets::require(Asset::Sotu)?,
-    };
-    let docs = corpus::read_documents(&corpus_path)?;
+    let corpus_path = super::corpus_or_default(&a.corpus)?;
+    let (docs, invalid_utf8) = corpus::read_corpus(&corpus_path, InvalidUtf8::default())?;
     let contexts = corpus::shuffled_contexts(
         (&corpus_path, &docs),
         model.tokenizer(),
@@ -84,6 +80,7 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
         "context": a.context,
         "contexts": contexts.len(),
         "seed": a.seed,
+        "invalid_utf8": invalid_utf8,
         "splice": result.splice,
         "reconstruction": result.reconstruction,
         "explained_variance": 1.0 - result.reconstruction.fvu,

@@ -6,7 +6,6 @@ use crate::Outcome;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sparsecode::io::write_json_atomic;
-use sparsecode_harvest::assets::{self, Asset};
 use sparsecode_harvest::corpus::{InvalidUtf8, Utf8Report};
 use sparsecode_harvest::harvest::{self, HarvestConfig, Source};
 use sparsecode_harvest::models::Loaded;
@@ -89,10 +88,7 @@ fn warn_utf8(r: &Utf8Report) {
 }
 
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let corpus = match a.corpus {
-        Some(c) => c,
-        None => assets::require(Asset::Sotu)?,
-    };
+    let corpus = super::corpus_or_default(&a.corpus)?;
     let (model, file) = Loaded::load(&a.model)?;
     let cfg = HarvestConfig {
         layer: a.layer,

@@ -58,3 +58,13 @@ pub fn sae_in_model(
         ),
     }
 }
+
+/// The corpus a command reads: `given`, or the fetched State of the Union addresses.
+pub fn corpus_or_default(given: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    match given {
+        Some(c) => Ok(c.clone()),
+        None => Ok(sparsecode_harvest::assets::require(
+            sparsecode_harvest::assets::Asset::Sotu,
+        )?),
+    }
+}

@@ -5,7 +5,6 @@
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sparsecode::train::TrainingData;
-use sparsecode_harvest::assets::{self, Asset};
 use sparsecode_harvest::corpus::InvalidUtf8;
 use sparsecode_harvest::harvest::hook_name;
 use sparsecode_harvest::stream::{HookSource, ModelStream, StreamSpec};
@@ -62,10 +61,7 @@ pub fn open(a: &StreamArgs, window_rows: u64) -> Result<Vec<(TrainingData, PathB
             i + 1
         );
     }
-    let corpus = match &a.corpus {
-        Some(c) => c.clone(),
-        None => assets::require(Asset::Sotu)?,
-    };
+    let corpus = super::corpus_or_default(&a.corpus)?;
     let spec = StreamSpec {
         model,
         corpus: corpus.clone(),
@@ -76,7 +72,7 @@ pub fn open(a: &StreamArgs, window_rows: u64) -> Result<Vec<(TrainingData, PathB
         seed: a.corpus_seed,
         shard_contexts: a.shard_contexts,
         batch: a.model_batch,
-        invalid_utf8: InvalidUtf8::Replace,
+        invalid_utf8: InvalidUtf8::default(),
         window_rows,
     };
     let stream = ModelStream::open(spec)?;
