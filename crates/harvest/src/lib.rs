@@ -41,6 +41,11 @@ pub trait ResidualModel: Sync {
     /// The residual stream after block `layer` for a batch of equally long token sequences,
     /// row-major `[batch * len, d_model]` (sequence by sequence).
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>>;
+    /// [`Self::residual`] after each block of `layers`; a model that can should read them all
+    /// from one forward pass (the default runs one pass per layer).
+    fn residuals(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
+        layers.iter().map(|&l| self.residual(tokens, l)).collect()
+    }
     /// Short model name for records (`smollm2-135m`, `all-minilm-l6-v2`).
     fn name(&self) -> &str;
     /// Multiply-adds x 2 of one forward pass through blocks `0..=layer` per token of a

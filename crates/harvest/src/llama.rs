@@ -373,22 +373,6 @@ impl Llama {
         go().ctx("llama forward")
     }
 
-    /// The residual streams after each block of `layers` (row-major `[b * t, d_model]` each)
-    /// from one forward pass.
-    pub fn residuals(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
-        for &l in layers {
-            crate::check_layer(self, l)?;
-        }
-        self.run_capturing(tokens, layers)?
-            .into_iter()
-            .map(|x| {
-                x.flatten_all()
-                    .and_then(|x| x.to_vec1())
-                    .ctx("reading the residual")
-            })
-            .collect()
-    }
-
     /// Next-token logits after the last position of each sequence, `[b][vocab]`.
     pub fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let x = self.run(tokens, self.cfg.n_layers - 1)?;
@@ -551,6 +535,22 @@ impl ResidualModel for Llama {
             .and_then(|x| x.to_vec1())
             .ctx("reading the residual")
     }
+
+    /// One forward pass for every layer.
+    fn residuals(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
+        for &l in layers {
+            crate::check_layer(self, l)?;
+        }
+        self.run_capturing(tokens, layers)?
+            .into_iter()
+            .map(|x| {
+                x.flatten_all()
+                    .and_then(|x| x.to_vec1())
+                    .ctx("reading the residual")
+            })
+            .collect()
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -204,13 +204,7 @@ impl ModelStream {
                 .iter()
                 .map(|c| bos.into_iter().chain(c.tokens.iter().copied()).collect())
                 .collect();
-            let acts = match &self.model {
-                Loaded::Llama(llama) => llama.residuals(&seqs, layers)?,
-                Loaded::Bert(_) => layers
-                    .iter()
-                    .map(|&l| m.residual(&seqs, l))
-                    .collect::<Result<_>>()?,
-            };
+            let acts = m.residuals(&seqs, layers)?;
             for (dst, layer_acts) in out.iter_mut().zip(acts) {
                 for seq in layer_acts.chunks_exact(per_seq) {
                     dst.extend_from_slice(&seq[skip..]);
