@@ -36,8 +36,13 @@ fn every_architecture_trains_saves_and_evaluates() {
     let data = planted(t.path());
     let x = format!("{data}/activations.npy");
     let test = format!("{data}/test_activations.npy");
-    let cases: [(&str, &[&str], &str); 4] = [
+    let cases: [(&str, &[&str], &str); 5] = [
         ("batchtopk", &["--k", "3"], "jumprelu"),
+        (
+            "matryoshka",
+            &["--k", "3", "--prefixes", "6,12,24"],
+            "jumprelu",
+        ),
         (
             "jumprelu",
             &[
@@ -136,9 +141,14 @@ fn every_architecture_trains_saves_and_evaluates() {
                 "SAE-initialised learning: dict MCC {after} <= the SAE's {dict}"
             );
         }
-        if arch == "batchtopk" {
+        if arch == "batchtopk" || arch == "matryoshka" {
             // The saved global threshold gives about k active latents per sample at inference.
-            assert!((l0 - 3.0).abs() < 1.0, "batchtopk held-out L0 {l0}");
+            assert!((l0 - 3.0).abs() < 1.0, "{arch} held-out L0 {l0}");
+        }
+        if arch == "matryoshka" {
+            // The prefix sizes, with the latents appended, are in the saved metadata.
+            let widths = &cfg["metadata"]["matryoshka_widths"];
+            assert_eq!(widths, &serde_json::json!([6, 12, 24, 48]), "{cfg}");
         }
     }
 }
@@ -168,6 +178,26 @@ fn impossible_architecture_parameters_are_refused() {
         ),
         (&["--arch", "batchtopk", "--k", "49"], "k"),
         (&["--arch", "gated", "--l1=-1"], "l1"),
+        (
+            &["--arch", "matryoshka", "--k", "3", "--prefixes", "8,4"],
+            "prefixes",
+        ),
+        (
+            &["--arch", "matryoshka", "--k", "3", "--prefixes", "0,8"],
+            "prefixes",
+        ),
+        (
+            &["--arch", "matryoshka", "--k", "3", "--prefixes", "8,60"],
+            "prefixes",
+        ),
+        (
+            &["--arch", "matryoshka", "--k", "3", "--prefixes", "8,x"],
+            "prefixes",
+        ),
+        (
+            &["--arch", "topk", "--k", "3", "--prefixes", "8,16"],
+            "matryoshka",
+        ),
     ] {
         let mut args = vec![
             "train",

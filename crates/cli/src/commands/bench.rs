@@ -13,7 +13,8 @@ use std::path::PathBuf;
 pub enum Which {
     /// Median time of an SAE training step.
     Train {
-        /// relu, topk, batchtopk, jumprelu, gated or mlp (hidden layer as wide as the input).
+        /// relu, topk, batchtopk, matryoshka (default prefixes), jumprelu, gated or mlp (hidden
+        /// layer as wide as the input).
         #[arg(long)]
         arch: ArchKind,
         /// Input width M.
@@ -144,8 +145,16 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             request.l1 = Some(1e-3);
             request.l0 = Some(1e-3);
             let arch = request.arch_config(dims)?;
-            let r = bench_train(arch, dims, latents, batch, steps, warmup.max(1), threads)
-                .context("bench train")?;
+            let r = bench_train(
+                arch.clone(),
+                dims,
+                latents,
+                batch,
+                steps,
+                warmup.max(1),
+                threads,
+            )
+            .context("bench train")?;
             report(
                 &r,
                 json,

@@ -24,10 +24,10 @@ pub struct Args {
     /// Rows in the shuffle window when streaming a store.
     #[arg(long, default_value_t = 65_536)]
     shuffle_rows: u64,
-    /// relu, topk, batchtopk, jumprelu, gated or mlp.
+    /// relu, topk, batchtopk, matryoshka (BatchTopK), jumprelu, gated or mlp.
     #[arg(long, required_unless_present = "resume")]
     arch: Option<ArchKind>,
-    /// Active latents per sample (topk; the batch mean for batchtopk).
+    /// Active latents per sample (topk; the batch mean for batchtopk and matryoshka).
     #[arg(long)]
     k: Option<usize>,
     /// L1 coefficient (relu, gated, mlp; default 3 on normalised inputs).
@@ -45,6 +45,10 @@ pub struct Args {
     /// Hidden width of the encoder (mlp; default d_in).
     #[arg(long)]
     hidden: Option<usize>,
+    /// Nested prefix sizes, comma-separated and increasing (matryoshka; the number of latents
+    /// ends the list; default latents/64,/16,/4).
+    #[arg(long, value_delimiter = ',')]
+    prefixes: Option<Vec<usize>>,
     /// Number of latents (d_sae).
     #[arg(long, required_unless_present = "resume")]
     latents: Option<usize>,
@@ -69,7 +73,7 @@ pub struct Args {
     /// Linear L1 warm-up, in steps (relu).
     #[arg(long, default_value_t = 0)]
     l1_warmup: u64,
-    /// Dead latents used by the AuxK loss (topk; 0 disables). Default: min(256, d_in / 2).
+    /// Dead latents used by the AuxK loss (topk, batchtopk, matryoshka; 0 disables). Default: min(256, d_in / 2).
     #[arg(long)]
     aux_k: Option<usize>,
     /// AuxK coefficient (default 1/32).
@@ -136,6 +140,7 @@ fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
     r.bandwidth = a.bandwidth;
     r.init_threshold = a.init_threshold;
     r.hidden = a.hidden;
+    r.prefixes = a.prefixes.clone();
     r.aux_k = a.aux_k;
     r.aux_coef = a.aux_coef;
     r.steps = a.steps;

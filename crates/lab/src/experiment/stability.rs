@@ -174,7 +174,7 @@ pub fn run(
     let mut saes = Vec::new();
     let mut codes = Vec::new();
     for r in 0..p.runs {
-        let sae = p.recipe.train(arch, data, p.seed + r as u64, par)?;
+        let sae = p.recipe.train(arch.clone(), data, p.seed + r as u64, par)?;
         codes.push(sae.encode_dense(&data.test, par));
         saes.push(sae);
         progress((r + 1) as f64 / (p.runs + 1) as f64);

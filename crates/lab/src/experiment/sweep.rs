@@ -161,7 +161,7 @@ pub fn run(
     let mut points = Vec::new();
     let mut rows = Vec::new();
     for (i, (&v, arch)) in p.values.iter().zip(&archs).enumerate() {
-        let sae = p.recipe.train(*arch, data, p.seed, par)?;
+        let sae = p.recipe.train(arch.clone(), data, p.seed, par)?;
         let m = evaluate_sae(&sae, &data.test, par);
         let (cm, dm) = match &data.truth {
             Some((d, z)) => {

@@ -10,7 +10,7 @@ from ._arrays import as_matrix
 from ._base import BASES
 from ._store import ActivationStore
 
-_ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "gated", "mlp")
+_ARCHS = ("topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp")
 
 
 class SparseAutoencoder(*BASES):
@@ -24,21 +24,25 @@ class SparseAutoencoder(*BASES):
 
     Parameters
     ----------
-    arch : {"topk", "batchtopk", "relu", "jumprelu", "gated", "mlp"}, default="topk"
-        Architecture: TopK or BatchTopK with AuxK, ReLU + L1 (SAELens "standard"), JumpReLU
-        with an L0 penalty, Gated, or an MLP encoder (ReLU + L1).
+    arch : {"topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp"}, default="topk"
+        Architecture: TopK, BatchTopK or Matryoshka BatchTopK with AuxK, ReLU + L1 (SAELens
+        "standard"), JumpReLU with an L0 penalty, Gated, or an MLP encoder (ReLU + L1).
     n_latents : int, optional
         Latents (default: 4 x the number of features).
     k : int, optional
-        Active latents per sample (topk; the batch mean for batchtopk; default 8).
+        Active latents per sample (topk; the batch mean for batchtopk and matryoshka; default 8).
     l1 : float, optional
         L1 coefficient on normalised inputs (relu, gated, mlp; library default 3.0).
     l0 : float, optional
         L0 coefficient (jumprelu; library default 0.1).
     aux_k : int, optional
-        Dead latents AuxK uses (topk, batchtopk; default ``min(256, n_features / 2)``; 0 off).
+        Dead latents AuxK uses (topk, batchtopk, matryoshka; default
+        ``min(256, n_features / 2)``; 0 off).
     hidden : int, optional
         Hidden width of the MLP encoder (mlp; default ``n_features``).
+    prefixes : sequence of int, optional
+        Nested prefix sizes, increasing (matryoshka; ``n_latents`` ends them; default
+        ``n_latents // 64, // 16, // 4``).
     n_steps : int, optional
         Optimiser steps of ``fit`` (default: 100 passes over the data, 3,000 to 100,000 steps).
     epochs : float, optional
@@ -95,6 +99,7 @@ class SparseAutoencoder(*BASES):
         l0=None,
         aux_k=None,
         hidden=None,
+        prefixes=None,
         n_steps=None,
         epochs=None,
         batch_size=None,
@@ -114,6 +119,7 @@ class SparseAutoencoder(*BASES):
         self.l0 = l0
         self.aux_k = aux_k
         self.hidden = hidden
+        self.prefixes = prefixes
         self.n_steps = n_steps
         self.epochs = epochs
         self.batch_size = batch_size
@@ -140,7 +146,7 @@ class SparseAutoencoder(*BASES):
             "threads": _threads(self.n_threads),
             "normalize": "expected_average_only_in" if self.normalize else "none",
         }
-        if self.arch in ("topk", "batchtopk"):
+        if self.arch in ("topk", "batchtopk", "matryoshka"):
             req["k"] = _count("k", self.k if self.k is not None else 8)
         optional = {
             "l1": (self.l1, float),
@@ -156,6 +162,10 @@ class SparseAutoencoder(*BASES):
         for key, (value, kind) in optional.items():
             if value is not None:
                 req[key] = _number(key, value, kind)
+        if self.prefixes is not None:
+            if isinstance(self.prefixes, (str, bytes)) or not hasattr(self.prefixes, "__iter__"):
+                raise ValueError(f"prefixes must be a sequence of integers, got {self.prefixes!r}")
+            req["prefixes"] = [_count("prefixes", p) for p in self.prefixes]
         return json.dumps(req)
 
     def _progress(self):

@@ -498,3 +498,84 @@ fn jumprelu_gradient_matches_finite_differences_and_naive_threshold_rule() {
         assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }
+
+#[test]
+fn matryoshka_gradient_matches_finite_differences() {
+    let sae = random_sae(6, 12, Activation::JumpRelu, 61);
+    let x = batch(9, 6, 62);
+    for widths in [vec![2usize, 5, 12], vec![12], vec![11, 12]] {
+        let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
+            let (sel, mut one) = ((3, &widths[..]), SingleProcess);
+            matryoshka_loss_grad(s, &x, 9, sel, None, &mut one, ws, g, Parallelism::Serial)
+        };
+        check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
+    }
+}
+
+#[test]
+fn matryoshka_auxk_is_batch_topk_auxk_on_the_full_residual() {
+    // AuxK's target is the detached full residual (checked by finite differences for TopK above),
+    // so what AuxK adds to the gradient is what it adds to BatchTopK's.
+    let sae = random_sae(6, 12, Activation::JumpRelu, 65);
+    let x = batch(9, 6, 66);
+    let dead: Vec<bool> = (0..12).map(|j| j % 3 == 1).collect();
+    let aux = AuxK {
+        k_aux: 2,
+        coef: 0.5,
+        dead: &dead,
+    };
+    let added = |widths: &[usize]| {
+        let run = |aux: Option<AuxK<'_>>| {
+            let (mut one, mut ws) = (SingleProcess, Workspace::default());
+            let mut g = Grads::like(&sae);
+            let (sel, par) = ((3, widths), Parallelism::Serial);
+            let parts = matryoshka_loss_grad(&sae, &x, 9, sel, aux, &mut one, &mut ws, &mut g, par);
+            (parts, g)
+        };
+        let ((with, gw), (_, g0)) = (run(Some(aux)), run(None));
+        assert!(with.sparsity > 0.0, "the aux loss must be active");
+        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| p - q).collect::<Vec<_>>();
+        (
+            with.sparsity,
+            diff(&gw.w_enc, &g0.w_enc),
+            diff(&gw.w_dec, &g0.w_dec),
+        )
+    };
+    let (nested, flat) = (added(&[2, 5, 12]), added(&[12]));
+    assert_eq!(nested.0, flat.0);
+    for (a, b) in nested
+        .1
+        .iter()
+        .zip(&flat.1)
+        .chain(nested.2.iter().zip(&flat.2))
+    {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn matryoshka_gradients_identical_across_thread_counts() {
+    let sae = random_sae(33, 70, Activation::JumpRelu, 63);
+    let x = batch(50, 33, 64);
+    let dead: Vec<bool> = (0..70).map(|j| j % 2 == 0).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (mut ws, mut g, mut one) = (Workspace::default(), Grads::like(&sae), SingleProcess);
+            let aux = AuxK {
+                k_aux: 5,
+                coef: 1.0 / 32.0,
+                dead: &dead,
+            };
+            let sel = (4, &[8usize, 20, 70][..]);
+            let par = Parallelism::threads(threads);
+            let l =
+                matryoshka_loss_grad(&sae, &x, 50, sel, Some(aux), &mut one, &mut ws, &mut g, par);
+            (l, g)
+        })
+    };
+    assert_eq!(run(1), run(2));
+}

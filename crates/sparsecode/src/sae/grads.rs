@@ -50,6 +50,8 @@ pub struct Workspace {
     pub(crate) tmp_m: Vec<f32>,
     pub(crate) fill: Vec<u32>,
     pub(crate) dense_aux: DenseAux,
+    /// Matryoshka: per sample and level the gradient of the nested losses (`[B, levels, d_in]`).
+    pub(crate) levels: Vec<f32>,
     /// BatchTopK: the smallest pre-activation kept in the last batch.
     pub(crate) batch_threshold: f32,
 }

@@ -8,12 +8,15 @@
 //!   `L = 1/B sum_b ||x_hat_b - x_b||^2 + aux_coef * scale * 1/B sum_b ||e_aux_b - (x_b - x_hat_b)||^2`
 //!   where `e_aux` reconstructs the residual from the top `k_aux` pre-activations among dead
 //!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
+//! - Matryoshka BatchTopK: BatchTopK codes, one reconstruction loss per nested prefix of the
+//!   latents (see [`matryoshka_loss_grad`]).
 
 mod collective;
 mod format;
 mod gated;
 mod grads;
 mod jumprelu;
+mod matryoshka;
 mod mlp;
 mod model;
 mod params;
@@ -27,6 +30,7 @@ pub use format::{detect, hook_layer, layer_of, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};
 pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;
+pub use matryoshka::matryoshka_loss_grad;
 pub use mlp::mlp_loss_grad;
 pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Sae};
 pub use params::{Grads, ParamId};

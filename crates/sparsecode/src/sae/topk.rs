@@ -108,7 +108,7 @@ fn dense_aux_forward(
 
 /// Dense AuxK backward: adds the aux gradients of the dead latents' decoder rows, encoder rows
 /// and encoder biases, given `dea = d loss / d e_aux` (`[B, d_in]`).
-fn dense_aux_backward(
+pub(super) fn dense_aux_backward(
     ws: &mut DenseAux,
     dea: &[f32],
     xc: &[f32],
@@ -312,7 +312,7 @@ pub fn sparse_loss_grad(
 
 /// Chooses the active entries of `ws.pre + b_enc` into `ws.topk`; BatchTopK's threshold is the
 /// collective phase (the `k * total`-th largest over every process's rows).
-fn select_active(
+pub(super) fn select_active(
     sae: &Sae,
     selection: Selection<'_>,
     (b, total): (usize, usize),
@@ -355,17 +355,17 @@ fn reconstruction_error(sae: &Sae, x: &[f32], total: usize, ws: &mut Workspace) 
 
 /// What the AuxK forward did.
 #[derive(Clone, Copy, Debug)]
-struct AuxRun {
+pub(super) struct AuxRun {
     /// Its loss (with coefficient and scale), divided by the step's rows.
-    loss: f64,
+    pub(super) loss: f64,
     /// Whether it ran on dense products over the dead latents.
-    dense: bool,
+    pub(super) dense: bool,
 }
 
 /// AuxK: reconstructs the (detached) residual `x - x_hat = -e` from the top dead latents;
 /// leaves `d loss / d e_aux` in `ws.xhat` (whose reconstruction is no longer needed) and the
 /// aux codes in `ws.aux`. None when no latent is dead or the coefficient is 0.
-fn auxk_forward(
+pub(super) fn auxk_forward(
     sae: &Sae,
     a: AuxK<'_>,
     (b, total): (usize, usize),
@@ -412,7 +412,7 @@ fn auxk_forward(
 /// Groups the active slots (main codes, then sparse AuxK codes) by latent with a counting sort
 /// into `ws.latent_start` / `ws.by_latent`, so that each latent's rows are summed by one thread
 /// in a fixed order: no atomics, identical results for any thread count.
-fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
+pub(super) fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
     let main_slots = ws.topk.values.len();
     let aux_slots = if with_aux { ws.aux.values.len() } else { 0 };
     let start = &mut ws.latent_start;
@@ -444,16 +444,44 @@ fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
     }
 }
 
+/// The gradient of the loss with respect to the reconstructions the main codes feed: `[B, levels,
+/// d_in]`, where a latent below `widths[l]` (and at or above `widths[l - 1]`) reads level `l`.
+/// One level (`widths = [d_sae]`) for every architecture but Matryoshka.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MainGrad<'a> {
+    /// `[B, widths.len(), d_in]`.
+    pub(super) grad: &'a [f32],
+    /// Increasing latent counts, the last `d_sae`.
+    pub(super) widths: &'a [usize],
+}
+
 /// The per-latent sparse gradients of `W_dec`, `W_enc` and `b_enc` from the grouped slots: each
-/// latent's rows, with the gradient of the loss with respect to their reconstruction (`ws.de`
+/// latent's rows, with the gradient of the loss with respect to their reconstruction (`main`
 /// for the main codes, `ws.xhat` = `d loss / d e_aux` for sparse AuxK codes).
 fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_aux: bool) {
+    let main = MainGrad {
+        grad: &ws.de[..b * sae.d_in()],
+        widths: &[sae.d_sae()],
+    };
+    sparse_weight_grads_by_level(sae, ws, main, g, b, with_aux);
+}
+
+/// [`sparse_weight_grads`] with the main codes' gradient given per level.
+pub(super) fn sparse_weight_grads_by_level(
+    sae: &Sae,
+    ws: &Workspace,
+    main: MainGrad<'_>,
+    g: &mut Grads,
+    b: usize,
+    with_aux: bool,
+) {
     let m = sae.d_in();
     let main_slots = ws.topk.values.len();
     let (k, ka) = (ws.topk.k, if with_aux { ws.aux.k } else { 1 });
     let (start, by) = (&ws.latent_start, &ws.by_latent);
     let (topk, auxc) = (&ws.topk, &ws.aux);
-    let (de, dea, xc) = (&ws.de[..b * m], &ws.xhat[..b * m], &ws.xc[..b * m]);
+    let (dea, xc) = (&ws.xhat[..b * m], &ws.xc[..b * m]);
+    let levels = main.widths.len();
     g.w_dec
         .par_chunks_mut(m)
         .zip(g.w_enc.par_chunks_mut(m))
@@ -464,20 +492,22 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
             ge.fill(0.0);
             let slots = &by[start[j] as usize..start[j + 1] as usize];
             let wd = sae.w_dec.row(j);
+            let level = main.widths.partition_point(|&w| w <= j);
             let mut sum_dv = 0.0f32;
             simd::run(|| {
                 for &e in slots {
                     let e = e as usize;
-                    let (row, val, grad) = if e < main_slots {
-                        (e / k, topk.values[e], de)
+                    let (row, val, gr) = if e < main_slots {
+                        let row = e / k;
+                        let at = (row * levels + level) * m;
+                        (row, topk.values[e], &main.grad[at..at + m])
                     } else {
                         let s = e - main_slots;
-                        (s / ka, auxc.values[s], dea)
+                        (s / ka, auxc.values[s], &dea[s / ka * m..(s / ka + 1) * m])
                     };
                     if val <= 0.0 {
                         continue;
                     }
-                    let gr = &grad[row * m..(row + 1) * m];
                     // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through x_c.
                     let dv = simd::dot_inline(gr, wd);
                     simd::axpy_inline(gd, val, gr);
@@ -490,7 +520,7 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
 }
 
 /// Marks in `ws.fired` the latents with a positive code; returns the number of positive codes.
-fn mark_fired(ws: &mut Workspace, n: usize) -> usize {
+pub(super) fn mark_fired(ws: &mut Workspace, n: usize) -> usize {
     let fired = &mut ws.fired;
     fired.clear();
     fired.resize(n, false);

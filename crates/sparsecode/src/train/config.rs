@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Architecture and its sparsity hyper-parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ArchConfig {
     /// ReLU + L1 penalty weighted by decoder row norms.
@@ -42,6 +42,20 @@ pub enum ArchConfig {
         /// AuxK coefficient.
         #[serde(default = "default_aux_coef")]
         aux_coef: f32,
+    },
+    /// Matryoshka BatchTopK (arXiv 2503.17547): BatchTopK codes and one reconstruction loss per
+    /// nested prefix of the latents; saved for inference as JumpReLU, like BatchTopK.
+    Matryoshka {
+        /// Mean active latents per sample.
+        k: usize,
+        /// Dead latents used by AuxK (0 disables AuxK).
+        #[serde(default = "default_aux_k")]
+        aux_k: usize,
+        /// AuxK coefficient.
+        #[serde(default = "default_aux_coef")]
+        aux_coef: f32,
+        /// Increasing prefix sizes, the last the number of latents.
+        prefixes: Vec<usize>,
     },
     /// JumpReLU with learnable thresholds and an L0 penalty (straight-through estimator).
     #[serde(rename = "jumprelu")]
@@ -89,7 +103,9 @@ impl ArchConfig {
         match *self {
             ArchConfig::Relu { .. } | ArchConfig::Mlp { .. } => Activation::Relu,
             ArchConfig::TopK { k, .. } => Activation::TopK { k },
-            ArchConfig::BatchTopK { .. } | ArchConfig::JumpRelu { .. } => Activation::JumpRelu,
+            ArchConfig::BatchTopK { .. }
+            | ArchConfig::Matryoshka { .. }
+            | ArchConfig::JumpRelu { .. } => Activation::JumpRelu,
             ArchConfig::Gated { .. } => Activation::Gated,
         }
     }
@@ -384,30 +400,49 @@ impl TrainConfig {
                     }
                 }
             }
+            ArchConfig::Matryoshka {
+                k,
+                aux_k,
+                aux_coef,
+                ref prefixes,
+            } => {
+                self.check_prefixes(prefixes)?;
+                self.check_k_and_aux(k, aux_k, aux_coef)?;
+            }
             ArchConfig::TopK { k, aux_k, aux_coef }
             | ArchConfig::BatchTopK { k, aux_k, aux_coef } => {
-                if k == 0 || k > self.latents {
-                    return bad(
-                        "k",
-                        format!(
-                            "{k} must be in 1..={} (the number of latents)",
-                            self.latents
-                        ),
-                    );
-                }
-                if aux_k > self.latents {
-                    return bad(
-                        "aux_k",
-                        format!(
-                            "{aux_k} must be at most {} (the number of latents)",
-                            self.latents
-                        ),
-                    );
-                }
-                require_non_negative("aux_coef", aux_coef as f64)?;
+                self.check_k_and_aux(k, aux_k, aux_coef)?;
             }
         }
         self.admit(d_in)
+    }
+
+    /// TopK, BatchTopK and Matryoshka: `k` and `aux_k` within the latents.
+    fn check_k_and_aux(&self, k: usize, aux_k: usize, aux_coef: f32) -> Result<()> {
+        let n = self.latents;
+        if k == 0 || k > n {
+            let msg = format!("{k} must be in 1..={n} (the number of latents)");
+            return Err(Error::param("k", msg));
+        }
+        if aux_k > n {
+            let msg = format!("{aux_k} must be at most {n} (the number of latents)");
+            return Err(Error::param("aux_k", msg));
+        }
+        require_non_negative("aux_coef", aux_coef as f64)
+    }
+
+    /// Matryoshka: prefix sizes strictly increasing from at least 1, the last the latents.
+    fn check_prefixes(&self, prefixes: &[usize]) -> Result<()> {
+        let n = self.latents;
+        let increasing =
+            prefixes.first().is_some_and(|&p| p >= 1) && prefixes.windows(2).all(|w| w[0] < w[1]);
+        if !increasing || prefixes.last() != Some(&n) {
+            let msg = format!(
+                "{prefixes:?} must be strictly increasing sizes from 1 up to the number of latents ({n}), which ends them"
+            );
+            return Err(Error::param("prefixes", msg));
+        }
+        Ok(())
     }
 
     /// The SAE (weights, gradients, two Adam moments) and a batch's latent activations must fit.

@@ -139,7 +139,7 @@ impl RunJob {
             data_shape: data.shape(),
             data_fingerprint: data.fingerprint(),
             dictionary,
-            metadata: data.sae_metadata(path),
+            metadata: with_arch_metadata(data.sae_metadata(path), &checked.arch),
             format,
             source: match data {
                 TrainingData::Streamed { source, .. } => Some(source.clone()),
@@ -162,6 +162,18 @@ impl RunJob {
             .clone()
             .check(self.data_shape[0], self.data_shape[1])
     }
+}
+
+/// SAELens metadata with what the saved inference SAE does not show of its training: a
+/// Matryoshka SAE's prefix sizes, as `matryoshka_widths` (SAELens' name), since it is saved as
+/// JumpReLU.
+fn with_arch_metadata(mut metadata: Value, arch: &super::ArchConfig) -> Value {
+    if let (super::ArchConfig::Matryoshka { prefixes, .. }, Some(m)) =
+        (arch, metadata.as_object_mut())
+    {
+        m.insert("matryoshka_widths".into(), json!(prefixes));
+    }
+    metadata
 }
 
 /// Trains `job` on `data` (from `resume` when given), the observer seeing every step.

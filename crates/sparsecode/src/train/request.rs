@@ -31,6 +31,8 @@ pub enum ArchKind {
     Topk,
     /// BatchTopK + AuxK (saved as JumpReLU).
     Batchtopk,
+    /// Matryoshka BatchTopK + AuxK (saved as JumpReLU).
+    Matryoshka,
     /// JumpReLU with an L0 penalty.
     Jumprelu,
     /// Gated.
@@ -72,7 +74,8 @@ pub struct TrainRequest {
     pub arch: ArchKind,
     /// Number of latents.
     pub latents: usize,
-    /// Active latents per sample (topk; the batch mean for batchtopk). Required for those.
+    /// Active latents per sample (topk; the batch mean for batchtopk and matryoshka). Required
+    /// for those.
     #[serde(default)]
     pub k: Option<usize>,
     /// L1 coefficient (relu, gated, mlp).
@@ -93,6 +96,10 @@ pub struct TrainRequest {
     /// Hidden width of an MLP encoder (mlp; default: d_in).
     #[serde(default)]
     pub hidden: Option<usize>,
+    /// Nested prefix sizes (matryoshka; default `latents / 64, / 16, / 4`); the number of latents
+    /// is appended when the list stops short of it.
+    #[serde(default)]
+    pub prefixes: Option<Vec<usize>>,
     /// Dead latents used by AuxK (topk, batchtopk; 0 disables).
     #[serde(default)]
     pub aux_k: Option<usize>,
@@ -172,6 +179,7 @@ impl TrainRequest {
             bandwidth: None,
             init_threshold: None,
             hidden: None,
+            prefixes: None,
             aux_k: None,
             aux_coef: None,
             steps: None,
@@ -278,6 +286,12 @@ impl TrainRequest {
         let aux_coef = self.aux_coef.unwrap_or(1.0 / 32.0);
         let l1 = self.l1.unwrap_or(DEFAULT_L1);
         let jump = 0.001;
+        if self.prefixes.is_some() && self.arch != ArchKind::Matryoshka {
+            return Err(Error::param(
+                "prefixes",
+                format!("prefix sizes belong to matryoshka, not {:?}", self.arch),
+            ));
+        }
         Ok(match self.arch {
             ArchKind::Relu => ArchConfig::Relu {
                 l1,
@@ -293,6 +307,12 @@ impl TrainRequest {
                 aux_k,
                 aux_coef,
             },
+            ArchKind::Matryoshka => ArchConfig::Matryoshka {
+                k: need_k("matryoshka")?,
+                aux_k,
+                aux_coef,
+                prefixes: self.matryoshka_prefixes(),
+            },
             ArchKind::Jumprelu => ArchConfig::JumpRelu {
                 l0: self.l0.unwrap_or(DEFAULT_L0),
                 bandwidth: self.bandwidth.unwrap_or(jump),
@@ -305,6 +325,26 @@ impl TrainRequest {
                 l1_warmup_steps: self.l1_warmup_steps,
             },
         })
+    }
+}
+
+impl TrainRequest {
+    /// The prefix sizes asked for, ending at the number of latents, or by default a quarter, a
+    /// sixteenth and a sixty-fourth of the latents (those that are at least 1) before them.
+    fn matryoshka_prefixes(&self) -> Vec<usize> {
+        let n = self.latents;
+        let mut prefixes = match &self.prefixes {
+            Some(p) => p.clone(),
+            None => [64, 16, 4]
+                .iter()
+                .map(|d| n / d)
+                .filter(|&p| p >= 1)
+                .collect(),
+        };
+        if prefixes.last().is_none_or(|&p| p < n) {
+            prefixes.push(n);
+        }
+        prefixes
     }
 }
 

@@ -73,9 +73,15 @@ fn killed_and_resumed_equals_uninterrupted() {
             l1: 0.01,
             l1_warmup_steps: 10,
         },
+        ArchConfig::Matryoshka {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.1,
+            prefixes: vec![5, 10, 24],
+        },
     ] {
         let t = tempfile::tempdir().unwrap();
-        let mut j = job(arch, x);
+        let mut j = job(arch.clone(), x);
         // Inputs scaled as `Normalize::ExpectedAverageOnlyIn` does: the scale is part of the
         // config, so a resumed run scales the same way.
         j.config.input_scale = 0.37;

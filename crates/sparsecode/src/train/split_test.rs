@@ -81,6 +81,12 @@ fn architectures() -> Vec<ArchConfig> {
             aux_k: 4,
             aux_coef: 0.5,
         },
+        ArchConfig::Matryoshka {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.5,
+            prefixes: vec![4, 10, 24],
+        },
         ArchConfig::JumpRelu {
             l0: 0.1,
             bandwidth: 0.5,
@@ -112,7 +118,7 @@ fn two_halves_summed_give_the_whole_batch_update() {
     let (rows, d) = x.shape();
     let dead: Vec<bool> = (0..24).map(|j| j % 3 == 0).collect();
     for arch in architectures() {
-        let mut cfg = TrainConfig::new(arch, 24, 10, rows, 1e-2, 5);
+        let mut cfg = TrainConfig::new(arch.clone(), 24, 10, rows, 1e-2, 5);
         // Adam divides by the root of the second moment: with a larger epsilon a gradient that
         // is zero up to rounding moves nothing, instead of a full step of either sign.
         cfg.adam_eps = 1e-3;

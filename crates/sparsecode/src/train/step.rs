@@ -7,9 +7,9 @@
 use super::{Adam, ArchConfig, TrainConfig, TrainState, Update};
 use crate::linalg::normalize_rows;
 use crate::sae::{
-    gated_loss_grad, jumprelu_loss_grad, mlp_loss_grad, relu_loss_grad, sparse_loss_grad,
-    topk_loss_grad, AuxK, Collective, Encoder, Grads, LossParts, Magnitude, ParamId, Sae,
-    Selection, StepStats, Workspace,
+    gated_loss_grad, jumprelu_loss_grad, matryoshka_loss_grad, mlp_loss_grad, relu_loss_grad,
+    sparse_loss_grad, topk_loss_grad, AuxK, Collective, Encoder, Grads, LossParts, Magnitude,
+    ParamId, Sae, Selection, StepStats, Workspace,
 };
 use crate::{Error, Matrix, Parallelism, Result};
 
@@ -65,16 +65,28 @@ fn loss_grad(
             dead,
         })
     };
-    Ok(match (cfg.arch, &sae.encoder) {
+    Ok(match (&cfg.arch, &sae.encoder) {
         (ArchConfig::Relu { .. }, Encoder::Relu) => relu_loss_grad(sae, x, total, l1, ws, g, par),
-        (ArchConfig::TopK { k, aux_k, aux_coef }, Encoder::TopK { .. }) => {
+        (&ArchConfig::TopK { k, aux_k, aux_coef }, Encoder::TopK { .. }) => {
             topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par)
         }
-        (ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. }) => {
+        (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. }) => {
             let (selection, aux) = (Selection::Batch(k), aux(aux_k, aux_coef));
             sparse_loss_grad(sae, x, total, selection, aux, collective, ws, g, par)
         }
-        (ArchConfig::JumpRelu { l0, bandwidth, .. }, Encoder::JumpRelu { threshold }) => {
+        (
+            ArchConfig::Matryoshka {
+                k,
+                aux_k,
+                aux_coef,
+                prefixes,
+            },
+            Encoder::JumpRelu { .. },
+        ) => {
+            let (selection, aux) = ((*k, &prefixes[..]), aux(*aux_k, *aux_coef));
+            matryoshka_loss_grad(sae, x, total, selection, aux, collective, ws, g, par)
+        }
+        (&ArchConfig::JumpRelu { l0, bandwidth, .. }, Encoder::JumpRelu { threshold }) => {
             jumprelu_loss_grad(sae, threshold, x, total, l0, bandwidth, ws, g, par)
         }
         (ArchConfig::Gated { .. }, Encoder::Gated { b_mag, r_mag }) => {
@@ -96,7 +108,7 @@ fn loss_grad(
     })
 }
 
-/// Running-average weight of BatchTopK's inference threshold.
+/// Running-average weight of BatchTopK's (and Matryoshka's) inference threshold.
 const THRESHOLD_EMA: f32 = 0.99;
 
 /// Phase 4: steps the weights with the (reduced) gradients `g` and statistics `stats` at the
@@ -118,8 +130,10 @@ pub fn update(
         let d_in = sae.d_in();
         normalize_rows(sae.w_dec.as_mut_slice(), d_in);
     }
-    if let (ArchConfig::BatchTopK { .. }, Encoder::JumpRelu { threshold }) =
-        (cfg.arch, &mut sae.encoder)
+    if let (
+        ArchConfig::BatchTopK { .. } | ArchConfig::Matryoshka { .. },
+        Encoder::JumpRelu { threshold },
+    ) = (&cfg.arch, &mut sae.encoder)
     {
         step_batch_threshold(threshold, stats.batch_threshold);
     }

@@ -122,9 +122,9 @@ pub(crate) fn initial_state(
             sae.w_enc = sae.w_dec.clone();
         }
     }
-    match (cfg.arch, &mut sae.encoder) {
-        (ArchConfig::Mlp { hidden, .. }, _) => sae = sae.with_hidden_layer(hidden, &mut rng),
-        (ArchConfig::JumpRelu { init_threshold, .. }, Encoder::JumpRelu { threshold }) => {
+    match (&cfg.arch, &mut sae.encoder) {
+        (&ArchConfig::Mlp { hidden, .. }, _) => sae = sae.with_hidden_layer(hidden, &mut rng),
+        (&ArchConfig::JumpRelu { init_threshold, .. }, Encoder::JumpRelu { threshold }) => {
             threshold.fill(init_threshold)
         }
         _ => {}
