@@ -128,6 +128,8 @@ pub fn bench_encode(
         test_samples: 0,
         snr_db: None,
         seed: 2,
+        hierarchy: None,
+        correlation: None,
     };
     let data = sparsecode::data::generate(&cfg, None)?;
     let par = Parallelism::threads(threads);

@@ -40,6 +40,8 @@ impl Default for DemoConfig {
                 test_samples: 4_000,
                 snr_db: None,
                 seed: 0,
+                hierarchy: None,
+                correlation: None,
             },
             steps: 6_000,
             batch_size: 512,

@@ -3,7 +3,7 @@
 use crate::Outcome;
 use anyhow::Result;
 use clap::ValueEnum;
-use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::data::{generate, Correlation, Hierarchy, Magnitude, Support, SynthConfig};
 use sparsecode::io::{write_json_atomic, write_matrix, OutputDir};
 use std::path::PathBuf;
 
@@ -51,6 +51,20 @@ pub struct Args {
     /// Add Gaussian noise at this signal-to-noise ratio (dB).
     #[arg(long)]
     snr_db: Option<f64>,
+    /// Parent latents 0..P, each with --children children that imply it (a child's samples also
+    /// carry its parent); the pairs are written to hierarchy.json.
+    #[arg(long, requires = "children")]
+    parents: Option<usize>,
+    /// Children per parent (after the parents in latent order).
+    #[arg(long, requires = "parents")]
+    children: Option<usize>,
+    /// Correlation in [0, 1) of the Gaussians that choose the supports, within blocks of
+    /// --correlation-block consecutive latents.
+    #[arg(long)]
+    correlation: Option<f64>,
+    /// Latents per correlated block.
+    #[arg(long, default_value_t = 4, requires = "correlation")]
+    correlation_block: usize,
     /// Use this dictionary ([N, M] .npy; rows are scaled to unit norm) instead of a Gaussian one.
     #[arg(long)]
     dictionary: Option<PathBuf>,
@@ -98,6 +112,14 @@ pub fn run(a: Args) -> Result<Outcome> {
             .unwrap_or(0),
         snr_db: a.snr_db,
         seed: a.seed,
+        hierarchy: a
+            .parents
+            .zip(a.children)
+            .map(|(parents, children)| Hierarchy { parents, children }),
+        correlation: a.correlation.map(|rho| Correlation {
+            rho,
+            block: a.correlation_block,
+        }),
     };
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
     cfg.validate(dict.as_ref())?;
@@ -109,6 +131,10 @@ pub fn run(a: Args) -> Result<Outcome> {
     if let Some(t) = &data.test {
         write_matrix(&out.join("test_activations.npy"), &t.activations)?;
         write_matrix(&out.join("test_codes.npy"), &t.codes)?;
+    }
+    if let Some(h) = cfg.hierarchy {
+        let pairs = serde_json::json!({ "pairs": h.pairs() });
+        write_json_atomic(&out.join("hierarchy.json"), &pairs)?;
     }
     let mut record = sparsecode::io::record::provenance("synth");
     record["config"] = serde_json::to_value(&cfg)?;

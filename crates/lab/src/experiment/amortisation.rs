@@ -114,6 +114,8 @@ pub(crate) fn dataset(
             test_samples: samples,
             snr_db: None,
             seed,
+            hierarchy: None,
+            correlation: None,
         },
         None,
     )

@@ -319,6 +319,8 @@ fn measure(
                     test_samples: 0,
                     snr_db: None,
                     seed: p.seed ^ ((si * 1_000_003 + di * 1009 + ri) as u64) << 20,
+                    hierarchy: None,
+                    correlation: None,
                 };
                 let data = generate(&cfg, None)?;
                 for (mi, &method) in p.methods.iter().enumerate() {

@@ -32,6 +32,8 @@ impl ExperimentData {
             test_samples: (samples / 4).max(1),
             snr_db: None,
             seed,
+            hierarchy: None,
+            correlation: None,
         };
         let d = generate(&cfg, None)?;
         let test = d

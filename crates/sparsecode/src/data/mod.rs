@@ -10,4 +10,6 @@ pub mod synth;
 pub mod tokens;
 
 pub use stream::{Batcher, Plan, RowSource};
-pub use synth::{generate, Magnitude, Support, SynthConfig, SynthData, SynthSplit};
+pub use synth::{
+    generate, Correlation, Hierarchy, Magnitude, Support, SynthConfig, SynthData, SynthSplit,
+};

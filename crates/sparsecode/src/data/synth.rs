@@ -1,6 +1,18 @@
 //! Synthetic superposition: `x = z D (+ noise)` with `z` sparse (exactly K active per sample, or
 //! each latent active with probability p), magnitudes from a chosen distribution, and `D` a
 //! dictionary of unit-norm atoms (rows), Gaussian unless given.
+//!
+//! Two kinds of structure between supports can be planted, with the truth kept in the config:
+//! - **Hierarchy** ([`Hierarchy`]): latents `0..P` are parents, and parent `p` has the children
+//!   `P + p C .. P + (p + 1) C`; a sample in which a child is active also carries its parent
+//!   (drawn with its own magnitude when the base draw left it silent), so a child implies its
+//!   parent and a parent can fire alone. The feature-absorption setting of arXiv 2409.14507.
+//!   The parents a child brings come on top of the base draw's K.
+//! - **Correlation** ([`Correlation`]): consecutive blocks of latents share a Gaussian factor,
+//!   `g_j = sqrt(rho) f_block(j) + sqrt(1 - rho) e_j`; with exactly K active the K largest `g_j`
+//!   fire, with firing probability p those with `g_j` above the `1 - p` quantile of N(0, 1). The
+//!   marginal rate of each latent is unchanged; `rho` is the correlation of the latent
+//!   Gaussians, and supports within a block co-occur more the larger it is.
 
 use crate::linalg::normalize_rows;
 use crate::{Error, Matrix, Result};
@@ -42,6 +54,44 @@ pub enum Magnitude {
     SignedNormal,
 }
 
+/// Parents with children that imply them (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hierarchy {
+    /// Parent latents, `0..parents`.
+    pub parents: usize,
+    /// Children per parent, after the parents.
+    pub children: usize,
+}
+
+impl Hierarchy {
+    /// Every (parent, child) pair, parents in order.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        (0..self.parents)
+            .flat_map(|p| {
+                let first = self.parents + p * self.children;
+                (first..first + self.children).map(move |c| (p, c))
+            })
+            .collect()
+    }
+
+    /// The parent of latent `j`, when `j` is a child.
+    fn parent_of(&self, j: usize) -> Option<usize> {
+        let c = j.checked_sub(self.parents)?;
+        (c < self.parents * self.children).then(|| c / self.children)
+    }
+}
+
+/// Correlated supports within blocks of latents (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Correlation {
+    /// Correlation of the latent Gaussians within a block, in [0, 1).
+    pub rho: f64,
+    /// Latents per block (consecutive indices).
+    pub block: usize,
+}
+
 /// Parameters of a synthetic dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +114,12 @@ pub struct SynthConfig {
     pub snr_db: Option<f64>,
     /// Seed of the dictionary, codes and noise.
     pub seed: u64,
+    /// Parents and the children that imply them.
+    #[serde(default)]
+    pub hierarchy: Option<Hierarchy>,
+    /// Correlated supports.
+    #[serde(default)]
+    pub correlation: Option<Correlation>,
 }
 
 impl SynthConfig {
@@ -79,6 +135,8 @@ impl SynthConfig {
             test_samples: 1024,
             snr_db: None,
             seed,
+            hierarchy: None,
+            correlation: None,
         }
     }
 
@@ -111,6 +169,7 @@ impl SynthConfig {
             }
             _ => {}
         }
+        self.validate_structure()?;
         if let Some(s) = self.snr_db {
             if !s.is_finite() {
                 return Err(Error::param(
@@ -135,6 +194,41 @@ impl SynthConfig {
             }
         }
         self.admit()
+    }
+
+    /// The hierarchy fits in the latents; the correlation is a number in [0, 1) over blocks of
+    /// at least one latent.
+    fn validate_structure(&self) -> Result<()> {
+        if let Some(h) = self.hierarchy {
+            let used = h
+                .children
+                .checked_add(1)
+                .and_then(|c| c.checked_mul(h.parents));
+            if h.parents == 0 || h.children == 0 || used.is_none_or(|u| u > self.latents) {
+                return Err(Error::param(
+                    "hierarchy",
+                    format!(
+                        "{} parents with {} children each need 1 + children latents per parent, at least one of each, within the {} latents",
+                        h.parents, h.children, self.latents
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = self.correlation {
+            if !(c.rho >= 0.0 && c.rho < 1.0) {
+                return Err(Error::param(
+                    "correlation",
+                    format!("rho = {} must be in [0, 1)", c.rho),
+                ));
+            }
+            if c.block == 0 {
+                return Err(Error::param(
+                    "correlation",
+                    "a block needs at least 1 latent",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The data, its dense codes and the dictionary must fit in memory.
@@ -190,10 +284,15 @@ fn codes(cfg: &SynthConfig, rows: usize, rng: &mut ChaCha8Rng) -> Matrix {
     let n = cfg.latents;
     let mut z = Matrix::zeros(rows, n);
     let mut idx: Vec<usize> = (0..n).collect();
+    let mut scores = Vec::new();
+    let bernoulli_cut = match (cfg.correlation, cfg.support) {
+        (Some(_), Support::Bernoulli { p }) => normal_upper_quantile(p),
+        _ => f64::INFINITY,
+    };
     for r in 0..rows {
         let row = z.row_mut(r);
-        match cfg.support {
-            Support::Exact { k } => {
+        match (cfg.correlation, cfg.support) {
+            (None, Support::Exact { k }) => {
                 // Partial Fisher-Yates: the first k of a uniform random permutation.
                 for i in 0..k {
                     let j = rng.random_range(i..n);
@@ -203,16 +302,73 @@ fn codes(cfg: &SynthConfig, rows: usize, rng: &mut ChaCha8Rng) -> Matrix {
                     row[j] = magnitude(cfg.magnitude, rng);
                 }
             }
-            Support::Bernoulli { p } => {
+            (None, Support::Bernoulli { p }) => {
                 for v in row.iter_mut() {
                     if rng.random_bool(p) {
                         *v = magnitude(cfg.magnitude, rng);
                     }
                 }
             }
+            (Some(c), support) => {
+                factor_scores(c, n, rng, &mut scores);
+                let fire: Vec<usize> = match support {
+                    Support::Exact { k } => {
+                        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+                        idx[..k].to_vec()
+                    }
+                    Support::Bernoulli { .. } => {
+                        (0..n).filter(|&j| scores[j] > bernoulli_cut).collect()
+                    }
+                };
+                for j in fire {
+                    row[j] = magnitude(cfg.magnitude, rng);
+                }
+            }
+        }
+        if let Some(h) = cfg.hierarchy {
+            imply_parents(h, row, cfg.magnitude, rng);
         }
     }
     z
+}
+
+/// `g_j = sqrt(rho) f_block(j) + sqrt(1 - rho) e_j` for every latent, into `out`.
+fn factor_scores(c: Correlation, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<f64>) {
+    out.clear();
+    let (shared, own) = (c.rho.sqrt(), (1.0 - c.rho).sqrt());
+    let mut factor = 0.0;
+    for j in 0..n {
+        if j % c.block == 0 {
+            factor = Distribution::<f64>::sample(&StandardNormal, rng);
+        }
+        out.push(shared * factor + own * Distribution::<f64>::sample(&StandardNormal, rng));
+    }
+}
+
+/// Every active child's parent fires too (with a magnitude of its own when it was silent).
+fn imply_parents(h: Hierarchy, row: &mut [f32], m: Magnitude, rng: &mut ChaCha8Rng) {
+    for j in h.parents..h.parents + h.parents * h.children {
+        if let (true, Some(p)) = (row[j] != 0.0, h.parent_of(j)) {
+            if row[p] == 0.0 {
+                row[p] = magnitude(m, rng);
+            }
+        }
+    }
+}
+
+/// The `t` with `P(N(0, 1) > t) = p`, by bisection on `erfc` (to far below f32 resolution).
+fn normal_upper_quantile(p: f64) -> f64 {
+    let tail = |t: f64| 0.5 * libm::erfc(t / std::f64::consts::SQRT_2);
+    let (mut lo, mut hi) = (-40.0f64, 40.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) > p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// Generates the dataset. A given `dictionary` is used with its rows scaled to unit norm.
@@ -303,6 +459,8 @@ mod tests {
             latents: 50,
             dims: 20,
             seed: 1,
+            hierarchy: None,
+            correlation: None,
         };
         let noisy = generate(&cfg, None).unwrap();
         let clean = generate(
@@ -334,6 +492,103 @@ mod tests {
         assert!((rate - 0.1).abs() < 0.01, "{rate}");
     }
 
+    /// Pearson correlation of the supports (active or not) of latents `a` and `b`.
+    fn support_correlation(z: &Matrix, a: usize, b: usize) -> f64 {
+        let on = |r: usize, j: usize| (z.get(r, j) != 0.0) as u8 as f64;
+        let n = z.rows() as f64;
+        let (ma, mb) = (
+            (0..z.rows()).map(|r| on(r, a)).sum::<f64>() / n,
+            (0..z.rows()).map(|r| on(r, b)).sum::<f64>() / n,
+        );
+        let cov = (0..z.rows())
+            .map(|r| (on(r, a) - ma) * (on(r, b) - mb))
+            .sum::<f64>()
+            / n;
+        cov / (ma * (1.0 - ma) * mb * (1.0 - mb)).sqrt()
+    }
+
+    #[test]
+    fn a_child_implies_its_parent_and_parents_also_fire_alone() {
+        let h = Hierarchy {
+            parents: 2,
+            children: 3,
+        };
+        assert_eq!(h.pairs(), [(0, 2), (0, 3), (0, 4), (1, 5), (1, 6), (1, 7)]);
+        let cfg = SynthConfig {
+            latents: 20,
+            support: Support::Bernoulli { p: 0.15 },
+            samples: 4000,
+            hierarchy: Some(h),
+            ..SynthConfig::e2(4)
+        };
+        let z = generate(&cfg, None).unwrap().train.codes;
+        let (mut with_child, mut alone) = (0, 0);
+        for r in 0..z.rows() {
+            for (p, c) in h.pairs() {
+                if z.get(r, c) != 0.0 {
+                    assert!(z.get(r, p) > 0.0, "row {r}: child {c} without parent {p}");
+                    with_child += 1;
+                }
+            }
+            let children_of_0 = (2..5).any(|c| z.get(r, c) != 0.0);
+            alone += (z.get(r, 0) != 0.0 && !children_of_0) as usize;
+        }
+        assert!(with_child > 1000 && alone > 200, "{with_child} {alone}");
+        // A parent fires when drawn or brought by a child: 1 - 0.85^4; latents outside the
+        // hierarchy keep their rate and stay independent of it.
+        let rate = |j: usize| (0..z.rows()).filter(|&r| z.get(r, j) != 0.0).count() as f64 / 4000.0;
+        assert!(
+            (rate(0) - (1.0 - 0.85f64.powi(4))).abs() < 0.03,
+            "{}",
+            rate(0)
+        );
+        assert!((rate(12) - 0.15).abs() < 0.02, "{}", rate(12));
+        let unrelated = support_correlation(&z, 0, 12);
+        assert!(unrelated.abs() < 0.05, "{unrelated}");
+        assert!(support_correlation(&z, 0, 2) > 0.2);
+    }
+
+    #[test]
+    fn correlated_supports_co_occur_within_blocks_at_the_same_rate() {
+        for support in [Support::Exact { k: 4 }, Support::Bernoulli { p: 0.15 }] {
+            let make = |rho: f64| {
+                let cfg = SynthConfig {
+                    latents: 24,
+                    support,
+                    samples: 8000,
+                    correlation: Some(Correlation { rho, block: 4 }),
+                    ..SynthConfig::e2(5)
+                };
+                generate(&cfg, None).unwrap().train.codes
+            };
+            let (none, some, strong) = (make(0.0), make(0.5), make(0.9));
+            let within = |z: &Matrix| support_correlation(z, 8, 9);
+            let across = |z: &Matrix| support_correlation(z, 8, 12);
+            // Exactly K makes any two supports anti-correlated by about 1 / (N - 1).
+            assert!(within(&none).abs() < 0.08, "{support:?}: {}", within(&none));
+            assert!(within(&some) > 0.1, "{support:?}: {}", within(&some));
+            assert!(within(&strong) > within(&some) + 0.1, "{support:?}");
+            // Across blocks: no positive co-occurrence (exactly K makes it slightly negative).
+            assert!(across(&strong) < 0.05, "{support:?}: {}", across(&strong));
+            // The marginal rate of a latent is unchanged.
+            let rate = |z: &Matrix| {
+                (0..z.rows()).filter(|&r| z.get(r, 9) != 0.0).count() as f64 / z.rows() as f64
+            };
+            assert!((rate(&strong) - rate(&none)).abs() < 0.02, "{support:?}");
+        }
+    }
+
+    #[test]
+    fn the_upper_normal_quantile_inverts_the_tail() {
+        for (p, t) in [
+            (0.5, 0.0),
+            (0.15865525393145707, 1.0),
+            (0.022750131948179195, 2.0),
+        ] {
+            assert!((normal_upper_quantile(p) - t).abs() < 1e-9, "{p}");
+        }
+    }
+
     #[test]
     fn rejects_impossible_parameters() {
         let e = SynthConfig {
@@ -349,5 +604,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("dictionary"));
+        for (hierarchy, correlation) in [
+            (
+                Some(Hierarchy {
+                    parents: 4,
+                    children: 4,
+                }),
+                None,
+            ),
+            (
+                Some(Hierarchy {
+                    parents: 0,
+                    children: 3,
+                }),
+                None,
+            ),
+            (None, Some(Correlation { rho: 1.0, block: 4 })),
+            (None, Some(Correlation { rho: 0.5, block: 0 })),
+            (
+                None,
+                Some(Correlation {
+                    rho: f64::NAN,
+                    block: 2,
+                }),
+            ),
+        ] {
+            let cfg = SynthConfig {
+                hierarchy,
+                correlation,
+                ..SynthConfig::e2(0)
+            };
+            let e = cfg.validate(None).unwrap_err().to_string();
+            let field = if hierarchy.is_some() {
+                "hierarchy"
+            } else {
+                "correlation"
+            };
+            assert!(e.contains(field), "{e}");
+        }
     }
 }

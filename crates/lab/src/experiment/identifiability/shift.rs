@@ -74,6 +74,8 @@ impl ShiftParams {
             test_samples: self.test_samples,
             snr_db: None,
             seed,
+            hierarchy: None,
+            correlation: None,
         }
     }
 
