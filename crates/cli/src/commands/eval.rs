@@ -1,10 +1,14 @@
 //! `sparsecode eval`: reconstruction, sparsity and, against planted ground truth, code and
-//! dictionary recovery, streamed over the samples (memory does not grow with their number).
+//! dictionary recovery (and feature absorption when the truth has a hierarchy), streamed over
+//! the samples (memory does not grow with their number).
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use sparsecode::eval::{dictionary_metrics, evaluate_streamed, mcc_of, CodeSource, HUNGARIAN_MAX};
+use sparsecode::eval::{
+    dictionary_metrics, evaluate_streamed, mcc_of, AbsorptionCounter, CodeSource,
+    DEFAULT_ABSORPTION_COS, HUNGARIAN_MAX,
+};
 use sparsecode::io::npy::NpyMap;
 use sparsecode::Parallelism;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,11 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Absorption (when --truth has a hierarchy.json): a latent that fires while the parent's
+    /// latent is silent carries the parent when its decoder's cosine with the parent's atom is
+    /// at least this.
+    #[arg(long, default_value_t = DEFAULT_ABSORPTION_COS, requires = "truth")]
+    absorption_cos: f32,
     /// Exit with status 1 when code MCC is below this.
     #[arg(long, requires = "truth")]
     min_mcc: Option<f64>,
@@ -102,7 +111,24 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         (Some(_), Some(p)) => Some(open(p)?),
         (Some(truth), None) => Some(open(&truth_codes_path(truth, &data_path)?)?),
     };
-    let r = evaluate_streamed(&data, &source, truth_codes.as_ref(), par)?;
+    let d_hat = sae.as_ref().map(|s| &s.w_dec).or(dictionary.as_ref());
+    let d_true = match &a.truth {
+        Some(truth) if d_hat.is_some() => Some(super::read_data(&truth.join("dictionary.npy"))?),
+        _ => None,
+    };
+    let mut absorption = match (&a.truth, &d_true, d_hat) {
+        (Some(truth), Some(d_true), Some(d_hat)) => {
+            absorption_counter(truth, d_true, d_hat, a.absorption_cos)?
+        }
+        _ => None,
+    };
+    let r = evaluate_streamed(
+        &data,
+        &source,
+        truth_codes.as_ref(),
+        absorption.as_mut(),
+        par,
+    )?;
     let rec = &r.recon;
     let mut out = json!({
         "samples": rec.samples,
@@ -120,18 +146,22 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         "density_histogram": rec.density,
     });
     let mut gate = None;
-    if let (Some(truth), Some(c)) = (&a.truth, &r.correlation) {
+    if let Some(c) = &r.correlation {
         let (mcc, matching) = mcc_of(c, a.hungarian_max);
         out["code_mcc"] = json!(mcc);
         out["matching"] = json!(matching.method);
-        let d_hat = sae.as_ref().map(|s| &s.w_dec).or(dictionary.as_ref());
-        if let Some(d_hat) = d_hat {
-            let d_true = super::read_data(&truth.join("dictionary.npy"))?;
-            let dm = dictionary_metrics(&d_true, d_hat, a.hungarian_max, par)?;
+        if let (Some(d_hat), Some(d_true)) = (d_hat, &d_true) {
+            let dm = dictionary_metrics(d_true, d_hat, a.hungarian_max, par)?;
             out["dict_mcc"] = json!(dm.dict_mcc);
             out["mmcs"] = json!(dm.mmcs);
             out["dict_recovered_090"] = json!(dm.recovered_090);
             out["dict_recovered_099"] = json!(dm.recovered_099);
+        }
+        if let Some(counter) = absorption {
+            let m = counter.finish();
+            out["absorption_rate"] = json!(m.mean_rate);
+            out["parent_silent_rate"] = json!(m.mean_silent_rate);
+            out["absorption"] = serde_json::to_value(&m)?;
         }
         if let Some(min) = a.min_mcc {
             if mcc < min {
@@ -145,6 +175,33 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         print_table(&out);
     }
     Ok(gate.map(Outcome::GateFailed).unwrap_or(Outcome::Ok))
+}
+
+/// An absorption counter for the pairs of `TRUTH/hierarchy.json`, when the truth has one.
+fn absorption_counter(
+    truth: &Path,
+    d_true: &sparsecode::Matrix,
+    d_hat: &sparsecode::Matrix,
+    tau: f32,
+) -> Result<Option<AbsorptionCounter>> {
+    let path = truth.join("hierarchy.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    struct Pairs {
+        pairs: Vec<(usize, usize)>,
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let pairs: Pairs = serde_json::from_str(&text).map_err(|e| {
+        sparsecode::Error::format(
+            &path,
+            format!("expected {{\"pairs\": [[parent, child], ...]}}: {e}"),
+        )
+    })?;
+    let counter = AbsorptionCounter::new(d_true, d_hat, &pairs.pairs, tau)
+        .with_context(|| format!("absorption against {}", path.display()))?;
+    Ok(Some(counter))
 }
 
 fn print_table(v: &Value) {
@@ -163,6 +220,8 @@ fn print_table(v: &Value) {
         "mmcs",
         "dict_recovered_090",
         "dict_recovered_099",
+        "absorption_rate",
+        "parent_silent_rate",
     ] {
         match &v[key] {
             Value::Null => {}

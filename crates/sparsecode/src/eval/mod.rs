@@ -1,7 +1,9 @@
 //! Measurement, exactly as defined in REFERENCE section 3: reconstruction (MSE, FVU), sparsity
 //! (L0, firing density, dead latents), and identifiability against planted ground truth (code
-//! MCC and dictionary recovery, both through a maximum-weight matching).
+//! MCC and dictionary recovery, both through a maximum-weight matching), and feature absorption
+//! against a planted hierarchy.
 
+mod absorption;
 mod correlation;
 mod identifiability;
 mod linear;
@@ -9,6 +11,7 @@ mod matching;
 mod metrics;
 mod streamed;
 
+pub use absorption::{Absorption, AbsorptionCounter, PairAbsorption, DEFAULT_ABSORPTION_COS};
 pub use correlation::{abs_correlation, CodeCorrelation};
 pub use identifiability::{abs_cosine, code_mcc, dictionary_metrics, mcc_of, DictMetrics};
 pub use linear::linear_r2;

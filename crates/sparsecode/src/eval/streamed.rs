@@ -40,11 +40,13 @@ pub struct Streamed {
 const CHUNK_BYTES: usize = 64 << 20;
 
 /// Streams `data` (`[samples, d_in]`) through `source`, comparing with `truth`
-/// (`[samples, n_true]`) when given.
+/// (`[samples, n_true]`) when given, and counting absorption into `absorption` when given (it
+/// needs `truth`).
 pub fn evaluate_streamed(
     data: &NpyMap,
     source: &CodeSource,
     truth: Option<&NpyMap>,
+    mut absorption: Option<&mut super::AbsorptionCounter>,
     par: Parallelism,
 ) -> Result<Streamed> {
     let (samples, d_in) = data.matrix_shape()?;
@@ -66,7 +68,11 @@ pub fn evaluate_streamed(
         let (codes, x_hat) = codes_of(source, &x, start, end, par)?;
         stats.add(&x, x_hat.as_ref().unwrap_or(&x), &codes);
         if let (Some(acc), Some(t)) = (corr.as_mut(), truth) {
-            acc.add(&t.read_rows(start, end)?, &codes, par)?;
+            let t = t.read_rows(start, end)?;
+            acc.add(&t, &codes, par)?;
+            if let Some(counter) = absorption.as_deref_mut() {
+                counter.add(&t, &codes)?;
+            }
         }
     }
     Ok(Streamed {
@@ -182,8 +188,8 @@ mod tests {
             nonneg: true,
             ..Default::default()
         };
-        let ito = evaluate_streamed(&xm, &CodeSource::Ito(&sae, p), None, par).unwrap();
-        let plain = evaluate_streamed(&xm, &CodeSource::Sae(&sae), None, par).unwrap();
+        let ito = evaluate_streamed(&xm, &CodeSource::Ito(&sae, p), None, None, par).unwrap();
+        let plain = evaluate_streamed(&xm, &CodeSource::Sae(&sae), None, None, par).unwrap();
         let codes = crate::coding::ito(&sae, x, &p, par).unwrap().codes;
         let want = evaluate(x, &sae.decode(&codes, par), &codes);
         assert!(
@@ -229,7 +235,7 @@ mod tests {
             &mut rng,
         );
         let par = Parallelism::Threads(2);
-        let got = evaluate_streamed(&xm, &CodeSource::Sae(&sae), Some(&zm), par).unwrap();
+        let got = evaluate_streamed(&xm, &CodeSource::Sae(&sae), Some(&zm), None, par).unwrap();
         let codes = sae.encode_dense(x, par);
         let want = evaluate(x, &sae.decode(&codes, par), &codes);
         assert_eq!(got.recon.l0, want.l0);
@@ -250,7 +256,7 @@ mod tests {
             codes: &cm,
             dictionary: Some(&dict_sae.w_dec),
         };
-        let f = evaluate_streamed(&xm, &from_file, None, par).unwrap();
+        let f = evaluate_streamed(&xm, &from_file, None, None, par).unwrap();
         assert!(f.reconstructed && f.correlation.is_none());
         assert_eq!(f.recon.l0, want.l0);
     }
@@ -266,7 +272,7 @@ mod tests {
             codes: &zm,
             dictionary: None,
         };
-        let e = evaluate_streamed(&xm, &src, None, Parallelism::Serial)
+        let e = evaluate_streamed(&xm, &src, None, None, Parallelism::Serial)
             .unwrap_err()
             .to_string();
         assert!(e.contains("short.npy") && e.contains("10 rows"), "{e}");
