@@ -7,7 +7,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cargo build --release --manifest-path "$root/Cargo.toml" >/dev/null 2>&1
 S="$root/target/release/sparsecode --threads ${THREADS:-2}"
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(amortisation toy-superposition sweep stability cs-bound phase-transition scaling identifiability natural-images scenes fashion-mnist)
+[ ${#names[@]} -eq 0 ] && names=(amortisation toy-superposition sweep stability absorption cs-bound phase-transition scaling identifiability natural-images scenes fashion-mnist)
 for name in "${names[@]}"; do
   start=$(date +%s)
   $S experiment "$name" --out "$root/docs/results/$name" --force

@@ -172,6 +172,49 @@ fn sweep_finds_a_knee_and_stability_compares_seeds() {
 }
 
 #[test]
+fn matryoshka_absorbs_less_than_topk_and_batch_topk_on_a_planted_hierarchy() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = experiment(dir.path(), "absorption", &[]);
+    let runs = j["results"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "2 seeds x 3 architectures");
+    let mean = |arch: &str, key: &str| {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter(|r| r["arch"] == arch)
+            .map(|r| r[key].as_f64().unwrap())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (m, t, b) = (
+        mean("matryoshka", "absorption"),
+        mean("topk", "absorption"),
+        mean("batchtopk", "absorption"),
+    );
+    // Measured at the quick setting: 0.17 against 0.62 and 0.62.
+    assert!(
+        t > 0.4 && b > 0.4,
+        "k = 2 below the true L0 absorbs: {t} {b}"
+    );
+    assert!(
+        m < 0.6 * t.min(b),
+        "matryoshka {m} vs topk {t}, batchtopk {b}"
+    );
+    assert!(mean("matryoshka", "fvu") < 0.4);
+    fails_with(
+        &[
+            "experiment",
+            "absorption",
+            "--quick",
+            "--ks",
+            "0",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        "ks",
+    );
+}
+
+#[test]
 fn scaling_and_cs_bound_run_quick() {
     let t = tempfile::tempdir().unwrap();
     let j = experiment(

@@ -60,3 +60,22 @@ def test_superposition_returns_data_and_its_truth():
         synth.superposition(magnitude="cauchy")
     with pytest.raises(ValueError, match="K = 5 must be in 1..=4"):
         synth.superposition(n_latents=4, k=5)
+
+
+def test_superposition_plants_a_hierarchy_and_correlated_supports():
+    s = synth.superposition(
+        n_latents=20, n_features=10, p=0.1, n_samples=2000, parents=2, children=3, seed=1
+    )
+    on = s.codes != 0
+    for parent in range(2):
+        for child in range(2 + 3 * parent, 5 + 3 * parent):
+            assert on[on[:, child], parent].all(), "a child implies its parent"
+    c = synth.superposition(
+        n_latents=20, n_features=10, p=0.2, n_samples=4000, correlation=0.8, correlation_block=5
+    )
+    on = (c.codes != 0).astype(float)
+    assert np.corrcoef(on[:, 0], on[:, 1])[0, 1] > 0.2
+    with pytest.raises(ValueError, match="hierarchy"):
+        synth.superposition(n_latents=8, parents=4, children=4)
+    with pytest.raises(ValueError, match="parents and children"):
+        synth.superposition(parents=2)

@@ -130,6 +130,8 @@ fn bench_coding(c: &mut Criterion) {
         test_samples: 0,
         snr_db: None,
         seed: 5,
+        hierarchy: None,
+        correlation: None,
     };
     let data = generate(&cfg, None).expect("valid synthetic config");
     let (y, d) = (&data.train.activations, &data.dictionary);

@@ -99,6 +99,8 @@ enum Which {
     Stability(Stability),
     /// Toy Models of Superposition (REFERENCE E8), then an SAE on the toy's hidden layer.
     ToySuperposition(ToySuperposition),
+    /// Feature absorption on a planted hierarchy: TopK, BatchTopK and Matryoshka BatchTopK.
+    Absorption(AbsorptionExp),
     /// The amortisation gap: SAE, SAE + ITO and sparse coding, dictionary known and unknown
     /// (REFERENCE E2, E4).
     Amortisation(Amortisation),
@@ -272,6 +274,21 @@ struct Stability {
 }
 
 #[derive(clap::Args)]
+struct AbsorptionExp {
+    #[command(flatten)]
+    common: Common,
+    /// Active latents per sample of the SAEs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    ks: Option<Vec<usize>>,
+    /// Seeds (datasets and SAEs).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Training steps of each SAE.
+    #[arg(long)]
+    steps: Option<u64>,
+}
+
+#[derive(clap::Args)]
 struct ToySuperposition {
     #[command(flatten)]
     common: Common,
@@ -403,6 +420,7 @@ impl Which {
             Which::ToySuperposition(a) => ("toy-superposition", &a.common),
             Which::Sweep(a) => ("sweep", &a.common),
             Which::Stability(a) => ("stability", &a.common),
+            Which::Absorption(a) => ("absorption", &a.common),
             Which::CsBound(a) => ("cs-bound", &a.common),
             Which::Additivity(a) => ("additivity", &a.common),
         }
@@ -417,6 +435,7 @@ impl Which {
             Which::CsBound(a) => a.run(par),
             Which::Sweep(a) => a.run(par, progress),
             Which::Stability(a) => a.run(par, progress),
+            Which::Absorption(a) => a.run(par, progress),
             Which::ToySuperposition(a) => a.run(par, progress),
             Which::Amortisation(a) => a.run(par, progress),
             Which::PhaseTransition(a) => a.run(par, progress),
@@ -638,6 +657,22 @@ fn photographs(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
         .into());
     }
     Ok(photos)
+}
+
+impl AbsorptionExp {
+    fn run(self, par: Parallelism, progress: Progress) -> Result<Done> {
+        use sparsecode_lab::experiment::absorption::{run, AbsorptionParams};
+        let mut p = preset(
+            &self.common,
+            AbsorptionParams::quick,
+            AbsorptionParams::full,
+        );
+        p.seed = self.common.seed;
+        p.ks = self.ks.unwrap_or(p.ks);
+        p.seeds = self.seeds.unwrap_or(p.seeds);
+        p.steps = self.steps.unwrap_or(p.steps);
+        Ok((run(&p, par, progress)?, serde_json::to_value(&p)?))
+    }
 }
 
 impl ToySuperposition {

@@ -3,6 +3,7 @@
 //! Every experiment has a quick setting (minutes on 2 cores, run in CI with assertions on the
 //! results) and a full one (the published sizes).
 
+pub mod absorption;
 pub mod activations;
 pub mod additivity;
 pub mod amortisation;

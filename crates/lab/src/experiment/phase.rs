@@ -502,6 +502,8 @@ mod tests {
                 test_samples: 0,
                 snr_db: None,
                 seed: 4,
+                hierarchy: None,
+                correlation: None,
             },
             None,
         )

@@ -26,6 +26,10 @@ def superposition(
     magnitude="abs_normal",
     snr_db=None,
     seed=0,
+    parents=None,
+    children=None,
+    correlation=None,
+    correlation_block=4,
 ):
     """Sparse latents in superposition: ``n_latents`` latents, ``k`` active per sample (or each
     with probability ``p``), projected by a random unit-norm dictionary into ``n_features``
@@ -44,6 +48,13 @@ def superposition(
     snr_db : float, optional
         Additive Gaussian noise at this signal-to-noise ratio (None: noiseless).
     seed : int, default=0
+    parents, children : int, optional
+        A planted hierarchy: latents ``0..parents`` are parents, each with ``children``
+        children after them that imply it (a child's rows also carry its parent); the pairs
+        are ``[(p, parents + p * children + c) ...]``.
+    correlation : float, optional
+        Correlation in [0, 1) of the Gaussians that choose the supports, within blocks of
+        ``correlation_block`` consecutive latents (marginal rates unchanged).
 
     Returns
     -------
@@ -63,5 +74,11 @@ def superposition(
         "snr_db": None if snr_db is None else float(snr_db),
         "seed": int(seed),
     }
+    if (parents is None) != (children is None):
+        raise ValueError("parents and children go together")
+    if parents is not None:
+        cfg["hierarchy"] = {"parents": int(parents), "children": int(children)}
+    if correlation is not None:
+        cfg["correlation"] = {"rho": float(correlation), "block": int(correlation_block)}
     d, x, z, xt, zt, noise = _native.superposition(json.dumps(cfg))
     return Superposition(x, z, d, xt, zt, noise)
