@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sparsecode::classify::Targets;
 use sparsecode::data::clusters::unit_vectors;
-use sparsecode::linalg::cholesky::{cholesky, cholesky_solve};
+use sparsecode::eval::{balanced_accuracy, top_mean_difference, BalancedLogistic};
 use sparsecode::linalg::matmul;
 use sparsecode::{Error, Matrix, Parallelism, Result};
 use std::path::Path;
@@ -244,113 +244,15 @@ fn mean_probe(tr: &Matrix, y_tr: &[usize], te: &Matrix, y_te: &[usize], k: usize
             let pos_te: Vec<bool> = y_te.iter().map(|y| *y == c).collect();
             let chosen = top_mean_difference(tr, &pos_tr, k);
             let (xa, xb) = (tr.select_columns(&chosen), te.select_columns(&chosen));
-            let w = logistic(&xa, &pos_tr);
-            balanced_accuracy(&xb, &pos_te, &w)
+            let said: Vec<bool> = BalancedLogistic::fit(&xa, &pos_tr)
+                .decision(&xb)
+                .iter()
+                .map(|v| *v > 0.0)
+                .collect();
+            balanced_accuracy(&said, &pos_te)
         })
         .collect();
     tasks.iter().sum::<f64>() / tasks.len() as f64
-}
-
-fn top_mean_difference(x: &Matrix, pos: &[bool], k: usize) -> Vec<usize> {
-    let (mut a, mut b) = (vec![0.0f64; x.cols()], vec![0.0f64; x.cols()]);
-    let np = pos.iter().filter(|p| **p).count().max(1) as f64;
-    let nn = (pos.len() as f64 - np).max(1.0);
-    for (r, p) in pos.iter().enumerate() {
-        let acc = if *p { &mut a } else { &mut b };
-        acc.iter_mut()
-            .zip(x.row(r))
-            .for_each(|(s, v)| *s += *v as f64);
-    }
-    let mut order: Vec<usize> = (0..x.cols()).collect();
-    let diff = |j: usize| (a[j] / np - b[j] / nn).abs();
-    order.sort_by(|i, j| diff(*j).total_cmp(&diff(*i)).then(i.cmp(j)));
-    order.truncate(k.min(x.cols()));
-    order
-}
-
-/// Weights (features standardised inside: `w` holds mean, scale and coefficients) of an L2-
-/// regularised logistic regression fitted by Newton's method, classes weighted to balance.
-fn logistic(x: &Matrix, pos: &[bool]) -> Vec<(f64, f64, f64)> {
-    let (n, k) = x.shape();
-    let stats: Vec<(f64, f64)> = (0..k)
-        .map(|j| {
-            let m = (0..n).map(|r| x.get(r, j) as f64).sum::<f64>() / n as f64;
-            let v = (0..n)
-                .map(|r| (x.get(r, j) as f64 - m).powi(2))
-                .sum::<f64>()
-                / n as f64;
-            (m, v.sqrt().max(1e-9))
-        })
-        .collect();
-    let np = pos.iter().filter(|p| **p).count().max(1) as f64;
-    let (wp, wn) = (
-        n as f64 / (2.0 * np),
-        n as f64 / (2.0 * (n as f64 - np).max(1.0)),
-    );
-    let d = k + 1;
-    let mut beta = vec![0.0f64; d];
-    let feat = |r: usize, j: usize| {
-        if j == k {
-            1.0
-        } else {
-            (x.get(r, j) as f64 - stats[j].0) / stats[j].1
-        }
-    };
-    for _ in 0..25 {
-        let mut g = vec![0.0f64; d];
-        let mut h = vec![0.0f64; d * d];
-        for (r, p) in pos.iter().enumerate() {
-            let t: f64 = (0..d).map(|j| beta[j] * feat(r, j)).sum();
-            let prob = 1.0 / (1.0 + (-t).exp());
-            let (y, w) = if *p { (1.0, wp) } else { (0.0, wn) };
-            for i in 0..d {
-                g[i] += w * (prob - y) * feat(r, i);
-                for j in 0..d {
-                    h[i * d + j] += w * prob * (1.0 - prob) * feat(r, i) * feat(r, j);
-                }
-            }
-        }
-        for i in 0..d {
-            g[i] += 1e-3 * beta[i];
-            h[i * d + i] += 1e-3;
-        }
-        // The Hessian of the ridge-penalised loss is symmetric positive definite.
-        if !cholesky(&mut h, d) {
-            break;
-        }
-        let mut step = g;
-        cholesky_solve(&h, d, &mut step);
-        beta.iter_mut().zip(&step).for_each(|(b, s)| *b -= s);
-        if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-8 {
-            break;
-        }
-    }
-    (0..d)
-        .map(|j| {
-            if j < k {
-                (stats[j].0, stats[j].1, beta[j])
-            } else {
-                (0.0, 1.0, beta[j])
-            }
-        })
-        .collect()
-}
-
-fn balanced_accuracy(x: &Matrix, pos: &[bool], w: &[(f64, f64, f64)]) -> f64 {
-    let k = x.cols();
-    let (mut tp, mut tn, mut np) = (0usize, 0usize, 0usize);
-    for (r, p) in pos.iter().enumerate() {
-        let t: f64 = (0..k)
-            .map(|j| w[j].2 * (x.get(r, j) as f64 - w[j].0) / w[j].1)
-            .sum::<f64>()
-            + w[k].2;
-        let said = t > 0.0;
-        np += *p as usize;
-        tp += (*p && said) as usize;
-        tn += (!*p && !said) as usize;
-    }
-    let nn = pos.len() - np;
-    0.5 * (tp as f64 / np.max(1) as f64 + tn as f64 / nn.max(1) as f64)
 }
 
 /// Mean over the features that fire on some held-out row of the share of their `top` highest

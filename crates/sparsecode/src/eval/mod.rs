@@ -9,6 +9,7 @@ mod identifiability;
 mod linear;
 mod matching;
 mod metrics;
+mod probe;
 mod streamed;
 
 pub use absorption::{Absorption, AbsorptionCounter, PairAbsorption, DEFAULT_ABSORPTION_COS};
@@ -19,5 +20,8 @@ pub use matching::{max_weight_matching, Matching, MatchingMethod, HUNGARIAN_MAX}
 pub use metrics::{
     density_histogram, evaluate, evaluate_sae, firing_frequency, fvu, l0, mse, Histogram,
     ReconMetrics, ReconStats,
+};
+pub use probe::{
+    balanced_accuracy, f1, top_mean_difference, BalancedLogistic, MultiProbe, MultiProbeParams,
 };
 pub use streamed::{evaluate_streamed, CodeSource, Streamed};
