@@ -322,3 +322,90 @@ fn inspect_refuses_a_missing_latent_a_bad_steer_and_an_empty_prompt() {
         );
     }
 }
+
+fn first_letter(sae: &Path, gguf: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "eval",
+        "--sae",
+        sae.to_str().unwrap(),
+        "--model",
+        gguf.to_str().unwrap(),
+        "--first-letter",
+        "--words",
+        "300",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
+#[test]
+fn first_letter_absorption_is_zero_for_a_silent_sae_and_bounded_for_an_exact_one() {
+    let Some((gguf, _)) = assets() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let meta = json!({"hook_layer": 6});
+    // Every code 0: no latent fires, so nothing can absorb (and nothing is ablated).
+    let zero = first_letter(
+        &known_sae(&t.path().join("zero"), false, true, meta.clone()),
+        &gguf,
+        &[],
+    );
+    assert_eq!(zero["letters"].as_array().unwrap().len(), 26);
+    assert_eq!(zero["config"]["layer"], 6);
+    let words = zero["words"].as_u64().unwrap() + zero["dropped"].as_u64().unwrap();
+    assert_eq!(words, 300);
+    assert_eq!(zero["mean_absorption_fraction"], 0.0);
+    assert_eq!(zero["mean_full_absorption"], 0.0);
+    // The residual does carry the first letter: some ground-truth probe beats chance clearly.
+    let best_f1 = zero["letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["probe_f1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(best_f1 > 0.4, "best probe F1 {best_f1}");
+    // The exact SAE: rates are rates, ablation checks at most the full absorptions, and the
+    // same seed gives the same answer.
+    let exact_dir = known_sae(&t.path().join("exact"), true, true, meta);
+    let exact = first_letter(&exact_dir, &gguf, &[]);
+    for l in exact["letters"].as_array().unwrap() {
+        let f = l["mean_absorption_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f), "{l}");
+        let (full, tp) = (
+            l["full_absorptions"].as_u64().unwrap(),
+            l["probe_true_positives"].as_u64().unwrap(),
+        );
+        assert!(
+            full <= tp && l["ablation_confirmed"][1].as_u64().unwrap() <= full,
+            "{l}"
+        );
+    }
+    assert_eq!(first_letter(&exact_dir, &gguf, &[]), exact);
+}
+
+#[test]
+fn first_letter_refuses_too_few_words_and_a_missing_model() {
+    let Some((gguf, _)) = assets() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let sae = known_sae(
+        &t.path().join("zero"),
+        false,
+        true,
+        json!({"hook_layer": 6}),
+    );
+    let s = sae.to_str().unwrap();
+    let g = gguf.to_str().unwrap();
+    let err = fails(&[
+        "eval",
+        "--sae",
+        s,
+        "--model",
+        g,
+        "--first-letter",
+        "--words",
+        "20",
+    ]);
+    assert!(err.contains("words"), "{err}");
+    let err = fails(&["eval", "--sae", s, "--data", "x.npy", "--first-letter"]);
+    assert!(err.contains("--first-letter"), "{err}");
+}

@@ -10,6 +10,7 @@
 //! - [`bert`]: BERT forward (hidden states after any layer, mean-pooled sentence embeddings).
 //! - [`tokenizer`]: `tokenizer.json`, or the byte-level BPE rebuilt from GGUF metadata.
 //! - [`corpus`]: text files into documents, documents into fixed-length token contexts.
+//! - [`first_letter`]: SAEBench's first-letter absorption task on a causal language model.
 //! - [`harvest`]: the resumable loop that writes an activation store with token provenance.
 //! - [`models`]: a model by name or path.
 //! - [`assets`]: where the fetched models live and what to run when one is missing.
@@ -18,6 +19,7 @@ pub mod assets;
 pub mod bert;
 pub mod corpus;
 mod error;
+pub mod first_letter;
 pub mod gguf;
 pub mod harvest;
 pub mod llama;

@@ -40,6 +40,14 @@ pub struct SplicedArgs {
     /// Seed of the context draw.
     #[arg(long, default_value_t = 0, requires = "model")]
     seed: u64,
+    /// Instead of splicing: SAEBench's first-letter absorption task (probes for "the token
+    /// starts with L" at the SAE's layer, the latents carrying each letter, the absorption rate,
+    /// an ablation check).
+    #[arg(long, requires = "model", conflicts_with = "data")]
+    first_letter: bool,
+    /// First-letter task: words used (default: every alphabetic token of the vocabulary).
+    #[arg(long, requires = "first_letter")]
+    words: Option<usize>,
 }
 
 pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> Result<Outcome> {
@@ -48,6 +56,9 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
     };
     let (sae, layer, model) = super::sae_in_model(sae_path, a.layer, spec, "a spliced evaluation")?;
     let model = model.as_ref();
+    if a.first_letter {
+        return first_letter(sae_path, (&sae, layer, model), a, as_json, threads);
+    }
     let corpus_path = super::corpus_or_default(&a.corpus)?;
     let (docs, invalid_utf8) = corpus::read_corpus(&corpus_path, InvalidUtf8::default())?;
     let contexts = corpus::shuffled_contexts(
@@ -90,6 +101,69 @@ pub fn run(sae_path: &Path, a: &SplicedArgs, as_json: bool, threads: usize) -> R
     } else {
         print_table(&out);
     }
+    Ok(Outcome::Ok)
+}
+
+/// `eval --model M --first-letter`: the absorption task at the SAE's layer.
+fn first_letter(
+    sae_path: &Path,
+    (sae, layer, model): (
+        &sparsecode::sae::Sae,
+        usize,
+        &sparsecode_harvest::llama::Llama,
+    ),
+    a: &SplicedArgs,
+    as_json: bool,
+    threads: usize,
+) -> Result<Outcome> {
+    use sparsecode_harvest::first_letter::{evaluate, FirstLetterConfig};
+    let mut cfg = FirstLetterConfig::new(layer);
+    cfg.max_words = a.words.unwrap_or(usize::MAX);
+    cfg.seed = a.seed;
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} (eta {eta})")
+            .expect("the template is valid"),
+    );
+    let par = Parallelism::threads(threads);
+    let r = evaluate(model, sae, &cfg, par, &mut |stage, done, total| {
+        bar.set_message(stage.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut out = serde_json::to_value(&r)?;
+    out["sae"] = json!(sae_path);
+    out["model"] = json!(a.model);
+    if as_json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(Outcome::Ok);
+    }
+    println!("letter  probe F1  main latents  true pos  absorption  full  confirmed");
+    for l in &r.letters {
+        println!(
+            "{:>6}  {:>8.3}  {:>12}  {:>8}  {:>10.3}  {:>4}  {:>4}/{}{}",
+            l.letter,
+            l.probe_f1,
+            l.main_latents.len(),
+            l.probe_true_positives,
+            l.mean_absorption_fraction,
+            l.full_absorptions,
+            l.ablation_confirmed.0,
+            l.ablation_confirmed.1,
+            if l.counted { "" } else { "  (not counted)" }
+        );
+    }
+    println!(
+        "{} words ({} prompts dropped), {} letters counted: mean absorption fraction {:.4}, full absorption {:.4} ({:.4} ablation-confirmed), split features {:.2}",
+        r.words,
+        r.dropped,
+        r.counted_letters,
+        r.mean_absorption_fraction,
+        r.mean_full_absorption,
+        r.confirmed_full_absorption,
+        r.mean_split_features
+    );
     Ok(Outcome::Ok)
 }
 

@@ -16,6 +16,21 @@
 //!
 //! The threshold `tau` plays the role of SAEBench's projection threshold: without it any latent
 //! that fires on the child's samples would count, and the rate would be overcounted.
+//!
+//! On a language model there is no planted truth: a linear probe for a feature (e.g. "the token
+//! starts with L") stands in for it, and [`word_absorption`] scores one input as SAEBench does
+//! (arXiv 2409.14507, Chanin et al.): with `u` the unit probe direction, `x` the activation and
+//! `p_j = a_j (w_j . u)` the projection of latent `j`'s contribution onto it,
+//! - absorption fraction: with `M` the main latents of the feature (the k-sparse probe's), the
+//!   potential absorbers `j` outside `M` with `cos(w_j, u) >= 0.1` and `p_j > 0`, `T` the sum of
+//!   the 3 largest of their `p_j` and `P = x . u`: 0 when `sum_M p >= P` or `T < 0.4 P`; 1 when
+//!   `sum_M p <= 0`; else `min(T, P - sum_M p) / (min(T, P - sum_M p) + sum_M p)`;
+//! - full absorption: every main latent silent, and the latent with the largest `p_j` has
+//!   `cos(w_j, u) >= 0.025` and `p_j >= 0.4 P` (with `P >= 0`).
+//!
+//! (SAEBench writes `p_j = a_j cos(w_j, u)`, the same for unit decoder rows; an SAE whose input
+//! scale was folded into its weights has rows of another norm, and the projection of the
+//! contribution is what the fraction compares with `P`.)
 
 use crate::{Error, Matrix, Result};
 
@@ -241,6 +256,105 @@ fn argmax(v: &[f32]) -> (usize, f32) {
         })
 }
 
+/// SAEBench's thresholds of [`word_absorption`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WordAbsorptionParams {
+    /// Smallest probe cosine of a potential absorber (absorption fraction).
+    pub fraction_cos: f32,
+    /// Smallest probe cosine of the top projecting latent (full absorption).
+    pub full_cos: f32,
+    /// Share of the activation's probe projection the absorbers must carry (both).
+    pub projection_share: f32,
+    /// Most latents that together absorb (absorption fraction).
+    pub max_absorbers: usize,
+}
+
+impl Default for WordAbsorptionParams {
+    fn default() -> Self {
+        WordAbsorptionParams {
+            fraction_cos: 0.1,
+            full_cos: 0.025,
+            projection_share: 0.4,
+            max_absorbers: 3,
+        }
+    }
+}
+
+/// One input scored against a feature's probe.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WordAbsorption {
+    /// `P = x . u`.
+    pub probe_projection: f32,
+    /// `sum_M p_j`.
+    pub main_projection: f32,
+    /// The absorption fraction in [0, 1].
+    pub fraction: f32,
+    /// Whether this is full absorption.
+    pub full: bool,
+    /// The latent with the largest projection, and its projection.
+    pub top_latent: (usize, f32),
+}
+
+/// The per-latent quantities of [`word_absorption`] that do not depend on the input: `w_j . u`
+/// and `cos(w_j, u)` of every decoder row with the unit probe direction `u`.
+pub fn probe_alignment(decoder: &Matrix, probe: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let norm = probe
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    let unit: Vec<f32> = probe.iter().map(|v| v / norm).collect();
+    let cos = cosines(decoder, &unit);
+    let dots = (0..decoder.rows())
+        .map(|j| decoder.row(j).iter().zip(&unit).map(|(a, b)| a * b).sum())
+        .collect();
+    (dots, cos)
+}
+
+/// Scores one input: its activation's projection `probe_projection` onto the unit probe
+/// direction, its codes `a`, the latents' `(w_j . u, cos(w_j, u))` from [`probe_alignment`]
+/// and the feature's main latents (see the module docs).
+pub fn word_absorption(
+    probe_projection: f32,
+    a: &[f32],
+    (dots, cos): (&[f32], &[f32]),
+    main: &[usize],
+    p: &WordAbsorptionParams,
+) -> WordAbsorption {
+    let proj = |j: usize| a[j] * dots[j];
+    let main_projection: f32 = main.iter().map(|&j| proj(j)).sum();
+    let mut absorbers: Vec<f32> = (0..a.len())
+        .filter(|j| !main.contains(j) && cos[*j] >= p.fraction_cos && proj(*j) > 0.0)
+        .map(proj)
+        .collect();
+    absorbers.sort_by(|x, y| y.total_cmp(x));
+    let t: f32 = absorbers.iter().take(p.max_absorbers).sum();
+    let big = probe_projection;
+    let fraction = if main_projection >= big || t < p.projection_share * big {
+        0.0
+    } else if main_projection <= 0.0 {
+        1.0
+    } else {
+        let absorbed = t.min(big - main_projection);
+        (absorbed / (absorbed + main_projection)).clamp(0.0, 1.0)
+    };
+    let top_latent = (0..a.len())
+        .map(|j| (j, proj(j)))
+        .fold((0, f32::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b });
+    let full = main.iter().all(|&j| a[j] < 1e-8)
+        && cos[top_latent.0] >= p.full_cos
+        && big >= 0.0
+        && top_latent.1 >= p.projection_share * big;
+    WordAbsorption {
+        probe_projection: big,
+        main_projection,
+        fraction,
+        full,
+        top_latent,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +464,47 @@ mod tests {
         }
         let m = measure(&data, &pairs, &dec, &codes);
         assert!((m.mean_rate - 0.5).abs() < 0.1, "{}", m.mean_rate);
+    }
+
+    /// Four orthonormal decoder rows in 4 dimensions; the probe reads axis 0.
+    fn letter_case(a: [f32; 4]) -> WordAbsorption {
+        let mut d = Matrix::zeros(4, 4);
+        for j in 0..4 {
+            d.row_mut(j)[j] = 1.0;
+        }
+        // Latent 3 reads the probe's axis and another: cosine 0.6 with the probe.
+        d.row_mut(3).copy_from_slice(&[0.6, 0.8, 0.0, 0.0]);
+        let (dots, cos) = probe_alignment(&d, &[2.0, 0.0, 0.0, 0.0]);
+        let x: Vec<f32> = (0..4)
+            .map(|i| (0..4).map(|j| a[j] * d.get(j, i)).sum())
+            .collect();
+        word_absorption(
+            x[0],
+            &a,
+            (&dots, &cos),
+            &[0],
+            &WordAbsorptionParams::default(),
+        )
+    }
+
+    #[test]
+    fn word_absorption_follows_saebench_cases() {
+        // The main latent carries the whole projection: no absorption.
+        let clean = letter_case([1.0, 0.3, 0.0, 0.0]);
+        assert_eq!((clean.fraction, clean.full), (0.0, false));
+        // The main latent silent, latent 3 carries it: full absorption, fraction 1.
+        let full = letter_case([0.0, 0.3, 0.0, 1.0]);
+        assert_eq!(
+            (full.fraction, full.full, full.top_latent.0),
+            (1.0, true, 3)
+        );
+        // Shared: main 0.5, absorber 0.6 of a projection of 1.1 -> 0.6 / 1.1.
+        let part = letter_case([0.5, 0.0, 0.0, 1.0]);
+        assert!((part.fraction - 0.6 / 1.1).abs() < 1e-6, "{part:?}");
+        assert!(!part.full);
+        // An absorber too weak for 40% of the projection does not count.
+        let weak = letter_case([0.8, 0.0, 0.0, 0.3]);
+        assert_eq!(weak.fraction, 0.0, "{weak:?}");
     }
 
     #[test]

@@ -12,7 +12,10 @@ mod metrics;
 mod probe;
 mod streamed;
 
-pub use absorption::{Absorption, AbsorptionCounter, PairAbsorption, DEFAULT_ABSORPTION_COS};
+pub use absorption::{
+    probe_alignment, word_absorption, Absorption, AbsorptionCounter, PairAbsorption,
+    WordAbsorption, WordAbsorptionParams, DEFAULT_ABSORPTION_COS,
+};
 pub use correlation::{abs_correlation, CodeCorrelation};
 pub use identifiability::{abs_cosine, code_mcc, dictionary_metrics, mcc_of, DictMetrics};
 pub use linear::linear_r2;
