@@ -18,8 +18,7 @@ use super::collective::Collective;
 use super::grads::{sized, subtract_encoder_path, LossParts, Workspace};
 use super::params::Grads;
 use super::topk::{
-    auxk_forward, dense_aux_backward, group_slots_by_latent, mark_fired, select_active,
-    sparse_weight_grads_by_level, MainGrad,
+    auxk_and_weight_grads, mark_fired, pre_activations_into, select_active, MainGrad,
 };
 use super::{AuxK, Sae, Selection};
 use crate::linalg::{simd, TopK};
@@ -44,30 +43,15 @@ pub fn matryoshka_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     debug_assert_eq!(widths.last(), Some(&n), "the last width is d_sae");
-    let b = x.len() / m;
-    sae.pre_activations(
-        x,
-        sized(&mut ws.xc, b * m),
-        sized(&mut ws.pre, b * n),
-        false,
-        par,
-    );
+    let b = pre_activations_into(sae, x, ws, par);
     select_active(sae, Selection::Batch(k), (b, total), collective, ws);
     let (nested, full) = nested_errors(sae, x, total, widths, ws);
-    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, par));
-    let aux_loss = aux.map_or(0.0, |r| r.loss);
-    let sparse_aux = aux.is_some_and(|r| !r.dense);
-    group_slots_by_latent(ws, n, sparse_aux);
     let levels = std::mem::take(&mut ws.levels);
     let main = MainGrad {
         grad: &levels[..b * widths.len() * m],
         widths,
     };
-    sparse_weight_grads_by_level(sae, ws, main, g, b, sparse_aux);
-    if aux.is_some_and(|r| r.dense) {
-        let (dea, xc) = (&ws.xhat[..b * m], &ws.xc[..b * m]);
-        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
-    }
+    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), Some(main), ws, g, par);
     // D_1 holds every level's error: b_dec's gradient.
     g.b_dec.fill(0.0);
     for row in levels[..b * widths.len() * m].chunks_exact(widths.len() * m) {

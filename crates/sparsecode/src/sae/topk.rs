@@ -108,7 +108,7 @@ fn dense_aux_forward(
 
 /// Dense AuxK backward: adds the aux gradients of the dead latents' decoder rows, encoder rows
 /// and encoder biases, given `dea = d loss / d e_aux` (`[B, d_in]`).
-pub(super) fn dense_aux_backward(
+fn dense_aux_backward(
     ws: &mut DenseAux,
     dea: &[f32],
     xc: &[f32],
@@ -275,26 +275,10 @@ pub fn sparse_loss_grad(
     par: Parallelism,
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
-    let b = x.len() / m;
-    sae.pre_activations(
-        x,
-        sized(&mut ws.xc, b * m),
-        sized(&mut ws.pre, b * n),
-        false,
-        par,
-    );
+    let b = pre_activations_into(sae, x, ws, par);
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
-    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, par));
-    let aux_loss = aux.map_or(0.0, |r| r.loss);
-    // Dense AuxK computes its gradients with products; the sparse path joins the main slots.
-    let sparse_aux = aux.is_some_and(|r| !r.dense);
-    group_slots_by_latent(ws, n, sparse_aux);
-    sparse_weight_grads(sae, ws, g, b, sparse_aux);
-    if aux.is_some_and(|r| r.dense) {
-        let (dea, xc) = (&ws.xhat[..b * m], &ws.xc[..b * m]);
-        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
-    }
+    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, ws, g, par);
     g.b_dec.fill(0.0);
     for row in ws.de[..b * m].chunks_exact(m) {
         g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
@@ -308,6 +292,48 @@ pub fn sparse_loss_grad(
         variance: 0.0,
         l0: active as f64 / total as f64,
     }
+}
+
+/// `x_c` and the pre-activations of the rows `x` into the workspace; returns their number.
+pub(super) fn pre_activations_into(
+    sae: &Sae,
+    x: &[f32],
+    ws: &mut Workspace,
+    par: Parallelism,
+) -> usize {
+    let (n, m) = sae.w_dec.shape();
+    let b = x.len() / m;
+    let (xc, pre) = (sized(&mut ws.xc, b * m), sized(&mut ws.pre, b * n));
+    sae.pre_activations(x, xc, pre, false, par);
+    b
+}
+
+/// After the reconstruction: AuxK's forward, then the sparse weight gradients of the main codes
+/// (from their reconstruction's gradient `main` by level, or `ws.de` when None) and of AuxK's
+/// codes; returns AuxK's loss (0 without it).
+pub(super) fn auxk_and_weight_grads(
+    sae: &Sae,
+    aux: Option<AuxK<'_>>,
+    (b, total): (usize, usize),
+    main: Option<MainGrad<'_>>,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> f64 {
+    let m = sae.d_in();
+    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, par));
+    // Dense AuxK computes its gradients with products; the sparse path joins the main slots.
+    let sparse_aux = aux.is_some_and(|r| !r.dense);
+    group_slots_by_latent(ws, sae.d_sae(), sparse_aux);
+    match main {
+        Some(main) => sparse_weight_grads_by_level(sae, ws, main, g, b, sparse_aux),
+        None => sparse_weight_grads(sae, ws, g, b, sparse_aux),
+    }
+    if aux.is_some_and(|r| r.dense) {
+        let (dea, xc) = (&ws.xhat[..b * m], &ws.xc[..b * m]);
+        dense_aux_backward(&mut ws.dense_aux, dea, xc, g, b, m, par);
+    }
+    aux.map_or(0.0, |r| r.loss)
 }
 
 /// Chooses the active entries of `ws.pre + b_enc` into `ws.topk`; BatchTopK's threshold is the
@@ -355,17 +381,17 @@ fn reconstruction_error(sae: &Sae, x: &[f32], total: usize, ws: &mut Workspace) 
 
 /// What the AuxK forward did.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct AuxRun {
+struct AuxRun {
     /// Its loss (with coefficient and scale), divided by the step's rows.
-    pub(super) loss: f64,
+    loss: f64,
     /// Whether it ran on dense products over the dead latents.
-    pub(super) dense: bool,
+    dense: bool,
 }
 
 /// AuxK: reconstructs the (detached) residual `x - x_hat = -e` from the top dead latents;
 /// leaves `d loss / d e_aux` in `ws.xhat` (whose reconstruction is no longer needed) and the
 /// aux codes in `ws.aux`. None when no latent is dead or the coefficient is 0.
-pub(super) fn auxk_forward(
+fn auxk_forward(
     sae: &Sae,
     a: AuxK<'_>,
     (b, total): (usize, usize),
@@ -412,7 +438,7 @@ pub(super) fn auxk_forward(
 /// Groups the active slots (main codes, then sparse AuxK codes) by latent with a counting sort
 /// into `ws.latent_start` / `ws.by_latent`, so that each latent's rows are summed by one thread
 /// in a fixed order: no atomics, identical results for any thread count.
-pub(super) fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
+fn group_slots_by_latent(ws: &mut Workspace, n: usize, with_aux: bool) {
     let main_slots = ws.topk.values.len();
     let aux_slots = if with_aux { ws.aux.values.len() } else { 0 };
     let start = &mut ws.latent_start;
@@ -467,7 +493,7 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
 }
 
 /// [`sparse_weight_grads`] with the main codes' gradient given per level.
-pub(super) fn sparse_weight_grads_by_level(
+fn sparse_weight_grads_by_level(
     sae: &Sae,
     ws: &Workspace,
     main: MainGrad<'_>,
