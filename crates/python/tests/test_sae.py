@@ -102,7 +102,9 @@ def test_bad_input_raises_value_error(planted):
     assert inc.n_steps_ == 5
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu", "gated", "mlp"])
+@pytest.mark.parametrize(
+    "arch", ["topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp"]
+)
 def test_every_architecture_trains_saves_and_loads_back(planted, tmp_path, arch):
     x, _, _ = planted(n_samples=1000)
     sae = SparseAutoencoder(arch=arch, n_latents=32, k=3, n_steps=300, n_threads=2).fit(x)
@@ -116,6 +118,19 @@ def test_every_architecture_trains_saves_and_loads_back(planted, tmp_path, arch)
     csr = back.set_params(sparse_output=True).transform(x)
     assert csr.has_sorted_indices and (csr.data != 0).all()
     np.testing.assert_array_equal(csr.toarray(), sae.transform(x))
+
+
+def test_matryoshka_prefixes_are_resolved_and_checked(planted):
+    x, _, _ = planted(n_samples=500)
+    sae = SparseAutoencoder(arch="matryoshka", n_latents=32, k=3, prefixes=[4, 16], n_steps=20)
+    sae.fit(x)
+    assert sae.config_["arch"]["prefixes"] == [4, 16, 32]
+    with pytest.raises(ValueError, match="prefixes"):
+        SparseAutoencoder(arch="matryoshka", n_latents=32, k=3, prefixes=[16, 4], n_steps=5).fit(x)
+    with pytest.raises(ValueError, match="matryoshka"):
+        SparseAutoencoder(arch="topk", n_latents=32, k=3, prefixes=[4], n_steps=5).fit(x)
+    with pytest.raises(ValueError, match="prefixes"):
+        SparseAutoencoder(arch="matryoshka", n_latents=32, k=3, prefixes=4).fit(x)
 
 
 def test_sparsify_folder_round_trips_and_refuses_other_archs(planted, tmp_path):
