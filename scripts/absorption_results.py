@@ -30,6 +30,7 @@ def row(work, arch, label):
         "delta_lm_loss": s["delta_lm_loss"],
         "words": t["words"],
         "counted_letters": t["counted_letters"],
+        "enough_letters": t.get("enough_letters", t["counted_letters"] >= 20),
         "mean_absorption_fraction": t["mean_absorption_fraction"],
         "mean_full_absorption": t["mean_full_absorption"],
         "confirmed_full_absorption": t["confirmed_full_absorption"],

@@ -54,6 +54,8 @@ pub struct FirstLetterConfig {
     pub f1_jump: f64,
     /// Letters whose ground-truth probe has at most this F1 are left out.
     pub min_probe_f1: f64,
+    /// Fewest counted letters for a verdict (SAEBench refuses to score a model with fewer).
+    pub min_letters: usize,
     /// L1 penalty of the latent-ranking probe.
     pub l1: f32,
     /// Fully absorbed words checked by ablation (at most).
@@ -75,6 +77,7 @@ impl FirstLetterConfig {
             max_k: 10,
             f1_jump: 0.03,
             min_probe_f1: 0.6,
+            min_letters: 20,
             l1: 0.01,
             max_ablations: 200,
             batch: 16,
@@ -226,6 +229,9 @@ pub struct FirstLetterReport {
     pub letters: Vec<LetterResult>,
     /// Letters counted.
     pub counted_letters: usize,
+    /// Whether at least `min_letters` letters count: SAEBench does not score a model whose
+    /// residual carries fewer first letters linearly (its numbers are still given here).
+    pub enough_letters: bool,
     /// Mean over counted letters of the mean absorption fraction.
     pub mean_absorption_fraction: f64,
     /// Mean over counted letters of full absorptions / probe true positives.
@@ -509,6 +515,7 @@ fn aggregate(
     letters: Vec<LetterResult>,
 ) -> FirstLetterReport {
     let counted: Vec<&LetterResult> = letters.iter().filter(|l| l.counted).collect();
+    let min_letters = config.min_letters;
     let mean = |f: &dyn Fn(&LetterResult) -> Option<f64>| {
         let v: Vec<f64> = counted.iter().filter_map(|l| f(l)).collect();
         v.iter().fold(0.0, |a, b| a + b) / v.len().max(1) as f64
@@ -519,6 +526,7 @@ fn aggregate(
         words,
         dropped,
         counted_letters: counted.len(),
+        enough_letters: counted.len() >= min_letters,
         mean_absorption_fraction: mean(&|l| Some(l.mean_absorption_fraction)),
         mean_full_absorption: mean(&|l| rate(l.full_absorptions, l.probe_true_positives)),
         confirmed_full_absorption: mean(&|l| {

@@ -164,6 +164,12 @@ fn first_letter(
         r.confirmed_full_absorption,
         r.mean_split_features
     );
+    if !r.enough_letters {
+        println!(
+            "fewer than {} letters have a ground-truth probe above F1 {}: SAEBench would not score this model",
+            r.config.min_letters, r.config.min_probe_f1
+        );
+    }
     Ok(Outcome::Ok)
 }
 
