@@ -13,6 +13,8 @@ pub enum Asset {
     MiniLmTokenizer,
     /// SmolLM2-135M-Instruct, one GGUF file.
     SmolLm2,
+    /// Gemma 3 270M (Q4_K_M), one GGUF file joined from its PyPI parts.
+    Gemma3,
     /// State of the Union addresses, a folder of `.txt` files.
     Sotu,
     /// Moby-Dick, a folder with one `.txt` file.
@@ -30,6 +32,7 @@ impl Asset {
             Asset::MiniLm => "minilm",
             Asset::MiniLmTokenizer => "minilm/tokenizer.json",
             Asset::SmolLm2 => "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            Asset::Gemma3 => "gemma3/gemma-3-270m-q4_k_m.gguf",
             Asset::Sotu => "text/sotu",
             Asset::MobyDick => "text/moby-dick",
             Asset::Images => "images",
@@ -42,6 +45,7 @@ impl Asset {
         match self {
             Asset::MiniLm | Asset::MiniLmTokenizer => "minilm",
             Asset::SmolLm2 => "smollm2",
+            Asset::Gemma3 => "gemma3",
             Asset::Sotu => "sotu",
             Asset::MobyDick => "moby-dick",
             Asset::Images => "images",
@@ -54,6 +58,7 @@ impl Asset {
             Asset::MiniLm => "the all-MiniLM-L6-v2 model folder",
             Asset::MiniLmTokenizer => "all-MiniLM-L6-v2's tokenizer.json",
             Asset::SmolLm2 => "the SmolLM2-135M GGUF model",
+            Asset::Gemma3 => "the Gemma 3 270M GGUF model",
             Asset::Sotu => "the State of the Union texts",
             Asset::MobyDick => "the Moby-Dick text",
             Asset::Images => "the public-domain photographs",

@@ -1,7 +1,15 @@
-//! Text to token ids with the model's own tokenizer: BERT's `tokenizer.json` as it is, or the
-//! byte-level BPE of a GGUF model rebuilt from the vocabulary and merges in its metadata (the
+//! Text to token ids with the model's own tokenizer: BERT's `tokenizer.json` as it is, or a GGUF
+//! model's rebuilt from its metadata: byte-level BPE from the vocabulary and merges (`gpt2`; the
 //! GPT-2 style pre-tokenizer with single digits, which is what SmolLM2's `smollm` pre-tokenizer
-//! type means).
+//! type means), or SentencePiece BPE (`llama`, Gemma's), whose file lists no merges.
+//!
+//! SentencePiece BPE as transformers rebuilds it from a GGUF file (and Gemma's own
+//! `tokenizer.json` spells it): spaces become `▁`; pieces are merged by BPE with the merges every
+//! vocabulary piece implies (each split of a piece into two pieces of the vocabulary), ranked by
+//! the merged piece's place in the file (Gemma's scores do not follow its merge order), earlier
+//! first, and within one piece longer left parts first; characters outside the vocabulary fall
+//! back to their UTF-8 bytes (`<0xAB>` pieces). A piece of two or more spaces is stored with real
+//! spaces and is respelled with `▁` so that it can be reached. Control pieces are matched whole.
 
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
@@ -120,10 +128,15 @@ pub fn from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
     let kind = get("tokenizer.ggml.model")?
         .to_string()
         .map_err(|e| Error::model(path, e.to_string()))?;
+    if kind == "llama" {
+        return sentencepiece_from_gguf(c, path);
+    }
     if kind != "gpt2" {
         return Err(Error::model(
             path,
-            format!("tokenizer model '{kind}' (only byte-level BPE, 'gpt2', is supported)"),
+            format!(
+                "tokenizer model '{kind}' (byte-level BPE, 'gpt2', and SentencePiece BPE, 'llama', are supported)"
+            ),
         ));
     }
     let strings = |k: &str| -> Result<Vec<String>> {
@@ -189,6 +202,124 @@ pub fn from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
     })
 }
 
+/// The string array `key` of the metadata.
+fn meta_strings(c: &Content, path: &Path, key: &str) -> Result<Vec<String>> {
+    c.metadata
+        .get(key)
+        .ok_or_else(|| Error::model(path, format!("GGUF metadata has no `{key}`")))?
+        .to_vec()
+        .map_err(|e| Error::model(path, format!("`{key}`: {e}")))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| Error::model(path, format!("`{key}`: {e}")))
+        })
+        .collect()
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = llama`), rebuilt as the module docs say.
+fn sentencepiece_from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
+    use tokenizers::decoders::{
+        byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as Decoders,
+    };
+    use tokenizers::normalizers::replace::Replace;
+    let tokens: Vec<String> = meta_strings(c, path, "tokenizer.ggml.tokens")?
+        .into_iter()
+        .map(|t| {
+            if t.len() >= 2 && t.chars().all(|ch| ch == ' ') {
+                "\u{2581}".repeat(t.len())
+            } else {
+                t
+            }
+        })
+        .collect();
+    let types: Vec<i32> = match c.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| Error::model(path, e.to_string()))?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges = implied_merges(&tokens, &vocab);
+    let unk = tokens
+        .iter()
+        .position(|t| t == "<unk>")
+        .map(|_| "<unk>".to_string());
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| Error::model(path, format!("BPE from metadata: {e}")))?;
+    let mut inner = Tokenizer::new(bpe);
+    let replace = Replace::new(" ", "\u{2581}").map_err(tk_err)?;
+    inner.with_normalizer(Some(replace));
+    let space = Replace::new("\u{2581}", " ").map_err(tk_err)?;
+    inner.with_decoder(Some(Decoders::new(vec![
+        space.into(),
+        ByteFallback::default().into(),
+        Fuse::default().into(),
+    ])));
+    // Control pieces (type 3) are matched whole as special tokens, user-defined ones (type 4,
+    // Gemma's runs of newlines and tabs) whole as plain added tokens.
+    let added = |kind: i32, special: bool| -> Vec<AddedToken> {
+        tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == kind)
+            .map(|(s, _)| AddedToken::from(s.clone(), special).normalized(false))
+            .collect()
+    };
+    inner.add_special_tokens(&added(3, true));
+    inner.add_tokens(&added(4, false));
+    let bos = c
+        .metadata
+        .get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    Ok(TextTokenizer {
+        inner,
+        bos,
+        add_special: false,
+    })
+}
+
+/// The merges a SentencePiece vocabulary implies: every split of a piece into two pieces of the
+/// vocabulary, ranked by the piece's place in the file (earlier first), then longer left part,
+/// then longer right part, then the parts' ids.
+fn implied_merges(tokens: &[String], vocab: &Vocab) -> Vec<(String, String)> {
+    let mut merges: Vec<(usize, usize, usize, u32, u32, String, String)> = Vec::new();
+    for (rank, piece) in tokens.iter().enumerate() {
+        let bounds: Vec<usize> = piece.char_indices().map(|(i, _)| i).skip(1).collect();
+        for at in bounds {
+            let (l, r) = piece.split_at(at);
+            if let (Some(&il), Some(&ir)) = (vocab.get(l), vocab.get(r)) {
+                let (nl, nr) = (l.chars().count(), r.chars().count());
+                merges.push((rank, nl, nr, il, ir, l.to_string(), r.to_string()));
+            }
+        }
+    }
+    merges.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(b.1.cmp(&a.1))
+            .then(b.2.cmp(&a.2))
+            .then(a.3.cmp(&b.3))
+            .then(a.4.cmp(&b.4))
+    });
+    merges.into_iter().map(|m| (m.5, m.6)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +345,37 @@ mod tests {
         // No padding to 128: the file's padding setting is turned off.
         assert_eq!(t.encode("a").unwrap().len(), 3);
         assert_eq!(t.vocab_size(), 30522);
+    }
+
+    /// Gemma 3's SentencePiece tokenizer rebuilt from its GGUF gives transformers' ids (the
+    /// fixture: transformers 5.24 loading the same file, scripts/gemma3-tokens.py).
+    #[test]
+    fn gemma3_tokenizer_from_gguf_matches_transformers() {
+        let p = path(Asset::Gemma3);
+        if !p.exists() {
+            eprintln!(
+                "skipped: {} absent (scripts/fetch-assets gemma3)",
+                p.display()
+            );
+            return;
+        }
+        let map = sparsecode::io::map_file(&p, "a GGUF model file").unwrap();
+        let c = crate::gguf::read(&p, &map).unwrap();
+        let t = from_gguf(&c, &p).unwrap();
+        assert_eq!(t.bos(), Some(2));
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/gemma3_tokens.json")).unwrap();
+        for case in fixture["texts"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(t.encode(text).unwrap(), want, "{text:?}");
+            assert_eq!(t.decode(&want).unwrap(), text, "{text:?}");
+        }
     }
 
     #[test]
