@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the Hugging Face reference of SmolLM2's forward that crates/harvest/tests/hf_reference.rs
-checks our own forward against, so that CI needs no PyTorch.
+"""Writes the Hugging Face reference of a GGUF model's forward (SmolLM2, Gemma 3) that
+crates/harvest/tests/hf_reference.rs checks our own forward against, so that CI needs no PyTorch.
 
 Hugging Face transformers loads the same GGUF file offline (dequantised by PyPI's `gguf`) and runs
 its own Llama implementation, which shares no code with ours (candle tensors, our RoPE on
@@ -11,6 +11,10 @@ position) and the next-token logits' top tokens.
     python3 -m venv v && v/bin/pip install torch transformers accelerate gguf numpy
     v/bin/python scripts/hf-reference.py assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
         crates/harvest/tests/fixtures/smollm2_hf_reference.json
+    v/bin/python scripts/hf-reference.py assets/gemma3/gemma-3-270m-q4_k_m.gguf \
+        crates/harvest/tests/fixtures/gemma3_hf_reference.json 0,5,11,16
+(the layers after which the residual is recorded: never the last block, whose hidden state
+transformers returns after the final norm)
 """
 
 import json
@@ -31,7 +35,7 @@ LAYERS = [0, 2, 15, 28]
 DIMS = 24
 
 
-def main(gguf_path, out_path):
+def main(gguf_path, out_path, chosen):
     gguf_path = pathlib.Path(gguf_path)
     kw = {"gguf_file": gguf_path.name, "local_files_only": True}
     tok = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
@@ -46,7 +50,7 @@ def main(gguf_path, out_path):
     # hidden_states[0] is the embedding; [l + 1] the residual after block l (the last one has
     # the final norm applied, so it is not used).
     layers = []
-    for l in LAYERS:
+    for l in chosen:
         h = out.hidden_states[l + 1][0]
         layers.append({
             "layer": l,
@@ -72,6 +76,7 @@ def main(gguf_path, out_path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: hf-reference.py MODEL.gguf OUT.json")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: hf-reference.py MODEL.gguf OUT.json [LAYER,LAYER,...]")
+    chosen = [int(l) for l in sys.argv[3].split(",")] if len(sys.argv) == 4 else LAYERS
+    main(sys.argv[1], sys.argv[2], chosen)

@@ -7,6 +7,8 @@
 //! return only their last layer or logits). Nothing here reaches a model hub.
 //!
 //! - [`llama`]: GGUF Llama forward (residual after any block, logits, greedy generation).
+//! - [`gemma`]: GGUF Gemma 3 forward (sandwich norms, q/k norms, GeGLU, sliding-window and
+//!   global layers; residual after any block, logits).
 //! - [`bert`]: BERT forward (hidden states after any layer, mean-pooled sentence embeddings).
 //! - [`tokenizer`]: `tokenizer.json`, or the byte-level BPE rebuilt from GGUF metadata.
 //! - [`corpus`]: text files into documents, documents into fixed-length token contexts.
@@ -20,6 +22,7 @@ pub mod bert;
 pub mod corpus;
 mod error;
 pub mod first_letter;
+pub mod gemma;
 pub mod gguf;
 pub mod harvest;
 pub mod llama;

@@ -66,13 +66,13 @@ pub struct Llama {
     device: Device,
 }
 
-fn meta<'a>(c: &'a Content, path: &Path, key: &str) -> Result<&'a Value> {
+pub(crate) fn meta<'a>(c: &'a Content, path: &Path, key: &str) -> Result<&'a Value> {
     c.metadata
         .get(key)
         .ok_or_else(|| Error::model(path, format!("GGUF metadata has no `{key}`")))
 }
 
-fn meta_usize(c: &Content, path: &Path, key: &str) -> Result<usize> {
+pub(crate) fn meta_usize(c: &Content, path: &Path, key: &str) -> Result<usize> {
     let v = meta(c, path, key)?;
     v.to_u32()
         .map(|x| x as usize)
@@ -81,7 +81,7 @@ fn meta_usize(c: &Content, path: &Path, key: &str) -> Result<usize> {
         .map_err(|e| Error::model(path, format!("`{key}`: {e}")))
 }
 
-fn meta_f64(c: &Content, path: &Path, key: &str, default: f64) -> Result<f64> {
+pub(crate) fn meta_f64(c: &Content, path: &Path, key: &str, default: f64) -> Result<f64> {
     match c.metadata.get(key) {
         None => Ok(default),
         Some(v) => v
