@@ -694,3 +694,61 @@ fn minilm_harvest_and_a_killed_smollm2_harvest_resumes_to_identical_shards() {
     assert_eq!(x["metadata"]["token_shards"], y["metadata"]["token_shards"]);
     assert_eq!(x["rows"], 8192);
 }
+
+#[test]
+fn gemma3_is_harvested_like_smollm2_and_splicing_into_it_is_refused_for_now() {
+    let (Some(_), Some(corpus)) = (
+        asset("gemma3/gemma-3-270m-q4_k_m.gguf"),
+        asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("g3");
+    let c = corpus.to_str().unwrap();
+    ok(&[
+        "harvest",
+        "--model",
+        "gemma3",
+        "--corpus",
+        c,
+        "--layer",
+        "9",
+        "--context",
+        "32",
+        "--max-tokens",
+        "256",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        (m["d_in"].as_u64(), m["rows"].as_u64()),
+        (Some(640), Some(256))
+    );
+    assert_eq!(
+        m["metadata"]["hook_name"], "blocks.9.hook_resid_post",
+        "{m}"
+    );
+    let err = fails(&[
+        "harvest",
+        "--model",
+        "gemma3",
+        "--corpus",
+        c,
+        "--layer",
+        "18",
+        "--out",
+        t.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(err.contains("18 layers"), "{err}");
+    // Splicing into Gemma 3 comes with the causal-model interface it still lacks: said, exit 2.
+    let sae_dir = t.path().join("sae");
+    std::fs::create_dir_all(&sae_dir).unwrap();
+    let sae = Sae::zeros(640, 8, Activation::Relu, None);
+    sparsecode::sae::saelens::save(&sae_dir, &sae, json!({"hook_layer": 9})).unwrap();
+    let s = sae_dir.to_str().unwrap();
+    let err = fails(&["eval", "--sae", s, "--model", "gemma3", "--tokens", "64"]);
+    assert!(err.contains("not yet spliced"), "{err}");
+}

@@ -1,7 +1,9 @@
-//! Picks a model by name (`smollm2`, `minilm`) or path (a `.gguf` file, a BERT folder).
+//! Picks a model by name (`smollm2`, `gemma3`, `minilm`) or path (a `.gguf` file of either
+//! architecture, a BERT folder).
 
 use crate::assets::{self, Asset};
 use crate::bert::Bert;
+use crate::gemma::Gemma;
 use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
@@ -11,17 +13,41 @@ use std::path::{Path, PathBuf};
 pub enum Loaded {
     /// A GGUF Llama.
     Llama(Box<Llama>),
+    /// A GGUF Gemma 3.
+    Gemma(Box<Gemma>),
     /// A BERT encoder.
     Bert(Box<Bert>),
 }
 
+/// `general.architecture` of a GGUF file (read from its header; the weights are not touched).
+fn gguf_architecture(path: &Path) -> Result<String> {
+    if !path.is_file() {
+        return Err(Error::model(
+            path,
+            "no such file (expected a GGUF model file)",
+        ));
+    }
+    let map = sparsecode::io::map_file(path, "a GGUF model file")?;
+    let content = crate::gguf::read(path, &map)?;
+    let arch = crate::llama::meta(&content, path, "general.architecture")?
+        .to_string()
+        .map_err(|e| Error::model(path, format!("`general.architecture`: {e}")))?
+        .clone();
+    Ok(arch)
+}
+
 impl Loaded {
-    /// Loads `spec`: `smollm2`, `minilm`, a `.gguf` file or a folder with `model.safetensors`.
+    /// Loads `spec`: `smollm2`, `gemma3`, `minilm`, a `.gguf` file or a folder with
+    /// `model.safetensors`.
     pub fn load(spec: &str) -> Result<(Self, PathBuf)> {
         match spec {
             "smollm2" => {
                 let p = assets::require(Asset::SmolLm2)?;
                 Ok((Loaded::Llama(Box::new(Llama::load(&p)?)), p))
+            }
+            "gemma3" => {
+                let p = assets::require(Asset::Gemma3)?;
+                Ok((Loaded::Gemma(Box::new(Gemma::load(&p)?)), p))
             }
             "minilm" => {
                 let dir = assets::require(Asset::MiniLm)?;
@@ -36,12 +62,16 @@ impl Loaded {
                         p.join("model.safetensors"),
                     ))
                 } else if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {
-                    Ok((Loaded::Llama(Box::new(Llama::load(p)?)), p.to_path_buf()))
+                    let loaded = match gguf_architecture(p)?.as_str() {
+                        "gemma3" => Loaded::Gemma(Box::new(Gemma::load(p)?)),
+                        _ => Loaded::Llama(Box::new(Llama::load(p)?)),
+                    };
+                    Ok((loaded, p.to_path_buf()))
                 } else {
                     Err(Error::Param {
                         field: "model",
                         reason: format!(
-                            "'{spec}' is neither `smollm2`, `minilm`, a .gguf file nor a BERT folder"
+                            "'{spec}' is neither `smollm2`, `gemma3`, `minilm`, a .gguf file nor a BERT folder"
                         ),
                     })
                 }
@@ -53,6 +83,7 @@ impl Loaded {
     pub fn residual_model(&self) -> &dyn ResidualModel {
         match self {
             Loaded::Llama(m) => m.as_ref(),
+            Loaded::Gemma(m) => m.as_ref(),
             Loaded::Bert(m) => m.as_ref(),
         }
     }
@@ -61,6 +92,7 @@ impl Loaded {
     pub fn tokenizer(&self) -> &TextTokenizer {
         match self {
             Loaded::Llama(m) => m.tokenizer(),
+            Loaded::Gemma(m) => m.tokenizer(),
             Loaded::Bert(m) => m.tokenizer(),
         }
     }

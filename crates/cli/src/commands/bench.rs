@@ -69,7 +69,7 @@ pub enum Which {
     /// Harvest throughput: a transformer forward to one layer on random token contexts, against
     /// the dense f32 product speed measured in the same run.
     Harvest {
-        /// `smollm2`, `minilm`, a .gguf file or a BERT folder.
+        /// `smollm2`, `gemma3`, `minilm`, a .gguf file or a BERT folder.
         #[arg(long, default_value = "smollm2")]
         model: String,
         #[arg(long)]

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `smollm2`, `minilm`, a .gguf file or a BERT folder (fetched models: scripts/fetch-assets).
+    /// `smollm2`, `gemma3`, `minilm`, a .gguf file or a BERT folder (fetched models:
+    /// scripts/fetch-assets).
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// A text file or folder of text files (default: the fetched State of the Union texts).

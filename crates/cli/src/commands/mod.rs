@@ -53,6 +53,9 @@ pub fn sae_in_model(
     };
     match sparsecode_harvest::models::Loaded::load(spec)?.0 {
         sparsecode_harvest::models::Loaded::Llama(model) => Ok((model_sae, layer, model)),
+        sparsecode_harvest::models::Loaded::Gemma(_) => anyhow::bail!(
+            "--model {spec}: {command} runs on SmolLM2-style (Llama) models so far; Gemma 3 can be harvested and trained on (`harvest`, `train --model`), not yet spliced into"
+        ),
         sparsecode_harvest::models::Loaded::Bert(_) => anyhow::bail!(
             "--model {spec}: {command} needs a causal language model (smollm2 or a .gguf file), not a BERT encoder"
         ),

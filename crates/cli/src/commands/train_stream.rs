@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct StreamArgs {
     /// Stream activations from this model into training, with no store on disk: `smollm2`,
-    /// `minilm`, a .gguf file or a BERT folder.
+    /// `gemma3`, `minilm`, a .gguf file or a BERT folder.
     #[arg(long)]
     pub model: Option<String>,
     /// Text for --model (default: the fetched State of the Union texts).
