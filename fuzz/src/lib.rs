@@ -206,7 +206,11 @@ pub fn gguf(data: &[u8]) -> bool {
     let dir = scratch();
     let p = dir.join("model.gguf");
     write(&p, data);
-    sparsecode_harvest::llama::Llama::load(&p).is_ok_and(|m| m.tokenizer().encode("a b").is_ok())
+    sparsecode_harvest::llama::Llama::load(&p).is_ok_and(|m| {
+        sparsecode_harvest::CausalLm::tokenizer(&m)
+            .encode("a b")
+            .is_ok()
+    })
 }
 
 /// A run folder to resume: `train_config.json`, `checkpoint/state.json`,

@@ -696,7 +696,7 @@ fn minilm_harvest_and_a_killed_smollm2_harvest_resumes_to_identical_shards() {
 }
 
 #[test]
-fn gemma3_is_harvested_like_smollm2_and_splicing_into_it_is_refused_for_now() {
+fn gemma3_is_harvested_and_spliced_into_like_smollm2() {
     let (Some(_), Some(corpus)) = (
         asset("gemma3/gemma-3-270m-q4_k_m.gguf"),
         asset("text/moby-dick"),
@@ -743,12 +743,29 @@ fn gemma3_is_harvested_like_smollm2_and_splicing_into_it_is_refused_for_now() {
         t.path().join("x").to_str().unwrap(),
     ]);
     assert!(err.contains("18 layers"), "{err}");
-    // Splicing into Gemma 3 comes with the causal-model interface it still lacks: said, exit 2.
+    // Spliced in like SmolLM2: an SAE of zeros is the zero ablation itself (CE loss score 0).
     let sae_dir = t.path().join("sae");
     std::fs::create_dir_all(&sae_dir).unwrap();
     let sae = Sae::zeros(640, 8, Activation::Relu, None);
     sparsecode::sae::saelens::save(&sae_dir, &sae, json!({"hook_layer": 9})).unwrap();
     let s = sae_dir.to_str().unwrap();
-    let err = fails(&["eval", "--sae", s, "--model", "gemma3", "--tokens", "64"]);
-    assert!(err.contains("not yet spliced"), "{err}");
+    let e: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--sae",
+        s,
+        "--model",
+        "gemma3",
+        "--corpus",
+        c,
+        "--tokens",
+        "64",
+        "--context",
+        "32",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(e["splice"]["ce_loss_score"], 0.0, "{e}");
+    assert!(
+        e["splice"]["ce_clean"].as_f64().unwrap() < e["splice"]["ce_ablated"].as_f64().unwrap()
+    );
 }

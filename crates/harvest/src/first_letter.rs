@@ -20,9 +20,8 @@
 //!    contribution is removed from the residual at the word's token and the model is run on from
 //!    there; the absorption is confirmed when the probability of the right answer (" W") falls.
 
-use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
-use crate::{Error, ResidualModel, Result};
+use crate::{CausalLm, Error, ResidualModel, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use sparsecode::eval::{
@@ -245,7 +244,7 @@ pub struct FirstLetterReport {
 
 /// Runs the task for `sae` at `cfg.layer` of `model`; `progress(stage, done, total)`.
 pub fn evaluate(
-    model: &Llama,
+    model: &dyn CausalLm,
     sae: &Sae,
     cfg: &FirstLetterConfig,
     par: Parallelism,
@@ -366,7 +365,7 @@ impl Split {
 
 /// Everything one letter's measurement reads.
 struct LetterContext<'a> {
-    model: &'a Llama,
+    model: &'a dyn CausalLm,
     sae: &'a Sae,
     cfg: &'a FirstLetterConfig,
     split: &'a Split,

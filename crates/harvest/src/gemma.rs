@@ -290,16 +290,6 @@ impl Gemma {
         &self.cfg
     }
 
-    /// The GGUF file it was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The tokenizer from the GGUF metadata.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
     /// One pass through blocks `0..=max(layers)` keeping the residual `[b, t, d]` after each
     /// block of `layers`, in the order asked.
     fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Tensor>> {
@@ -419,6 +409,33 @@ impl Gemma {
             self.head(&x, last_only)?.flatten_all()?.to_vec1()
         };
         go().ctx("gemma logits from a residual")
+    }
+}
+
+impl crate::CausalLm for Gemma {
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn logits_from(
+        &self,
+        resid: &[f32],
+        bt: (usize, usize),
+        layer: usize,
+        last_only: bool,
+    ) -> Result<Vec<f32>> {
+        Gemma::logits_from(self, resid, bt, layer, last_only)
+    }
+    fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Gemma::last_logits(self, tokens)
+    }
+    fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<crate::llama::LogitEffects>> {
+        crate::llama::logit_effects(dirs, k, &self.out_norm, &self.embed)
     }
 }
 

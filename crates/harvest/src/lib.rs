@@ -58,6 +58,41 @@ pub trait ResidualModel: Sync {
     fn flops_per_token(&self, layer: usize, t: usize) -> f64;
 }
 
+/// A causal language model: its residual stream, its logits from any block on (with the residual
+/// edited or not), and its tokenizer. SmolLM2 ([`llama::Llama`]) and Gemma 3 ([`gemma::Gemma`]).
+pub trait CausalLm: ResidualModel {
+    /// The tokenizer from the model file.
+    fn tokenizer(&self) -> &tokenizer::TextTokenizer;
+    /// The model file.
+    fn path(&self) -> &std::path::Path;
+    /// Vocabulary size.
+    fn vocab(&self) -> usize;
+    /// Next-token logits of the model continued from `resid`, the residual after block `layer`
+    /// of `b` sequences of `t` tokens (row-major `[b * t, d_model]`): `[b * t, vocab]`, or with
+    /// `last_only` `[b, vocab]`.
+    fn logits_from(
+        &self,
+        resid: &[f32],
+        bt: (usize, usize),
+        layer: usize,
+        last_only: bool,
+    ) -> Result<Vec<f32>>;
+    /// Next-token logits after the last position of each sequence, `[b][vocab]`.
+    fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
+    /// For each row of `dirs` (`[n, d_model]`), the `k` tokens whose logits it raises and lowers
+    /// most through the final norm's gain and the unembedding.
+    fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<llama::LogitEffects>>;
+    /// Greedy continuation: `n` new token ids after `prompt`.
+    fn greedy(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        let mut seq = prompt.to_vec();
+        for _ in 0..n {
+            let logits = self.last_logits(std::slice::from_ref(&seq))?;
+            seq.push(llama::argmax(&logits[0]) as u32);
+        }
+        Ok(seq[prompt.len()..].to_vec())
+    }
+}
+
 /// Checks `layer` against a model's depth, naming the valid range.
 pub fn check_layer(model: &dyn ResidualModel, layer: usize) -> Result<()> {
     if layer >= model.n_layers() {

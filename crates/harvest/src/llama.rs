@@ -235,16 +235,6 @@ impl Llama {
         &self.cfg
     }
 
-    /// The GGUF file it was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The tokenizer from the GGUF metadata.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
     fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
         let half = self.cfg.d_model / self.cfg.n_heads / 2;
         let mut cos = Vec::with_capacity(t * half);
@@ -434,67 +424,84 @@ impl Llama {
         };
         go().ctx("llama logits from a residual")
     }
-
-    /// Greedy continuation: `n` new token ids after `prompt`.
-    pub fn greedy(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        let mut seq = prompt.to_vec();
-        for _ in 0..n {
-            let logits = self.last_logits(std::slice::from_ref(&seq))?;
-            let next = argmax(&logits[0]);
-            seq.push(next as u32);
-        }
-        Ok(seq[prompt.len()..].to_vec())
-    }
 }
 
-impl Llama {
-    /// For each row of `dirs` (`[n, d_model]`, row-major), the `k` tokens whose logits the
-    /// direction raises most and the `k` it lowers most, through the final norm's gain and the
-    /// unembedding (computed 256 directions at a time).
-    pub fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
-        let d = self.cfg.d_model;
-        if !dirs.len().is_multiple_of(d) {
-            return Err(Error::Param {
-                field: "directions",
-                reason: format!("rows of width {d}"),
+/// For each row of `dirs` (`[n, d]`, row-major), the `k` tokens whose logits the direction
+/// raises most and the `k` it lowers most, through the final norm's `gain` `[d]` and the
+/// unembedding `[vocab, d]` (computed 256 directions at a time).
+pub(crate) fn logit_effects(
+    dirs: &[f32],
+    k: usize,
+    gain: &Tensor,
+    unembedding: &Tensor,
+) -> Result<Vec<LogitEffects>> {
+    let d = gain.dim(0).ctx("the final norm")?;
+    if !dirs.len().is_multiple_of(d) {
+        return Err(Error::Param {
+            field: "directions",
+            reason: format!("rows of width {d}"),
+        });
+    }
+    let mut out = Vec::with_capacity(dirs.len() / d);
+    for chunk in dirs.chunks(256 * d) {
+        let n = chunk.len() / d;
+        let go = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let x = Tensor::from_vec(chunk.to_vec(), (n, d), gain.device())?.broadcast_mul(gain)?;
+            x.matmul(&unembedding.t()?)?.to_vec2()
+        };
+        for row in go().ctx("unembedding directions")? {
+            // Partial selection of the k largest and k smallest (not a sort of the vocabulary).
+            let pick = |largest: bool| -> Vec<(u32, f32)> {
+                let key = |i: &u32| {
+                    if largest {
+                        -row[*i as usize]
+                    } else {
+                        row[*i as usize]
+                    }
+                };
+                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+                let k = k.min(idx.len());
+                if k == 0 {
+                    return Vec::new();
+                }
+                idx.select_nth_unstable_by(k - 1, |a, b| key(a).total_cmp(&key(b)));
+                idx.truncate(k);
+                idx.sort_by(|a, b| key(a).total_cmp(&key(b)));
+                idx.into_iter().map(|i| (i, row[i as usize])).collect()
+            };
+            out.push(LogitEffects {
+                up: pick(true),
+                down: pick(false),
             });
         }
-        let w = self.unembedding();
-        let mut out = Vec::with_capacity(dirs.len() / d);
-        for chunk in dirs.chunks(256 * d) {
-            let n = chunk.len() / d;
-            let go = || -> candle_core::Result<Vec<Vec<f32>>> {
-                let x = Tensor::from_vec(chunk.to_vec(), (n, d), &self.device)?
-                    .broadcast_mul(&self.out_norm)?;
-                x.matmul(&w.t()?)?.to_vec2()
-            };
-            for row in go().ctx("unembedding directions")? {
-                // Partial selection of the k largest and k smallest (not a sort of the vocabulary).
-                let pick = |largest: bool| -> Vec<(u32, f32)> {
-                    let key = |i: &u32| {
-                        if largest {
-                            -row[*i as usize]
-                        } else {
-                            row[*i as usize]
-                        }
-                    };
-                    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                    let k = k.min(idx.len());
-                    if k == 0 {
-                        return Vec::new();
-                    }
-                    idx.select_nth_unstable_by(k - 1, |a, b| key(a).total_cmp(&key(b)));
-                    idx.truncate(k);
-                    idx.sort_by(|a, b| key(a).total_cmp(&key(b)));
-                    idx.into_iter().map(|i| (i, row[i as usize])).collect()
-                };
-                out.push(LogitEffects {
-                    up: pick(true),
-                    down: pick(false),
-                });
-            }
-        }
-        Ok(out)
+    }
+    Ok(out)
+}
+
+impl crate::CausalLm for Llama {
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+    fn logits_from(
+        &self,
+        resid: &[f32],
+        bt: (usize, usize),
+        layer: usize,
+        last_only: bool,
+    ) -> Result<Vec<f32>> {
+        Llama::logits_from(self, resid, bt, layer, last_only)
+    }
+    fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Llama::last_logits(self, tokens)
+    }
+    fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
+        logit_effects(dirs, k, &self.out_norm, self.unembedding())
     }
 }
 
@@ -567,6 +574,7 @@ impl ResidualModel for Llama {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CausalLm;
 
     #[test]
     fn argmax_takes_the_first_maximum() {

@@ -6,7 +6,7 @@ use crate::bert::Bert;
 use crate::gemma::Gemma;
 use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
-use crate::{Error, ResidualModel, Result};
+use crate::{CausalLm, Error, ResidualModel, Result};
 use std::path::{Path, PathBuf};
 
 /// A loaded model of either family.
@@ -85,6 +85,15 @@ impl Loaded {
             Loaded::Llama(m) => m.as_ref(),
             Loaded::Gemma(m) => m.as_ref(),
             Loaded::Bert(m) => m.as_ref(),
+        }
+    }
+
+    /// The model as a causal language model (None for a BERT encoder).
+    pub fn causal(self) -> Option<Box<dyn CausalLm>> {
+        match self {
+            Loaded::Llama(m) => Some(m),
+            Loaded::Gemma(m) => Some(m),
+            Loaded::Bert(_) => None,
         }
     }
 

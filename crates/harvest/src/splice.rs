@@ -18,8 +18,7 @@
 //! its context is scored; the reconstruction metrics cover every replaced position.
 
 use crate::corpus::Context;
-use crate::llama::Llama;
-use crate::{Error, ResidualModel, Result};
+use crate::{CausalLm, Error, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use sparsecode::eval::{ReconMetrics, ReconStats};
@@ -111,7 +110,7 @@ pub struct SplicedEval {
 /// Runs `contexts` through `model` clean, with `sae`'s reconstruction spliced in, and ablated.
 /// `on_batch(done, total)` is called after every batch.
 pub fn evaluate(
-    model: &Llama,
+    model: &dyn CausalLm,
     sae: &Sae,
     contexts: &[Context],
     cfg: &SpliceConfig,
@@ -131,7 +130,7 @@ pub fn evaluate(
     let positions = cfg.batch.min(contexts.len()).saturating_mul(
         contexts.first().map_or(0, |c| c.tokens.len()) + usize::from(bos.is_some()),
     );
-    sparsecode::memory::admit_array("spliced logits", &[3, positions, model.config().vocab], 4)?;
+    sparsecode::memory::admit_array("spliced logits", &[3, positions, model.vocab()], 4)?;
     let mut sums = SpliceSums::default();
     let mut stats = ReconStats::new(sae.d_in(), sae.d_sae());
     let mut done = 0;
@@ -167,7 +166,7 @@ pub fn evaluate(
 /// each is replaced by `reconstruct` of it (rows `[n, d]`) and by zeros, and the replaced
 /// positions with a next token are scored.
 pub fn splice_batch(
-    model: &Llama,
+    model: &dyn CausalLm,
     seqs: &[Vec<u32>],
     layer: usize,
     keep: usize,
@@ -201,7 +200,7 @@ pub fn splice_batch(
     let targets: Vec<(usize, usize)> = (0..b)
         .flat_map(|s| (keep..t - 1).map(move |p| (s * t + p, seqs[s][p + 1] as usize)))
         .collect();
-    let vocab = model.config().vocab;
+    let vocab = model.vocab();
     let shape = (b, t);
     let clean_logits = model.logits_from(&clean, shape, layer, false)?;
     let clean = Scored::new(&clean_logits, vocab, &targets);

@@ -9,8 +9,7 @@
 //!
 //! and the next-token distribution and the greedy continuation are compared with the model's own.
 
-use crate::llama::Llama;
-use crate::{Error, ResidualModel, Result};
+use crate::{CausalLm, Error, Result};
 use serde::Serialize;
 use sparsecode::sae::Sae;
 use sparsecode::{Matrix, Parallelism};
@@ -48,7 +47,7 @@ pub struct TokenLatents {
 }
 
 /// The prompt's token ids with the model's BOS first (when it has one).
-pub fn prompt_ids(model: &Llama, prompt: &str) -> Result<Vec<u32>> {
+pub fn prompt_ids(model: &dyn CausalLm, prompt: &str) -> Result<Vec<u32>> {
     let ids = model.tokenizer().encode_plain(prompt)?;
     if ids.is_empty() {
         return Err(Error::Param {
@@ -61,7 +60,7 @@ pub fn prompt_ids(model: &Llama, prompt: &str) -> Result<Vec<u32>> {
 
 /// Checks that `sae` reads the residual stream of `model` after `layer`, and that every steered
 /// latent exists.
-pub fn check(model: &Llama, sae: &Sae, layer: usize, steers: &[Steer]) -> Result<()> {
+pub fn check(model: &dyn CausalLm, sae: &Sae, layer: usize, steers: &[Steer]) -> Result<()> {
     crate::check_layer(model, layer)?;
     crate::check_sae_width(model, sae)?;
     if let Some(s) = steers.iter().find(|s| s.latent >= sae.d_sae()) {
@@ -81,7 +80,7 @@ pub fn check(model: &Llama, sae: &Sae, layer: usize, steers: &[Steer]) -> Result
 
 /// Per token of `ids` after BOS, the `top` largest firing latents of `sae` at `layer`.
 pub fn latents_per_token(
-    model: &Llama,
+    model: &dyn CausalLm,
     sae: &Sae,
     ids: &[u32],
     layer: usize,
@@ -149,7 +148,7 @@ pub fn edit(
 /// A model run with an optional steering edit after `layer`.
 pub struct Steered<'a> {
     /// The model.
-    pub model: &'a Llama,
+    pub model: &'a dyn CausalLm,
     /// The SAE whose decoder directions steer.
     pub sae: &'a Sae,
     /// The hook.

@@ -9,7 +9,7 @@ use sparsecode_harvest::assets::{self, Asset};
 use sparsecode_harvest::gemma::Gemma;
 use sparsecode_harvest::llama::Llama;
 use sparsecode_harvest::tokenizer::TextTokenizer;
-use sparsecode_harvest::ResidualModel;
+use sparsecode_harvest::{CausalLm, ResidualModel};
 
 fn reference(file: &str) -> Value {
     let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -8,7 +8,6 @@ use sparsecode::data::store::Store;
 use sparsecode::data::tokens::TokenTable;
 use sparsecode::sae::Sae;
 use sparsecode::Parallelism;
-use sparsecode_harvest::llama::Llama;
 use sparsecode_lab::report::dashboard::neuronpedia::NeuronpediaMeta;
 use sparsecode_lab::report::dashboard::{self, DashboardInput};
 use sparsecode_lab::report::features::{self, ScanConfig};
@@ -135,10 +134,13 @@ pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenT
 /// The GGUF file behind a store, when it is the fetched SmolLM2 asset: the same bytes (the
 /// manifest's model SHA-256), not merely the same file name.
 fn store_model(store: &Store) -> Option<PathBuf> {
+    use sparsecode_harvest::assets::{path, Asset};
     let want = store.manifest().metadata["model_sha256"].as_str()?;
-    let p = sparsecode_harvest::assets::path(sparsecode_harvest::assets::Asset::SmolLm2);
-    let got = sparsecode::data::store::sha256_file(&p).ok()?;
-    (got == want).then_some(p)
+    [Asset::SmolLm2, Asset::Gemma3]
+        .into_iter()
+        .map(path)
+        .filter(|p| p.exists())
+        .find(|p| sparsecode::data::store::sha256_file(p).ok().as_deref() == Some(want))
 }
 
 fn read_scores(path: &Path, n: usize) -> Result<Vec<Option<f64>>> {
@@ -188,12 +190,15 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     };
     let logits = match unembed {
         Some(p) => {
-            let m = Llama::load(&p)?;
-            if m.config().d_model != d_in {
+            let spec = p.to_string_lossy();
+            let Some(m) = sparsecode_harvest::models::Loaded::load(&spec)?.0.causal() else {
+                anyhow::bail!("--unembed {spec}: not a causal language model (a .gguf file)");
+            };
+            if m.d_model() != d_in {
                 anyhow::bail!(
                     "{}: width {} does not match the store's {d_in}",
                     p.display(),
-                    m.config().d_model
+                    m.d_model()
                 );
             }
             let fx = m.logit_effects(sae.w_dec.as_slice(), 10)?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Flags of the spliced evaluation.
 #[derive(clap::Args)]
 pub struct SplicedArgs {
-    /// Splice the SAE into this causal language model and score it there (`smollm2` or a .gguf
+    /// Splice the SAE into this causal language model and score it there (`smollm2`, `gemma3` or a .gguf
     /// file), instead of reading --data.
     #[arg(long)]
     model: Option<String>,
@@ -110,7 +110,7 @@ fn first_letter(
     (sae, layer, model): (
         &sparsecode::sae::Sae,
         usize,
-        &sparsecode_harvest::llama::Llama,
+        &dyn sparsecode_harvest::CausalLm,
     ),
     a: &SplicedArgs,
     as_json: bool,

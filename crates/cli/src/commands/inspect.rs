@@ -15,7 +15,7 @@ pub struct Args {
     /// SAE folder (trained on the model's residual stream).
     #[arg(long)]
     sae: PathBuf,
-    /// `smollm2` or a .gguf file.
+    /// `smollm2`, `gemma3` or a .gguf file.
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// The text whose tokens are shown.
@@ -78,7 +78,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
 
 /// Continuations and the largest probability changes, clean against steered.
 fn steering(
-    model: &sparsecode_harvest::llama::Llama,
+    model: &dyn sparsecode_harvest::CausalLm,
     sae: &sparsecode::sae::Sae,
     (layer, steers, mode): (usize, &[Steer], SteerMode),
     ids: &[u32],

@@ -29,7 +29,7 @@ pub fn read_data(path: &Path) -> Result<Matrix> {
 }
 
 /// An SAE folder, the block it hooks (`layer`, else the one its metadata names) and the causal
-/// language model `spec` (`smollm2` or a .gguf file) it is used inside; `command` names the
+/// language model `spec` (`smollm2`, `gemma3` or a .gguf file) it is used inside; `command` names the
 /// command in the refusals.
 pub fn sae_in_model(
     sae: &Path,
@@ -39,7 +39,7 @@ pub fn sae_in_model(
 ) -> Result<(
     sparsecode::sae::Sae,
     usize,
-    Box<sparsecode_harvest::llama::Llama>,
+    Box<dyn sparsecode_harvest::CausalLm>,
 )> {
     let model_sae = sparsecode::sae::load(sae)?;
     let layer = match layer {
@@ -51,13 +51,10 @@ pub fn sae_in_model(
             )
         })?,
     };
-    match sparsecode_harvest::models::Loaded::load(spec)?.0 {
-        sparsecode_harvest::models::Loaded::Llama(model) => Ok((model_sae, layer, model)),
-        sparsecode_harvest::models::Loaded::Gemma(_) => anyhow::bail!(
-            "--model {spec}: {command} runs on SmolLM2-style (Llama) models so far; Gemma 3 can be harvested and trained on (`harvest`, `train --model`), not yet spliced into"
-        ),
-        sparsecode_harvest::models::Loaded::Bert(_) => anyhow::bail!(
-            "--model {spec}: {command} needs a causal language model (smollm2 or a .gguf file), not a BERT encoder"
+    match sparsecode_harvest::models::Loaded::load(spec)?.0.causal() {
+        Some(model) => Ok((model_sae, layer, model)),
+        None => anyhow::bail!(
+            "--model {spec}: {command} needs a causal language model (smollm2, gemma3 or a .gguf file), not a BERT encoder"
         ),
     }
 }
