@@ -7,6 +7,7 @@
 //! with its parent exactly, the setting in which an SAE short of active latents gains by
 //! absorbing (arXiv 2409.14507's toy model).
 
+use super::sae_runs::Recipe;
 use super::{mean_sd, Report, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,7 +16,7 @@ use sparsecode::eval::{
     dictionary_metrics, fvu, AbsorptionCounter, DEFAULT_ABSORPTION_COS, HUNGARIAN_MAX,
 };
 use sparsecode::sae::Sae;
-use sparsecode::train::{train, ArchConfig, NoObserver, TrainConfig};
+use sparsecode::train::ArchConfig;
 use sparsecode::{Error, Parallelism, Result};
 
 /// Parameters of the absorption experiment.
@@ -131,22 +132,6 @@ fn data_of(p: &AbsorptionParams, seed: u64) -> Result<SynthData> {
     generate(&cfg, None)
 }
 
-fn train_sae(
-    p: &AbsorptionParams,
-    arch: ArchConfig,
-    data: &SynthData,
-    seed: u64,
-    par: Parallelism,
-) -> Result<Sae> {
-    let x = &data.train.activations;
-    let mut tc = TrainConfig::new(arch, p.latents, p.steps, p.batch_size, p.lr, seed);
-    tc.lr_decay_steps = p.steps / 5;
-    tc.dead_window = (p.batch_size as u64 * 200).max(10_000);
-    tc.threads = par.count();
-    tc.log_every = p.steps.max(1);
-    Ok(train(&tc.check_for(x)?, x, None, None, &mut NoObserver)?.model())
-}
-
 /// Held-out absorption and silent rates over `pairs`, FVU and dictionary MCC.
 fn measure(
     sae: &Sae,
@@ -177,13 +162,21 @@ pub fn run(
     check(p)?;
     let total = (p.seeds * p.ks.len() * ARCHS.len()) as f64;
     let pairs = p.hierarchy.pairs();
+    // SAEs as wide as the truth, trained by the sweep's recipe.
+    let recipe = Recipe {
+        latents: p.latents,
+        steps: p.steps,
+        batch_size: p.batch_size,
+        lr: p.lr,
+    };
     let mut rows = Vec::new();
     for s in 0..p.seeds as u64 {
         let seed = p.seed + s;
         let data = data_of(p, seed)?;
         for &k in &p.ks {
             for name in ARCHS {
-                let sae = train_sae(p, arch(name, k, p), &data, seed, par)?;
+                let x = &data.train.activations;
+                let sae = recipe.train_on(arch(name, k, p), x, 1.0, seed, par)?;
                 let (absorption, parent_silent, fvu, dict_mcc) = measure(&sae, &data, &pairs, par)?;
                 rows.push(Measured {
                     arch: name,
