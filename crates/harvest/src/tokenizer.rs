@@ -118,63 +118,96 @@ impl TextTokenizer {
     }
 }
 
-/// Rebuilds the BPE tokenizer of a GGUF model (`tokenizer.ggml.model = gpt2`).
+/// Rebuilds the tokenizer of a GGUF model: byte-level BPE (`tokenizer.ggml.model = gpt2`) or
+/// SentencePiece BPE (`llama`).
 pub fn from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
-    let get = |k: &str| {
-        c.metadata
-            .get(k)
-            .ok_or_else(|| Error::model(path, format!("GGUF metadata has no `{k}`")))
-    };
-    let kind = get("tokenizer.ggml.model")?
+    let kind = c
+        .metadata
+        .get("tokenizer.ggml.model")
+        .ok_or_else(|| Error::model(path, "GGUF metadata has no `tokenizer.ggml.model`"))?
         .to_string()
         .map_err(|e| Error::model(path, e.to_string()))?;
-    if kind == "llama" {
-        return sentencepiece_from_gguf(c, path);
-    }
-    if kind != "gpt2" {
-        return Err(Error::model(
+    match kind.as_str() {
+        "gpt2" => byte_level_from_gguf(c, path),
+        "llama" => sentencepiece_from_gguf(c, path),
+        _ => Err(Error::model(
             path,
             format!(
                 "tokenizer model '{kind}' (byte-level BPE, 'gpt2', and SentencePiece BPE, 'llama', are supported)"
             ),
-        ));
+        )),
     }
-    let strings = |k: &str| -> Result<Vec<String>> {
-        get(k)?
-            .to_vec()
-            .map_err(|e| Error::model(path, format!("`{k}`: {e}")))?
+}
+
+/// The pieces of a GGUF vocabulary, their types (1 normal, 3 control, 4 user-defined, ...) and
+/// the BOS id.
+struct GgufVocab {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    bos: Option<u32>,
+}
+
+impl GgufVocab {
+    fn read(c: &Content, path: &Path) -> Result<Self> {
+        let tokens = meta_strings(c, path, "tokenizer.ggml.tokens")?;
+        let types = match c.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| Error::model(path, e.to_string()))?
+                .iter()
+                .map(|t| t.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let bos = c
+            .metadata
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.to_u32().ok());
+        Ok(GgufVocab { tokens, types, bos })
+    }
+
+    /// Piece to id.
+    fn ids(&self) -> Vocab {
+        self.tokens
             .iter()
-            .map(|v| {
-                v.to_string()
-                    .cloned()
-                    .map_err(|e| Error::model(path, format!("`{k}`: {e}")))
-            })
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
             .collect()
-    };
-    let tokens = strings("tokenizer.ggml.tokens")?;
-    let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
+    }
+
+    /// The pieces of type `kind`, as added tokens matched whole (never normalised or split).
+    fn added(&self, kind: i32, special: bool) -> Vec<AddedToken> {
+        self.tokens
+            .iter()
+            .zip(&self.types)
+            .filter(|(_, &t)| t == kind)
+            .map(|(s, _)| AddedToken::from(s.clone(), special).normalized(false))
+            .collect()
+    }
+
+    /// The tokenizer around `inner`, with the control pieces (type 3) as special tokens.
+    fn finish(&self, mut inner: Tokenizer) -> TextTokenizer {
+        inner.add_special_tokens(&self.added(3, true));
+        TextTokenizer {
+            inner,
+            bos: self.bos,
+            add_special: false,
+        }
+    }
+}
+
+/// Byte-level BPE from the vocabulary and merges in the metadata.
+fn byte_level_from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
+    let v = GgufVocab::read(c, path)?;
+    let merges: Vec<(String, String)> = meta_strings(c, path, "tokenizer.ggml.merges")?
         .into_iter()
         .map(|m| match m.split_once(' ') {
             Some((a, b)) => Ok((a.to_string(), b.to_string())),
             None => Err(Error::model(path, format!("malformed merge '{m}'"))),
         })
         .collect::<Result<_>>()?;
-    let types: Vec<i32> = match c.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| Error::model(path, e.to_string()))?
-            .iter()
-            .map(|t| t.to_i32().unwrap_or(1))
-            .collect(),
-        None => vec![1; tokens.len()],
-    };
-    let vocab: Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
     let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
+        .vocab_and_merges(v.ids(), merges)
         .build()
         .map_err(|e| Error::model(path, format!("BPE from metadata: {e}")))?;
     let mut inner = Tokenizer::new(bpe);
@@ -183,23 +216,7 @@ pub fn from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
         ByteLevel::new(false, true, true).into(),
     ])));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
-    // Control tokens (type 3) are matched whole, never split by BPE.
-    let specials: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&types)
-        .filter(|(_, &t)| t == 3)
-        .map(|(s, _)| AddedToken::from(s.clone(), true))
-        .collect();
-    inner.add_special_tokens(&specials);
-    let bos = c
-        .metadata
-        .get("tokenizer.ggml.bos_token_id")
-        .and_then(|v| v.to_u32().ok());
-    Ok(TextTokenizer {
-        inner,
-        bos,
-        add_special: false,
-    })
+    Ok(v.finish(inner))
 }
 
 /// The string array `key` of the metadata.
@@ -224,75 +241,36 @@ fn sentencepiece_from_gguf(c: &Content, path: &Path) -> Result<TextTokenizer> {
         byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as Decoders,
     };
     use tokenizers::normalizers::replace::Replace;
-    let tokens: Vec<String> = meta_strings(c, path, "tokenizer.ggml.tokens")?
-        .into_iter()
-        .map(|t| {
-            if t.len() >= 2 && t.chars().all(|ch| ch == ' ') {
-                "\u{2581}".repeat(t.len())
-            } else {
-                t
-            }
-        })
-        .collect();
-    let types: Vec<i32> = match c.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| Error::model(path, e.to_string()))?
-            .iter()
-            .map(|t| t.to_i32().unwrap_or(1))
-            .collect(),
-        None => vec![1; tokens.len()],
-    };
-    let vocab: Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
-    let merges = implied_merges(&tokens, &vocab);
-    let unk = tokens
-        .iter()
-        .position(|t| t == "<unk>")
-        .map(|_| "<unk>".to_string());
+    let mut v = GgufVocab::read(c, path)?;
+    for t in &mut v.tokens {
+        if t.len() >= 2 && t.chars().all(|ch| ch == ' ') {
+            *t = "\u{2581}".repeat(t.len());
+        }
+    }
+    let vocab = v.ids();
+    let merges = implied_merges(&v.tokens, &vocab);
     let mut builder = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
         .fuse_unk(true);
-    if let Some(unk) = unk {
-        builder = builder.unk_token(unk);
+    if v.tokens.iter().any(|t| t == "<unk>") {
+        builder = builder.unk_token("<unk>".to_string());
     }
     let bpe = builder
         .build()
         .map_err(|e| Error::model(path, format!("BPE from metadata: {e}")))?;
     let mut inner = Tokenizer::new(bpe);
-    let replace = Replace::new(" ", "\u{2581}").map_err(tk_err)?;
-    inner.with_normalizer(Some(replace));
+    inner.with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(tk_err)?));
     let space = Replace::new("\u{2581}", " ").map_err(tk_err)?;
     inner.with_decoder(Some(Decoders::new(vec![
         space.into(),
         ByteFallback::default().into(),
         Fuse::default().into(),
     ])));
-    // Control pieces (type 3) are matched whole as special tokens, user-defined ones (type 4,
-    // Gemma's runs of newlines and tabs) whole as plain added tokens.
-    let added = |kind: i32, special: bool| -> Vec<AddedToken> {
-        tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == kind)
-            .map(|(s, _)| AddedToken::from(s.clone(), special).normalized(false))
-            .collect()
-    };
-    inner.add_special_tokens(&added(3, true));
-    inner.add_tokens(&added(4, false));
-    let bos = c
-        .metadata
-        .get("tokenizer.ggml.bos_token_id")
-        .and_then(|v| v.to_u32().ok());
-    Ok(TextTokenizer {
-        inner,
-        bos,
-        add_special: false,
-    })
+    // User-defined pieces (type 4, Gemma's runs of newlines and tabs) are matched whole as plain
+    // added tokens.
+    inner.add_tokens(&v.added(4, false));
+    Ok(v.finish(inner))
 }
 
 /// The merges a SentencePiece vocabulary implies: every split of a piece into two pieces of the
