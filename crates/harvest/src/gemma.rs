@@ -10,9 +10,11 @@
 //! converter stores every norm weight as `1 + w`, so the norms here multiply by the file's
 //! weight as it is.
 
+use crate::decoder::{self, capture, check_residual, check_tokens, GgufFile};
 use crate::error::CandleContext;
-use crate::llama::{meta, meta_f64, meta_usize};
-use crate::tensor_ops::{attention_scores, linear, rms_norm, softmax_last, transposed};
+use crate::tensor_ops::{
+    attention_scores, causal_mask, linear, rms_norm, softmax_last, transposed,
+};
 use crate::tokenizer::{self, TextTokenizer};
 use crate::{Error, ResidualModel, Result};
 use candle_core::{Device, Tensor};
@@ -114,23 +116,6 @@ impl Gemma {
         Tensor::cat(&[r0, r1], 3)
     }
 
-    /// `[t, t]` additive mask: causal, and within `window` positions when given.
-    fn mask(t: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
-        let v: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                (0..t).map(move |j| {
-                    let seen = j <= i && window.is_none_or(|w| i - j < w);
-                    if seen {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
-            .collect();
-        Tensor::from_vec(v, (t, t), device)
-    }
-
     fn block(
         &self,
         blk: &Block,
@@ -177,44 +162,26 @@ impl Gemma {
 impl Gemma {
     /// Loads a GGUF Gemma 3 model (architecture `gemma3`); errors name the file.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::model(
-                path,
-                "no such file (expected a GGUF model file)",
-            ));
-        }
-        let device = Device::Cpu;
-        let map = sparsecode::io::map_file(path, "a GGUF model file")?;
-        let content = crate::gguf::read(path, &map)?;
-        let mut reader = std::io::Cursor::new(&map[..]);
-        let arch = meta(&content, path, "general.architecture")?
-            .to_string()
-            .map_err(|e| Error::model(path, format!("`general.architecture`: {e}")))?
-            .clone();
-        if arch != "gemma3" {
-            return Err(Error::model(
-                path,
-                format!("architecture '{arch}' (expected 'gemma3')"),
-            ));
-        }
+        Self::from_gguf(&GgufFile::open(path)?)
+    }
+
+    /// The model in an opened GGUF file of architecture `gemma3`.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        file.expect("gemma3")?;
+        let path = file.path();
         let key = |k: &str| format!("gemma3.{k}");
         let cfg = GemmaConfig {
-            d_model: meta_usize(&content, path, &key("embedding_length"))?,
-            n_layers: meta_usize(&content, path, &key("block_count"))?,
-            n_heads: meta_usize(&content, path, &key("attention.head_count"))?,
-            n_kv_heads: meta_usize(&content, path, &key("attention.head_count_kv"))?,
-            head_dim: meta_usize(&content, path, &key("attention.key_length"))?,
-            d_ff: meta_usize(&content, path, &key("feed_forward_length"))?,
-            rms_eps: meta_f64(
-                &content,
-                path,
-                &key("attention.layer_norm_rms_epsilon"),
-                1e-6,
-            )?,
-            rope_base: meta_f64(&content, path, &key("rope.freq_base"), 1e6)?,
-            sliding_window: meta_usize(&content, path, &key("attention.sliding_window"))?,
+            d_model: file.usize(&key("embedding_length"))?,
+            n_layers: file.block_count(&key("block_count"))?,
+            n_heads: file.usize(&key("attention.head_count"))?,
+            n_kv_heads: file.usize(&key("attention.head_count_kv"))?,
+            head_dim: file.usize(&key("attention.key_length"))?,
+            d_ff: file.usize(&key("feed_forward_length"))?,
+            rms_eps: file.f64(&key("attention.layer_norm_rms_epsilon"), 1e-6)?,
+            rope_base: file.f64(&key("rope.freq_base"), 1e6)?,
+            sliding_window: file.usize(&key("attention.sliding_window"))?,
             vocab: 0,
-            max_context: meta_usize(&content, path, &key("context_length"))?,
+            max_context: file.usize(&key("context_length"))?,
         };
         if cfg.n_heads == 0 || cfg.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
             return Err(Error::model(
@@ -225,57 +192,37 @@ impl Gemma {
                 ),
             ));
         }
-        let tokenizer = tokenizer::from_gguf(&content, path)?;
-        let mut load = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            if let Some(info) = content.tensor_infos.get(name) {
-                if info.shape.dims() != shape {
-                    return Err(Error::model(
-                        path,
-                        format!(
-                            "tensor `{name}` has shape {:?}, expected {shape:?}",
-                            info.shape.dims()
-                        ),
-                    ));
-                }
-            }
-            let q = content
-                .tensor(&mut reader, name, &device)
-                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
-            q.dequantize(&device)
-                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))
-        };
+        let device = Device::Cpu;
+        let tokenizer = tokenizer::from_gguf(file.content(), path)?;
+        let mut w = file.weights(&device);
         let (d, dh) = (cfg.d_model, cfg.head_dim);
         let (q, kv) = (cfg.n_heads * dh, cfg.n_kv_heads * dh);
         let vocab = tokenizer.vocab_size();
-        let embed = load("token_embd.weight", &[vocab, d])?;
+        let embed = w.load("token_embd.weight", &[vocab, d])?;
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             let t = |w: Tensor| transposed(&w).ctx("transposing a weight");
             blocks.push(Block {
-                attn_norm: load(&p("attn_norm"), &[d])?,
-                wq: t(load(&p("attn_q"), &[q, d])?)?,
-                wk: t(load(&p("attn_k"), &[kv, d])?)?,
-                wv: t(load(&p("attn_v"), &[kv, d])?)?,
-                q_norm: load(&p("attn_q_norm"), &[dh])?,
-                k_norm: load(&p("attn_k_norm"), &[dh])?,
-                wo: t(load(&p("attn_output"), &[d, q])?)?,
-                post_attn_norm: load(&p("post_attention_norm"), &[d])?,
-                ffn_norm: load(&p("ffn_norm"), &[d])?,
-                w_gate: t(load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
-                w_up: t(load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
-                w_down: t(load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
-                post_ffn_norm: load(&p("post_ffw_norm"), &[d])?,
+                attn_norm: w.load(&p("attn_norm"), &[d])?,
+                wq: t(w.load(&p("attn_q"), &[q, d])?)?,
+                wk: t(w.load(&p("attn_k"), &[kv, d])?)?,
+                wv: t(w.load(&p("attn_v"), &[kv, d])?)?,
+                q_norm: w.load(&p("attn_q_norm"), &[dh])?,
+                k_norm: w.load(&p("attn_k_norm"), &[dh])?,
+                wo: t(w.load(&p("attn_output"), &[d, q])?)?,
+                post_attn_norm: w.load(&p("post_attention_norm"), &[d])?,
+                ffn_norm: w.load(&p("ffn_norm"), &[d])?,
+                w_gate: t(w.load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
+                w_up: t(w.load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
+                w_down: t(w.load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
+                post_ffn_norm: w.load(&p("post_ffw_norm"), &[d])?,
             });
         }
-        let out_norm = load("output_norm.weight", &[d])?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "gemma3".to_string());
+        let out_norm = w.load("output_norm.weight", &[d])?;
         Ok(Gemma {
             path: path.to_path_buf(),
-            name,
+            name: file.stem(),
             cfg: GemmaConfig { vocab, ..cfg },
             embed,
             blocks,
@@ -293,74 +240,47 @@ impl Gemma {
     /// One pass through blocks `0..=max(layers)` keeping the residual `[b, t, d]` after each
     /// block of `layers`, in the order asked.
     fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Tensor>> {
-        let last = layers.iter().copied().max().unwrap_or(0);
-        let b = tokens.len();
-        let t = tokens.first().map(Vec::len).unwrap_or(0);
-        if b == 0 || t == 0 || tokens.iter().any(|s| s.len() != t) {
-            return Err(Error::Param {
-                field: "tokens",
-                reason: "a non-empty batch of equally long, non-empty sequences".into(),
-            });
-        }
-        if let Some(&bad) = tokens
-            .iter()
-            .flatten()
-            .find(|&&i| i as usize >= self.cfg.vocab)
-        {
-            return Err(Error::Param {
-                field: "tokens",
-                reason: format!(
-                    "token id {bad} outside the vocabulary of {}",
-                    self.cfg.vocab
-                ),
-            });
-        }
+        let (b, t) = check_tokens(tokens, self.cfg.vocab)?;
         let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
         let go = || -> candle_core::Result<Vec<Tensor>> {
             let ids = Tensor::from_vec(ids, b * t, &self.device)?;
             let scale = (self.cfg.d_model as f64).sqrt();
-            let mut x = (self
-                .embed
-                .index_select(&ids, 0)?
-                .reshape((b, t, self.cfg.d_model))?
-                * scale)?;
-            let mut kept: Vec<Option<Tensor>> = vec![None; layers.len()];
-            let ctx = self.layer_inputs(t)?;
-            for (i, blk) in self.blocks[..=last].iter().enumerate() {
-                x = self.block(
-                    blk,
-                    &x,
-                    &ctx.mask(self.cfg.is_global(i)),
-                    ctx.rope(self.cfg.is_global(i)),
-                )?;
-                for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
-                    *slot = Some(x.clone());
-                }
-            }
-            Ok(kept.into_iter().flatten().collect())
+            let embedded = self.embed.index_select(&ids, 0)?;
+            let x = (embedded.reshape((b, t, self.cfg.d_model))? * scale)?;
+            let inputs = self.layer_inputs(t)?;
+            capture(x, layers, |i, x| self.layer(i, x, &inputs))
         };
         go().ctx("gemma forward")
+    }
+
+    /// Block `i` on `x`, with the mask and rotary tables of its kind of layer.
+    fn layer(&self, i: usize, x: &Tensor, inputs: &LayerInputs) -> candle_core::Result<Tensor> {
+        let (mask, rope) = if self.cfg.is_global(i) {
+            (&inputs.global_mask, &inputs.global_rope)
+        } else {
+            (&inputs.local_mask, &inputs.local_rope)
+        };
+        self.block(&self.blocks[i], x, mask, (&rope.0, &rope.1))
     }
 
     /// Masks and rotary tables of both kinds of layer for sequences of `t` tokens.
     fn layer_inputs(&self, t: usize) -> candle_core::Result<LayerInputs> {
         Ok(LayerInputs {
-            global_mask: Self::mask(t, None, &self.device)?,
-            local_mask: Self::mask(t, Some(self.cfg.sliding_window), &self.device)?,
+            global_mask: causal_mask(t, None, &self.device)?,
+            local_mask: causal_mask(t, Some(self.cfg.sliding_window), &self.device)?,
             global_rope: self.rope_tables(t, self.cfg.rope_base)?,
             local_rope: self.rope_tables(t, LOCAL_ROPE_BASE)?,
         })
     }
 
-    /// The final norm and the (tied) unembedding of `x` `[b, t, d]`.
+    /// The final norm and the (tied) unembedding of `x` `[b, t, d]` ([`decoder::head`]).
     fn head(&self, x: &Tensor, last_only: bool) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let x = if last_only {
-            x.narrow(1, t - 1, 1)?.reshape((b, d))?
-        } else {
-            x.reshape((b * t, d))?
-        };
-        rms_norm(&x, &self.out_norm, self.cfg.rms_eps)?.matmul(&self.embed.t()?)
+        decoder::head(
+            x,
+            (&self.out_norm, self.cfg.rms_eps),
+            &self.embed,
+            last_only,
+        )
     }
 
     /// Next-token logits after the last position of each sequence, `[b][vocab]`.
@@ -385,26 +305,12 @@ impl Gemma {
     ) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let d = self.cfg.d_model;
-        if b == 0 || t == 0 || b.checked_mul(t).and_then(|n| n.checked_mul(d)) != Some(resid.len())
-        {
-            return Err(Error::Param {
-                field: "residual",
-                reason: format!(
-                    "{} values for {b} sequences of {t} positions of width {d}",
-                    resid.len()
-                ),
-            });
-        }
+        check_residual(resid, (b, t), d)?;
         let go = || -> candle_core::Result<Vec<f32>> {
             let mut x = Tensor::from_slice(resid, (b, t, d), &self.device)?;
-            let ctx = self.layer_inputs(t)?;
-            for (i, blk) in self.blocks.iter().enumerate().skip(layer + 1) {
-                x = self.block(
-                    blk,
-                    &x,
-                    &ctx.mask(self.cfg.is_global(i)),
-                    ctx.rope(self.cfg.is_global(i)),
-                )?;
+            let inputs = self.layer_inputs(t)?;
+            for i in layer + 1..self.cfg.n_layers {
+                x = self.layer(i, &x, &inputs)?;
             }
             self.head(&x, last_only)?.flatten_all()?.to_vec1()
         };
@@ -435,7 +341,7 @@ impl crate::CausalLm for Gemma {
         Gemma::last_logits(self, tokens)
     }
     fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<crate::llama::LogitEffects>> {
-        crate::llama::logit_effects(dirs, k, &self.out_norm, &self.embed)
+        decoder::logit_effects(dirs, k, &self.out_norm, &self.embed)
     }
 }
 
@@ -445,25 +351,6 @@ struct LayerInputs {
     local_mask: Tensor,
     global_rope: (Tensor, Tensor),
     local_rope: (Tensor, Tensor),
-}
-
-impl LayerInputs {
-    fn mask(&self, global: bool) -> Tensor {
-        if global {
-            self.global_mask.clone()
-        } else {
-            self.local_mask.clone()
-        }
-    }
-
-    fn rope(&self, global: bool) -> (&Tensor, &Tensor) {
-        let (c, s) = if global {
-            &self.global_rope
-        } else {
-            &self.local_rope
-        };
-        (c, s)
-    }
 }
 
 impl ResidualModel for Gemma {
@@ -477,26 +364,15 @@ impl ResidualModel for Gemma {
         self.cfg.max_context
     }
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>> {
-        crate::check_layer(self, layer)?;
-        let x = self
-            .run_capturing(tokens, &[layer])?
-            .pop()
-            .expect("one layer");
-        x.flatten_all()
-            .and_then(|x| x.to_vec1())
-            .ctx("reading the residual")
+        self.residuals(tokens, &[layer]).map(|mut v| v.remove(0))
     }
     fn residuals(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
         for &l in layers {
             crate::check_layer(self, l)?;
         }
         self.run_capturing(tokens, layers)?
-            .into_iter()
-            .map(|x| {
-                x.flatten_all()
-                    .and_then(|x| x.to_vec1())
-                    .ctx("reading the residual")
-            })
+            .iter()
+            .map(decoder::rows)
             .collect()
     }
     fn name(&self) -> &str {
@@ -518,24 +394,6 @@ impl ResidualModel for Gemma {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sliding_window_layer_sees_only_the_last_positions() {
-        let m = Gemma::mask(5, Some(2), &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let g = Gemma::mask(5, None, &Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        for i in 0..5 {
-            for j in 0..5 {
-                assert_eq!(g[i][j] == 0.0, j <= i, "global ({i}, {j})");
-                assert_eq!(m[i][j] == 0.0, j <= i && i - j < 2, "window ({i}, {j})");
-            }
-        }
-    }
 
     #[test]
     fn every_sixth_layer_is_global() {

@@ -20,6 +20,7 @@
 pub mod assets;
 pub mod bert;
 pub mod corpus;
+pub mod decoder;
 mod error;
 pub mod first_letter;
 pub mod gemma;

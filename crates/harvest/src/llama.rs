@@ -7,13 +7,13 @@
 //! permutes the query/key rows for its "interleaved pairs" rotary embedding, so RoPE here rotates
 //! adjacent pairs (x[2i], x[2i+1]).
 
+use crate::decoder::{self, capture, check_residual, check_tokens, GgufFile};
 use crate::error::CandleContext;
 use crate::tensor_ops::{
     attention_scores, causal_mask, linear, rms_norm, softmax_last, transposed,
 };
 use crate::tokenizer::{self, TextTokenizer};
 use crate::{Error, ResidualModel, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -66,73 +66,27 @@ pub struct Llama {
     device: Device,
 }
 
-pub(crate) fn meta<'a>(c: &'a Content, path: &Path, key: &str) -> Result<&'a Value> {
-    c.metadata
-        .get(key)
-        .ok_or_else(|| Error::model(path, format!("GGUF metadata has no `{key}`")))
-}
-
-pub(crate) fn meta_usize(c: &Content, path: &Path, key: &str) -> Result<usize> {
-    let v = meta(c, path, key)?;
-    v.to_u32()
-        .map(|x| x as usize)
-        .or_else(|_| v.to_u64().map(|x| x as usize))
-        .or_else(|_| v.to_i32().map(|x| x.max(0) as usize))
-        .map_err(|e| Error::model(path, format!("`{key}`: {e}")))
-}
-
-pub(crate) fn meta_f64(c: &Content, path: &Path, key: &str, default: f64) -> Result<f64> {
-    match c.metadata.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .to_f32()
-            .map(f64::from)
-            .map_err(|e| Error::model(path, format!("`{key}`: {e}"))),
-    }
-}
-
 impl Llama {
     /// Loads a GGUF Llama model (architecture `llama`). Errors name the file: not GGUF, truncated
     /// (a tensor runs past the end), missing tensors, or shapes that contradict the metadata.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::model(path, "no such file"));
-        }
-        if !path.is_file() {
-            return Err(Error::model(
-                path,
-                "is not a file, expected a GGUF model file",
-            ));
-        }
-        let device = Device::Cpu;
-        let map = sparsecode::io::map_file(path, "a GGUF model file")?;
-        let content = crate::gguf::read(path, &map)?;
-        let mut reader = std::io::Cursor::new(&map[..]);
-        let arch = meta(&content, path, "general.architecture")?
-            .to_string()
-            .map_err(|e| Error::model(path, format!("`general.architecture`: {e}")))?
-            .clone();
-        if arch != "llama" {
-            return Err(Error::model(
-                path,
-                format!("architecture '{arch}' (expected 'llama')"),
-            ));
-        }
+        Self::from_gguf(&GgufFile::open(path)?)
+    }
+
+    /// The model in an opened GGUF file of architecture `llama`.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        file.expect("llama")?;
+        let path = file.path();
         let cfg = LlamaConfig {
-            d_model: meta_usize(&content, path, "llama.embedding_length")?,
-            n_layers: meta_usize(&content, path, "llama.block_count")?,
-            n_heads: meta_usize(&content, path, "llama.attention.head_count")?,
-            n_kv_heads: meta_usize(&content, path, "llama.attention.head_count_kv")?,
-            d_ff: meta_usize(&content, path, "llama.feed_forward_length")?,
-            rms_eps: meta_f64(
-                &content,
-                path,
-                "llama.attention.layer_norm_rms_epsilon",
-                1e-5,
-            )?,
-            rope_base: meta_f64(&content, path, "llama.rope.freq_base", 10000.0)?,
+            d_model: file.usize("llama.embedding_length")?,
+            n_layers: file.block_count("llama.block_count")?,
+            n_heads: file.usize("llama.attention.head_count")?,
+            n_kv_heads: file.usize("llama.attention.head_count_kv")?,
+            d_ff: file.usize("llama.feed_forward_length")?,
+            rms_eps: file.f64("llama.attention.layer_norm_rms_epsilon", 1e-5)?,
+            rope_base: file.f64("llama.rope.freq_base", 10000.0)?,
             vocab: 0,
-            max_context: meta_usize(&content, path, "llama.context_length")?,
+            max_context: file.usize("llama.context_length")?,
         };
         if cfg.n_heads == 0
             || cfg.n_kv_heads == 0
@@ -147,80 +101,36 @@ impl Llama {
                 ),
             ));
         }
-        // Each block's tensors must be in the table before anything is sized by the count.
-        let blocks_present = (0..)
-            .take_while(|i| {
-                content
-                    .tensor_infos
-                    .contains_key(&format!("blk.{i}.attn_norm.weight"))
-            })
-            .count();
-        if cfg.n_layers == 0 || cfg.n_layers != blocks_present {
-            return Err(Error::model(
-                path,
-                format!(
-                    "`llama.block_count` is {} but the tensor table has {blocks_present} blocks",
-                    cfg.n_layers
-                ),
-            ));
-        }
-        let tokenizer = tokenizer::from_gguf(&content, path)?;
-        let mut load = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            // The table's shape is checked before any data is read or dequantised.
-            if let Some(info) = content.tensor_infos.get(name) {
-                if info.shape.dims() != shape {
-                    return Err(Error::model(
-                        path,
-                        format!(
-                            "tensor `{name}` has shape {:?}, expected {shape:?}",
-                            info.shape.dims()
-                        ),
-                    ));
-                }
-            }
-            let q = content
-                .tensor(&mut reader, name, &device)
-                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
-            q.dequantize(&device)
-                .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))
-        };
+        let device = Device::Cpu;
+        let tokenizer = tokenizer::from_gguf(file.content(), path)?;
+        let mut w = file.weights(&device);
         let d = cfg.d_model;
         let dh = d / cfg.n_heads;
         let kv = cfg.n_kv_heads * dh;
         let vocab = tokenizer.vocab_size();
-        let embed = load("token_embd.weight", &[vocab, d])?;
+        let embed = w.load("token_embd.weight", &[vocab, d])?;
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             let t = |w: Tensor| transposed(&w).ctx("transposing a weight");
             blocks.push(Block {
-                attn_norm: load(&p("attn_norm"), &[d])?,
-                wq: t(load(&p("attn_q"), &[d, d])?)?,
-                wk: t(load(&p("attn_k"), &[kv, d])?)?,
-                wv: t(load(&p("attn_v"), &[kv, d])?)?,
-                wo: t(load(&p("attn_output"), &[d, d])?)?,
-                ffn_norm: load(&p("ffn_norm"), &[d])?,
-                w_gate: t(load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
-                w_up: t(load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
-                w_down: t(load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
+                attn_norm: w.load(&p("attn_norm"), &[d])?,
+                wq: t(w.load(&p("attn_q"), &[d, d])?)?,
+                wk: t(w.load(&p("attn_k"), &[kv, d])?)?,
+                wv: t(w.load(&p("attn_v"), &[kv, d])?)?,
+                wo: t(w.load(&p("attn_output"), &[d, d])?)?,
+                ffn_norm: w.load(&p("ffn_norm"), &[d])?,
+                w_gate: t(w.load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
+                w_up: t(w.load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
+                w_down: t(w.load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
             });
         }
-        let out_norm = load("output_norm.weight", &[d])?;
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            Some(load("output.weight", &[vocab, d])?)
-        } else {
-            None
-        };
-        let cfg = LlamaConfig { vocab, ..cfg };
-        // The file's stem names the model in records (`SmolLM2-135M-Instruct.Q4_1`).
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "llama".to_string());
+        let out_norm = w.load("output_norm.weight", &[d])?;
+        let output = w.optional("output.weight", &[vocab, d])?;
         Ok(Llama {
             path: path.to_path_buf(),
-            name,
-            cfg,
+            name: file.stem(),
+            cfg: LlamaConfig { vocab, ..cfg },
             embed,
             blocks,
             out_norm,
@@ -320,45 +230,19 @@ impl Llama {
     /// One pass through blocks `0..=max(layers)` that keeps the residual `[b, t, d]` after each
     /// block of `layers`, in the order asked.
     fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Tensor>> {
-        let last = layers.iter().copied().max().unwrap_or(0);
-        let b = tokens.len();
-        let t = tokens.first().map(Vec::len).unwrap_or(0);
-        if b == 0 || t == 0 || tokens.iter().any(|s| s.len() != t) {
-            return Err(Error::Param {
-                field: "tokens",
-                reason: "a non-empty batch of equally long, non-empty sequences".into(),
-            });
-        }
-        if let Some(&bad) = tokens
-            .iter()
-            .flatten()
-            .find(|&&i| i as usize >= self.cfg.vocab)
-        {
-            return Err(Error::Param {
-                field: "tokens",
-                reason: format!(
-                    "token id {bad} outside the vocabulary of {}",
-                    self.cfg.vocab
-                ),
-            });
-        }
+        let (b, t) = check_tokens(tokens, self.cfg.vocab)?;
         let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
         let go = || -> candle_core::Result<Vec<Tensor>> {
             let ids = Tensor::from_vec(ids, b * t, &self.device)?;
-            let mut x = self
+            let x = self
                 .embed
                 .index_select(&ids, 0)?
                 .reshape((b, t, self.cfg.d_model))?;
-            let mask = causal_mask(t, &self.device)?;
+            let mask = causal_mask(t, None, &self.device)?;
             let (cos, sin) = self.rope_tables(t)?;
-            let mut kept: Vec<Option<Tensor>> = vec![None; layers.len()];
-            for (i, blk) in self.blocks[..=last].iter().enumerate() {
-                x = self.block(blk, &x, &mask, &cos, &sin)?;
-                for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
-                    *slot = Some(x.clone());
-                }
-            }
-            Ok(kept.into_iter().flatten().collect())
+            capture(x, layers, |i, x| {
+                self.block(&self.blocks[i], x, &mask, &cos, &sin)
+            })
         };
         go().ctx("llama forward")
     }
@@ -371,17 +255,10 @@ impl Llama {
             .ctx("llama logits")
     }
 
-    /// The final norm and the unembedding of `x` `[b, t, d]`: logits `[b * t, vocab]`, or with
-    /// `last_only` `[b, vocab]` of each sequence's last position.
+    /// The final norm and the unembedding of `x` `[b, t, d]` ([`decoder::head`]).
     fn head(&self, x: &Tensor, last_only: bool) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let x = if last_only {
-            x.narrow(1, t - 1, 1)?.reshape((b, d))?
-        } else {
-            x.reshape((b * t, d))?
-        };
-        let h = rms_norm(&x, &self.out_norm, self.cfg.rms_eps)?;
-        h.matmul(&self.unembedding().t()?)
+        let norm = (&self.out_norm, self.cfg.rms_eps);
+        decoder::head(x, norm, self.unembedding(), last_only)
     }
 
     /// The output matrix `[vocab, d]` (the embedding when they are tied).
@@ -403,19 +280,10 @@ impl Llama {
     ) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
         let d = self.cfg.d_model;
-        if b == 0 || t == 0 || b.checked_mul(t).and_then(|n| n.checked_mul(d)) != Some(resid.len())
-        {
-            return Err(Error::Param {
-                field: "residual",
-                reason: format!(
-                    "{} values for {b} sequences of {t} positions of width {d}",
-                    resid.len()
-                ),
-            });
-        }
+        check_residual(resid, (b, t), d)?;
         let go = || -> candle_core::Result<Vec<f32>> {
             let mut x = Tensor::from_slice(resid, (b, t, d), &self.device)?;
-            let mask = causal_mask(t, &self.device)?;
+            let mask = causal_mask(t, None, &self.device)?;
             let (cos, sin) = self.rope_tables(t)?;
             for blk in &self.blocks[layer + 1..] {
                 x = self.block(blk, &x, &mask, &cos, &sin)?;
@@ -424,58 +292,6 @@ impl Llama {
         };
         go().ctx("llama logits from a residual")
     }
-}
-
-/// For each row of `dirs` (`[n, d]`, row-major), the `k` tokens whose logits the direction
-/// raises most and the `k` it lowers most, through the final norm's `gain` `[d]` and the
-/// unembedding `[vocab, d]` (computed 256 directions at a time).
-pub(crate) fn logit_effects(
-    dirs: &[f32],
-    k: usize,
-    gain: &Tensor,
-    unembedding: &Tensor,
-) -> Result<Vec<LogitEffects>> {
-    let d = gain.dim(0).ctx("the final norm")?;
-    if !dirs.len().is_multiple_of(d) {
-        return Err(Error::Param {
-            field: "directions",
-            reason: format!("rows of width {d}"),
-        });
-    }
-    let mut out = Vec::with_capacity(dirs.len() / d);
-    for chunk in dirs.chunks(256 * d) {
-        let n = chunk.len() / d;
-        let go = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let x = Tensor::from_vec(chunk.to_vec(), (n, d), gain.device())?.broadcast_mul(gain)?;
-            x.matmul(&unembedding.t()?)?.to_vec2()
-        };
-        for row in go().ctx("unembedding directions")? {
-            // Partial selection of the k largest and k smallest (not a sort of the vocabulary).
-            let pick = |largest: bool| -> Vec<(u32, f32)> {
-                let key = |i: &u32| {
-                    if largest {
-                        -row[*i as usize]
-                    } else {
-                        row[*i as usize]
-                    }
-                };
-                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                let k = k.min(idx.len());
-                if k == 0 {
-                    return Vec::new();
-                }
-                idx.select_nth_unstable_by(k - 1, |a, b| key(a).total_cmp(&key(b)));
-                idx.truncate(k);
-                idx.sort_by(|a, b| key(a).total_cmp(&key(b)));
-                idx.into_iter().map(|i| (i, row[i as usize])).collect()
-            };
-            out.push(LogitEffects {
-                up: pick(true),
-                down: pick(false),
-            });
-        }
-    }
-    Ok(out)
 }
 
 impl crate::CausalLm for Llama {
@@ -501,7 +317,7 @@ impl crate::CausalLm for Llama {
         Llama::last_logits(self, tokens)
     }
     fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
-        logit_effects(dirs, k, &self.out_norm, self.unembedding())
+        decoder::logit_effects(dirs, k, &self.out_norm, self.unembedding())
     }
 }
 
@@ -537,10 +353,7 @@ impl ResidualModel for Llama {
     }
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
-        let x = self.run(tokens, layer)?;
-        x.flatten_all()
-            .and_then(|x| x.to_vec1())
-            .ctx("reading the residual")
+        decoder::rows(&self.run(tokens, layer)?)
     }
 
     /// One forward pass for every layer.
@@ -549,12 +362,8 @@ impl ResidualModel for Llama {
             crate::check_layer(self, l)?;
         }
         self.run_capturing(tokens, layers)?
-            .into_iter()
-            .map(|x| {
-                x.flatten_all()
-                    .and_then(|x| x.to_vec1())
-                    .ctx("reading the residual")
-            })
+            .iter()
+            .map(decoder::rows)
             .collect()
     }
 

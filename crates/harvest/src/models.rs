@@ -3,6 +3,7 @@
 
 use crate::assets::{self, Asset};
 use crate::bert::Bert;
+use crate::decoder::GgufFile;
 use crate::gemma::Gemma;
 use crate::llama::Llama;
 use crate::tokenizer::TextTokenizer;
@@ -17,23 +18,6 @@ pub enum Loaded {
     Gemma(Box<Gemma>),
     /// A BERT encoder.
     Bert(Box<Bert>),
-}
-
-/// `general.architecture` of a GGUF file (read from its header; the weights are not touched).
-fn gguf_architecture(path: &Path) -> Result<String> {
-    if !path.is_file() {
-        return Err(Error::model(
-            path,
-            "no such file (expected a GGUF model file)",
-        ));
-    }
-    let map = sparsecode::io::map_file(path, "a GGUF model file")?;
-    let content = crate::gguf::read(path, &map)?;
-    let arch = crate::llama::meta(&content, path, "general.architecture")?
-        .to_string()
-        .map_err(|e| Error::model(path, format!("`general.architecture`: {e}")))?
-        .clone();
-    Ok(arch)
 }
 
 impl Loaded {
@@ -62,9 +46,11 @@ impl Loaded {
                         p.join("model.safetensors"),
                     ))
                 } else if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {
-                    let loaded = match gguf_architecture(p)?.as_str() {
-                        "gemma3" => Loaded::Gemma(Box::new(Gemma::load(p)?)),
-                        _ => Loaded::Llama(Box::new(Llama::load(p)?)),
+                    // Opened and read once; the architecture picks the forward.
+                    let file = GgufFile::open(p)?;
+                    let loaded = match file.architecture() {
+                        "gemma3" => Loaded::Gemma(Box::new(Gemma::from_gguf(&file)?)),
+                        _ => Loaded::Llama(Box::new(Llama::from_gguf(&file)?)),
                     };
                     Ok((loaded, p.to_path_buf()))
                 } else {

@@ -81,10 +81,24 @@ pub fn attention_scores(q: &Tensor, k: &Tensor) -> candle_core::Result<Tensor> {
     q.matmul(&k.t()?.contiguous()?)? * (1.0 / (dh as f64).sqrt())
 }
 
-/// A `[t, t]` additive mask: 0 on and below the diagonal, -inf above (causal attention).
-pub fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// A `[t, t]` additive mask: 0 where position `i` sees position `j` (`j <= i`, and within the
+/// last `window` positions when given: sliding-window attention), -inf elsewhere.
+pub fn causal_mask(
+    t: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let v: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                let seen = j <= i && window.is_none_or(|w| i - j < w);
+                if seen {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(v, (t, t), device)
 }
@@ -190,10 +204,21 @@ mod tests {
     }
 
     #[test]
-    fn causal_mask_hides_the_future() {
-        let m: Vec<Vec<f32>> = causal_mask(3, &Device::Cpu).unwrap().to_vec2().unwrap();
-        assert_eq!(m[0][0], 0.0);
-        assert!(m[0][1].is_infinite() && m[1][2].is_infinite());
-        assert_eq!(m[2][0], 0.0);
+    fn causal_mask_hides_the_future_and_a_window_the_distant_past() {
+        let m: Vec<Vec<f32>> = causal_mask(5, None, &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let w: Vec<Vec<f32>> = causal_mask(5, Some(2), &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(m[i][j] == 0.0, j <= i, "causal ({i}, {j})");
+                assert_eq!(w[i][j] == 0.0, j <= i && i - j < 2, "window ({i}, {j})");
+                assert!(m[i][j] == 0.0 || m[i][j] == f32::NEG_INFINITY);
+            }
+        }
     }
 }
