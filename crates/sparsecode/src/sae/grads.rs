@@ -52,6 +52,8 @@ pub struct Workspace {
     pub(crate) dense_aux: DenseAux,
     /// Matryoshka: per sample and level the gradient of the nested losses (`[B, levels, d_in]`).
     pub(crate) levels: Vec<f32>,
+    /// Matryoshka: per sample its squared errors summed over levels, and the full one's.
+    pub(crate) row_errors: Vec<(f64, f64)>,
     /// BatchTopK: the smallest pre-activation kept in the last batch.
     pub(crate) batch_threshold: f32,
 }

@@ -89,14 +89,19 @@ fn nested_errors(
     let levels = sized(&mut ws.levels, b * nl * m);
     let xhat = sized(&mut ws.xhat, b * m);
     let de = sized(&mut ws.de, b * m);
-    let sums: Vec<(f64, f64)> = levels
+    // Per sample (nested, full) squared errors, summed afterwards in row order so that the loss
+    // does not depend on the thread count; the buffer is the workspace's (no allocation per step).
+    let sums = &mut ws.row_errors;
+    sums.resize(b, (0.0, 0.0));
+    levels
         .par_chunks_mut(nl * m)
         .zip(xhat.par_chunks_mut(m))
         .zip(de.par_chunks_mut(m))
         .zip(x.par_chunks(m))
+        .zip(sums.par_iter_mut())
         .enumerate()
-        .map(|(r, (((lv, acc), de), xr))| {
-            let sums = sample_levels(sae, codes, r, widths, xr, acc, lv, inv_b);
+        .for_each(|(r, ((((lv, acc), de), xr), out))| {
+            *out = sample_levels(sae, codes, r, widths, xr, acc, lv, inv_b);
             de.copy_from_slice(&lv[(nl - 1) * m..]);
             // Suffix sums, from the last level down: D_l = e_l + D_{l+1}.
             for l in (0..nl - 1).rev() {
@@ -106,10 +111,8 @@ fn nested_errors(
                     .zip(&tail[..m])
                     .for_each(|(a, v)| *a += v);
             }
-            sums
-        })
-        .collect();
-    let (nested, full) = sums
+        });
+    let (nested, full) = sums[..b]
         .iter()
         .fold((0.0, 0.0), |(a, b), (n, f)| (a + n, b + f));
     (nested / total as f64, full / total as f64)
