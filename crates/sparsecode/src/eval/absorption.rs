@@ -32,6 +32,7 @@
 //! scale was folded into its weights has rows of another norm, and the projection of the
 //! contribution is what the fraction compares with `P`.)
 
+use crate::linalg::{row_norms, simd};
 use crate::{Error, Matrix, Result};
 
 /// Default `tau`: the cosine with the parent's atom above which a firing latent carries it.
@@ -134,7 +135,7 @@ impl AbsorptionCounter {
         }
         let cos_to_parent: Vec<Vec<f32>> = pairs
             .iter()
-            .map(|&(p, _)| cosines(decoder, truth_dict.row(p)))
+            .map(|&(p, _)| alignment(decoder, truth_dict.row(p)).1)
             .collect();
         let pairs = pairs
             .iter()
@@ -226,21 +227,25 @@ impl AbsorptionCounter {
     }
 }
 
-/// Cosine of every row of `m` with `v` (0 for a zero row).
-fn cosines(m: &Matrix, v: &[f32]) -> Vec<f32> {
-    let nv = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    (0..m.rows())
+/// `(w_j . u, cos(w_j, u))` for every row `w_j` of `m` and the unit vector `u` along `v` (both 0
+/// for a zero `v`, the cosine 0 for a zero row).
+fn alignment(m: &Matrix, v: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let nv = simd::dot(v, v).sqrt();
+    let dots: Vec<f32> = (0..m.rows())
         .map(|j| {
-            let r = m.row(j);
-            let dot: f32 = r.iter().zip(v).map(|(a, b)| a * b).sum();
-            let nr = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if nr > 0.0 && nv > 0.0 {
-                dot / (nr * nv)
+            if nv > 0.0 {
+                simd::dot(m.row(j), v) / nv
             } else {
                 0.0
             }
         })
-        .collect()
+        .collect();
+    let cos = dots
+        .iter()
+        .zip(row_norms(m))
+        .map(|(d, n)| if n > 0.0 { d / n } else { 0.0 })
+        .collect();
+    (dots, cos)
 }
 
 /// The first index of the largest value, and the value.
@@ -298,18 +303,7 @@ pub struct WordAbsorption {
 /// The per-latent quantities of [`word_absorption`] that do not depend on the input: `w_j . u`
 /// and `cos(w_j, u)` of every decoder row with the unit probe direction `u`.
 pub fn probe_alignment(decoder: &Matrix, probe: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let norm = probe
-        .iter()
-        .map(|v| v * v)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::MIN_POSITIVE);
-    let unit: Vec<f32> = probe.iter().map(|v| v / norm).collect();
-    let cos = cosines(decoder, &unit);
-    let dots = (0..decoder.rows())
-        .map(|j| decoder.row(j).iter().zip(&unit).map(|(a, b)| a * b).sum())
-        .collect();
-    (dots, cos)
+    alignment(decoder, probe)
 }
 
 /// Scores one input: its activation's projection `probe_projection` onto the unit probe
