@@ -131,15 +131,19 @@ pub fn open_sae_on_store(sae: &Path, store: &Path) -> Result<(Sae, Store, TokenT
     Ok((model, st, tokens))
 }
 
-/// The GGUF file behind a store, when it is the fetched SmolLM2 asset: the same bytes (the
-/// manifest's model SHA-256), not merely the same file name.
+/// The GGUF file behind a store, when it is a fetched model (SmolLM2 or Gemma 3): the same bytes
+/// (the manifest's model SHA-256), not merely the same file name.
 fn store_model(store: &Store) -> Option<PathBuf> {
     use sparsecode_harvest::assets::{path, Asset};
-    let want = store.manifest().metadata["model_sha256"].as_str()?;
+    let meta = &store.manifest().metadata;
+    let want = meta["model_sha256"].as_str()?;
+    // Only the fetched model of the file name the harvest recorded is hashed (every one when a
+    // store records none).
+    let file = meta["model_file"].as_str();
     [Asset::SmolLm2, Asset::Gemma3]
         .into_iter()
         .map(path)
-        .filter(|p| p.exists())
+        .filter(|p| p.exists() && file.is_none_or(|f| p.file_name().is_some_and(|n| n == f)))
         .find(|p| sparsecode::data::store::sha256_file(p).ok().as_deref() == Some(want))
 }
 
