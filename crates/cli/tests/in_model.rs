@@ -384,7 +384,7 @@ fn first_letter_absorption_is_zero_for_a_silent_sae_and_bounded_for_an_exact_one
 }
 
 #[test]
-fn first_letter_refuses_too_few_words_and_a_missing_model() {
+fn first_letter_refuses_too_few_words_a_missing_model_and_memory_past_the_limit() {
     let Some((gguf, _)) = assets() else { return };
     let t = tempfile::tempdir().unwrap();
     let sae = known_sae(
@@ -408,4 +408,19 @@ fn first_letter_refuses_too_few_words_and_a_missing_model() {
     assert!(err.contains("words"), "{err}");
     let err = fails(&["eval", "--sae", s, "--data", "x.npy", "--first-letter"]);
     assert!(err.contains("--first-letter"), "{err}");
+    // 300 words' residuals and codes (300 x (576 + 1152) floats, 2 MB) past the limit are
+    // refused before any forward pass.
+    let err = fails(&[
+        "eval",
+        "--sae",
+        s,
+        "--model",
+        g,
+        "--first-letter",
+        "--words",
+        "300",
+        "--memory-limit",
+        "1M",
+    ]);
+    assert!(err.contains("residuals and SAE codes"), "{err}");
 }

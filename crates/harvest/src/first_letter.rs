@@ -268,13 +268,16 @@ pub fn evaluate(
     }
     let dropped = words.len() - kept.len();
     let n = kept.len();
-    let n_train = ((n as f64 * cfg.train_fraction) as usize).clamp(1, n.saturating_sub(1));
     if n < 2 * LETTERS {
         return Err(Error::Param {
             field: "words",
             reason: format!("{n} usable words; the task needs at least {}", 2 * LETTERS),
         });
     }
+    let n_train = ((n as f64 * cfg.train_fraction) as usize).clamp(1, n - 1);
+    // The words' residuals and their dense codes are held whole.
+    let width = model.d_model().saturating_add(sae.d_sae());
+    sparsecode::memory::admit_array("the words' residuals and SAE codes", &[n, width], 4)?;
     let x = word_residuals(model, &prompts, cfg.layer, cfg.batch, &mut |d| {
         progress("forward", d, n)
     })?;
@@ -414,10 +417,15 @@ impl LetterContext<'_> {
             scored.push((r, w));
         }
         let full: Vec<&(usize, WordAbsorption)> = scored.iter().filter(|(_, w)| w.full).collect();
+        // The answer " W" must be one token to be scored; otherwise nothing is checked (and
+        // nothing counted as checked).
+        let answer_ids = self.model.tokenizer().encode_plain(&answer(l))?;
         let mut confirmed = (0, 0);
-        for (r, w) in full.iter().take(self.cfg.max_ablations) {
-            confirmed.1 += 1;
-            confirmed.0 += self.ablation_lowers_answer(*r, w.top_latent.0, l)? as usize;
+        if let [answer] = answer_ids[..] {
+            for (r, w) in full.iter().take(self.cfg.max_ablations) {
+                confirmed.1 += 1;
+                confirmed.0 += self.ablation_lowers(*r, w.top_latent.0, answer)? as usize;
+            }
         }
         let tp = scored.len();
         // Folded from +0 (a float sum of nothing is -0).
@@ -471,13 +479,8 @@ impl LetterContext<'_> {
     }
 
     /// Whether removing `latent`'s contribution at the word of test word `r` lowers the
-    /// model's probability of the right answer.
-    fn ablation_lowers_answer(&self, r: usize, latent: usize, l: usize) -> Result<bool> {
-        let tok = self.model.tokenizer();
-        let answer = tok.encode_plain(&answer(l))?;
-        let [answer] = answer[..] else {
-            return Ok(false);
-        };
+    /// model's probability of the answer token `answer`.
+    fn ablation_lowers(&self, r: usize, latent: usize, answer: u32) -> Result<bool> {
         let p = &self.prompts[r];
         let d = self.model.d_model();
         let t = p.tokens.len();
