@@ -209,38 +209,43 @@ fn topk_auxk_gradient_matches_finite_differences() {
     check(&sae, &aux_grad, &naive_aux);
 }
 
+/// Loss and gradients of `f` (given the workspace, gradients and parallelism) computed on a pool
+/// of `threads` threads.
+fn at_threads(
+    threads: usize,
+    sae: &Sae,
+    f: &(dyn Fn(&mut Workspace, &mut Grads, Parallelism) -> LossParts + Sync),
+) -> (LossParts, Grads) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (mut ws, mut g) = (Workspace::default(), Grads::like(sae));
+        let l = f(&mut ws, &mut g, Parallelism::threads(threads));
+        (l, g)
+    })
+}
+
+/// AuxK over every other latent, as the thread-count tests use it.
+fn every_other_dead(n: usize) -> Vec<bool> {
+    (0..n).map(|j| j % 2 == 0).collect()
+}
+
 #[test]
 fn topk_gradients_identical_across_thread_counts() {
     let sae = random_sae(33, 70, Activation::TopK { k: 4 }, 7);
     let x = batch(50, 33, 8);
-    let dead: Vec<bool> = (0..70).map(|j| j % 2 == 0).collect();
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut ws = Workspace::default();
-            let mut g = Grads::like(&sae);
-            let aux = AuxK {
-                k_aux: 5,
-                coef: 1.0 / 32.0,
-                dead: &dead,
-            };
-            let l = topk_loss_grad(
-                &sae,
-                &x,
-                50,
-                4,
-                Some(aux),
-                &mut ws,
-                &mut g,
-                Parallelism::threads(threads),
-            );
-            (l, g)
-        })
+    let dead = every_other_dead(70);
+    let f = |ws: &mut Workspace, g: &mut Grads, par: Parallelism| {
+        let aux = AuxK {
+            k_aux: 5,
+            coef: 1.0 / 32.0,
+            dead: &dead,
+        };
+        topk_loss_grad(&sae, &x, 50, 4, Some(aux), ws, g, par)
     };
-    assert_eq!(run(1), run(2));
+    assert_eq!(at_threads(1, &sae, &f), at_threads(2, &sae, &f));
 }
 
 #[test]
@@ -557,25 +562,15 @@ fn matryoshka_auxk_is_batch_topk_auxk_on_the_full_residual() {
 fn matryoshka_gradients_identical_across_thread_counts() {
     let sae = random_sae(33, 70, Activation::JumpRelu, 63);
     let x = batch(50, 33, 64);
-    let dead: Vec<bool> = (0..70).map(|j| j % 2 == 0).collect();
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let (mut ws, mut g, mut one) = (Workspace::default(), Grads::like(&sae), SingleProcess);
-            let aux = AuxK {
-                k_aux: 5,
-                coef: 1.0 / 32.0,
-                dead: &dead,
-            };
-            let sel = (4, &[8usize, 20, 70][..]);
-            let par = Parallelism::threads(threads);
-            let l =
-                matryoshka_loss_grad(&sae, &x, 50, sel, Some(aux), &mut one, &mut ws, &mut g, par);
-            (l, g)
-        })
+    let dead = every_other_dead(70);
+    let f = |ws: &mut Workspace, g: &mut Grads, par: Parallelism| {
+        let aux = AuxK {
+            k_aux: 5,
+            coef: 1.0 / 32.0,
+            dead: &dead,
+        };
+        let sel = (4, &[8usize, 20, 70][..]);
+        matryoshka_loss_grad(&sae, &x, 50, sel, Some(aux), &mut SingleProcess, ws, g, par)
     };
-    assert_eq!(run(1), run(2));
+    assert_eq!(at_threads(1, &sae, &f), at_threads(2, &sae, &f));
 }
