@@ -46,13 +46,16 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "smollm2.json", "w") as f:
         json.dump(rows, f, indent=1)
+    cfg = load(work / "sae-topk-k32" / "train_config.json")["config"]
+    rows_seen = load(work / "sotu" / "manifest.json")["rows"]
     lines = [
         "# Absorption on SmolLM2-135M, block 15",
         "",
-        f"2048-latent SAEs (k = 32) trained on the same 131,072 State of the Union tokens "
-        f"(2,000 steps of 1,024 rows); spliced metrics on 4,096 tokens drawn with another seed; "
-        f"the first-letter task on {rows[0]['words']} alphabetic one-token words (80% train, "
-        f"20% test). Reproduce: `scripts/absorption-results.sh`.",
+        f"{cfg['latents']}-latent SAEs (k = 32) trained on the same {rows_seen:,} State of the "
+        f"Union tokens ({cfg['steps']:,} steps of {cfg['batch_size']:,} rows); spliced metrics "
+        f"on 4,096 tokens drawn with another seed; the first-letter task on {rows[0]['words']} "
+        f"alphabetic one-token words (80% train, 20% test). Reproduce: "
+        f"`scripts/absorption-results.sh`.",
         "",
         "| SAE | L0 | explained variance | CE loss score | KL score | letters counted | "
         "absorption fraction | full absorption | ablation-confirmed | split features |",
