@@ -282,21 +282,21 @@ impl Gemma {
             last_only,
         )
     }
+}
 
-    /// Next-token logits after the last position of each sequence, `[b][vocab]`.
-    pub fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let x = self
-            .run_capturing(tokens, &[self.cfg.n_layers - 1])?
-            .pop()
-            .expect("one layer");
-        self.head(&x, true)
-            .and_then(|l| l.to_vec2())
-            .ctx("gemma logits")
+impl crate::CausalLm for Gemma {
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
-
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
     /// Logits of the model continued from `resid` (the residual after block `layer` of `b`
     /// sequences of `t` tokens, row-major `[b * t, d_model]`), as [`crate::llama::Llama::logits_from`].
-    pub fn logits_from(
+    fn logits_from(
         &self,
         resid: &[f32],
         (b, t): (usize, usize),
@@ -316,29 +316,15 @@ impl Gemma {
         };
         go().ctx("gemma logits from a residual")
     }
-}
-
-impl crate::CausalLm for Gemma {
-    fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-    fn vocab(&self) -> usize {
-        self.cfg.vocab
-    }
-    fn logits_from(
-        &self,
-        resid: &[f32],
-        bt: (usize, usize),
-        layer: usize,
-        last_only: bool,
-    ) -> Result<Vec<f32>> {
-        Gemma::logits_from(self, resid, bt, layer, last_only)
-    }
+    /// Next-token logits after the last position of each sequence, `[b][vocab]`.
     fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        Gemma::last_logits(self, tokens)
+        let x = self
+            .run_capturing(tokens, &[self.cfg.n_layers - 1])?
+            .pop()
+            .expect("one layer");
+        self.head(&x, true)
+            .and_then(|l| l.to_vec2())
+            .ctx("gemma logits")
     }
     fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<crate::llama::LogitEffects>> {
         decoder::logit_effects(dirs, k, &self.out_norm, &self.embed)

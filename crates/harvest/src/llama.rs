@@ -247,14 +247,6 @@ impl Llama {
         go().ctx("llama forward")
     }
 
-    /// Next-token logits after the last position of each sequence, `[b][vocab]`.
-    pub fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let x = self.run(tokens, self.cfg.n_layers - 1)?;
-        self.head(&x, true)
-            .and_then(|l| l.to_vec2())
-            .ctx("llama logits")
-    }
-
     /// The final norm and the unembedding of `x` `[b, t, d]` ([`decoder::head`]).
     fn head(&self, x: &Tensor, last_only: bool) -> candle_core::Result<Tensor> {
         let norm = (&self.out_norm, self.cfg.rms_eps);
@@ -265,13 +257,24 @@ impl Llama {
     fn unembedding(&self) -> &Tensor {
         self.output.as_ref().unwrap_or(&self.embed)
     }
+}
 
+impl crate::CausalLm for Llama {
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
     /// Next-token logits of the model continued from `resid`, the residual stream after block
     /// `layer` of `b` sequences of `t` tokens (row-major `[b * t, d_model]`, as
     /// [`ResidualModel::residual`] returns it): row-major `[b * t, vocab]`, or with `last_only`
     /// `[b, vocab]` of each sequence's last position. Run on the residual as read, it gives the
     /// model's own logits; edited, the model's with the edit spliced in after that block.
-    pub fn logits_from(
+    fn logits_from(
         &self,
         resid: &[f32],
         (b, t): (usize, usize),
@@ -292,29 +295,12 @@ impl Llama {
         };
         go().ctx("llama logits from a residual")
     }
-}
-
-impl crate::CausalLm for Llama {
-    fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-    fn path(&self) -> &Path {
-        &self.path
-    }
-    fn vocab(&self) -> usize {
-        self.cfg.vocab
-    }
-    fn logits_from(
-        &self,
-        resid: &[f32],
-        bt: (usize, usize),
-        layer: usize,
-        last_only: bool,
-    ) -> Result<Vec<f32>> {
-        Llama::logits_from(self, resid, bt, layer, last_only)
-    }
+    /// Next-token logits after the last position of each sequence, `[b][vocab]`.
     fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        Llama::last_logits(self, tokens)
+        let x = self.run(tokens, self.cfg.n_layers - 1)?;
+        self.head(&x, true)
+            .and_then(|l| l.to_vec2())
+            .ctx("llama logits")
     }
     fn logit_effects(&self, dirs: &[f32], k: usize) -> Result<Vec<LogitEffects>> {
         decoder::logit_effects(dirs, k, &self.out_norm, self.unembedding())
