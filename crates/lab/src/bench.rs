@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use sparsecode::coding::{Basis, Coder};
+use sparsecode::linalg::matmul;
+use sparsecode::sae::EncoderPrecision;
 use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig};
 use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
@@ -86,10 +88,12 @@ pub fn bench_train(
     steps: u64,
     warmup: u64,
     threads: usize,
+    precision: EncoderPrecision,
 ) -> Result<BenchResult> {
     let x = random_data(batch, dims, 1)?;
     let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
     cfg.threads = threads;
+    cfg.encoder_precision = precision;
     cfg.log_every = u64::MAX;
     cfg.b_dec_init = sparsecode::train::BDecInit::Zero;
     let mut timer = StepTimer {
@@ -105,6 +109,34 @@ pub fn bench_train(
         step_ms: timer.times,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// Median milliseconds of the dense f32 encoder product of a training step (`[batch, dims]`
+/// times `[dims, latents]` through the same GEMM the library uses) over `repeats` runs after one
+/// warm-up: the bound exact f32 arithmetic sets on a TopK step.
+pub fn bench_encoder_product(
+    dims: usize,
+    latents: usize,
+    batch: usize,
+    repeats: usize,
+    threads: usize,
+) -> Result<f64> {
+    let x = random_data(batch, dims, 1)?;
+    let w = random_data(latents, dims, 2)?;
+    sparsecode::memory::admit_array("encoder product [batch, latents]", &[batch, latents], 4)?;
+    let mut pre = vec![0.0f32; batch * latents];
+    let par = Parallelism::threads(threads);
+    let mut times = Vec::with_capacity(repeats);
+    par.install(|| {
+        for i in 0..=repeats {
+            let t = Instant::now();
+            matmul(&mut pre, x.view(), w.view().t(), 0.0, par);
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    });
+    Ok(median(&times))
 }
 
 /// Times `repeats` encodes (after one warm-up) of `samples` planted `k`-sparse signals with a
@@ -179,9 +211,11 @@ mod tests {
             3,
             1,
             1,
+            EncoderPrecision::Auto,
         )
         .unwrap();
         assert_eq!(r.step_ms.len(), 3);
+        assert!(bench_encoder_product(16, 64, 32, 2, 1).unwrap() > 0.0);
         assert!(r.samples_per_s > 0.0 && r.step_ms_median > 0.0);
         let omp = Coder::Omp(sparsecode::coding::OmpParams {
             k: Some(2),

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use sparsecode::coding::{Coder, FistaParams, OmpParams};
 use sparsecode::data::store::{StoreDType, StoreWriter};
 use sparsecode::train::{ArchKind, TrainRequest};
-use sparsecode_lab::bench::{bench_encode, bench_train, BenchResult};
+use sparsecode_lab::bench::{bench_encode, bench_encoder_product, bench_train, BenchResult};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -34,6 +34,12 @@ pub enum Which {
         /// Untimed steps first.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+        /// TopK's encoder products: auto (bfloat16 where the CPU has AVX512_BF16) or f32.
+        #[arg(long, default_value = "auto")]
+        encoder_precision: super::train::EncoderPrecisionArg,
+        /// Also time the step's dense f32 encoder product alone (the same GEMM, same threads).
+        #[arg(long)]
+        encoder_product: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -127,6 +133,26 @@ fn report(r: &BenchResult, json: bool, what: String) -> Result<()> {
     Ok(())
 }
 
+/// [`report`] of a training bench, with the encoder product's time and the step's ratio to it.
+fn report_train(r: &BenchResult, product_ms: Option<f64>, json: bool, what: String) -> Result<()> {
+    let Some(p) = product_ms else {
+        return report(r, json, what);
+    };
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        v["encoder_product_ms"] = serde_json::json!(p);
+        v["step_over_product"] = serde_json::json!(r.step_ms_median / p);
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    report(r, false, what)?;
+    println!(
+        "f32 encoder product alone: {p:.2} ms; step / product = {:.3}",
+        r.step_ms_median / p
+    );
+    Ok(())
+}
+
 pub fn run(a: Args, threads: usize) -> Result<Outcome> {
     match a.which {
         Which::Train {
@@ -137,6 +163,8 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             batch,
             steps,
             warmup,
+            encoder_precision,
+            encoder_product,
             json,
         } => {
             // Tiny penalties: the timing is of the step, not of a tuned run.
@@ -153,10 +181,18 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 steps,
                 warmup.max(1),
                 threads,
+                encoder_precision.into(),
             )
             .context("bench train")?;
-            report(
+            let product = encoder_product
+                .then(|| {
+                    bench_encoder_product(dims, latents, batch, steps.max(1) as usize, threads)
+                })
+                .transpose()
+                .context("bench train --encoder-product")?;
+            report_train(
                 &r,
+                product,
                 json,
                 format!("train {arch:?} M={dims} N={latents} batch={batch} threads={threads}"),
             )?;

@@ -122,9 +122,29 @@ pub struct Args {
     /// first read of the damaged chunk; the check costs little next to training).
     #[arg(long)]
     no_verify: bool,
+    /// TopK's encoder products before its certified selection: auto (bfloat16 on CPUs with
+    /// AVX512_BF16, else f32) or f32. Speed only: the selected latents and values are the same.
+    #[arg(long, default_value = "auto")]
+    encoder_precision: EncoderPrecisionArg,
     /// Continue the killed run in this folder.
     #[arg(long, conflicts_with_all = ["data", "store", "model", "arch", "latents", "out"])]
     resume: Option<PathBuf>,
+}
+
+/// `--encoder-precision`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EncoderPrecisionArg {
+    Auto,
+    F32,
+}
+
+impl From<EncoderPrecisionArg> for sparsecode::sae::EncoderPrecision {
+    fn from(a: EncoderPrecisionArg) -> Self {
+        match a {
+            EncoderPrecisionArg::Auto => Self::Auto,
+            EncoderPrecisionArg::F32 => Self::F32,
+        }
+    }
 }
 
 /// The request the flags make; everything left out is the library's default.
@@ -160,6 +180,7 @@ fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
     r.log_every = Some(a.log_every);
     r.threads = threads;
     r.shuffle_rows = Some(a.shuffle_rows);
+    r.encoder_precision = Some(a.encoder_precision.into());
     Ok(r)
 }
 

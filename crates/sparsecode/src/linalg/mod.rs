@@ -1,6 +1,7 @@
 //! Dense and sparse kernels: the row-major [`Matrix`], GEMM through the `gemm` crate with an explicit
 //! [`Parallelism`] knob, per-row top-k selection, and small helpers (row norms, power iteration).
 
+pub mod bf16;
 pub mod cholesky;
 mod gemm;
 mod matrix;
@@ -14,7 +15,7 @@ pub use self::gemm::{matmul, synthesize, MatRef};
 pub use matrix::Matrix;
 pub use power::spectral_norm_sq;
 pub use rows::{cosine, normalize_rows, row_norms};
-pub use topk::{topk_row, topk_row_shifted, TopK};
+pub use topk::{kth_largest_shifted, topk_row, topk_row_shifted, TopK};
 
 /// How many threads a kernel may use. Results are identical for the same value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -117,15 +117,22 @@ pub fn topk_row_shifted(
     )
 }
 
-#[inline(always)]
-fn select_by(
-    n: usize,
-    value: impl Fn(usize) -> f32,
+/// The `k`-th largest of `row + shift` (elementwise; no ReLU): the bar the top `k` clear.
+/// Requires `1 <= k <= row.len()`.
+pub fn kth_largest_shifted(
+    row: &[f32],
+    shift: &[f32],
     k: usize,
     scratch: &mut Vec<(f32, u32)>,
-    indices: &mut [u32],
-    values: &mut [f32],
-) {
+) -> f32 {
+    debug_assert_eq!(row.len(), shift.len());
+    best_k(row.len(), |i| row[i] + shift[i], k, scratch)
+}
+
+/// Leaves the best `k` of `value(0..n)` in `scratch` as a heap whose root is the worst of them,
+/// and returns that root's value.
+#[inline(always)]
+fn best_k(n: usize, value: impl Fn(usize) -> f32, k: usize, scratch: &mut Vec<(f32, u32)>) -> f32 {
     debug_assert!(k >= 1 && k <= n);
     scratch.clear();
     scratch.extend((0..k).map(|i| (value(i), i as u32)));
@@ -142,6 +149,19 @@ fn select_by(
             bar = scratch[0].0;
         }
     }
+    bar
+}
+
+#[inline(always)]
+fn select_by(
+    n: usize,
+    value: impl Fn(usize) -> f32,
+    k: usize,
+    scratch: &mut Vec<(f32, u32)>,
+    indices: &mut [u32],
+    values: &mut [f32],
+) {
+    best_k(n, value, k, scratch);
     scratch.sort_unstable_by(desc);
     for (s, &(v, i)) in scratch.iter().enumerate() {
         indices[s] = i;

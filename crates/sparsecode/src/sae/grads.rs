@@ -56,6 +56,22 @@ pub struct Workspace {
     pub(crate) row_errors: Vec<(f64, f64)>,
     /// BatchTopK: the smallest pre-activation kept in the last batch.
     pub(crate) batch_threshold: f32,
+    /// TopK's certified encoder; `pre` holds its approximations (without bias) when
+    /// `pre_is_approx`.
+    pub(crate) cert: super::certified::Certified,
+    pub(crate) pre_is_approx: bool,
+}
+
+impl Workspace {
+    /// How TopK's approximate pre-activations are computed (the selection is the same).
+    pub fn set_encoder_precision(&mut self, p: super::EncoderPrecision) {
+        self.cert.precision = p;
+    }
+
+    /// What TopK's certified selection has done since this workspace was made.
+    pub fn certified_stats(&self) -> super::CertifiedStats {
+        self.cert.stats
+    }
 }
 
 /// Buffers of the dense AuxK path (dead latents as a dense block).

@@ -11,6 +11,7 @@
 //! - Matryoshka BatchTopK: BatchTopK codes, one reconstruction loss per nested prefix of the
 //!   latents (see [`matryoshka_loss_grad`]).
 
+mod certified;
 mod collective;
 mod format;
 mod gated;
@@ -25,6 +26,7 @@ pub mod saelens;
 pub mod sparsify;
 mod topk;
 
+pub use certified::{CertifiedStats, EncoderPrecision};
 pub use collective::{Collective, SingleProcess, StepStats};
 pub use format::{detect, hook_layer, layer_of, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};

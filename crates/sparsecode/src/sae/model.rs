@@ -380,6 +380,17 @@ impl Sae {
     /// Pre-activations `(x - b_dec) W_enc^T (+ b_enc when `with_bias`)` into `pre`
     /// (`[rows, d_sae]`); `xc` receives the centred input. TopK leaves the bias out and adds it
     /// while selecting, saving a pass over `pre`. An MLP encoder's hidden layer is applied first.
+    /// The encoder's input: `x`, less `b_dec` when `apply_b_dec_to_input`, into `xc`.
+    pub(crate) fn center(&self, x: &[f32], xc: &mut [f32]) {
+        let m = self.d_in().max(1);
+        xc[..x.len()].copy_from_slice(x);
+        if self.apply_b_dec_to_input {
+            xc[..x.len()]
+                .par_chunks_mut(m)
+                .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
+        }
+    }
+
     pub(crate) fn pre_activations(
         &self,
         x: &[f32],
@@ -390,12 +401,7 @@ impl Sae {
     ) {
         let (n, m) = self.w_dec.shape();
         let rows = x.len() / m.max(1);
-        xc[..x.len()].copy_from_slice(x);
-        if self.apply_b_dec_to_input {
-            xc[..x.len()]
-                .par_chunks_mut(m.max(1))
-                .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(v, b)| *v -= b));
-        }
+        self.center(x, xc);
         match self.encoder.hidden() {
             None => matmul(
                 pre,

@@ -275,7 +275,12 @@ pub fn sparse_loss_grad(
     par: Parallelism,
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
-    let b = pre_activations_into(sae, x, ws, par);
+    let certify = matches!(selection, Selection::PerSample(_)) && sae.encoder.hidden().is_none();
+    let b = if certify {
+        approximate_pre_activations(sae, x, ws, par)
+    } else {
+        pre_activations_into(sae, x, ws, par)
+    };
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, ws, g, par);
@@ -305,7 +310,40 @@ pub(super) fn pre_activations_into(
     let b = x.len() / m;
     let (xc, pre) = (sized(&mut ws.xc, b * m), sized(&mut ws.pre, b * n));
     sae.pre_activations(x, xc, pre, false, par);
+    ws.pre_is_approx = false;
     b
+}
+
+/// `x_c` and the certified encoder's approximate pre-activations of the rows `x` (a linear
+/// encoder's) into the workspace; returns their number.
+fn approximate_pre_activations(
+    sae: &Sae,
+    x: &[f32],
+    ws: &mut Workspace,
+    par: Parallelism,
+) -> usize {
+    let (n, m) = sae.w_dec.shape();
+    let b = x.len() / m;
+    let (xc, pre) = (sized(&mut ws.xc, b * m), sized(&mut ws.pre, b * n));
+    sae.center(x, xc);
+    ws.cert.approximate(&sae.w_enc, &sae.b_enc, xc, pre, par);
+    ws.pre_is_approx = true;
+    b
+}
+
+/// The top `k` of `ws.pre + b_enc` per row (over the latents `mask` keeps) into `out`: from the
+/// certified encoder's approximations when `ws.pre` holds them.
+fn select_top(sae: &Sae, b: usize, k: usize, mask: Option<&[bool]>, ws: &mut Workspace, aux: bool) {
+    let n = sae.d_sae();
+    let out = if aux { &mut ws.aux } else { &mut ws.topk };
+    let pre = &ws.pre[..b * n];
+    if ws.pre_is_approx {
+        let xc = &ws.xc[..b * sae.d_in()];
+        ws.cert
+            .select(&sae.w_enc, &sae.b_enc, xc, pre, k, mask, out);
+    } else {
+        select(pre, &sae.b_enc, k, mask, out);
+    }
 }
 
 /// After the reconstruction: AuxK's forward, then the sparse weight gradients of the main codes
@@ -347,7 +385,7 @@ pub(super) fn select_active(
 ) {
     let pre = &ws.pre[..b * sae.d_sae()];
     match selection {
-        Selection::PerSample(k) => select(pre, &sae.b_enc, k, None, &mut ws.topk),
+        Selection::PerSample(k) => select_top(sae, b, k, None, ws, false),
         Selection::Batch(k) => {
             positive_entries(pre, &sae.b_enc, &mut ws.tmp_m);
             let t = collective.kth_largest(&mut ws.tmp_m, k * total);
@@ -403,10 +441,10 @@ fn auxk_forward(
     if ka == 0 || a.coef <= 0.0 {
         return None;
     }
-    let (n, m) = sae.w_dec.shape();
+    let m = sae.d_in();
     let inv_b = 1.0 / total as f32;
     let scale = (dead as f32 / a.k_aux as f32).min(1.0);
-    select(&ws.pre[..b * n], &sae.b_enc, ka, Some(a.dead), &mut ws.aux);
+    select_top(sae, b, ka, Some(a.dead), ws, true);
     // With few dead latents relative to k_aux, dense GEMMs over the dead subset beat the
     // gather/scatter.
     #[allow(unused_mut)]

@@ -206,6 +206,10 @@ pub struct TrainConfig {
     /// finished SAE has it folded into its weights ([`crate::sae::Sae::fold_input_scale`]).
     #[serde(default = "unit_scale")]
     pub input_scale: f32,
+    /// How TopK's encoder products are approximated before its certified selection: a speed
+    /// setting only, the selection and every result are the same ([`crate::sae::EncoderPrecision`]).
+    #[serde(default)]
+    pub encoder_precision: crate::sae::EncoderPrecision,
 }
 
 fn unit_scale() -> f32 {
@@ -298,6 +302,7 @@ impl TrainConfig {
             threads: 1,
             shuffle_rows: default_shuffle_rows(),
             input_scale: 1.0,
+            encoder_precision: Default::default(),
         }
     }
 

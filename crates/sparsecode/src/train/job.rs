@@ -212,6 +212,7 @@ pub fn finish_job(
         "seconds_this_process": outcome.seconds,
         "samples_per_s": samples / outcome.seconds.max(1e-9),
     });
+    record["certified_encoder"] = value(&outcome.certified);
     record["last_step"] = value(&outcome.last);
     record["metrics"] = value(&metrics);
     let dest = run_dir.finish(&sae, job.format, job.metadata.clone(), &record)?;

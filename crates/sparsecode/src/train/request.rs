@@ -157,6 +157,8 @@ pub struct TrainRequest {
     /// Rows of the shuffle window when streaming a store.
     #[serde(default)]
     pub shuffle_rows: Option<u64>,
+    /// How TopK's encoder products are approximated (speed only; default: the CPU's best).
+    pub encoder_precision: Option<crate::sae::EncoderPrecision>,
 }
 
 fn yes() -> bool {
@@ -199,6 +201,7 @@ impl TrainRequest {
             log_every: None,
             threads: 1,
             shuffle_rows: None,
+            encoder_precision: None,
         }
     }
 
@@ -241,6 +244,7 @@ impl TrainRequest {
         cfg.log_every = self.log_every.unwrap_or(cfg.log_every);
         cfg.threads = self.threads;
         cfg.shuffle_rows = self.shuffle_rows.unwrap_or(cfg.shuffle_rows);
+        cfg.encoder_precision = self.encoder_precision.unwrap_or_default();
         cfg.input_scale = match self.normalize {
             Normalize::None => 1.0,
             Normalize::ExpectedAverageOnlyIn => input_scale(data)?,

@@ -44,6 +44,8 @@ pub struct TrainOutcome {
     pub seconds: f64,
     /// The factor the inputs were multiplied by ([`TrainConfig::input_scale`]).
     pub input_scale: f32,
+    /// What TopK's certified encoder selection computed exactly in this call.
+    pub certified: crate::sae::CertifiedStats,
 }
 
 impl TrainOutcome {
@@ -265,6 +267,7 @@ fn run(
         total_steps: cfg.steps,
     };
     let mut ws = Workspace::default();
+    ws.set_encoder_precision(cfg.encoder_precision);
     let mut g = Grads::like(&state.sae);
     let mut stats = StepStats::default();
     let mut batch = vec![0.0f32; b * d_in];
@@ -343,6 +346,7 @@ fn run(
                     stopped_early: true,
                     seconds: started.elapsed().as_secs_f64(),
                     input_scale: cfg.input_scale,
+                    certified: ws.certified_stats(),
                 });
             }
         }
@@ -352,6 +356,7 @@ fn run(
             stopped_early: false,
             seconds: started.elapsed().as_secs_f64(),
             input_scale: cfg.input_scale,
+            certified: ws.certified_stats(),
         })
     })
 }

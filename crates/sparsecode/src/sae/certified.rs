@@ -1,0 +1,451 @@
+//! TopK selection from approximate pre-activations, certified exact.
+//!
+//! The reference is the plain one: every latent's pre-activation computed as
+//! `v_j = fl(dot(W_enc[j], x_c) + b_j)` with [`simd::dot`]'s fixed order, then the `k` largest
+//! (ties to the lower index, ReLU after). Computing all of them costs a dense f32 product; here
+//! the product is computed approximately (bfloat16 inputs on AVX512_BF16, see
+//! [`crate::linalg::bf16`]; the f32 GEMM elsewhere), a per-sample bound `E` on the distance from
+//! the approximation to the reference is derived, and only the latents that can still be in the
+//! top `k` are computed exactly.
+//!
+//! # Why the result is the reference's
+//!
+//! Let `s_j` be the approximate value (`fl(a_j + b_j)` with `a_j` the approximate product) and
+//! suppose `|s_j - v_j| <= E` for every `j`. Let `s_(k)` be the `k`-th largest `s` and
+//! `t <= s_(k) - 2E`. The `k` latents with the largest `s` have `v >= s - E >= s_(k) - E`. A latent
+//! with `s_j < t` has `v_j <= s_j + E < s_(k) - E`: at least `k` latents have strictly larger
+//! reference values, so it is not in the reference's top `k`, whatever the tie-break. Hence the
+//! candidates `C = {j : s_j >= t}` contain the reference's top `k` (and at least `k` latents), and
+//! since every member of that top `k` outranks every latent outside it, the top `k` of `C` by the
+//! reference's order (values computed exactly as the reference does, candidates kept in index
+//! order so ties still go to the lower index) is the reference's top `k`: same indices, same
+//! values, same slots. AuxK's selection over dead latents is the same argument on the subset.
+//!
+//! # The bound
+//!
+//! With `W = max_j |w_j|`, `X = |x_c|` and `γ = M u / (1 - M u)`, `u = 2^-24`, `M` the input width:
+//! - the reference's dot product is within `γ W X` of the exact real `w·x` (any summation order);
+//! - bfloat16: `|a - w·x| <= |e_w| X + W |e_x| + |e_w| |e_x| + γ |ŵ| |x̂| + 4M 2^-126` with the
+//!   largest residual and rounded norms over the latents ([`crate::linalg::bf16`]'s module docs);
+//! - f32 GEMM: `|a - w·x| <= γ W X`;
+//! - the bias additions round each side by at most `u` of a magnitude below
+//!   `S = max|b| + W X (1 + γ) + E_dot`.
+//!
+//! So `E = E_dot + 2u S`, evaluated in f64 and rounded up (the f64 evaluation's own error is below
+//! 2^-40 relative, covered by a factor 1 + 10^-6). Samples whose bound is not finite, or whose
+//! candidates exceed an eighth of the latents, compute every latent exactly: counted as fallbacks.
+
+use crate::linalg::bf16::{self, PackedRows, RoundingNorms};
+use crate::linalg::{kth_largest_shifted, simd, topk_row, TopK};
+use crate::{Matrix, Parallelism};
+use rayon::prelude::*;
+
+/// How the approximate pre-activations are computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderPrecision {
+    /// bfloat16 products where the CPU has AVX512_BF16, else f32.
+    #[default]
+    Auto,
+    /// The f32 GEMM (the certified selection still applies).
+    F32,
+}
+
+/// Candidate counts of the certified selections since the workspace was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertifiedStats {
+    /// Rows selected.
+    pub rows: u64,
+    /// Latents computed exactly (candidates, or all latents of a fallback).
+    pub exact: u64,
+    /// Rows where the bound could not prune and every latent was computed exactly.
+    pub fallbacks: u64,
+}
+
+impl CertifiedStats {
+    fn add(self, o: CertifiedStats) -> CertifiedStats {
+        CertifiedStats {
+            rows: self.rows + o.rows,
+            exact: self.exact + o.exact,
+            fallbacks: self.fallbacks + o.fallbacks,
+        }
+    }
+}
+
+/// Buffers of the certified encoder: the rounded inputs and weights, the per-row bounds.
+#[derive(Debug, Default)]
+pub struct Certified {
+    pub(crate) precision: EncoderPrecision,
+    xb: Vec<u16>,
+    xn: Vec<RoundingNorms>,
+    w: PackedRows,
+    /// Per row, the bound `E` on `|s_j - v_j|` over every latent.
+    bound: Vec<f32>,
+    pub(crate) stats: CertifiedStats,
+}
+
+/// `γ_n` for `n` terms in f32.
+fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * 2f64.powi(-24);
+    nu / (1.0 - nu)
+}
+
+/// The largest row norm of `w` (f64, rounded up).
+fn max_row_norm(w: &Matrix) -> f64 {
+    (0..w.rows())
+        .into_par_iter()
+        .map(|j| {
+            w.row(j)
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+        })
+        .reduce(|| 0.0, f64::max)
+        .sqrt()
+        * (1.0 + 1e-6)
+}
+
+impl Certified {
+    /// Writes approximate pre-activations (without bias) of the centred rows `xc` against `w_enc`
+    /// into `pre` (`[rows, d_sae]`) and each row's bound.
+    pub(crate) fn approximate(
+        &mut self,
+        w_enc: &Matrix,
+        b_enc: &[f32],
+        xc: &[f32],
+        pre: &mut [f32],
+        par: Parallelism,
+    ) {
+        let (n, m) = w_enc.shape();
+        let rows = xc.len() / m.max(1);
+        let g = gamma(m);
+        let tiny = 4.0 * m as f64 * 2f64.powi(-126);
+        let max_b = b_enc.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
+        let use_bf16 = self.precision == EncoderPrecision::Auto && bf16::available();
+        par.install(|| {
+            let wn = if use_bf16 {
+                bf16::pack_panels(w_enc.as_slice(), n, m, &mut self.w);
+                bf16::pack_rows(xc, m, &mut self.xb, &mut self.xn);
+                bf16::matmul_bf16(&mut pre[..rows * n], &self.xb, &self.w);
+                self.w.norms.value
+            } else {
+                let (a, b) = (crate::linalg::MatRef::new(xc, rows, m), w_enc.view().t());
+                crate::linalg::matmul(pre, a, b, 0.0, par);
+                max_row_norm(w_enc)
+            };
+            let w = self.w.norms;
+            self.bound.resize(rows, 0.0);
+            let xn = &self.xn;
+            self.bound
+                .par_iter_mut()
+                .zip(xc.par_chunks(m.max(1)))
+                .enumerate()
+                .for_each(|(r, (e, x))| {
+                    let xnorm = x
+                        .iter()
+                        .map(|&v| (v as f64) * (v as f64))
+                        .sum::<f64>()
+                        .sqrt()
+                        * (1.0 + 1e-6);
+                    let reference = g * wn * xnorm;
+                    let approx = if use_bf16 {
+                        let xr = xn[r];
+                        w.residual * xr.value
+                            + wn * xr.residual
+                            + w.residual * xr.residual
+                            + g * w.rounded * xr.rounded
+                    } else {
+                        g * wn * xnorm
+                    };
+                    let e_dot = reference + approx + tiny;
+                    let s = max_b + wn * xnorm * (1.0 + g) + e_dot;
+                    let bound = (e_dot + 2.0 * 2f64.powi(-24) * s) * (1.0 + 1e-6);
+                    // Rounded to f32 and up by one more relative 1e-6 (> 2^-24).
+                    *e = (bound * (1.0 + 1e-6)) as f32;
+                });
+        });
+    }
+
+    /// The top `k` of every row of the reference pre-activations (restricted to `mask` where
+    /// given) into `out`, from the approximations `pre` left by [`Certified::approximate`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn select(
+        &mut self,
+        w_enc: &Matrix,
+        b_enc: &[f32],
+        xc: &[f32],
+        pre: &[f32],
+        k: usize,
+        mask: Option<&[bool]>,
+        out: &mut TopK,
+    ) {
+        let (n, m) = w_enc.shape();
+        out.k = k;
+        let rows = pre.len() / n;
+        out.indices.resize(rows * k, 0);
+        out.values.resize(rows * k, 0.0);
+        let stats = pre
+            .par_chunks(n)
+            .zip(xc.par_chunks(m))
+            .zip(&self.bound[..rows])
+            .zip(
+                out.indices
+                    .par_chunks_mut(k)
+                    .zip(out.values.par_chunks_mut(k)),
+            )
+            .map_init(RowScratch::default, |s, (((row, x), &e), (idx, val))| {
+                let r = Row {
+                    w_enc,
+                    b_enc,
+                    x,
+                    approx: row,
+                    bound: e,
+                };
+                r.select(k, mask, s, idx, val)
+            })
+            .reduce(CertifiedStats::default, CertifiedStats::add);
+        self.stats = self.stats.add(stats);
+    }
+}
+
+#[derive(Default)]
+struct RowScratch {
+    heap: Vec<(f32, u32)>,
+    latents: Vec<u32>,
+    values: Vec<f32>,
+    shifted: Vec<f32>,
+    zero: Vec<f32>,
+}
+
+/// One row's inputs to the selection.
+struct Row<'a> {
+    w_enc: &'a Matrix,
+    b_enc: &'a [f32],
+    x: &'a [f32],
+    approx: &'a [f32],
+    bound: f32,
+}
+
+impl Row<'_> {
+    /// The reference value of latent `j`.
+    #[inline(always)]
+    fn exact(&self, j: usize) -> f32 {
+        simd::dot_inline(self.w_enc.row(j), self.x) + self.b_enc[j]
+    }
+
+    fn select(
+        &self,
+        k: usize,
+        mask: Option<&[bool]>,
+        s: &mut RowScratch,
+        idx: &mut [u32],
+        val: &mut [f32],
+    ) -> CertifiedStats {
+        let n = self.b_enc.len();
+        let kth = match mask {
+            None => kth_largest_shifted(self.approx, self.b_enc, k, &mut s.heap),
+            Some(mask) => {
+                s.shifted.clear();
+                s.shifted.extend(
+                    (0..n)
+                        .filter(|&j| mask[j])
+                        .map(|j| self.approx[j] + self.b_enc[j]),
+                );
+                s.zero.resize(s.shifted.len(), 0.0);
+                kth_largest_shifted(&s.shifted, &s.zero, k, &mut s.heap)
+            }
+        };
+        let eligible = |j: usize| mask.is_none_or(|m| m[j]);
+        s.latents.clear();
+        let fallback = match lower_threshold(kth, self.bound) {
+            Some(t) => {
+                s.latents.extend(
+                    (0..n as u32)
+                        .filter(|&j| eligible(j as usize))
+                        .filter(|&j| self.approx[j as usize] + self.b_enc[j as usize] >= t),
+                );
+                s.latents.len() * 8 > n
+            }
+            None => true,
+        };
+        if fallback {
+            s.latents.clear();
+            s.latents
+                .extend((0..n as u32).filter(|&j| eligible(j as usize)));
+        }
+        simd::run(|| {
+            s.values.clear();
+            s.values
+                .extend(s.latents.iter().map(|&j| self.exact(j as usize)));
+        });
+        topk_row(&s.values, k, &mut s.heap, idx, val);
+        idx.iter_mut().for_each(|i| *i = s.latents[*i as usize]);
+        CertifiedStats {
+            rows: 1,
+            exact: s.latents.len() as u64,
+            fallbacks: fallback as u64,
+        }
+    }
+}
+
+/// The largest f32 at most `kth - 2 bound` (computed in f64), or None when it is not finite.
+fn lower_threshold(kth: f32, bound: f32) -> Option<f32> {
+    let t64 = kth as f64 - 2.0 * bound as f64;
+    if !t64.is_finite() {
+        return None;
+    }
+    let t = t64 as f32;
+    let t = if t as f64 > t64 { t.next_down() } else { t };
+    t.is_finite().then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sae::{Activation, EncoderInit, Sae};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, Normal, StandardNormal};
+
+    /// Every latent computed exactly, then the plain top-k: what the certified path must equal.
+    fn reference(sae: &Sae, xc: &[f32], k: usize, mask: Option<&[bool]>) -> TopK {
+        let (n, m) = sae.w_enc.shape();
+        let rows = xc.len() / m;
+        let mut out = TopK::with_rows(rows, k);
+        for (r, x) in xc.chunks(m).enumerate() {
+            let latents: Vec<usize> = (0..n).filter(|&j| mask.is_none_or(|m| m[j])).collect();
+            let v: Vec<f32> = latents
+                .iter()
+                .map(|&j| simd::dot(sae.w_enc.row(j), x) + sae.b_enc[j])
+                .collect();
+            let (idx, val) = (
+                &mut out.indices[r * k..(r + 1) * k],
+                &mut out.values[r * k..(r + 1) * k],
+            );
+            topk_row(&v, k, &mut Vec::new(), idx, val);
+            idx.iter_mut()
+                .for_each(|i| *i = latents[*i as usize] as u32);
+        }
+        out
+    }
+
+    fn certified(
+        sae: &Sae,
+        xc: &[f32],
+        k: usize,
+        mask: Option<&[bool]>,
+        precision: EncoderPrecision,
+        threads: usize,
+    ) -> (TopK, CertifiedStats) {
+        let par = Parallelism::threads(threads);
+        let mut c = Certified {
+            precision,
+            ..Default::default()
+        };
+        let mut pre = vec![0.0; xc.len() / sae.d_in() * sae.d_sae()];
+        let mut out = TopK::default();
+        c.approximate(&sae.w_enc, &sae.b_enc, xc, &mut pre, par);
+        par.install(|| c.select(&sae.w_enc, &sae.b_enc, xc, &pre, k, mask, &mut out));
+        (out, c.stats)
+    }
+
+    fn random_sae(d_in: usize, d_sae: usize, seed: u64) -> Sae {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut sae = Sae::init(
+            d_in,
+            d_sae,
+            Activation::TopK { k: 8 },
+            EncoderInit::FanInUniform,
+            &mut rng,
+        );
+        let noise = Normal::new(0.0f32, 0.05).unwrap();
+        sae.b_enc
+            .iter_mut()
+            .for_each(|b| *b = noise.sample(&mut rng));
+        sae
+    }
+
+    fn inputs(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..rows * d)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect()
+    }
+
+    fn assert_same(a: &TopK, b: &TopK, what: &str) {
+        assert_eq!(a.indices, b.indices, "{what}: indices");
+        let bits = |t: &TopK| t.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{what}: values");
+    }
+
+    #[test]
+    fn selects_what_the_reference_selects_at_every_thread_count() {
+        for &(m, n, rows, k) in &[
+            (64, 512, 37, 8),
+            (33, 300, 20, 5),
+            (96, 1000, 13, 32),
+            (7, 9, 5, 9),
+        ] {
+            let sae = random_sae(m, n, m as u64);
+            let xc = inputs(rows, m, n as u64);
+            let want = reference(&sae, &xc, k, None);
+            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                for threads in [1, 2, 3] {
+                    let (got, _) = certified(&sae, &xc, k, None, precision, threads);
+                    assert_same(
+                        &got,
+                        &want,
+                        &format!("{m}x{n} k {k} {precision:?} {threads} threads"),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masked_selection_is_the_reference_over_the_mask() {
+        let sae = random_sae(48, 700, 3);
+        let xc = inputs(25, 48, 4);
+        let mask: Vec<bool> = (0..700).map(|j| j % 3 != 1 && j < 650).collect();
+        let want = reference(&sae, &xc, 16, Some(&mask));
+        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            let (got, _) = certified(&sae, &xc, 16, Some(&mask), precision, 2);
+            assert_same(&got, &want, &format!("{precision:?}"));
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index_as_in_the_reference() {
+        // Latents in groups of four with identical encoder rows and biases: every value is tied
+        // four ways, and the top k cuts through groups.
+        let mut sae = random_sae(40, 400, 5);
+        for j in 0..400 {
+            let src = sae.w_enc.row(j - j % 4).to_vec();
+            sae.w_enc.row_mut(j).copy_from_slice(&src);
+            sae.b_enc[j] = sae.b_enc[j - j % 4];
+        }
+        let xc = inputs(30, 40, 6);
+        for k in [1, 2, 6, 13] {
+            let want = reference(&sae, &xc, k, None);
+            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                let (got, _) = certified(&sae, &xc, k, None, precision, 2);
+                assert_same(&got, &want, &format!("k {k} {precision:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_prunes_and_non_finite_rows_fall_back() {
+        let sae = random_sae(256, 4096, 7);
+        let mut xc = inputs(64, 256, 8);
+        let (_, stats) = certified(&sae, &xc, 32, None, EncoderPrecision::Auto, 2);
+        assert_eq!((stats.rows, stats.fallbacks), (64, 0));
+        // On random directions a few hundred latents of 4,096 stay candidates, not all.
+        assert!(stats.exact < 64 * 4096 / 8, "{stats:?}");
+        xc[5 * 256 + 3] = f32::INFINITY;
+        let want = reference(&sae, &xc, 32, None);
+        let (got, stats) = certified(&sae, &xc, 32, None, EncoderPrecision::Auto, 2);
+        assert_same(&got, &want, "row with an infinity");
+        assert_eq!(stats.fallbacks, 1);
+    }
+}
