@@ -448,4 +448,46 @@ mod tests {
         assert_same(&got, &want, "row with an infinity");
         assert_eq!(stats.fallbacks, 1);
     }
+
+    /// A trained SAE: the run with bfloat16 approximations is bit-identical to the run with f32
+    /// ones (the selection is the same, so is everything after it), and its selection on held-out
+    /// rows is the reference's.
+    #[test]
+    fn trained_runs_are_identical_whatever_the_approximation() {
+        use crate::data::{generate, Magnitude, Support, SynthConfig};
+        use crate::train::{train, ArchConfig, NoObserver, TrainConfig};
+        let synth = SynthConfig {
+            latents: 512,
+            dims: 64,
+            support: Support::Exact { k: 6 },
+            magnitude: Magnitude::SignedNormal,
+            samples: 4096,
+            test_samples: 256,
+            snr_db: None,
+            seed: 9,
+            hierarchy: None,
+            correlation: None,
+        };
+        let data = generate(&synth, None).unwrap();
+        let x = &data.train.activations;
+        let run = |precision| {
+            let arch = ArchConfig::TopK { k: 8, aux_k: 32, aux_coef: 1.0 / 32.0 };
+            let mut cfg = TrainConfig::new(arch, 1024, 150, 256, 1e-3, 3);
+            cfg.threads = 2;
+            cfg.dead_window = 512;
+            cfg.encoder_precision = precision;
+            train(&cfg.check_for(x).unwrap(), x, None, None, &mut NoObserver).unwrap()
+        };
+        let (auto, f32) = (run(EncoderPrecision::Auto), run(EncoderPrecision::F32));
+        assert_eq!(auto.state.sae, f32.state.sae);
+        assert!(auto.certified.rows >= 150 * 256 && auto.certified.fallbacks == 0, "{:?}", auto.certified);
+        assert!(auto.certified.exact < auto.certified.rows * 1024 / 8, "{:?}", auto.certified);
+        let sae = auto.model();
+        let test = data.test.unwrap().activations;
+        let mut xc = test.as_slice().to_vec();
+        sae.center(test.as_slice(), &mut xc);
+        let want = reference(&sae, &xc, 8, None);
+        let (got, _) = certified(&sae, &xc, 8, None, EncoderPrecision::Auto, 2);
+        assert_same(&got, &want, "trained SAE, held-out rows");
+    }
 }
