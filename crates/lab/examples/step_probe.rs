@@ -47,6 +47,7 @@ fn main() {
             sparsecode::linalg::normalize_rows(sae.w_dec.as_mut_slice(), m);
             let t3 = t.elapsed().as_secs_f64() * 1e3;
             println!("iter {it}: loss+grad {t1:.1} ms, adam {t2:.1} ms, normalize {t3:.1} ms");
+            println!("  certified selection so far: {:?}", ws.certified_stats());
         }
     });
 }

@@ -15,7 +15,8 @@ pub use self::gemm::{matmul, synthesize, MatRef};
 pub use matrix::Matrix;
 pub use power::spectral_norm_sq;
 pub use rows::{cosine, normalize_rows, row_norms};
-pub use topk::{kth_largest_shifted, topk_row, topk_row_shifted, TopK};
+pub(crate) use topk::BestK;
+pub use topk::{topk_row, topk_row_shifted, TopK};
 
 /// How many threads a kernel may use. Results are identical for the same value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -117,16 +117,42 @@ pub fn topk_row_shifted(
     )
 }
 
-/// The `k`-th largest of `row + shift` (elementwise; no ReLU): the bar the top `k` clear.
-/// Requires `1 <= k <= row.len()`.
-pub fn kth_largest_shifted(
-    row: &[f32],
-    shift: &[f32],
+/// The best `k` values offered so far, in a heap whose root is the worst of them (ties: the
+/// higher index ranks below), for passes that do more than select ([`topk_row`]'s rule).
+pub(crate) struct BestK<'a> {
+    heap: &'a mut Vec<(f32, u32)>,
     k: usize,
-    scratch: &mut Vec<(f32, u32)>,
-) -> f32 {
-    debug_assert_eq!(row.len(), shift.len());
-    best_k(row.len(), |i| row[i] + shift[i], k, scratch)
+}
+
+impl<'a> BestK<'a> {
+    /// An empty selection of `k >= 1` reusing `heap`'s storage.
+    pub(crate) fn new(heap: &'a mut Vec<(f32, u32)>, k: usize) -> Self {
+        heap.clear();
+        BestK { heap, k }
+    }
+
+    /// Offers value `v` of index `i` (indices offered in increasing order).
+    #[inline(always)]
+    pub(crate) fn offer(&mut self, v: f32, i: u32) {
+        if self.heap.len() < self.k {
+            self.heap.push((v, i));
+            if self.heap.len() == self.k {
+                for p in (0..self.k / 2).rev() {
+                    sift_down(self.heap, p);
+                }
+            }
+        } else if v > self.heap[0].0 {
+            // Equal to the bar never enters: the newcomer has the higher index.
+            self.heap[0] = (v, i);
+            sift_down(self.heap, 0);
+        }
+    }
+
+    /// The worst of the best `k` once `k` values were offered.
+    #[inline(always)]
+    pub(crate) fn bar(&self) -> Option<f32> {
+        (self.heap.len() == self.k).then(|| self.heap[0].0)
+    }
 }
 
 /// Leaves the best `k` of `value(0..n)` in `scratch` as a heap whose root is the worst of them,

@@ -1,7 +1,7 @@
 //! The SAE's parameters, initialisation, and inference (encode / decode).
 
 use super::ParamId;
-use crate::linalg::{matmul, normalize_rows, topk_row_shifted, MatRef, TopK};
+use crate::linalg::{matmul, normalize_rows, MatRef, TopK};
 use crate::{Error, Matrix, Parallelism, Result};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -458,26 +458,24 @@ impl Sae {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.len()];
         let mut pre = vec![0.0; rows * n];
-        let with_bias = matches!(
-            self.encoder,
-            Encoder::Relu | Encoder::Mlp { .. } | Encoder::JumpRelu { .. }
-        );
+        if let &Encoder::TopK { k } = &self.encoder {
+            // The selection training makes: certified from approximate products.
+            let mut cert = super::certified::Certified::default();
+            let mut t = TopK::default();
+            self.center(x, &mut xc);
+            cert.approximate(&self.w_enc, &self.b_enc, &xc, &mut pre, par);
+            cert.select(&self.w_enc, &self.b_enc, &xc, &pre, k, None, &mut t);
+            return Codes::Sparse(t);
+        }
+        let with_bias = !matches!(self.encoder, Encoder::Gated { .. });
         self.pre_activations(x, &mut xc, &mut pre, with_bias, par);
-        let dense = |pre: Vec<f32>| {
-            Codes::Dense(Matrix::from_vec(rows, n, pre).expect("pre has rows*d_sae values"))
-        };
         match &self.encoder {
-            Encoder::Relu | Encoder::Mlp { .. } => {
-                pre.par_iter_mut().for_each(|v| *v = v.max(0.0));
-                dense(pre)
-            }
             Encoder::JumpRelu { threshold } => {
                 pre.par_chunks_mut(n).for_each(|r| {
                     r.iter_mut()
                         .zip(threshold)
                         .for_each(|(v, t)| *v = if *v > *t { *v } else { 0.0 })
                 });
-                dense(pre)
             }
             Encoder::Gated { b_mag, r_mag } => {
                 let scale: Vec<f32> = r_mag.iter().map(|r| r.exp()).collect();
@@ -491,18 +489,11 @@ impl Sae {
                         };
                     }
                 });
-                dense(pre)
             }
-            &Encoder::TopK { k } => {
-                let mut t = TopK::with_rows(rows, k);
-                pre.par_chunks(n)
-                    .zip(t.indices.par_chunks_mut(k).zip(t.values.par_chunks_mut(k)))
-                    .for_each_init(Vec::new, |scratch, (row, (idx, val))| {
-                        topk_row_shifted(row, &self.b_enc, k, scratch, idx, val)
-                    });
-                Codes::Sparse(t)
-            }
+            // ReLU and MLP (TopK returned above).
+            _ => pre.par_iter_mut().for_each(|v| *v = v.max(0.0)),
         }
+        Codes::Dense(Matrix::from_vec(rows, n, pre).expect("pre has rows*d_sae values"))
     }
 
     /// Encodes to a dense `[rows, d_sae]` matrix.
