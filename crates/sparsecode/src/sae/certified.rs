@@ -25,8 +25,10 @@
 //!
 //! With `W = max_j |w_j|`, `X = |x_c|` and `γ = M u / (1 - M u)`, `u = 2^-24`, `M` the input width:
 //! - the reference's dot product is within `γ W X` of the exact real `w·x` (any summation order);
-//! - bfloat16: `|a - w·x| <= |e_w| X + W |e_x| + |e_w| |e_x| + γ |ŵ| |x̂| + 4M 2^-126` with the
-//!   largest residual and rounded norms over the latents ([`crate::linalg::bf16`]'s module docs);
+//! - bfloat16: `|a - w·x| <= |e_w| X + W |e_x| + |e_w| |e_x| + γ_2M |ŵ| |x̂| + 4M 2^-126` with
+//!   the largest residual and rounded norms over the latents ([`crate::linalg::bf16`]'s module
+//!   docs; `γ_2M`, not `γ_M`, so that the bound holds whatever rounding `vdpbf16ps`'s additions
+//!   use, up to 2u each);
 //! - f32 GEMM: `|a - w·x| <= γ W X`;
 //! - the bias additions round each side by at most `u` of a magnitude below
 //!   `S = max|b| + W X (1 + γ) + E_dot`.
@@ -119,6 +121,9 @@ impl Certified {
         let (n, m) = w_enc.shape();
         let rows = xc.len() / m.max(1);
         let g = gamma(m);
+        // The bfloat16 instruction's additions are taken to round by up to 2u each (any
+        // rounding mode, or a fused pair of products rounded once): γ_2M for its sums.
+        let g2 = gamma(2 * m);
         let tiny = 4.0 * m as f64 * 2f64.powi(-126);
         let max_b = b_enc.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
         let use_bf16 = self.precision == EncoderPrecision::Auto && bf16::available();
@@ -153,7 +158,7 @@ impl Certified {
                         w.residual * xr.value
                             + wn * xr.residual
                             + w.residual * xr.residual
-                            + g * w.rounded * xr.rounded
+                            + g2 * w.rounded * xr.rounded
                     } else {
                         g * wn * xnorm
                     };
