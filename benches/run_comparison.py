@@ -50,6 +50,38 @@ def train_pair(arch, m, n, k, b, steps, threads, repeats):
     return statistics.median(ours), statistics.median(theirs)
 
 
+def topk_section(shapes, steps, threads, repeats):
+    """TopK steps: ours with the certified bfloat16 encoder and with f32 approximations, the
+    dense f32 encoder product alone, dense PyTorch and sparsify-style PyTorch; alternating runs."""
+    runs = {"auto": [], "f32": [], "product": [], "torch": [], "sparsify": []}
+    rows = []
+    for m, n, k, b in shapes:
+        for key in runs:
+            runs[key] = []
+        for _ in range(repeats):
+            for prec in ["auto", "f32"]:
+                r = run_json([SC, "--threads", str(threads), "bench", "train", "--arch", "topk", "--dims", str(m), "--latents", str(n), "--k", str(k), "--batch", str(b), "--steps", str(steps), "--warmup", "2", "--encoder-precision", prec, "--json"] + (["--encoder-product"] if prec == "auto" else []))
+                runs[prec].append(r["step_ms_median"])
+                if prec == "auto":
+                    runs["product"].append(r["encoder_product_ms"])
+            for arch, key in [("topk", "torch"), ("topk-sparsify", "sparsify")]:
+                r = run_json([PY, HELPER, "train", "--arch", arch, "--dims", str(m), "--latents", str(n), "--k", str(k), "--batch", str(b), "--steps", str(steps), "--warmup", "2", "--threads", str(threads)])
+                runs[key].append(r["step_ms_median"])
+        med = {key: statistics.median(v) for key, v in runs.items()}
+        fmt = lambda key: f"{med[key]:.0f} ({' '.join(f'{v:.0f}' for v in runs[key])})"
+        rows.append(f"| {m} x {n}, k {k}, batch {b} | {fmt('auto')} | {fmt('f32')} | {fmt('product')} | {fmt('torch')} | {fmt('sparsify')} | **{med['torch'] / med['auto']:.1f}x** | **{med['sparsify'] / med['auto']:.1f}x** | **{med['auto'] / med['product']:.2f}** |")
+        print(rows[-1], flush=True)
+    return [
+        "",
+        f"## TopK with the certified bfloat16 encoder ({datetime.date.today()})",
+        "",
+        f"{machine()}; {threads} threads on both sides; step medians in ms over {repeats} alternating rounds (the rounds in brackets), each round the median of {steps} timed steps after 2 warm-up steps. `auto` is the certified encoder (bfloat16 products where the CPU has AVX512_BF16), `f32` the same selection from f32 GEMM approximations, `product` the dense f32 encoder product alone (`bench train --encoder-product`: the bound exact f32 sets); PyTorch dense is `torch.topk` and a scatter into a dense decoder, sparsify-style decodes with `F.embedding_bag` over the k active rows. Reproduce with `benches/run-comparison.sh --only-topk`.",
+        "",
+        "| shape | auto ms | f32 ms | f32 product ms | PyTorch dense ms | PyTorch sparsify-style ms | vs dense | vs sparsify-style | step / product |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ] + rows + [""]
+
+
 def encode_pair(tmp, m, n, active, samples, alpha, threads, repeats):
     data = os.path.join(tmp, "enc")
     subprocess.run([SC, "synth", "--latents", str(n), "--dims", str(m), "--active", str(active), "--samples", str(samples), "--magnitude", "signed-normal", "--seed", "0", "--out", data, "--force"], check=True, capture_output=True)
@@ -199,6 +231,7 @@ def main():
     p.add_argument("--only-encode", action="store_true", help="re-measure only the encoding table and splice it into --out")
     p.add_argument("--only-dictionary", action="store_true", help="re-measure only the dictionary-learning table and splice it into --out")
     p.add_argument("--only-harvest", action="store_true", help="re-measure only the transformer-forward table and splice it into --out")
+    p.add_argument("--only-topk", action="store_true", help="re-measure only the certified TopK table and splice it into --out")
     a = p.parse_args()
     t, r = a.threads, (1 if a.quick else a.repeats)
     shapes = [(768, 16384, 32, 4096), (384, 6144, 32, 4096), (576, 36864, 64, 2048)]
@@ -206,6 +239,10 @@ def main():
     steps = 5
     if a.quick:
         shapes, scaling, steps = [(64, 512, 8, 256)], [512, 1024], 2
+    if a.only_topk:
+        splice(a.out, "## TopK with the certified bfloat16 encoder", topk_section(shapes, steps, t, r))
+        print(f"updated {a.out}")
+        return
     if a.only_harvest:
         splice(a.out, "## Harvest", harvest_section(t, r))
         print(f"updated {a.out}")

@@ -1,9 +1,10 @@
 """The Python side of sparsecode's benchmark comparison (see run-comparison.sh).
 
 Subcommands, each printing one JSON object:
-  train  --arch {topk,relu} --dims M --latents N --k K --batch B --steps S --warmup W --threads T
+  train  --arch {topk,topk-sparsify,relu} --dims M --latents N --k K --batch B --steps S --warmup W --threads T
          One PyTorch (CPU) SAE training step repeated: dense encoder, torch.topk + scatter (TopK) or
-         ReLU + L1 (ReLU), dense decoder, MSE, backward, Adam, decoder rows renormalised.
+         ReLU + L1 (ReLU), dense decoder, MSE, backward, Adam, decoder rows renormalised;
+         topk-sparsify decodes with F.embedding_bag over the k active rows, as sparsify does on CPU.
   encode --method {lasso,omp} --data X.npy --dictionary D.npy --alpha A --k K --threads T --out C.npy
          scikit-learn sparse_encode (lasso_cd or omp) on the same arrays sparsecode encodes.
   objective --data X.npy --dictionary D.npy --codes C.npy --alpha A
@@ -34,12 +35,18 @@ def train(a):
     for step in range(a.warmup + a.steps):
         t = time.perf_counter()
         pre = (x - b_dec) @ w_enc.T + b_enc
-        if a.arch == "topk":
+        if a.arch == "topk-sparsify":
+            # What EleutherAI sparsify runs on a CPU (no Triton): ReLU, torch.topk, and the
+            # decoder as an embedding bag over the k active rows.
+            vals, idx = torch.relu(pre).topk(a.k, dim=1, sorted=False)
+            x_hat = torch.nn.functional.embedding_bag(idx, w_dec, per_sample_weights=vals, mode="sum") + b_dec
+        elif a.arch == "topk":
             vals, idx = pre.topk(a.k, dim=1)
             z = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
         else:
             z = torch.relu(pre)
-        x_hat = z @ w_dec + b_dec
+        if a.arch != "topk-sparsify":
+            x_hat = z @ w_dec + b_dec
         loss = (x_hat - x).pow(2).sum(1).mean()
         if a.arch == "relu":
             loss = loss + 1e-3 * (z * w_dec.norm(dim=1)).sum(1).mean()
@@ -132,7 +139,7 @@ def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--arch", choices=["topk", "relu"], required=True)
+    t.add_argument("--arch", choices=["topk", "topk-sparsify", "relu"], required=True)
     for name, default in [("dims", 768), ("latents", 16384), ("k", 32), ("batch", 4096), ("steps", 5), ("warmup", 2), ("threads", 2)]:
         t.add_argument(f"--{name}", type=int, default=default)
     e = sub.add_parser("encode")

@@ -105,21 +105,28 @@ pub fn widen(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
-/// Rounds `row` into `out` (zero-padded to its length) and returns the row's norms.
+/// Rounds `row` into `out` (zero-padded to its length) and returns the row's norms. Inlined
+/// into the callers' SIMD dispatch ([`super::simd::run`]), so that it compiles for AVX-512.
+#[inline(always)]
 fn round_row(row: &[f32], out: &mut [u16]) -> RoundingNorms {
-    let (mut v2, mut r2, mut e2) = (0.0f64, 0.0f64, 0.0f64);
-    for (o, &v) in out.iter_mut().zip(row) {
-        let h = round(v);
-        *o = h;
-        let r = widen(h);
-        let e = v - r; // exact: the low bits of v
-        v2 += (v as f64) * (v as f64);
-        r2 += (r as f64) * (r as f64);
-        e2 += (e as f64) * (e as f64);
+    // Eight independent f64 accumulators per sum, so that the sums vectorize (one chain of f64
+    // additions made this pass 19 ms of a 768 x 16384 step).
+    const L: usize = 8;
+    let (mut v2, mut r2, mut e2) = ([0.0f64; L], [0.0f64; L], [0.0f64; L]);
+    for (o, v) in out.chunks_mut(L).zip(row.chunks(L)) {
+        for (i, (o, &v)) in o.iter_mut().zip(v).enumerate() {
+            let h = round(v);
+            *o = h;
+            let r = widen(h);
+            let e = v - r; // exact: the low bits of v
+            v2[i] += (v as f64) * (v as f64);
+            r2[i] += (r as f64) * (r as f64);
+            e2[i] += (e as f64) * (e as f64);
+        }
     }
     out[row.len()..].fill(0);
     // f64 sums of at most 2^32 squares are within 2^-20 relative: round up by that much.
-    let up = |s: f64| s.sqrt() * (1.0 + 1e-6);
+    let up = |s: [f64; L]| s.iter().sum::<f64>().sqrt() * (1.0 + 1e-6);
     RoundingNorms {
         value: up(v2),
         rounded: up(r2),
@@ -138,7 +145,7 @@ pub fn pack_rows(x: &[f32], cols: usize, out: &mut Vec<u16>, norms: &mut Vec<Rou
     out.par_chunks_mut(stride.max(1))
         .zip(x.par_chunks(cols.max(1)))
         .zip(norms.par_iter_mut())
-        .for_each(|((o, r), n)| *n = round_row(r, o));
+        .for_each(|((o, r), n)| *n = super::simd::run(|| round_row(r, o)));
 }
 
 /// Rounds and packs the rows of `w` (`[rows, cols]`) for [`matmul_bf16`].
@@ -159,7 +166,8 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut PackedRows) {
             for l in 0..NR {
                 let r = p * NR + l;
                 if r < rows {
-                    most = most.max(round_row(&w[r * cols..(r + 1) * cols], &mut row));
+                    let src = &w[r * cols..(r + 1) * cols];
+                    most = most.max(super::simd::run(|| round_row(src, &mut row)));
                 } else {
                     row.fill(0);
                 }
