@@ -276,7 +276,9 @@ fn candidates(
 const BLOCK: usize = 16;
 
 /// Whether some eligible latent of `range` has `approx + b_enc` above `bar` (at or above with
-/// `or_equal`). Branch-free over the block, so that it compiles to vector compares.
+/// `or_equal`). A whole block is read as fixed-size arrays, branch-free, so that it compiles to
+/// one vector compare (over a slice of unknown length the loop ran in the vectorizer's scalar
+/// remainder); a shorter last block always counts as clearing.
 #[inline(always)]
 fn block_clears(
     approx: &[f32],
@@ -286,19 +288,26 @@ fn block_clears(
     bar: f32,
     or_equal: bool,
 ) -> bool {
-    let (a, b) = (&approx[range.clone()], &b_enc[range.clone()]);
-    let hit = |(&a, &b): (&f32, &f32)| {
-        let v = a + b;
-        (v > bar) | (or_equal & (v == bar))
+    let (Ok(a), Ok(b)) = (
+        <&[f32; BLOCK]>::try_from(&approx[range.clone()]),
+        <&[f32; BLOCK]>::try_from(&b_enc[range.clone()]),
+    ) else {
+        return true;
     };
-    match mask {
-        None => a.iter().zip(b).fold(false, |h, p| h | hit(p)),
-        Some(m) => a
-            .iter()
-            .zip(b)
-            .zip(&m[range])
-            .fold(false, |h, (p, &e)| h | (e & hit(p))),
+    let mut hit = [false; BLOCK];
+    for i in 0..BLOCK {
+        let v = a[i] + b[i];
+        hit[i] = (v > bar) | (or_equal & (v == bar));
     }
+    if let Some(m) = mask {
+        let Ok(m) = <&[bool; BLOCK]>::try_from(&m[range]) else {
+            return true;
+        };
+        for i in 0..BLOCK {
+            hit[i] &= m[i];
+        }
+    }
+    hit.iter().fold(false, |h, &x| h | x)
 }
 
 /// The reference values of every row's candidates, flattened in row order: computed in latent
