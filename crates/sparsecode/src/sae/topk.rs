@@ -276,11 +276,7 @@ pub fn sparse_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     let certify = matches!(selection, Selection::PerSample(_)) && sae.encoder.hidden().is_none();
-    let b = if certify {
-        approximate_pre_activations(sae, x, ws, par)
-    } else {
-        pre_activations_into(sae, x, ws, par)
-    };
+    let b = pre_activations_as(sae, x, ws, certify, par);
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, ws, g, par);
@@ -306,28 +302,28 @@ pub(super) fn pre_activations_into(
     ws: &mut Workspace,
     par: Parallelism,
 ) -> usize {
-    let (n, m) = sae.w_dec.shape();
-    let b = x.len() / m;
-    let (xc, pre) = (sized(&mut ws.xc, b * m), sized(&mut ws.pre, b * n));
-    sae.pre_activations(x, xc, pre, false, par);
-    ws.pre_is_approx = false;
-    b
+    pre_activations_as(sae, x, ws, false, par)
 }
 
-/// `x_c` and the certified encoder's approximate pre-activations of the rows `x` (a linear
-/// encoder's) into the workspace; returns their number.
-fn approximate_pre_activations(
+/// [`pre_activations_into`], or with `certify` (a linear encoder's) the certified encoder's
+/// approximations of them (without bias), which `ws.pre_is_approx` then says.
+fn pre_activations_as(
     sae: &Sae,
     x: &[f32],
     ws: &mut Workspace,
+    certify: bool,
     par: Parallelism,
 ) -> usize {
     let (n, m) = sae.w_dec.shape();
     let b = x.len() / m;
     let (xc, pre) = (sized(&mut ws.xc, b * m), sized(&mut ws.pre, b * n));
-    sae.center(x, xc);
-    ws.cert.approximate(&sae.w_enc, &sae.b_enc, xc, pre, par);
-    ws.pre_is_approx = true;
+    if certify {
+        sae.center(x, xc);
+        ws.cert.approximate(&sae.w_enc, &sae.b_enc, xc, pre, par);
+    } else {
+        sae.pre_activations(x, xc, pre, false, par);
+    }
+    ws.pre_is_approx = certify;
     b
 }
 
