@@ -60,10 +60,20 @@ pub struct RoundingNorms {
 impl RoundingNorms {
     fn max(self, o: RoundingNorms) -> RoundingNorms {
         RoundingNorms {
-            value: self.value.max(o.value),
-            rounded: self.rounded.max(o.rounded),
-            residual: self.residual.max(o.residual),
+            value: max_or_inf(self.value, o.value),
+            rounded: max_or_inf(self.rounded, o.rounded),
+            residual: max_or_inf(self.residual, o.residual),
         }
+    }
+}
+
+/// The larger of two norms, infinite when either is NaN (`f64::max` would drop the NaN, and a
+/// bound built on it would look finite).
+pub fn max_or_inf(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::INFINITY
+    } else {
+        a.max(b)
     }
 }
 

@@ -102,7 +102,7 @@ fn max_row_norm(w: &Matrix) -> f64 {
                 .map(|&v| (v as f64) * (v as f64))
                 .sum::<f64>()
         })
-        .reduce(|| 0.0, f64::max)
+        .reduce(|| 0.0, bf16::max_or_inf)
         .sqrt()
         * (1.0 + 1e-6)
 }
@@ -125,7 +125,9 @@ impl Certified {
         // rounding mode, or a fused pair of products rounded once): γ_2M for its sums.
         let g2 = gamma(2 * m);
         let tiny = 4.0 * m as f64 * 2f64.powi(-126);
-        let max_b = b_enc.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
+        let max_b = b_enc
+            .iter()
+            .fold(0.0f64, |a, &b| bf16::max_or_inf(a, (b as f64).abs()));
         let use_bf16 = self.precision == EncoderPrecision::Auto && bf16::available();
         par.install(|| {
             let wn = if use_bf16 {
@@ -573,5 +575,23 @@ mod tests {
         let want = reference(&sae, &xc, 8, None);
         let (got, _) = certified(&sae, &xc, 8, None, EncoderPrecision::Auto, 2);
         assert_same(&got, &want, "trained SAE, held-out rows");
+    }
+
+    #[test]
+    fn a_nan_in_the_weights_or_biases_falls_back_to_the_reference() {
+        for (which, at) in [("bias", 17), ("weight", 40 * 33 + 5)] {
+            let mut sae = random_sae(40, 300, 11);
+            match which {
+                "bias" => sae.b_enc[at] = f32::NAN,
+                _ => sae.w_enc.as_mut_slice()[at] = f32::NAN,
+            }
+            let xc = inputs(9, 40, 12);
+            let want = reference(&sae, &xc, 6, None);
+            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                let (got, stats) = certified(&sae, &xc, 6, None, precision, 2);
+                assert_same(&got, &want, &format!("NaN {which} {precision:?}"));
+                assert_eq!(stats.fallbacks, 9, "{which} {precision:?}");
+            }
+        }
     }
 }
