@@ -89,13 +89,6 @@ pub struct PackedRows {
     pub norms: RoundingNorms,
 }
 
-impl PackedRows {
-    /// Rows packed.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-}
-
 /// Rounds `v` to the nearest bfloat16 (ties to even), subnormal results flushed to zero; returns
 /// the bits. Non-finite values are not special-cased: callers check the norms for infinity.
 #[inline(always)]
@@ -195,7 +188,7 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut PackedRows) {
 }
 
 /// `c[r][j] = Σ x̂[r] ŵ[j]` for every row `r` of `x` (packed by [`pack_rows`] from `cols` columns)
-/// and every row `j` of `w`, into the row-major `c` `[rows, w.rows()]`. Rows of `c` are split
+/// and every row `j` of `w`, into the row-major `c` `[rows, rows of w]`. Rows of `c` are split
 /// among the current rayon pool's threads; each entry is summed in one fixed order, so the result
 /// does not depend on the thread count.
 ///
