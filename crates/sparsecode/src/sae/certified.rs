@@ -21,6 +21,21 @@
 //! order so ties still go to the lower index) is the reference's top `k`: same indices, same
 //! values, same slots. AuxK's selection over dead latents is the same argument on the subset.
 //!
+//! # BatchTopK
+//!
+//! The reference keeps every entry of the step with `v > 0` and `v >= t`, `t` the `K`-th largest
+//! positive `v` of the step (`K = k * total`; `t = 0` when there are at most `K`). With
+//! `l = s - E <= v` (rounded down), let `L` be the `K`-th largest of any set `S` of positive
+//! lower bounds (0 when `S` has at most `K`): when `L > 0` there are more than `K` positive `v`,
+//! and `L` is at most the `K`-th largest `l`, itself at most the `K`-th largest `v`, which is `t`.
+//! Every kept entry has `v >= max(L, 0)`, so `s >= max(L, 0) - E`: the candidates
+//! `C = {s >= max(L, 0) - E}` hold every kept entry. If `L > 0`, the `K`-th largest positive
+//! exact value over `C` is `t` (C holds every entry at or above `t`, at least `K`); if `L <= 0`,
+//! `C` holds every positive entry, so the same computation is the reference's own. The kept
+//! entries, read from `C` in latent order with exactly computed values, are the reference's.
+//! `S` only sets how tight `L` is: it is the lower bounds above a guess from every
+//! [`SAMPLE_EVERY`]-th row, retried lower (and finally at 0) while `L` comes back 0.
+//!
 //! # The bound
 //!
 //! With `W = max_j |w_j|`, `X = |x_c|` and `γ = M u / (1 - M u)`, `u = 2^-24`, `M` the input width:
@@ -37,6 +52,7 @@
 //! 2^-40 relative, covered by a factor 1 + 10^-6). Samples whose bound is not finite, or whose
 //! candidates exceed an eighth of the latents, compute every latent exactly: counted as fallbacks.
 
+use super::collective::Collective;
 use crate::linalg::bf16::{self, PackedRows, RoundingNorms};
 use crate::linalg::{simd, topk_row, BestK, TopK};
 use crate::{Matrix, Parallelism};
@@ -226,6 +242,181 @@ impl Certified {
     }
 }
 
+impl Certified {
+    /// BatchTopK: every entry of the reference pre-activations with `v > 0` and `v >= t`, `t`
+    /// the `k * total`-th largest positive one of the whole step (which `collective` finds
+    /// across processes), into `out` (each row's entries in latent order, as many slots as the
+    /// fullest row has, padded with zeros), from the approximations `pre`; returns `t`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn select_batch(
+        &mut self,
+        w_enc: &Matrix,
+        b_enc: &[f32],
+        xc: &[f32],
+        pre: &[f32],
+        (k, total): (usize, usize),
+        collective: &mut dyn Collective,
+        out: &mut TopK,
+    ) -> f32 {
+        let (n, m) = w_enc.shape();
+        let rows = pre.len() / n;
+        let count = k.saturating_mul(total);
+        let bound = &self.bound[..rows];
+        let mut lower = 0.0f32;
+        for slack in GUESS_SLACK.iter().map(Some).chain([None]) {
+            let guess = slack.map_or(0.0, |&c| sampled_guess(pre, b_enc, bound, k, c));
+            let mut lows = lower_bounds_above(pre, b_enc, bound, guess);
+            lower = collective.kth_largest(&mut lows, count);
+            if lower > 0.0 {
+                break;
+            }
+        }
+        let lists: Vec<(Vec<u32>, bool)> = pre
+            .par_chunks(n)
+            .zip(bound)
+            .map(|(approx, &e)| match below(lower.max(0.0), e as f64) {
+                Some(c) => {
+                    let mut list = Vec::new();
+                    scan_at_least(approx, b_enc, None, c, |j| list.push(j as u32));
+                    (list, false)
+                }
+                None => ((0..n as u32).collect(), true),
+            })
+            .collect();
+        let values = exact_values(w_enc, b_enc, xc, &lists, m);
+        let mut positive: Vec<f32> = values.iter().copied().filter(|&v| v > 0.0).collect();
+        if lower > 0.0 {
+            // More than `count` entries are positive: a value below every kept one makes the
+            // `count`-th largest of the candidates come back even if they are exactly `count`.
+            positive.push(f32::NEG_INFINITY);
+        }
+        let t = collective.kth_largest(&mut positive, count);
+        self.keep_at_least(&lists, &values, t, out);
+        t
+    }
+
+    /// The entries of the candidates `lists` (exact `values`, flattened) with `v > 0` and
+    /// `v >= t` into `out`, as [`Certified::select_batch`] describes; counts the selection.
+    fn keep_at_least(
+        &mut self,
+        lists: &[(Vec<u32>, bool)],
+        values: &[f32],
+        t: f32,
+        out: &mut TopK,
+    ) {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        offsets.push(0usize);
+        for (l, _) in lists {
+            offsets.push(offsets.last().copied().unwrap_or(0) + l.len());
+        }
+        let keep = |v: f32| v > 0.0 && v >= t;
+        let width = offsets
+            .windows(2)
+            .map(|w| values[w[0]..w[1]].iter().filter(|&&v| keep(v)).count())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        out.k = width;
+        out.indices.clear();
+        out.indices.resize(lists.len() * width, 0);
+        out.values.clear();
+        out.values.resize(lists.len() * width, 0.0);
+        out.indices
+            .par_chunks_mut(width)
+            .zip(out.values.par_chunks_mut(width))
+            .zip(lists.par_iter().zip(offsets.par_windows(2)))
+            .for_each(|((idx, val), ((latents, _), w))| {
+                let kept = latents
+                    .iter()
+                    .zip(&values[w[0]..w[1]])
+                    .filter(|(_, &v)| keep(v));
+                for ((i, v), (&j, &value)) in idx.iter_mut().zip(val.iter_mut()).zip(kept) {
+                    (*i, *v) = (j, value);
+                }
+            });
+        self.stats = self.stats.add(CertifiedStats {
+            rows: lists.len() as u64,
+            exact: values.len() as u64,
+            fallbacks: lists.iter().filter(|(_, f)| *f).count() as u64,
+        });
+    }
+}
+
+/// BatchTopK's guesses sample every this many rows.
+const SAMPLE_EVERY: usize = 16;
+
+/// A guess at the step's threshold is the lower bound ranked `slack * k` per sampled row among
+/// the sampled rows' (whose `k` largest are expected above the threshold): first a little below
+/// the expected rank, then well below; the last round takes every positive lower bound.
+const GUESS_SLACK: [f64; 2] = [1.25, 4.0];
+
+/// The lower bound `s - E` ranked `slack * k` per sampled row among every [`SAMPLE_EVERY`]-th
+/// row's (0 when there are fewer positive ones). Only a guess: f32 arithmetic, no rounding care.
+fn sampled_guess(pre: &[f32], b_enc: &[f32], bound: &[f32], k: usize, slack: f64) -> f32 {
+    let n = b_enc.len();
+    let mut lows: Vec<f32> = Vec::new();
+    let sampled = pre.chunks(n).zip(bound).step_by(SAMPLE_EVERY);
+    let mut rows = 0usize;
+    for (approx, &e) in sampled {
+        rows += 1;
+        let low = approx.iter().zip(b_enc).map(|(a, b)| a + b - e);
+        lows.extend(low.filter(|&l| l > 0.0));
+    }
+    let rank = (slack * (k * rows) as f64).ceil() as usize;
+    if rank == 0 || rank > lows.len() {
+        return 0.0;
+    }
+    let at = lows.len() - rank;
+    *lows.select_nth_unstable_by(at, f32::total_cmp).1
+}
+
+/// The positive lower bounds `s - E` (rounded down) of the entries with `s >= guess + E`: the set
+/// `S` of the module docs, a subset of every positive lower bound whatever the guess.
+fn lower_bounds_above(pre: &[f32], b_enc: &[f32], bound: &[f32], guess: f32) -> Vec<f32> {
+    let n = b_enc.len();
+    pre.par_chunks(n)
+        .zip(bound)
+        .fold(Vec::new, |mut lows, (approx, &e)| {
+            if e.is_finite() {
+                scan_at_least(approx, b_enc, None, guess + e, |j| {
+                    let low = round_down(approx[j] as f64 + b_enc[j] as f64 - e as f64);
+                    if low > 0.0 {
+                        lows.push(low)
+                    }
+                });
+            }
+            lows
+        })
+        .reduce(Vec::new, |mut a, b| {
+            a.extend(b);
+            a
+        })
+}
+
+/// Calls `f` with every eligible latent of one row whose `approx + b_enc` is at or above `bar`,
+/// in increasing order; blocks of [`BLOCK`] whose values are all below are skipped with one
+/// vector compare.
+#[inline(always)]
+fn scan_at_least(
+    approx: &[f32],
+    b_enc: &[f32],
+    mask: Option<&[bool]>,
+    bar: f32,
+    mut f: impl FnMut(usize),
+) {
+    let eligible = |j: usize| mask.is_none_or(|m| m[j]);
+    simd::run(|| {
+        for j0 in (0..b_enc.len()).step_by(BLOCK) {
+            let end = (j0 + BLOCK).min(b_enc.len());
+            if block_clears(approx, b_enc, mask, j0..end, bar, true) {
+                (j0..end)
+                    .filter(|&j| eligible(j) && approx[j] + b_enc[j] >= bar)
+                    .for_each(&mut f);
+            }
+        }
+    });
+}
+
 /// The latents of one row that can be in its reference top `k` (in increasing order), and
 /// whether the bound failed to prune (then every eligible latent). Two passes over the row in
 /// blocks of 16, each block skipped unless one of its values clears the bar (one vector compare):
@@ -256,16 +447,8 @@ fn candidates(
         }
         best.bar()
     });
-    if let Some(t) = kth.and_then(|b| lower_threshold(b, bound)) {
-        simd::run(|| {
-            for j0 in (0..n).step_by(BLOCK) {
-                let end = (j0 + BLOCK).min(n);
-                if block_clears(approx, b_enc, mask, j0..end, t, true) {
-                    let keep = (j0..end).filter(|&j| eligible(j) && value(j) >= t);
-                    list.extend(keep.map(|j| j as u32));
-                }
-            }
-        });
+    if let Some(t) = kth.and_then(|b| below(b, 2.0 * bound as f64)) {
+        scan_at_least(approx, b_enc, mask, t, |j| list.push(j as u32));
         if list.len() * 8 <= n {
             return (list, false);
         }
@@ -362,15 +545,24 @@ fn exact_values(
     values
 }
 
-/// The largest f32 at most `kth - 2 bound` (computed in f64), or None when it is not finite.
-fn lower_threshold(kth: f32, bound: f32) -> Option<f32> {
-    let t64 = kth as f64 - 2.0 * bound as f64;
+/// The largest f32 at most `value - margin` (computed in f64), or None when it is not finite.
+fn below(value: f32, margin: f64) -> Option<f32> {
+    let t64 = value as f64 - margin;
     if !t64.is_finite() {
         return None;
     }
-    let t = t64 as f32;
-    let t = if t as f64 > t64 { t.next_down() } else { t };
+    let t = round_down(t64);
     t.is_finite().then_some(t)
+}
+
+/// The largest f32 at most `v`.
+fn round_down(v: f64) -> f32 {
+    let t = v as f32;
+    if t as f64 > v {
+        t.next_down()
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]
@@ -450,6 +642,124 @@ mod tests {
         assert_eq!(a.indices, b.indices, "{what}: indices");
         let bits = |t: &TopK| t.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(a), bits(b), "{what}: values");
+    }
+
+    /// Every latent computed exactly, then BatchTopK's plain selection (`k * rows` largest
+    /// positive entries, ties at the threshold kept), and its threshold.
+    fn batch_reference(sae: &Sae, xc: &[f32], k: usize) -> (TopK, f32) {
+        let (n, m) = sae.w_enc.shape();
+        let v: Vec<Vec<f32>> = xc
+            .chunks(m)
+            .map(|x| {
+                let dot = |j: usize| simd::dot(sae.w_enc.row(j), x) + sae.b_enc[j];
+                (0..n).map(dot).collect()
+            })
+            .collect();
+        let mut positive: Vec<f32> = v.iter().flatten().copied().filter(|&v| v > 0.0).collect();
+        let t = crate::sae::SingleProcess.kth_largest(&mut positive, k * v.len());
+        let kept: Vec<Vec<(u32, f32)>> = v
+            .iter()
+            .map(|row| {
+                let keep = |(j, &v): (usize, &f32)| (v > 0.0 && v >= t).then_some((j as u32, v));
+                row.iter().enumerate().filter_map(keep).collect()
+            })
+            .collect();
+        let width = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut out = TopK::with_rows(v.len(), width);
+        for (r, row) in kept.iter().enumerate() {
+            for (s, &(j, v)) in row.iter().enumerate() {
+                out.indices[r * width + s] = j;
+                out.values[r * width + s] = v;
+            }
+        }
+        (out, t)
+    }
+
+    fn certified_batch(
+        sae: &Sae,
+        xc: &[f32],
+        k: usize,
+        precision: EncoderPrecision,
+        threads: usize,
+    ) -> (TopK, f32, CertifiedStats) {
+        let par = Parallelism::threads(threads);
+        let mut c = Certified {
+            precision,
+            ..Default::default()
+        };
+        let rows = xc.len() / sae.d_in();
+        let mut pre = vec![0.0; rows * sae.d_sae()];
+        let mut out = TopK::default();
+        c.approximate(&sae.w_enc, &sae.b_enc, xc, &mut pre, par);
+        let (w, b) = (&sae.w_enc, &sae.b_enc);
+        let mut one = crate::sae::SingleProcess;
+        let t = par.install(|| c.select_batch(w, b, xc, &pre, (k, rows), &mut one, &mut out));
+        (out, t, c.stats)
+    }
+
+    #[test]
+    fn batch_selection_is_the_reference_at_every_thread_count() {
+        for &(m, n, rows, k) in &[
+            (64, 512, 37, 8),
+            (33, 300, 20, 5),
+            (96, 1000, 13, 32),
+            (7, 9, 5, 3),
+        ] {
+            let sae = random_sae(m, n, m as u64);
+            let xc = inputs(rows, m, n as u64);
+            let (want, want_t) = batch_reference(&sae, &xc, k);
+            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                for threads in [1, 2, 3] {
+                    let what = format!("{m}x{n} k {k} {precision:?} {threads} threads");
+                    let (got, t, stats) = certified_batch(&sae, &xc, k, precision, threads);
+                    assert_same(&got, &want, &what);
+                    assert_eq!((got.k, t.to_bits()), (want.k, want_t.to_bits()), "{what}");
+                    assert_eq!(stats.fallbacks, 0, "{what}");
+                }
+            }
+            if n >= 512 {
+                let (_, _, stats) = certified_batch(&sae, &xc, k, EncoderPrecision::Auto, 2);
+                assert!(stats.exact * 4 < (rows * n) as u64, "{m}x{n}: {stats:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_selection_with_few_positive_entries_keeps_them_all() {
+        // Biases far below zero: fewer than k * rows entries are positive, the threshold is 0.
+        let mut sae = random_sae(48, 600, 13);
+        sae.b_enc.iter_mut().for_each(|b| *b -= 1.6);
+        let xc = inputs(20, 48, 14);
+        let (want, want_t) = batch_reference(&sae, &xc, 16);
+        assert_eq!(want_t, 0.0);
+        assert!(want.values.iter().any(|&v| v > 0.0));
+        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            let (got, t, _) = certified_batch(&sae, &xc, 16, precision, 2);
+            assert_same(&got, &want, &format!("{precision:?}"));
+            assert_eq!(t, 0.0);
+        }
+    }
+
+    #[test]
+    fn batch_selection_keeps_ties_and_falls_back_on_non_finite_rows() {
+        let mut sae = random_sae(40, 400, 15);
+        for j in 0..400 {
+            let src = sae.w_enc.row(j - j % 4).to_vec();
+            sae.w_enc.row_mut(j).copy_from_slice(&src);
+            sae.b_enc[j] = sae.b_enc[j - j % 4];
+        }
+        let mut xc = inputs(30, 40, 16);
+        for k in [1, 3, 7] {
+            let (want, want_t) = batch_reference(&sae, &xc, k);
+            let (got, t, _) = certified_batch(&sae, &xc, k, EncoderPrecision::Auto, 2);
+            assert_same(&got, &want, &format!("ties, k {k}"));
+            assert_eq!(t.to_bits(), want_t.to_bits());
+        }
+        xc[7 * 40 + 2] = f32::INFINITY;
+        let (want, _) = batch_reference(&sae, &xc, 3);
+        let (got, _, stats) = certified_batch(&sae, &xc, 3, EncoderPrecision::Auto, 2);
+        assert_same(&got, &want, "row with an infinity");
+        assert_eq!(stats.fallbacks, 1);
     }
 
     #[test]
@@ -544,20 +854,35 @@ mod tests {
         };
         let data = generate(&synth, None).unwrap();
         let x = &data.train.activations;
-        let run = |precision| {
-            let arch = ArchConfig::TopK {
-                k: 8,
-                aux_k: 32,
-                aux_coef: 1.0 / 32.0,
-            };
+        let top_k = ArchConfig::TopK {
+            k: 8,
+            aux_k: 32,
+            aux_coef: 1.0 / 32.0,
+        };
+        let run = |precision, arch| {
             let mut cfg = TrainConfig::new(arch, 1024, 150, 256, 1e-3, 3);
             cfg.threads = 2;
             cfg.dead_window = 512;
             cfg.encoder_precision = precision;
             train(&cfg.check_for(x).unwrap(), x, None, None, &mut NoObserver).unwrap()
         };
-        let (auto, f32) = (run(EncoderPrecision::Auto), run(EncoderPrecision::F32));
+        let (auto, f32) = (
+            run(EncoderPrecision::Auto, top_k.clone()),
+            run(EncoderPrecision::F32, top_k),
+        );
         assert_eq!(auto.state.sae, f32.state.sae);
+        let batch = ArchConfig::BatchTopK {
+            k: 8,
+            aux_k: 32,
+            aux_coef: 1.0 / 32.0,
+        };
+        let (batch_auto, batch_f32) = (
+            run(EncoderPrecision::Auto, batch.clone()),
+            run(EncoderPrecision::F32, batch),
+        );
+        assert_eq!(batch_auto.state, batch_f32.state, "BatchTopK");
+        let c = batch_auto.certified;
+        assert!(c.rows >= 150 * 256 && c.exact < c.rows * 1024 / 4, "{c:?}");
         assert!(
             auto.certified.rows >= 150 * 256 && auto.certified.fallbacks == 0,
             "{:?}",
@@ -575,6 +900,47 @@ mod tests {
         let want = reference(&sae, &xc, 8, None);
         let (got, _) = certified(&sae, &xc, 8, None, EncoderPrecision::Auto, 2);
         assert_same(&got, &want, "trained SAE, held-out rows");
+    }
+
+    /// Approximations as wrong as the bound allows, in the worst direction: each value at or
+    /// above the row's (or the batch's) threshold lowered by nearly `E`, each one below raised.
+    /// Only the selection logic is tested here (the kernel's bound is tested above).
+    #[test]
+    fn adversarial_approximations_within_the_bound_still_select_the_reference() {
+        let (m, n, rows) = (32, 400, 24);
+        let sae = random_sae(m, n, 17);
+        let xc = inputs(rows, m, 18);
+        let exact: Vec<f32> = xc
+            .chunks(m)
+            .flat_map(|x| (0..n).map(|j| simd::dot(sae.w_enc.row(j), x) + sae.b_enc[j]))
+            .collect();
+        let spread = (exact.iter().map(|v| v * v).sum::<f32>() / exact.len() as f32).sqrt();
+        let e = 0.3 * spread;
+        let skewed = |above: &dyn Fn(usize, f32) -> bool| -> Vec<f32> {
+            let shift = |(i, &v): (usize, &f32)| {
+                let d = if above(i / n, v) { -0.9 * e } else { 0.9 * e };
+                v + d - sae.b_enc[i % n]
+            };
+            exact.iter().enumerate().map(shift).collect()
+        };
+        let mut c = Certified {
+            bound: vec![e; rows],
+            ..Default::default()
+        };
+        let k = 6;
+        let want = reference(&sae, &xc, k, None);
+        let kth: Vec<f32> = (0..rows).map(|r| want.values[r * k + k - 1]).collect();
+        let pre = skewed(&|r, v| v >= kth[r]);
+        let mut got = TopK::default();
+        c.select(&sae.w_enc, &sae.b_enc, &xc, &pre, k, None, &mut got);
+        assert_same(&got, &want, "TopK");
+        let (want, t) = batch_reference(&sae, &xc, k);
+        let pre = skewed(&|_, v| v >= t);
+        let mut one = crate::sae::SingleProcess;
+        let (w, b) = (&sae.w_enc, &sae.b_enc);
+        let got_t = c.select_batch(w, b, &xc, &pre, (k, rows), &mut one, &mut got);
+        assert_same(&got, &want, "BatchTopK");
+        assert_eq!(got_t.to_bits(), t.to_bits());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::collective::Collective;
 use super::grads::{sized, subtract_encoder_path, LossParts, Workspace};
 use super::params::Grads;
 use super::topk::{
-    auxk_and_weight_grads, mark_fired, pre_activations_into, select_active, MainGrad,
+    auxk_and_weight_grads, certifiable, mark_fired, pre_activations_as, select_active, MainGrad,
 };
 use super::{AuxK, Sae, Selection};
 use crate::linalg::{simd, TopK};
@@ -43,8 +43,9 @@ pub fn matryoshka_loss_grad(
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
     debug_assert_eq!(widths.last(), Some(&n), "the last width is d_sae");
-    let b = pre_activations_into(sae, x, ws, par);
-    select_active(sae, Selection::Batch(k), (b, total), collective, ws);
+    let selection = Selection::Batch(k);
+    let b = pre_activations_as(sae, x, ws, certifiable(sae, selection), par);
+    select_active(sae, selection, (b, total), collective, ws);
     let (nested, full) = nested_errors(sae, x, total, widths, ws);
     let levels = std::mem::take(&mut ws.levels);
     let main = MainGrad {

@@ -275,8 +275,7 @@ pub fn sparse_loss_grad(
     par: Parallelism,
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
-    let certify = matches!(selection, Selection::PerSample(_)) && sae.encoder.hidden().is_none();
-    let b = pre_activations_as(sae, x, ws, certify, par);
+    let b = pre_activations_as(sae, x, ws, certifiable(sae, selection), par);
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, ws, g, par);
@@ -295,19 +294,17 @@ pub fn sparse_loss_grad(
     }
 }
 
-/// `x_c` and the pre-activations of the rows `x` into the workspace; returns their number.
-pub(super) fn pre_activations_into(
-    sae: &Sae,
-    x: &[f32],
-    ws: &mut Workspace,
-    par: Parallelism,
-) -> usize {
-    pre_activations_as(sae, x, ws, false, par)
+/// Whether `selection` can run through the certified encoder: a linear encoder's top-k per
+/// sample or per batch.
+pub(super) fn certifiable(sae: &Sae, selection: Selection<'_>) -> bool {
+    let top = matches!(selection, Selection::PerSample(_) | Selection::Batch(_));
+    top && sae.encoder.hidden().is_none()
 }
 
-/// [`pre_activations_into`], or with `certify` (a linear encoder's) the certified encoder's
-/// approximations of them (without bias), which `ws.pre_is_approx` then says.
-fn pre_activations_as(
+/// `x_c` and the pre-activations of the rows `x` into the workspace, or with `certify` (a linear
+/// encoder's) the certified encoder's approximations of them (without bias), which
+/// `ws.pre_is_approx` then says; returns the number of rows.
+pub(super) fn pre_activations_as(
     sae: &Sae,
     x: &[f32],
     ws: &mut Workspace,
@@ -382,6 +379,14 @@ pub(super) fn select_active(
     let pre = &ws.pre[..b * sae.d_sae()];
     match selection {
         Selection::PerSample(k) => select_top(sae, b, k, None, ws, false),
+        Selection::Batch(k) if ws.pre_is_approx => {
+            let xc = &ws.xc[..b * sae.d_in()];
+            let (w, bias) = (&sae.w_enc, &sae.b_enc);
+            let selected = &mut ws.topk;
+            ws.batch_threshold =
+                ws.cert
+                    .select_batch(w, bias, xc, pre, (k, total), collective, selected);
+        }
         Selection::Batch(k) => {
             positive_entries(pre, &sae.b_enc, &mut ws.tmp_m);
             let t = collective.kth_largest(&mut ws.tmp_m, k * total);
