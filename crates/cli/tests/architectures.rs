@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{ok, run};
+use common::{fails, ok, run};
 
 fn planted(dir: &Path) -> String {
     let out = dir.join("data");
@@ -220,4 +220,72 @@ fn impossible_architecture_parameters_are_refused() {
         );
     }
     assert!(!out.exists());
+}
+
+#[test]
+fn bench_train_at_a_firing_rate_reports_that_l0() {
+    for arch in ["relu", "jumprelu", "gated"] {
+        let out = ok(&[
+            "bench",
+            "train",
+            "--arch",
+            arch,
+            "--dims",
+            "16",
+            "--latents",
+            "64",
+            "--batch",
+            "256",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--firing-rate",
+            "0.05",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        let l0 = v["l0"].as_f64().unwrap();
+        // 5% of 64 latents, moved a little by three small steps.
+        assert!((2.5..4.0).contains(&l0), "{arch}: L0 {l0}");
+    }
+}
+
+#[test]
+fn bench_train_refuses_a_firing_rate_for_top_k_kinds() {
+    for arch in ["topk", "batchtopk", "matryoshka"] {
+        let err = fails(&[
+            "bench",
+            "train",
+            "--arch",
+            arch,
+            "--dims",
+            "16",
+            "--latents",
+            "64",
+            "--batch",
+            "64",
+            "--firing-rate",
+            "0.05",
+        ]);
+        assert!(
+            err.contains("--firing-rate") && err.contains("--k"),
+            "{arch}: {err}"
+        );
+    }
+    let err = fails(&[
+        "bench",
+        "train",
+        "--arch",
+        "relu",
+        "--dims",
+        "16",
+        "--latents",
+        "64",
+        "--batch",
+        "64",
+        "--firing-rate",
+        "1.5",
+    ]);
+    assert!(err.contains("rate"), "{err}");
 }

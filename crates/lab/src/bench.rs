@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use sparsecode::coding::{Basis, Coder};
 use sparsecode::linalg::matmul;
 use sparsecode::sae::EncoderPrecision;
-use sparsecode::train::{train, ArchConfig, Control, Observer, TrainConfig};
+use sparsecode::train::{
+    initial_state_for, train, ArchConfig, Control, Observer, StepRecord, TrainConfig,
+};
 use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
 
@@ -21,6 +23,9 @@ pub struct BenchResult {
     pub step_ms: Vec<f64>,
     /// Peak resident memory of the process in MiB (Linux; 0 elsewhere).
     pub peak_rss_mb: f64,
+    /// Training benches: the median over the timed steps of the active latents per sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l0: Option<f64>,
 }
 
 /// Median of a non-empty slice (NaN when empty).
@@ -63,9 +68,17 @@ struct StepTimer {
     last: Instant,
     warmup: u64,
     times: Vec<f64>,
+    l0: Vec<f64>,
 }
 
 impl Observer for StepTimer {
+    fn on_log(&mut self, record: &StepRecord) -> Result<()> {
+        if record.step > self.warmup {
+            self.l0.push(record.l0);
+        }
+        Ok(())
+    }
+
     fn on_step(&mut self, step: u64) -> Control {
         let now = Instant::now();
         if step > self.warmup {
@@ -89,25 +102,40 @@ pub fn bench_train(
     warmup: u64,
     threads: usize,
     precision: EncoderPrecision,
+    firing_rate: Option<f64>,
 ) -> Result<BenchResult> {
     let x = random_data(batch, dims, 1)?;
     let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
     cfg.threads = threads;
     cfg.encoder_precision = precision;
-    cfg.log_every = u64::MAX;
+    cfg.log_every = 1;
     cfg.b_dec_init = sparsecode::train::BDecInit::Zero;
     let mut timer = StepTimer {
         last: Instant::now(),
         warmup,
         times: Vec::new(),
+        l0: Vec::new(),
     };
-    train(&cfg.check_for(&x)?, &x, None, None, &mut timer)?;
+    let checked = cfg.check_for(&x)?;
+    // A chosen L0 from the first step: every latent's firing point moved on the batch.
+    let start = match firing_rate {
+        Some(rate) => {
+            let mut state = initial_state_for(&checked, &x)?;
+            state
+                .sae
+                .set_firing_rate(&x, rate, Parallelism::threads(threads))?;
+            Some(state)
+        }
+        None => None,
+    };
+    train(&checked, &x, None, start, &mut timer)?;
     let med = median(&timer.times);
     Ok(BenchResult {
         samples_per_s: batch as f64 / (med / 1e3),
         step_ms_median: med,
         step_ms: timer.times,
         peak_rss_mb: peak_rss_mb(),
+        l0: Some(median(&timer.l0)),
     })
 }
 
@@ -183,6 +211,7 @@ pub fn bench_encode(
         step_ms_median: med,
         step_ms: times,
         peak_rss_mb: peak_rss_mb(),
+        l0: None,
     })
 }
 
@@ -212,6 +241,7 @@ mod tests {
             1,
             1,
             EncoderPrecision::Auto,
+            None,
         )
         .unwrap();
         assert_eq!(r.step_ms.len(), 3);

@@ -40,6 +40,10 @@ pub enum Which {
         /// Also time the step's dense f32 encoder product alone (the same GEMM, same threads).
         #[arg(long)]
         encoder_product: bool,
+        /// relu, gated, jumprelu, mlp: start with every latent firing on this fraction of the
+        /// batch (the L0 of a trained SAE without training one; top-k kinds set L0 by --k).
+        #[arg(long)]
+        firing_rate: Option<f64>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -119,11 +123,11 @@ pub struct Args {
 
 fn report(r: &BenchResult, json: bool, what: String) -> Result<()> {
     if json {
-        let v = serde_json::json!({ "samples_per_s": r.samples_per_s, "step_ms_median": r.step_ms_median, "peak_rss_mb": r.peak_rss_mb, "step_ms": r.step_ms });
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", serde_json::to_string(r)?);
     } else {
+        let l0 = r.l0.map(|l| format!(", L0 {l:.1}")).unwrap_or_default();
         println!(
-            "{what}: {:.0} samples/s, median {:.2} ms over {} runs, peak RSS {:.0} MiB",
+            "{what}: {:.0} samples/s, median {:.2} ms over {} runs{l0}, peak RSS {:.0} MiB",
             r.samples_per_s,
             r.step_ms_median,
             r.step_ms.len(),
@@ -165,8 +169,16 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             warmup,
             encoder_precision,
             encoder_product,
+            firing_rate,
             json,
         } => {
+            let top_kind = matches!(
+                arch,
+                ArchKind::Topk | ArchKind::Batchtopk | ArchKind::Matryoshka
+            );
+            if firing_rate.is_some() && top_kind {
+                anyhow::bail!("--firing-rate: {arch:?} sets its L0 by --k; give --k instead");
+            }
             // Tiny penalties: the timing is of the step, not of a tuned run.
             let mut request = TrainRequest::new(arch, latents);
             request.k = Some(k);
@@ -182,6 +194,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
                 warmup.max(1),
                 threads,
                 encoder_precision.into(),
+                firing_rate,
             )
             .context("bench train")?;
             let product = encoder_product

@@ -291,17 +291,71 @@ impl Certified {
             positive.push(f32::NEG_INFINITY);
         }
         let t = collective.kth_largest(&mut positive, count);
-        self.keep_at_least(&lists, &values, t, out);
+        self.keep_where(&lists, &values, |_, v| v > 0.0 && v >= t, out);
         t
     }
 
-    /// The entries of the candidates `lists` (exact `values`, flattened) with `v > 0` and
-    /// `v >= t` into `out`, as [`Certified::select_batch`] describes; counts the selection.
-    fn keep_at_least(
+    /// JumpReLU: every entry of the reference pre-activations with `v > theta_j` into `out`
+    /// (each row's entries in latent order, as many slots as the fullest row has, padded with
+    /// zeros), and the entries in the straight-through window, `|fl(v - theta_j)| < eps / 2`, as
+    /// (row, latent, v) in row-major order into `window`; from the approximations `pre`.
+    ///
+    /// Both sets lie in `v > theta - eps` (an entry with `v - theta <= -eps` has
+    /// `fl(v - theta) <= -eps`, rounding being monotone). With `lo_j <= theta_j - eps` an f32,
+    /// `v >= lo_j` gives `s + E >= lo_j`, hence `fl(s + E) >= lo_j`: that f32 test, vectorised,
+    /// finds the candidates, whose values are then computed exactly.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn select_threshold(
+        &mut self,
+        w_enc: &Matrix,
+        b_enc: &[f32],
+        xc: &[f32],
+        pre: &[f32],
+        (theta, eps): (&[f32], f32),
+        out: &mut TopK,
+        window: &mut Vec<(u32, u32, f32)>,
+    ) {
+        let (n, m) = w_enc.shape();
+        // Two steps down from the rounded difference: at most theta - eps whatever the rounding.
+        let lo: Vec<f32> = theta
+            .iter()
+            .map(|&t| (t - eps).next_down().next_down())
+            .collect();
+        let lists: Vec<(Vec<u32>, bool)> = pre
+            .par_chunks(n)
+            .zip(&self.bound[..pre.len() / n])
+            .map(|(approx, &e)| {
+                if !e.is_finite() {
+                    return ((0..n as u32).collect(), true);
+                }
+                let mut list = Vec::new();
+                scan_reaching(approx, b_enc, e, &lo, |j| list.push(j as u32));
+                (list, false)
+            })
+            .collect();
+        let values = exact_values(w_enc, b_enc, xc, &lists, m);
+        let half = 0.5 * eps;
+        window.clear();
+        let mut at = 0usize;
+        for (r, (latents, _)) in lists.iter().enumerate() {
+            for (&j, &v) in latents.iter().zip(&values[at..]) {
+                if (v - theta[j as usize]).abs() < half {
+                    window.push((r as u32, j, v));
+                }
+            }
+            at += latents.len();
+        }
+        self.keep_where(&lists, &values, |j, v| v > theta[j as usize], out);
+    }
+
+    /// The entries of the candidates `lists` (exact `values`, flattened) that `keep` keeps into
+    /// `out`, each row's in latent order, padded with zeros to the fullest row; counts the
+    /// selection.
+    fn keep_where(
         &mut self,
         lists: &[(Vec<u32>, bool)],
         values: &[f32],
-        t: f32,
+        keep: impl Fn(u32, f32) -> bool + Sync,
         out: &mut TopK,
     ) {
         let mut offsets = Vec::with_capacity(lists.len() + 1);
@@ -309,10 +363,14 @@ impl Certified {
         for (l, _) in lists {
             offsets.push(offsets.last().copied().unwrap_or(0) + l.len());
         }
-        let keep = |v: f32| v > 0.0 && v >= t;
-        let width = offsets
-            .windows(2)
-            .map(|w| values[w[0]..w[1]].iter().filter(|&&v| keep(v)).count())
+        let kept_in = |latents: &[u32], w: &[usize]| {
+            let row = latents.iter().zip(&values[w[0]..w[1]]);
+            row.filter(|(&j, &v)| keep(j, v)).count()
+        };
+        let width = lists
+            .iter()
+            .zip(offsets.windows(2))
+            .map(|((latents, _), w)| kept_in(latents, w))
             .max()
             .unwrap_or(0)
             .max(1);
@@ -329,7 +387,7 @@ impl Certified {
                 let kept = latents
                     .iter()
                     .zip(&values[w[0]..w[1]])
-                    .filter(|(_, &v)| keep(v));
+                    .filter(|(&j, &v)| keep(j, v));
                 for ((i, v), (&j, &value)) in idx.iter_mut().zip(val.iter_mut()).zip(kept) {
                     (*i, *v) = (j, value);
                 }
@@ -412,6 +470,37 @@ fn scan_at_least(
                 (j0..end)
                     .filter(|&j| eligible(j) && approx[j] + b_enc[j] >= bar)
                     .for_each(&mut f);
+            }
+        }
+    });
+}
+
+/// Calls `f` with every latent of one row whose `fl(fl(approx + b_enc) + bound)` is at or above
+/// its `lo`, in increasing order, a block of [`BLOCK`] at a time (fixed-size arrays: one vector
+/// compare per block; a shorter last block is checked one by one).
+#[inline(always)]
+fn scan_reaching(approx: &[f32], b_enc: &[f32], bound: f32, lo: &[f32], mut f: impl FnMut(usize)) {
+    let reaches = |j: usize| (approx[j] + b_enc[j]) + bound >= lo[j];
+    simd::run(|| {
+        for j0 in (0..b_enc.len()).step_by(BLOCK) {
+            let end = (j0 + BLOCK).min(b_enc.len());
+            let r = j0..end;
+            let any = match (
+                <&[f32; BLOCK]>::try_from(&approx[r.clone()]),
+                <&[f32; BLOCK]>::try_from(&b_enc[r.clone()]),
+                <&[f32; BLOCK]>::try_from(&lo[r]),
+            ) {
+                (Ok(a), Ok(b), Ok(l)) => {
+                    let mut hit = [false; BLOCK];
+                    for i in 0..BLOCK {
+                        hit[i] = (a[i] + b[i]) + bound >= l[i];
+                    }
+                    hit.iter().fold(false, |h, &x| h | x)
+                }
+                _ => true,
+            };
+            if any {
+                (j0..end).filter(|&j| reaches(j)).for_each(&mut f);
             }
         }
     });
@@ -902,6 +991,92 @@ mod tests {
         assert_same(&got, &want, "trained SAE, held-out rows");
     }
 
+    /// Every latent computed exactly, then JumpReLU's selection and straight-through window.
+    fn threshold_reference(
+        sae: &Sae,
+        xc: &[f32],
+        theta: &[f32],
+        eps: f32,
+    ) -> (TopK, Vec<(u32, u32, f32)>) {
+        let (n, m) = sae.w_enc.shape();
+        let (mut kept, mut window) = (Vec::new(), Vec::new());
+        for (r, x) in xc.chunks(m).enumerate() {
+            let mut row = Vec::new();
+            for j in 0..n {
+                let v = simd::dot(sae.w_enc.row(j), x) + sae.b_enc[j];
+                if v > theta[j] {
+                    row.push((j as u32, v));
+                }
+                if (v - theta[j]).abs() < 0.5 * eps {
+                    window.push((r as u32, j as u32, v));
+                }
+            }
+            kept.push(row);
+        }
+        let width = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut out = TopK::with_rows(kept.len(), width);
+        for (r, row) in kept.iter().enumerate() {
+            for (s, &(j, v)) in row.iter().enumerate() {
+                out.indices[r * width + s] = j;
+                out.values[r * width + s] = v;
+            }
+        }
+        (out, window)
+    }
+
+    #[test]
+    fn threshold_selection_and_window_are_the_reference() {
+        for &(m, n, rows) in &[(64, 512, 37), (33, 300, 20), (7, 9, 5)] {
+            let sae = random_sae(m, n, 19 + m as u64);
+            let mut xc = inputs(rows, m, 20 + n as u64);
+            // Thresholds near the top of each latent's values, a wide window to hit some.
+            let theta: Vec<f32> = (0..n).map(|j| 0.5 + 0.2 * (j % 5) as f32).collect();
+            for eps in [0.05f32, 0.4] {
+                let (want, want_window) = threshold_reference(&sae, &xc, &theta, eps);
+                assert!(!want_window.is_empty() || n < 100);
+                for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                    for threads in [1, 3] {
+                        let what = format!("{m}x{n} eps {eps} {precision:?} {threads} threads");
+                        let par = Parallelism::threads(threads);
+                        let mut c = Certified {
+                            precision,
+                            ..Default::default()
+                        };
+                        let mut pre = vec![0.0; rows * n];
+                        let (mut got, mut window) = (TopK::default(), Vec::new());
+                        c.approximate(&sae.w_enc, &sae.b_enc, &xc, &mut pre, par);
+                        let (w, b) = (&sae.w_enc, &sae.b_enc);
+                        par.install(|| {
+                            let sel = (&theta[..], eps);
+                            c.select_threshold(w, b, &xc, &pre, sel, &mut got, &mut window)
+                        });
+                        assert_same(&got, &want, &what);
+                        assert_eq!(window, want_window, "{what}");
+                        if n >= 300 {
+                            assert!(
+                                c.stats.exact * 4 < (rows * n) as u64,
+                                "{what} {:?}",
+                                c.stats
+                            );
+                        }
+                    }
+                }
+            }
+            xc[2 * m] = f32::NAN;
+            let (want, want_window) = threshold_reference(&sae, &xc, &theta, 0.1);
+            let mut c = Certified::default();
+            let mut pre = vec![0.0; rows * n];
+            let (mut got, mut window) = (TopK::default(), Vec::new());
+            let par = Parallelism::threads(2);
+            c.approximate(&sae.w_enc, &sae.b_enc, &xc, &mut pre, par);
+            let (w, b) = (&sae.w_enc, &sae.b_enc);
+            c.select_threshold(w, b, &xc, &pre, (&theta, 0.1), &mut got, &mut window);
+            assert_same(&got, &want, "a NaN row");
+            assert_eq!(window, want_window);
+            assert_eq!(c.stats.fallbacks, 1);
+        }
+    }
+
     /// Approximations as wrong as the bound allows, in the worst direction: each value at or
     /// above the row's (or the batch's) threshold lowered by nearly `E`, each one below raised.
     /// Only the selection logic is tested here (the kernel's bound is tested above).
@@ -941,6 +1116,28 @@ mod tests {
         let got_t = c.select_batch(w, b, &xc, &pre, (k, rows), &mut one, &mut got);
         assert_same(&got, &want, "BatchTopK");
         assert_eq!(got_t.to_bits(), t.to_bits());
+        // JumpReLU: values in the window or above the threshold lowered, the rest raised.
+        let theta: Vec<f32> = (0..n).map(|j| t + 0.01 * (j % 3) as f32).collect();
+        let eps = 0.2 * spread;
+        let (want, want_window) = threshold_reference(&sae, &xc, &theta, eps);
+        let pre = skewed(&|_, _| false);
+        let pre: Vec<f32> = pre
+            .iter()
+            .zip(&exact)
+            .enumerate()
+            .map(|(i, (&p, &v))| {
+                let lowered = v > theta[i % n] - 0.5 * eps;
+                if lowered {
+                    p - 1.8 * e
+                } else {
+                    p
+                }
+            })
+            .collect();
+        let mut window = Vec::new();
+        c.select_threshold(w, b, &xc, &pre, (&theta, eps), &mut got, &mut window);
+        assert_same(&got, &want, "JumpReLU");
+        assert_eq!(window, want_window, "JumpReLU window");
     }
 
     #[test]

@@ -83,7 +83,9 @@ pub trait Collective {
     fn total_rows(&mut self, local: usize) -> usize;
 
     /// The `count`-th largest of all processes' `values` together (0 when there are no more
-    /// than `count` of them, or `count` is 0). `values` may be reordered.
+    /// than `count` of them, or `count` is 0). `values` may be reordered. A step may call it
+    /// more than once (the certified BatchTopK asks for a lower bound first, retrying while it
+    /// comes back 0); every process makes the same calls in the same order.
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32;
 
     /// Sums the gradients and statistics of every process into each process's buffers.

@@ -60,6 +60,9 @@ pub struct Workspace {
     /// `pre_is_approx`.
     pub(crate) cert: super::certified::Certified,
     pub(crate) pre_is_approx: bool,
+    /// JumpReLU: the entries in the straight-through window, (row, latent, pre-activation), in
+    /// row-major order.
+    pub(crate) window: Vec<(u32, u32, f32)>,
 }
 
 impl Workspace {

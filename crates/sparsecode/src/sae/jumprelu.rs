@@ -10,6 +10,7 @@ use super::params::{Grads, ParamId};
 use super::topk::{sparse_loss_grad, Selection};
 use super::Sae;
 use crate::Parallelism;
+use rayon::prelude::*;
 
 /// Loss and gradients of a JumpReLU SAE on the rows `x` of a step of `total` rows; `threshold`
 /// is the model's (its [`super::Encoder::JumpRelu`]'s, passed typed). The `threshold` gradient
@@ -25,10 +26,13 @@ pub fn jumprelu_loss_grad(
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
-    let (n, m) = sae.w_dec.shape();
+    let m = sae.d_in();
     let b = x.len() / m;
     let mut local = super::SingleProcess;
-    let selection = Selection::Threshold(threshold);
+    let selection = Selection::Threshold {
+        theta: threshold,
+        bandwidth,
+    };
     let mut parts = sparse_loss_grad(sae, x, total, selection, None, &mut local, ws, g, par);
     let penalty = l0 as f64 * parts.l0;
     parts.sparsity = penalty;
@@ -36,7 +40,7 @@ pub fn jumprelu_loss_grad(
     threshold_grad(
         sae,
         threshold,
-        (&ws.pre[..b * n], &ws.de[..b * m], total),
+        (&ws.window, &ws.de[..b * m], total),
         l0,
         bandwidth,
         g.get_mut(ParamId::Threshold),
@@ -44,12 +48,13 @@ pub fn jumprelu_loss_grad(
     parts
 }
 
-/// Straight-through pseudo-gradient with respect to `ln theta`, given the pre-activations
-/// without bias and `de = d loss / d x_hat` of these rows, part of a step of `total` rows.
+/// Straight-through pseudo-gradient with respect to `ln theta`, given the entries in the window
+/// (row, latent, pre-activation; row-major) and `de = d loss / d x_hat` of these rows, part of
+/// a step of `total` rows.
 pub(crate) fn threshold_grad(
     sae: &Sae,
     threshold: &[f32],
-    (pre, de, total): (&[f32], &[f32], usize),
+    (window, de, total): (&[(u32, u32, f32)], &[f32], usize),
     l0: f32,
     eps: f32,
     out: &mut Vec<f32>,
@@ -57,18 +62,30 @@ pub(crate) fn threshold_grad(
     let (n, m) = sae.w_dec.shape();
     out.clear();
     out.resize(n, 0.0);
-    let half = 0.5 * eps;
     let inv_b = 1.0 / total as f32;
-    for (row, der) in pre.chunks_exact(n).zip(de.chunks_exact(m)) {
-        for j in 0..n {
-            let theta = threshold[j];
-            let v = row[j] + sae.b_enc[j];
-            if (v - theta).abs() < half {
-                let dz = crate::linalg::simd::dot(der, sae.w_dec.row(j));
-                out[j] += -(theta / eps) * dz - l0 * inv_b / eps;
-            }
-        }
+    // The entries grouped by latent (a stable counting sort: rows stay in order), then each
+    // latent summed by one thread: the serial row-major sum, bit for bit, at any thread count.
+    let mut start = vec![0usize; n + 1];
+    window
+        .iter()
+        .for_each(|&(_, j, _)| start[j as usize + 1] += 1);
+    for j in 0..n {
+        start[j + 1] += start[j];
     }
+    let mut fill = start.clone();
+    let mut rows = vec![0u32; window.len()];
+    for &(r, j, _) in window {
+        rows[fill[j as usize]] = r;
+        fill[j as usize] += 1;
+    }
+    out.par_iter_mut().enumerate().for_each(|(j, o)| {
+        let theta = threshold[j];
+        for &r in &rows[start[j]..start[j + 1]] {
+            let der = &de[r as usize * m..(r as usize + 1) * m];
+            let dz = crate::linalg::simd::dot(der, sae.w_dec.row(j));
+            *o += -(theta / eps) * dz - l0 * inv_b / eps;
+        }
+    });
     // Chain rule through theta = exp(t).
     out.iter_mut().zip(threshold).for_each(|(o, t)| *o *= t);
 }

@@ -496,6 +496,57 @@ impl Sae {
         Codes::Dense(Matrix::from_vec(rows, n, pre).expect("pre has rows*d_sae values"))
     }
 
+    /// Moves every latent's firing point so that it fires on a fraction `rate` (in (0, 1]) of
+    /// the rows `x` (`[rows, d_in]`): the encoder bias of ReLU and MLP encoders (after the bias a
+    /// latent fires above 0), the gate bias of Gated, the threshold of JumpReLU (at least
+    /// `f32::MIN_POSITIVE`). For a start at a chosen L0, such as benchmarks at a trained SAE's
+    /// sparsity. TopK fixes its L0 by `k`: refused.
+    pub fn set_firing_rate(&mut self, x: &Matrix, rate: f64, par: Parallelism) -> Result<()> {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(Error::param(
+                "rate",
+                format!("a fraction in (0, 1], got {rate}"),
+            ));
+        }
+        if let Encoder::TopK { .. } = self.encoder {
+            return Err(Error::param("rate", "TopK sets how many latents fire by k"));
+        }
+        self.check_input(x, "rows for the firing rate")?;
+        let (rows, n) = (x.rows(), self.d_sae());
+        crate::memory::admit_array("pre-activations [rows, d_sae]", &[rows, n], 4)?;
+        let mut xc = vec![0.0; x.as_slice().len()];
+        let mut pre = vec![0.0; rows * n];
+        par.install(|| self.pre_activations(x.as_slice(), &mut xc, &mut pre, false, par));
+        // The value a fraction `rate` of the rows exceed, per latent.
+        let above = ((rate * rows as f64).round() as usize).clamp(1, rows);
+        let point: Vec<f32> = par.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|j| {
+                    let mut col: Vec<f32> = pre.iter().skip(j).step_by(n).copied().collect();
+                    if above == rows {
+                        return col
+                            .iter()
+                            .copied()
+                            .fold(f32::INFINITY, f32::min)
+                            .next_down();
+                    }
+                    *col.select_nth_unstable_by(rows - above - 1, f32::total_cmp)
+                        .1
+                })
+                .collect()
+        });
+        match &mut self.encoder {
+            Encoder::JumpRelu { threshold } => {
+                for ((t, p), b) in threshold.iter_mut().zip(&point).zip(&self.b_enc) {
+                    *t = (p + b).max(f32::MIN_POSITIVE);
+                }
+            }
+            _ => self.b_enc.iter_mut().zip(&point).for_each(|(b, p)| *b = -p),
+        }
+        Ok(())
+    }
+
     /// Encodes to a dense `[rows, d_sae]` matrix.
     pub fn encode_dense(&self, x: &Matrix, par: Parallelism) -> Matrix {
         match self.encode(x, par) {
@@ -519,6 +570,40 @@ impl Sae {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_set_firing_rate_is_the_fraction_of_rows_each_latent_fires_on() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let x = Matrix::standard_normal(200, 12, 5);
+        let par = Parallelism::threads(2);
+        for act in [Activation::Relu, Activation::Gated, Activation::JumpRelu] {
+            let mut sae = Sae::init(12, 40, act, EncoderInit::FanInUniform, &mut rng);
+            sae.set_firing_rate(&x, 0.05, par).unwrap();
+            let Codes::Dense(z) = sae.encode(&x, par) else {
+                panic!("{act:?}: dense codes")
+            };
+            for j in 0..40 {
+                let fired = (0..200).filter(|&r| z.get(r, j) > 0.0).count();
+                assert_eq!(fired, 10, "{act:?} latent {j}");
+            }
+        }
+        let mut topk = Sae::init(
+            12,
+            40,
+            Activation::TopK { k: 3 },
+            EncoderInit::Tied,
+            &mut rng,
+        );
+        let err = topk.set_firing_rate(&x, 0.05, par).unwrap_err();
+        assert!(err.to_string().contains("rate"), "{err}");
+        let mut relu = Sae::init(12, 40, Activation::Relu, EncoderInit::Tied, &mut rng);
+        for bad in [0.0, -0.1, 1.5, f64::NAN] {
+            assert!(relu.set_firing_rate(&x, bad, par).is_err(), "{bad}");
+        }
+        assert!(relu
+            .set_firing_rate(&Matrix::zeros(3, 11), 0.5, par)
+            .is_err());
+    }
 
     #[test]
     fn encoding_borrowed_rows_equals_encoding_a_matrix() {

@@ -186,8 +186,14 @@ pub enum Selection<'a> {
     PerSample(usize),
     /// The `k * B` largest positive pre-activations of the whole batch (BatchTopK).
     Batch(usize),
-    /// Every pre-activation above its latent's threshold (JumpReLU).
-    Threshold(&'a [f32]),
+    /// Every pre-activation above its latent's threshold (JumpReLU); the entries within half the
+    /// bandwidth of it are kept in `ws.window` for the threshold's gradient.
+    Threshold {
+        /// Per-latent thresholds.
+        theta: &'a [f32],
+        /// Width of the straight-through window.
+        bandwidth: f32,
+    },
 }
 
 /// Keeps the entries of `pre + bias` chosen by `keep` (row, latent, value), at most `n` per row,
@@ -222,6 +228,26 @@ fn select_variable(
         for (s, &(j, v)) in row.iter().enumerate() {
             out.indices[r * k + s] = j;
             out.values[r * k + s] = v;
+        }
+    }
+}
+
+/// The entries of `pre + bias` with `|v - theta_j| < bandwidth / 2` (row, latent, v), row-major.
+fn window_entries(
+    pre: &[f32],
+    bias: &[f32],
+    theta: &[f32],
+    bandwidth: f32,
+    out: &mut Vec<(u32, u32, f32)>,
+) {
+    let half = 0.5 * bandwidth;
+    out.clear();
+    for (r, row) in pre.chunks(bias.len()).enumerate() {
+        for (j, (v, b)) in row.iter().zip(bias).enumerate() {
+            let v = v + b;
+            if (v - theta[j]).abs() < half {
+                out.push((r as u32, j as u32, v));
+            }
         }
     }
 }
@@ -294,11 +320,10 @@ pub fn sparse_loss_grad(
     }
 }
 
-/// Whether `selection` can run through the certified encoder: a linear encoder's top-k per
-/// sample or per batch.
-pub(super) fn certifiable(sae: &Sae, selection: Selection<'_>) -> bool {
-    let top = matches!(selection, Selection::PerSample(_) | Selection::Batch(_));
-    top && sae.encoder.hidden().is_none()
+/// Whether a selection can run through the certified encoder: a linear encoder's (every
+/// selection has a certified form).
+pub(super) fn certifiable(sae: &Sae, _selection: Selection<'_>) -> bool {
+    sae.encoder.hidden().is_none()
 }
 
 /// `x_c` and the pre-activations of the rows `x` into the workspace, or with `certify` (a linear
@@ -393,8 +418,16 @@ pub(super) fn select_active(
             ws.batch_threshold = t;
             select_variable(pre, &sae.b_enc, &|_, v| v > 0.0 && v >= t, &mut ws.topk);
         }
-        Selection::Threshold(theta) => {
-            select_variable(pre, &sae.b_enc, &|j, v| v > theta[j], &mut ws.topk)
+        Selection::Threshold { theta, bandwidth } if ws.pre_is_approx => {
+            let xc = &ws.xc[..b * sae.d_in()];
+            let (w, bias) = (&sae.w_enc, &sae.b_enc);
+            let (out, window) = (&mut ws.topk, &mut ws.window);
+            ws.cert
+                .select_threshold(w, bias, xc, pre, (theta, bandwidth), out, window);
+        }
+        Selection::Threshold { theta, bandwidth } => {
+            select_variable(pre, &sae.b_enc, &|j, v| v > theta[j], &mut ws.topk);
+            window_entries(pre, &sae.b_enc, theta, bandwidth, &mut ws.window);
         }
     }
 }

@@ -155,6 +155,13 @@ pub(crate) fn initial_state(
     })
 }
 
+/// The state a run of `cfg` on `data` starts from (what [`train`] builds when not resuming): to
+/// inspect it, or to change it (e.g. [`crate::sae::Sae::set_firing_rate`]) and pass it to
+/// [`train`] as `resume`.
+pub fn initial_state_for(cfg: &CheckedConfig, data: &dyn RowSource) -> Result<TrainState> {
+    initial_state(cfg.config(), data, None)
+}
+
 /// Trains an SAE on `data` (an in-memory matrix or an activation store). With `fixed_decoder` the decoder starts as that
 /// dictionary (and stays fixed when `train_decoder` is false). With `resume` training continues
 /// from that state. The observer sees logs and checkpoints and may stop the run.
