@@ -115,6 +115,70 @@ fn relu_l1_gradient_matches_finite_differences() {
     }
 }
 
+/// Runs `f` with the ReLU step forced onto its sparse (or dense) path.
+fn relu_path<T>(sparse: bool, f: impl FnOnce() -> T) -> T {
+    super::relu::FORCE_SPARSE_RELU.with(|c| c.set(Some(sparse)));
+    let out = f();
+    super::relu::FORCE_SPARSE_RELU.with(|c| c.set(None));
+    out
+}
+
+#[test]
+fn sparse_relu_l1_gradient_matches_finite_differences() {
+    for apply in [true, false] {
+        let mut sae = random_sae(5, 7, Activation::Relu, 3);
+        sae.apply_b_dec_to_input = apply;
+        let x = batch(6, 5, 4);
+        let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
+            relu_path(true, || {
+                relu_loss_grad(s, &x, 6, 0.3, ws, g, Parallelism::Serial)
+            })
+        };
+        check(&sae, &analytic(&sae, &f), &|s| via_library(s, &f));
+    }
+}
+
+#[test]
+fn sparse_and_dense_relu_paths_agree_at_every_thread_count() {
+    let mut sae = random_sae(24, 300, Activation::Relu, 5);
+    let x = batch(64, 24, 6);
+    let xm = crate::Matrix::from_vec(64, 24, x.clone()).unwrap();
+    sae.set_firing_rate(&xm, 0.05, Parallelism::Serial).unwrap();
+    let run = |sparse: bool, threads: usize| {
+        let par = Parallelism::threads(threads);
+        let mut ws = Workspace::default();
+        let mut g = Grads::like(&sae);
+        let parts = relu_path(sparse, || {
+            par.install(|| relu_loss_grad(&sae, &x, 64, 0.2, &mut ws, &mut g, par))
+        });
+        (parts, g, ws.fired)
+    };
+    let (dense, g_dense, fired_dense) = run(false, 1);
+    let (sparse, g_sparse, fired_sparse) = run(true, 1);
+    // Each latent fires on round(5% of 64) = 3 rows.
+    assert_eq!(dense.l0, 300.0 * 3.0 / 64.0);
+    assert_eq!(dense.l0, sparse.l0);
+    assert_eq!(fired_dense, fired_sparse);
+    assert!(
+        (dense.loss - sparse.loss).abs() <= 1e-5 * dense.loss,
+        "{dense:?} {sparse:?}"
+    );
+    for ((name, a), (_, b)) in g_dense.named().into_iter().zip(g_sparse.named()) {
+        let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max).max(1e-6);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "{name}: {worst} of {scale}");
+    }
+    for threads in [2, 3] {
+        let (parts, g, _) = run(true, threads);
+        assert_eq!(parts, sparse, "{threads} threads");
+        assert_eq!(g, g_sparse, "{threads} threads");
+    }
+}
+
 #[test]
 fn topk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 9, Activation::TopK { k: 3 }, 3);

@@ -1,10 +1,17 @@
-//! ReLU + L1 (SAELens "standard"): dense forward and backward.
+//! ReLU + L1 (SAELens "standard"): a dense encoder product, then either dense products for the
+//! rest of the step or, once training has made the codes sparse (at most
+//! [`SPARSE_MAX_DENSITY`] of them active in the step), TopK's sparse machinery: the decoder a
+//! gather-sum over each row's active latents, the weight gradients summed per latent over the
+//! rows where it fired, with the penalty's terms added.
 
 use super::grads::{
     decoder_grad, decoder_norms, error_grad, l1_penalty, sized, subtract_encoder_path, LossParts,
     Workspace,
 };
 use super::params::Grads;
+use super::topk::{
+    code_sums_into, penalised_weight_grads, select_variable, wide_reconstruction_error,
+};
 use super::Sae;
 use crate::linalg::{matmul, MatRef};
 use crate::Parallelism;
@@ -30,7 +37,14 @@ pub fn relu_loss_grad(
     sae.pre_activations(x, xc, pre, true, par);
     // z = ReLU(pre), kept in `pre`.
     pre.par_iter_mut().for_each(|v| *v = v.max(0.0));
-    let z = &*pre;
+    let active: usize = pre
+        .par_chunks(n)
+        .map(|r| r.iter().filter(|v| **v > 0.0).count())
+        .sum();
+    if sparse_step(sae, active, b * n) {
+        return sparse_relu_loss_grad(sae, x, total, l1, active, ws, g);
+    }
+    let z = &*ws.pre;
 
     // x_hat = z W_dec + b_dec; de = 2 (x_hat - x) / B.
     let xhat = sized(&mut ws.xhat, b * m);
@@ -43,11 +57,9 @@ pub fn relu_loss_grad(
     decoder_norms(sae, norms);
     let colsum = sized(&mut ws.colsum, n);
     colsum.fill(0.0);
-    let mut active = 0usize;
     for row in z.chunks_exact(n) {
         for (c, &v) in colsum.iter_mut().zip(row) {
             *c += v;
-            active += (v > 0.0) as usize;
         }
     }
     let fired = &mut ws.fired;
@@ -91,6 +103,81 @@ pub fn relu_loss_grad(
     }
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
 
+    LossParts {
+        loss: recon + penalty,
+        recon,
+        sparsity: penalty,
+        variance: 0.0,
+        l0: active as f64 / total as f64,
+    }
+}
+
+/// Steps with at most this fraction of active codes run on the sparse path. At 768 x 16384,
+/// batch 4096, 2 threads (AMD EPYC): dense 2.97 s a step whatever the density; sparse 0.81 s at
+/// 0.2%, 1.94 s at 5%, 3.24 s at 10%.
+pub(crate) const SPARSE_MAX_DENSITY: f64 = 0.07;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests force one ReLU path or the other.
+    pub(crate) static FORCE_SPARSE_RELU: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether a step with `active` of `entries` codes positive takes the sparse path (a linear
+/// encoder's only: an MLP encoder's gradient goes through its hidden layer).
+fn sparse_step(sae: &Sae, active: usize, entries: usize) -> bool {
+    #[cfg(test)]
+    if let Some(forced) = FORCE_SPARSE_RELU.with(|f| f.get()) {
+        return forced && sae.encoder.hidden().is_none();
+    }
+    sae.encoder.hidden().is_none() && active as f64 <= SPARSE_MAX_DENSITY * entries as f64
+}
+
+/// The rest of a ReLU-L1 step from the codes `ws.pre` (ReLU applied) when few are active: the
+/// gradients of the dense path, summed per latent over its active codes.
+fn sparse_relu_loss_grad(
+    sae: &Sae,
+    x: &[f32],
+    total: usize,
+    l1: f32,
+    active: usize,
+    ws: &mut Workspace,
+    g: &mut Grads,
+) -> LossParts {
+    let (n, m) = sae.w_dec.shape();
+    let b = x.len() / m;
+    let inv_b = 1.0 / total as f32;
+    let zero_bias = vec![0.0f32; n];
+    select_variable(&ws.pre[..b * n], &zero_bias, &|_, v| v > 0.0, &mut ws.topk);
+    let recon = wide_reconstruction_error(sae, x, total, ws);
+    let mut norms = std::mem::take(&mut ws.norms);
+    norms.resize(n, 0.0);
+    decoder_norms(sae, &mut norms);
+    let per_code: Vec<f32> = norms.iter().map(|nj| l1 * nj * inv_b).collect();
+    penalised_weight_grads(sae, ws, g, b, &per_code);
+    let colsum = sized(&mut ws.colsum, n);
+    code_sums_into(&ws.latent_start, &ws.by_latent, &ws.topk.values, colsum);
+    // The penalty's decoder-norm term, as `decoder_grad` adds it.
+    g.w_dec
+        .par_chunks_mut(m)
+        .enumerate()
+        .filter(|(j, _)| norms[*j] > 0.0)
+        .for_each(|(j, gd)| {
+            let s = l1 * inv_b * colsum[j] / norms[j];
+            gd.iter_mut()
+                .zip(sae.w_dec.row(j))
+                .for_each(|(gv, w)| *gv += s * w);
+        });
+    let penalty = l1_penalty(colsum, &norms, l1, total);
+    let fired = &mut ws.fired;
+    fired.clear();
+    fired.extend(colsum.iter().map(|&c| c > 0.0));
+    ws.norms = norms;
+    g.b_dec.fill(0.0);
+    for row in ws.de[..b * m].chunks_exact(m) {
+        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+    subtract_encoder_path(sae, g, &mut ws.tmp_m);
     LossParts {
         loss: recon + penalty,
         recon,

@@ -179,6 +179,36 @@ fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
         });
 }
 
+/// [`gather_sum`] for codes with many active latents per row (each row's slots in increasing
+/// latent order, as [`select_variable`] writes them): the latents a block of
+/// [`LATENT_BLOCK`] at a time, so that the block's decoder rows stay in L2 while every row
+/// adds its codes from it (row by row, the decoder rows came from memory once per active code).
+fn gather_sum_by_latent_blocks(sae: &Sae, codes: &TopK, out: &mut [f32]) {
+    let (n, m) = sae.w_dec.shape();
+    let k = codes.k;
+    let mut next = vec![0usize; out.len() / m.max(1)];
+    for j0 in (0..n).step_by(LATENT_BLOCK) {
+        let j1 = (j0 + LATENT_BLOCK) as u32;
+        out.par_chunks_mut(m)
+            .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
+            .zip(next.par_iter_mut())
+            .for_each(|((row, (idx, val)), at)| {
+                simd::run(|| {
+                    while *at < k && idx[*at] < j1 {
+                        let (j, v) = (idx[*at], val[*at]);
+                        *at += 1;
+                        if v > 0.0 {
+                            simd::axpy_inline(row, v, sae.w_dec.row(j as usize));
+                        }
+                    }
+                })
+            });
+    }
+}
+
+/// Latents per block of [`gather_sum_by_latent_blocks`] (768 KB of decoder rows at d_in 768).
+const LATENT_BLOCK: usize = 256;
+
 /// How the active latents of a batch are chosen.
 #[derive(Clone, Copy, Debug)]
 pub enum Selection<'a> {
@@ -198,7 +228,7 @@ pub enum Selection<'a> {
 
 /// Keeps the entries of `pre + bias` chosen by `keep` (row, latent, value), at most `n` per row,
 /// as a [`TopK`] with as many slots per row as the fullest row has, padded with zero values.
-fn select_variable(
+pub(super) fn select_variable(
     pre: &[f32],
     bias: &[f32],
     keep: &(dyn Fn(usize, f32) -> bool + Sync),
@@ -434,13 +464,34 @@ pub(super) fn select_active(
 
 /// `x_hat = b_dec + gather-sum` into `ws.xhat`, `de = 2 (x_hat - x) / B` into `ws.de`; returns
 /// the squared error summed over these rows, divided by `B = total`.
-fn reconstruction_error(sae: &Sae, x: &[f32], total: usize, ws: &mut Workspace) -> f64 {
+pub(super) fn reconstruction_error(sae: &Sae, x: &[f32], total: usize, ws: &mut Workspace) -> f64 {
+    reconstruction_error_from(sae, x, total, ws, gather_sum)
+}
+
+/// [`reconstruction_error`] with [`gather_sum_by_latent_blocks`], for codes with many active
+/// latents per row in latent order (sparse ReLU's).
+pub(super) fn wide_reconstruction_error(
+    sae: &Sae,
+    x: &[f32],
+    total: usize,
+    ws: &mut Workspace,
+) -> f64 {
+    reconstruction_error_from(sae, x, total, ws, gather_sum_by_latent_blocks)
+}
+
+fn reconstruction_error_from(
+    sae: &Sae,
+    x: &[f32],
+    total: usize,
+    ws: &mut Workspace,
+    gather: fn(&Sae, &TopK, &mut [f32]),
+) -> f64 {
     let m = sae.d_in();
     let inv_b = 1.0 / total as f32;
     let xhat = sized(&mut ws.xhat, x.len());
     xhat.par_chunks_mut(m)
         .for_each(|r| r.copy_from_slice(&sae.b_dec));
-    gather_sum(sae, &ws.topk, xhat);
+    gather(sae, &ws.topk, xhat);
     let de = sized(&mut ws.de, x.len());
     let mut recon = 0.0f64;
     for ((d, xh), xv) in de.iter_mut().zip(xhat.iter()).zip(x) {
@@ -562,6 +613,76 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
         widths: &[sae.d_sae()],
     };
     sparse_weight_grads_by_level(sae, ws, main, g, b, with_aux);
+}
+
+/// The sparse ReLU-L1 step's weight gradients from the active codes in `ws.topk` and
+/// `ws.de`: the reconstruction's, plus the penalty's `per_code[j]` on each active code of
+/// latent `j` (`l1 ||W_dec_j|| / B`); `b_enc`'s too. The penalty's decoder-norm term is the
+/// caller's. Each latent sums its rows in order, as [`sparse_weight_grads`] does, a block of
+/// rows at a time.
+pub(super) fn penalised_weight_grads(
+    sae: &Sae,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    b: usize,
+    per_code: &[f32],
+) {
+    let (n, m) = sae.w_dec.shape();
+    group_slots_by_latent(ws, n, false);
+    let (start, by) = (&ws.latent_start, &ws.by_latent);
+    let (k, values) = (ws.topk.k, &ws.topk.values);
+    let (de, xc) = (&ws.de[..b * m], &ws.xc[..b * m]);
+    g.w_dec.fill(0.0);
+    g.w_enc.fill(0.0);
+    g.b_enc.fill(0.0);
+    // Each latent's next slot; its slots run in row order, so a block takes a prefix.
+    let mut next: Vec<u32> = start[..n].to_vec();
+    for r0 in (0..b).step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(b);
+        g.w_dec
+            .par_chunks_mut(m)
+            .zip(g.w_enc.par_chunks_mut(m))
+            .zip(g.b_enc.par_iter_mut().zip(next.par_iter_mut()))
+            .enumerate()
+            .for_each(|(j, ((gd, ge), (gb, at)))| {
+                let wd = sae.w_dec.row(j);
+                simd::run(|| {
+                    while *at < start[j + 1] {
+                        let e = by[*at as usize] as usize;
+                        let row = e / k;
+                        if row >= r1 {
+                            break;
+                        }
+                        *at += 1;
+                        let val = values[e];
+                        if val <= 0.0 {
+                            continue;
+                        }
+                        let gr = &de[row * m..(row + 1) * m];
+                        let dv = simd::dot_inline(gr, wd) + per_code[j];
+                        simd::axpy_inline(gd, val, gr);
+                        simd::axpy_inline(ge, dv, &xc[row * m..(row + 1) * m]);
+                        *gb += dv;
+                    }
+                });
+            });
+    }
+}
+
+/// Rows per block of [`penalised_weight_grads`]: every latent's gradient rows are read and
+/// written once a block, while the block's `de` and `x_c` rows (2 x 3 MB at d_in 768) stay in
+/// L3. Measured on the ReLU step at 768 x 16384, 5% of codes active, 2 threads (AMD EPYC):
+/// unblocked 3.67 s a step (each active code read two random rows from memory), blocks of 64 /
+/// 256 / 512 / 1024 rows 3.15 / 2.52 / 2.33 / 2.28 s.
+const ROW_BLOCK: usize = 1024;
+
+/// Per latent, the sum of its codes `values` grouped by [`penalised_weight_grads`] (`start`,
+/// `by`: `ws.latent_start`, `ws.by_latent`), in slot order, into `out`.
+pub(super) fn code_sums_into(start: &[u32], by: &[u32], values: &[f32], out: &mut [f32]) {
+    out.par_iter_mut().enumerate().for_each(|(j, c)| {
+        let slots = &by[start[j] as usize..start[j + 1] as usize];
+        *c = slots.iter().map(|&s| values[s as usize]).sum();
+    });
 }
 
 /// [`sparse_weight_grads`] with the main codes' gradient given per level.
