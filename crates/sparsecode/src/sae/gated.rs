@@ -3,15 +3,23 @@
 //! magnitude `pi_mag = exp(r_mag) u + b_mag` decides how much: `f = H(pi_gate) ReLU(pi_mag)`.
 //! Loss: `||x - x_hat||^2 + l1 sum_j ReLU(pi_gate_j) ||W_dec_j|| + ||x - x_hat_aux||^2`, where
 //! `x_hat_aux = ReLU(pi_gate) W_dec + b_dec` uses a frozen (detached) copy of the decoder so the
-//! auxiliary term trains only the gate. Dense forward and backward.
+//! auxiliary term trains only the gate. A dense encoder product; the rest on dense products, or,
+//! when at most [`super::relu::SPARSE_MAX_DENSITY`] of the gates are open, per latent over the
+//! rows where its gate is open (every term of the loss is zero elsewhere).
 
 use super::grads::{
     column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, LossParts, Workspace,
 };
 use super::params::{Grads, ParamId};
+use super::topk::{
+    code_sums_into, gather_sum_by_latent_blocks, group_slots_by_latent, select_variable,
+    visit_by_row_blocks,
+};
 use super::Sae;
+use crate::linalg::simd;
 use crate::linalg::{matmul, MatRef};
 use crate::{Matrix, Parallelism};
+use rayon::prelude::*;
 
 /// The magnitude path of a gated SAE (the parameters of its [`super::Encoder::Gated`]).
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +53,26 @@ pub fn gated_loss_grad(
     let u = sized(&mut ws.pre, b * n);
     sae.pre_activations(x, xc, u, false, par);
     let scale: Vec<f32> = mag.r_mag.iter().map(|r| r.exp()).collect();
+    let open: usize = u
+        .par_chunks(n)
+        .map(|r| {
+            r.iter()
+                .zip(&sae.b_enc)
+                .filter(|(u, b)| *u + *b > 0.0)
+                .count()
+        })
+        .sum();
+    if super::relu::sparse_step(sae, open, b * n) {
+        let step = SparseGated {
+            mag,
+            scale: &scale,
+            l1,
+            aux: (w_aux, b_aux),
+        };
+        return step.loss_grad(sae, x, total, ws, g);
+    }
+    let u = &ws.pre[..b * n];
+    let xc = &ws.xc[..b * m];
     // The codes f live in dpre's buffer (gated has no dpre of its own).
     let f = sized(&mut ws.dpre, b * n);
     let mut gate_relu = vec![0.0f32; b * n];
@@ -179,4 +207,144 @@ fn through_gate_and_magnitude(
         *d = dgate + scale[j] * dmag;
     }
     active
+}
+
+/// The parts of a gated step the sparse path reads besides the SAE.
+struct SparseGated<'a> {
+    mag: Magnitude<'a>,
+    /// `exp(r_mag)`.
+    scale: &'a [f32],
+    l1: f32,
+    /// The auxiliary reconstruction's decoder and bias.
+    aux: (&'a Matrix, &'a [f32]),
+}
+
+impl SparseGated<'_> {
+    /// The rest of a gated step from `u` (`ws.pre`) when few gates are open: the open gates as
+    /// slots (`ws.aux` holds `ReLU(gate)`, `ws.topk` the codes `f`), both reconstructions by
+    /// gather-sums, and every gradient of the dense path summed per latent over its open gates.
+    fn loss_grad(
+        &self,
+        sae: &Sae,
+        x: &[f32],
+        total: usize,
+        ws: &mut Workspace,
+        g: &mut Grads,
+    ) -> LossParts {
+        let (n, m) = sae.w_dec.shape();
+        let b = x.len() / m;
+        let inv_b = 1.0 / total as f32;
+        let (b_gate, mag, scale) = (&sae.b_enc, self.mag, self.scale);
+        select_variable(&ws.pre[..b * n], b_gate, &|_, v| v > 0.0, &mut ws.aux);
+        // The slots' u and codes f, computed from u as the dense path does.
+        let k = ws.aux.k;
+        let u_at = |e: usize| ws.pre[(e / k) * n + ws.aux.indices[e] as usize];
+        let u_slot: Vec<f32> = (0..ws.aux.values.len()).map(u_at).collect();
+        ws.topk.k = k;
+        ws.topk.indices.clone_from(&ws.aux.indices);
+        ws.topk.values.clear();
+        ws.topk
+            .values
+            .extend(ws.aux.values.iter().enumerate().map(|(e, &gate)| {
+                let j = ws.aux.indices[e] as usize;
+                let mv = scale[j] * u_slot[e] + mag.b_mag[j];
+                if gate > 0.0 {
+                    mv.max(0.0)
+                } else {
+                    0.0
+                }
+            }));
+        let xhat = sized(&mut ws.xhat, b * m);
+        xhat.fill(0.0);
+        gather_sum_by_latent_blocks(&sae.w_dec, &ws.topk, xhat);
+        let de = sized(&mut ws.de, b * m);
+        let recon = error_grad(xhat, x, &sae.b_dec, de, total);
+        let (w_aux, b_aux) = self.aux;
+        xhat.fill(0.0);
+        gather_sum_by_latent_blocks(w_aux, &ws.aux, xhat);
+        let mut de_aux = vec![0.0f32; b * m];
+        let aux = error_grad(xhat, x, b_aux, &mut de_aux, total);
+        let mut norms = vec![0.0f32; n];
+        decoder_norms(sae, &mut norms);
+        group_slots_by_latent(ws, n, false);
+        let mut colsum = vec![0.0f32; n];
+        code_sums_into(&ws.latent_start, &ws.by_latent, &ws.aux.values, &mut colsum);
+        let penalty = l1_penalty(&colsum, &norms, self.l1, total);
+        let (mut g_rmag, mut g_bmag) = (g.take(ParamId::RMag), g.take(ParamId::BMag));
+        for v in [&mut g_rmag, &mut g_bmag] {
+            v.clear();
+            v.resize(n, 0.0);
+        }
+        let mut du_sum = vec![0.0f32; n];
+        g.w_dec.fill(0.0);
+        g.w_enc.fill(0.0);
+        g.b_enc.fill(0.0);
+        let mut state: Vec<_> = g
+            .w_dec
+            .chunks_mut(m)
+            .zip(g.w_enc.chunks_mut(m))
+            .zip(g.b_enc.iter_mut().zip(&mut du_sum))
+            .zip(g_bmag.iter_mut().zip(g_rmag.iter_mut()))
+            .collect();
+        let (gate, f, xc) = (&ws.aux.values, &ws.topk.values, &ws.xc[..b * m]);
+        let de = &ws.de[..b * m];
+        let l1_over_b = self.l1 * inv_b;
+        visit_by_row_blocks(ws, b, &mut state, |j, st, row, e| {
+            let (((gd, ge), (gb, ds)), (gbm, grm)) = st;
+            if gate[e] <= 0.0 {
+                return;
+            }
+            let (de_r, dea_r) = (&de[row * m..(row + 1) * m], &de_aux[row * m..(row + 1) * m]);
+            let ui = u_slot[e];
+            let mv = scale[j] * ui + mag.b_mag[j];
+            let dmag = if mv > 0.0 {
+                simd::dot_inline(de_r, sae.w_dec.row(j))
+            } else {
+                0.0
+            };
+            let dgate = simd::dot_inline(dea_r, w_aux.row(j)) + l1_over_b * norms[j];
+            **gbm += dmag;
+            **grm += dmag * scale[j] * ui;
+            **gb += dgate;
+            let du = dgate + scale[j] * dmag;
+            **ds += du;
+            simd::axpy_inline(gd, f[e], de_r);
+            simd::axpy_inline(ge, du, &xc[row * m..(row + 1) * m]);
+        });
+        drop(state);
+        // The penalty's decoder-norm term, as `decoder_grad` adds it.
+        let fired: Vec<bool> = {
+            let mut fired = vec![false; n];
+            for (&j, &v) in ws.topk.indices.iter().zip(&ws.topk.values) {
+                fired[j as usize] |= v > 0.0;
+            }
+            fired
+        };
+        for (j, gd) in g.w_dec.chunks_mut(m).enumerate() {
+            if norms[j] > 0.0 {
+                let s = l1_over_b * colsum[j] / norms[j];
+                gd.iter_mut()
+                    .zip(sae.w_dec.row(j))
+                    .for_each(|(gv, w)| *gv += s * w);
+            }
+        }
+        *g.get_mut(ParamId::RMag) = g_rmag;
+        *g.get_mut(ParamId::BMag) = g_bmag;
+        column_sums(de, m, &mut g.b_dec);
+        if sae.apply_b_dec_to_input {
+            let mut through = vec![0.0f32; m];
+            let du = MatRef::new(&du_sum, 1, n);
+            matmul(&mut through, du, sae.w_enc.view(), 0.0, Parallelism::Serial);
+            g.b_dec.iter_mut().zip(&through).for_each(|(a, v)| *a -= v);
+        }
+        let active = ws.topk.values.iter().filter(|&&v| v > 0.0).count();
+        ws.fired = fired;
+        LossParts {
+            loss: recon + penalty + aux,
+            recon,
+            sparsity: penalty + aux,
+            variance: 0.0,
+            l0: active as f64 / total as f64,
+        }
+    }
 }

@@ -180,6 +180,61 @@ fn sparse_and_dense_relu_paths_agree_at_every_thread_count() {
 }
 
 #[test]
+fn sparse_and_dense_gated_paths_agree_at_every_thread_count() {
+    let mut sae = random_sae(24, 300, Activation::Gated, 25);
+    if let Encoder::Gated { b_mag, r_mag } = &mut sae.encoder {
+        b_mag
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = 0.01 * (i % 7) as f32 - 0.03);
+        r_mag
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = 0.02 * (i % 5) as f32 - 0.04);
+    }
+    let x = batch(64, 24, 26);
+    let xm = crate::Matrix::from_vec(64, 24, x.clone()).unwrap();
+    sae.set_firing_rate(&xm, 0.05, Parallelism::Serial).unwrap();
+    let (wf, bf) = (sae.w_dec.clone(), sae.b_dec.clone());
+    let run = |sparse: bool, threads: usize| {
+        let par = Parallelism::threads(threads);
+        let (mut ws, mut g) = (Workspace::default(), Grads::like(&sae));
+        let Encoder::Gated { b_mag, r_mag } = &sae.encoder else {
+            unreachable!("a gated model")
+        };
+        let mag = Magnitude { b_mag, r_mag };
+        let parts = relu_path(sparse, || {
+            let frozen = Some((&wf, &bf[..]));
+            par.install(|| gated_loss_grad(&sae, mag, &x, 64, 0.2, frozen, &mut ws, &mut g, par))
+        });
+        (parts, g, ws.fired)
+    };
+    let (dense, g_dense, fired_dense) = run(false, 1);
+    let (sparse, g_sparse, fired_sparse) = run(true, 1);
+    assert!(dense.l0 > 1.0, "{dense:?}");
+    assert_eq!(dense.l0, sparse.l0);
+    assert_eq!(fired_dense, fired_sparse);
+    assert!(
+        (dense.loss - sparse.loss).abs() <= 1e-5 * dense.loss,
+        "{dense:?} {sparse:?}"
+    );
+    for ((name, a), (_, b)) in g_dense.named().into_iter().zip(g_sparse.named()) {
+        let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max).max(1e-6);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "{name}: {worst} of {scale}");
+    }
+    for threads in [2, 3] {
+        let (parts, g, _) = run(true, threads);
+        assert_eq!(parts, sparse, "{threads} threads");
+        assert_eq!(g, g_sparse, "{threads} threads");
+    }
+}
+
+#[test]
 fn topk_gradient_matches_finite_differences() {
     let sae = random_sae(6, 9, Activation::TopK { k: 3 }, 3);
     let x = batch(7, 6, 4);
@@ -417,7 +472,7 @@ fn dense_signature(s: &Sae, x: &[f32]) -> Vec<u32> {
 
 #[test]
 fn gated_gradient_matches_finite_differences() {
-    for apply in [true, false] {
+    for (apply, sparse) in [(true, false), (false, false), (true, true), (false, true)] {
         let mut sae = random_sae(5, 8, Activation::Gated, 21);
         sae.apply_b_dec_to_input = apply;
         if let Encoder::Gated { b_mag, r_mag } = &mut sae.encoder {
@@ -439,17 +494,10 @@ fn gated_gradient_matches_finite_differences() {
                 unreachable!("a gated model")
             };
             let mag = Magnitude { b_mag, r_mag };
-            gated_loss_grad(
-                s,
-                mag,
-                &x,
-                7,
-                0.2,
-                Some((&wf, &bf)),
-                ws,
-                g,
-                Parallelism::Serial,
-            )
+            let frozen = Some((&wf, &bf[..]));
+            relu_path(sparse, || {
+                gated_loss_grad(s, mag, &x, 7, 0.2, frozen, ws, g, Parallelism::Serial)
+            })
         };
         let g = analytic(&sae, &f);
         let nonzero = |id| g.get(id).unwrap().iter().any(|v| *v != 0.0);

@@ -125,7 +125,7 @@ thread_local! {
 
 /// Whether a step with `active` of `entries` codes positive takes the sparse path (a linear
 /// encoder's only: an MLP encoder's gradient goes through its hidden layer).
-fn sparse_step(sae: &Sae, active: usize, entries: usize) -> bool {
+pub(super) fn sparse_step(sae: &Sae, active: usize, entries: usize) -> bool {
     #[cfg(test)]
     if let Some(forced) = FORCE_SPARSE_RELU.with(|f| f.get()) {
         return forced && sae.encoder.hidden().is_none();
