@@ -348,6 +348,66 @@ impl Certified {
         self.keep_where(&lists, &values, |j, v| v > theta[j as usize], out);
     }
 
+    /// Gated: the open gates, `fl(u + b_gate) > 0` with `u` the reference's bias-free
+    /// `dot(W_enc[j], x_c)`, from the approximations `pre`: each row's in latent order as slots
+    /// of `gates` (values `fl(u + b_gate)`, padded with zeros to the fullest row) and their `u`
+    /// (same slots). None when more than `max_open` entries are candidates (`fl(s + E) >= 0`,
+    /// which every open gate meets: `s + E >= fl(u + b) > 0`); the caller then goes dense.
+    pub(crate) fn open_gates(
+        &mut self,
+        w_enc: &Matrix,
+        b_gate: &[f32],
+        xc: &[f32],
+        pre: &[f32],
+        max_open: usize,
+        gates: &mut TopK,
+    ) -> Option<Vec<f32>> {
+        let (n, m) = w_enc.shape();
+        let lo = vec![0.0f32; n];
+        let lists: Vec<(Vec<u32>, bool)> = pre
+            .par_chunks(n)
+            .zip(&self.bound[..pre.len() / n])
+            .map(|(approx, &e)| {
+                if !e.is_finite() {
+                    return ((0..n as u32).collect(), true);
+                }
+                let mut list = Vec::new();
+                scan_reaching(approx, b_gate, e, &lo, |j| list.push(j as u32));
+                (list, false)
+            })
+            .collect();
+        if lists.iter().map(|(l, _)| l.len()).sum::<usize>() > max_open {
+            return None;
+        }
+        let u = exact_values(w_enc, &vec![0.0; n], xc, &lists, m);
+        let mut open: Vec<Vec<(u32, f32, f32)>> = Vec::with_capacity(lists.len());
+        let mut at = 0usize;
+        for (latents, _) in &lists {
+            let row = latents.iter().zip(&u[at..]).filter_map(|(&j, &u)| {
+                let gate = u + b_gate[j as usize];
+                (gate > 0.0).then_some((j, gate, u))
+            });
+            open.push(row.collect());
+            at += latents.len();
+        }
+        let width = open.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        *gates = TopK::with_rows(open.len(), width);
+        let mut u_slot = vec![0.0f32; open.len() * width];
+        for (r, row) in open.iter().enumerate() {
+            for (s, &(j, gate, u)) in row.iter().enumerate() {
+                gates.indices[r * width + s] = j;
+                gates.values[r * width + s] = gate;
+                u_slot[r * width + s] = u;
+            }
+        }
+        self.stats = self.stats.add(CertifiedStats {
+            rows: lists.len() as u64,
+            exact: u.len() as u64,
+            fallbacks: lists.iter().filter(|(_, f)| *f).count() as u64,
+        });
+        Some(u_slot)
+    }
+
     /// The entries of the candidates `lists` (exact `values`, flattened) that `keep` keeps into
     /// `out`, each row's in latent order, padded with zeros to the fullest row; counts the
     /// selection.
@@ -1074,6 +1134,56 @@ mod tests {
             assert_same(&got, &want, "a NaN row");
             assert_eq!(window, want_window);
             assert_eq!(c.stats.fallbacks, 1);
+        }
+    }
+
+    #[test]
+    fn open_gates_are_the_reference_and_too_many_refuse() {
+        let (m, n, rows) = (40, 500, 30);
+        let mut sae = random_sae(m, n, 23);
+        sae.b_enc.iter_mut().for_each(|b| *b -= 0.7);
+        let xc = inputs(rows, m, 24);
+        // The reference: u by the fixed-order dot, a gate open where fl(u + b) > 0.
+        let want: Vec<Vec<(u32, f32, f32)>> = xc
+            .chunks(m)
+            .map(|x| {
+                let entry = |j: usize| {
+                    let u = simd::dot(sae.w_enc.row(j), x);
+                    let gate = u + sae.b_enc[j];
+                    (gate > 0.0).then_some((j as u32, gate, u))
+                };
+                (0..n).filter_map(entry).collect()
+            })
+            .collect();
+        let open: usize = want.iter().map(Vec::len).sum();
+        assert!(open > rows && open * 4 < rows * n, "{open}");
+        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            let mut c = Certified {
+                precision,
+                ..Default::default()
+            };
+            let mut pre = vec![0.0; rows * n];
+            let par = Parallelism::threads(2);
+            c.approximate(&sae.w_enc, &sae.b_enc, &xc, &mut pre, par);
+            let (w, b) = (&sae.w_enc, &sae.b_enc);
+            let mut gates = TopK::default();
+            let u = c
+                .open_gates(w, b, &xc, &pre, usize::MAX, &mut gates)
+                .unwrap();
+            let width = gates.k;
+            for (r, row) in want.iter().enumerate() {
+                for s in 0..width {
+                    let got = (gates.indices[r * width + s], gates.values[r * width + s]);
+                    let got = (got.0, got.1.to_bits(), u[r * width + s].to_bits());
+                    let expect = row
+                        .get(s)
+                        .map_or((0, 0, 0), |&(j, g, u)| (j, g.to_bits(), u.to_bits()));
+                    assert_eq!(got, expect, "{precision:?} row {r} slot {s}");
+                }
+            }
+            assert!(c
+                .open_gates(w, b, &xc, &pre, open / 2, &mut gates)
+                .is_none());
         }
     }
 

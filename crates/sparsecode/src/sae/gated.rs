@@ -12,14 +12,12 @@ use super::grads::{
 };
 use super::params::{Grads, ParamId};
 use super::topk::{
-    code_sums_into, gather_sum_by_latent_blocks, group_slots_by_latent, select_variable,
-    visit_by_row_blocks,
+    code_sums_into, gather_sum_by_latent_blocks, group_slots_by_latent, visit_by_row_blocks,
 };
 use super::Sae;
 use crate::linalg::simd;
 use crate::linalg::{matmul, MatRef};
 use crate::{Matrix, Parallelism};
-use rayon::prelude::*;
 
 /// The magnitude path of a gated SAE (the parameters of its [`super::Encoder::Gated`]).
 #[derive(Clone, Copy, Debug)]
@@ -49,30 +47,27 @@ pub fn gated_loss_grad(
     let b = x.len() / m;
     let inv_b = 1.0 / total as f32;
     let (w_aux, b_aux) = frozen.unwrap_or((&sae.w_dec, &sae.b_dec));
+    let scale: Vec<f32> = mag.r_mag.iter().map(|r| r.exp()).collect();
     let xc = sized(&mut ws.xc, b * m);
     let u = sized(&mut ws.pre, b * n);
-    sae.pre_activations(x, xc, u, false, par);
-    let scale: Vec<f32> = mag.r_mag.iter().map(|r| r.exp()).collect();
-    let open: usize = u
-        .par_chunks(n)
-        .map(|r| {
-            r.iter()
-                .zip(&sae.b_enc)
-                .filter(|(u, b)| *u + *b > 0.0)
-                .count()
-        })
-        .sum();
-    if super::relu::sparse_step(sae, open, b * n) {
-        let step = SparseGated {
-            mag,
-            scale: &scale,
-            l1,
-            aux: (w_aux, b_aux),
-        };
-        return step.loss_grad(sae, x, total, ws, g);
+    if let Some(limit) = super::relu::sparse_limit(sae, b * n) {
+        // Few open gates: the certified encoder finds them (and their u) without the product.
+        sae.center(x, xc);
+        ws.cert.approximate(&sae.w_enc, &sae.b_enc, xc, u, par);
+        let (w, bias) = (&sae.w_enc, &sae.b_enc);
+        if let Some(u_slot) = ws.cert.open_gates(w, bias, xc, u, limit, &mut ws.aux) {
+            let step = SparseGated {
+                mag,
+                scale: &scale,
+                l1,
+                aux: (w_aux, b_aux),
+            };
+            return step.loss_grad(sae, x, total, &u_slot, ws, g);
+        }
     }
-    let u = &ws.pre[..b * n];
-    let xc = &ws.xc[..b * m];
+    let (xc, u) = (&mut ws.xc[..b * m], &mut ws.pre[..b * n]);
+    sae.pre_activations(x, xc, u, false, par);
+    let (u, xc) = (&ws.pre[..b * n], &ws.xc[..b * m]);
     // The codes f live in dpre's buffer (gated has no dpre of its own).
     let f = sized(&mut ws.dpre, b * n);
     let mut gate_relu = vec![0.0f32; b * n];
@@ -220,26 +215,24 @@ struct SparseGated<'a> {
 }
 
 impl SparseGated<'_> {
-    /// The rest of a gated step from `u` (`ws.pre`) when few gates are open: the open gates as
-    /// slots (`ws.aux` holds `ReLU(gate)`, `ws.topk` the codes `f`), both reconstructions by
+    /// The rest of a gated step when few gates are open, given them as slots (`ws.aux`: values
+    /// `ReLU(gate)`; `u_slot`: their `u`): the codes `f` into `ws.topk`, both reconstructions by
     /// gather-sums, and every gradient of the dense path summed per latent over its open gates.
     fn loss_grad(
         &self,
         sae: &Sae,
         x: &[f32],
         total: usize,
+        u_slot: &[f32],
         ws: &mut Workspace,
         g: &mut Grads,
     ) -> LossParts {
         let (n, m) = sae.w_dec.shape();
         let b = x.len() / m;
         let inv_b = 1.0 / total as f32;
-        let (b_gate, mag, scale) = (&sae.b_enc, self.mag, self.scale);
-        select_variable(&ws.pre[..b * n], b_gate, &|_, v| v > 0.0, &mut ws.aux);
-        // The slots' u and codes f, computed from u as the dense path does.
+        let (mag, scale) = (self.mag, self.scale);
+        // The codes f, computed from u as the dense path does.
         let k = ws.aux.k;
-        let u_at = |e: usize| ws.pre[(e / k) * n + ws.aux.indices[e] as usize];
-        let u_slot: Vec<f32> = (0..ws.aux.values.len()).map(u_at).collect();
         ws.topk.k = k;
         ws.topk.indices.clone_from(&ws.aux.indices);
         ws.topk.values.clear();

@@ -123,14 +123,22 @@ thread_local! {
     pub(crate) static FORCE_SPARSE_RELU: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
-/// Whether a step with `active` of `entries` codes positive takes the sparse path (a linear
-/// encoder's only: an MLP encoder's gradient goes through its hidden layer).
-pub(super) fn sparse_step(sae: &Sae, active: usize, entries: usize) -> bool {
+/// Whether a step with `active` of `entries` codes positive takes the sparse path.
+fn sparse_step(sae: &Sae, active: usize, entries: usize) -> bool {
+    sparse_limit(sae, entries).is_some_and(|limit| active <= limit)
+}
+
+/// The most active codes of `entries` a step may have and take the sparse path; None for an
+/// MLP encoder (its gradient goes through its hidden layer).
+pub(super) fn sparse_limit(sae: &Sae, entries: usize) -> Option<usize> {
+    if sae.encoder.hidden().is_some() {
+        return None;
+    }
     #[cfg(test)]
     if let Some(forced) = FORCE_SPARSE_RELU.with(|f| f.get()) {
-        return forced && sae.encoder.hidden().is_none();
+        return forced.then_some(usize::MAX);
     }
-    sae.encoder.hidden().is_none() && active as f64 <= SPARSE_MAX_DENSITY * entries as f64
+    Some((SPARSE_MAX_DENSITY * entries as f64) as usize)
 }
 
 /// The rest of a ReLU-L1 step from the codes `ws.pre` (ReLU applied) when few are active: the
