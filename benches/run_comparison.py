@@ -82,6 +82,45 @@ def topk_section(shapes, steps, threads, repeats):
     ] + rows + [""]
 
 
+def architectures_section(shape, rate, steps, threads, repeats):
+    """Every architecture's step at one shape and about the same L0 (TopK kinds by --k, the others
+    started at --firing-rate), against TopK; ReLU at 5% active and at initialisation against
+    PyTorch's ReLU step (dense, so its time does not depend on the density); alternating runs."""
+    m, n, k, b = shape
+    cases = [("topk", []), ("batchtopk", []), ("matryoshka", []), ("jumprelu", ["--firing-rate", str(rate)]),
+             ("gated", ["--firing-rate", str(rate)]), ("relu", ["--firing-rate", str(rate)]),
+             ("relu", ["--firing-rate", "0.05"]), ("relu", [])]
+    runs = {i: ([], []) for i in range(len(cases))}
+    torch_relu = []
+    for _ in range(repeats):
+        for i, (arch, extra) in enumerate(cases):
+            r = run_json([SC, "--threads", str(threads), "bench", "train", "--arch", arch, "--dims", str(m), "--latents", str(n), "--k", str(k), "--batch", str(b), "--steps", str(steps), "--warmup", "2", "--json"] + extra)
+            runs[i][0].append(r["step_ms_median"])
+            runs[i][1].append(r["l0"])
+            print(arch, extra, r["step_ms_median"], r["l0"], flush=True)
+        r = run_json([PY, HELPER, "train", "--arch", "relu", "--dims", str(m), "--latents", str(n), "--k", str(k), "--batch", str(b), "--steps", str(steps), "--warmup", "2", "--threads", str(threads)])
+        torch_relu.append(r["step_ms_median"])
+    med = {i: statistics.median(v[0]) for i, v in runs.items()}
+    topk = med[0]
+    torch = statistics.median(torch_relu)
+    rows = []
+    for i, (arch, extra) in enumerate(cases):
+        start = f"firing rate {extra[1]}" if extra else ("k " + str(k) if arch in ("topk", "batchtopk", "matryoshka") else "initialisation")
+        ms = " ".join(f"{v:.0f}" for v in runs[i][0])
+        l0 = statistics.median(runs[i][1])
+        vs_torch = f"**{torch / med[i]:.2f}x**" if arch == "relu" else "-"
+        rows.append(f"| {arch} | {start} | {l0:.1f} | {med[i]:.0f} ({ms}) | **{med[i] / topk:.2f}** | {vs_torch} |")
+    return [
+        "",
+        f"## Every architecture at the same L0, and ReLU against PyTorch ({datetime.date.today()})",
+        "",
+        f"{machine()}; {threads} threads; {m} x {n}, batch {b}; step medians in ms over {repeats} alternating rounds (the rounds in brackets), each the median of {steps} timed steps after 2 warm-up steps; L0 is the measured median of active latents per sample over the timed steps. TopK kinds set L0 by `--k {k}`; JumpReLU, Gated and ReLU start with every latent firing on a fraction of the batch (`bench train --firing-rate`, which moves each latent's bias or threshold: a trained SAE's sparsity without training one). PyTorch's ReLU step (dense products, so the same time at any density): {torch:.0f} ms ({' '.join(f'{v:.0f}' for v in torch_relu)}). Reproduce with `benches/run-comparison.sh --only-architectures`.",
+        "",
+        "| arch | start | L0 | step ms | vs TopK | ReLU vs PyTorch |",
+        "|---|---|---|---|---|---|",
+    ] + rows + [""]
+
+
 def encode_pair(tmp, m, n, active, samples, alpha, threads, repeats):
     data = os.path.join(tmp, "enc")
     subprocess.run([SC, "synth", "--latents", str(n), "--dims", str(m), "--active", str(active), "--samples", str(samples), "--magnitude", "signed-normal", "--seed", "0", "--out", data, "--force"], check=True, capture_output=True)
@@ -232,6 +271,7 @@ def main():
     p.add_argument("--only-dictionary", action="store_true", help="re-measure only the dictionary-learning table and splice it into --out")
     p.add_argument("--only-harvest", action="store_true", help="re-measure only the transformer-forward table and splice it into --out")
     p.add_argument("--only-topk", action="store_true", help="re-measure only the certified TopK table and splice it into --out")
+    p.add_argument("--only-architectures", action="store_true", help="re-measure only the same-L0 architecture table and splice it into --out")
     a = p.parse_args()
     t, r = a.threads, (1 if a.quick else a.repeats)
     shapes = [(768, 16384, 32, 4096), (384, 6144, 32, 4096), (576, 36864, 64, 2048)]
@@ -239,6 +279,12 @@ def main():
     steps = 5
     if a.quick:
         shapes, scaling, steps = [(64, 512, 8, 256)], [512, 1024], 2
+    if a.only_architectures:
+        shape, rate = ((64, 512, 8, 256), 0.016) if a.quick else ((768, 16384, 32, 4096), 0.002)
+        section = architectures_section(shape, rate, steps, t, r)
+        splice(a.out, "## Every architecture at the same L0", section)
+        print(f"updated {a.out}")
+        return
     if a.only_topk:
         splice(a.out, "## TopK with the certified bfloat16 encoder", topk_section(shapes, steps, t, r))
         print(f"updated {a.out}")
