@@ -315,24 +315,13 @@ impl Certified {
         out: &mut TopK,
         window: &mut Vec<(u32, u32, f32)>,
     ) {
-        let (n, m) = w_enc.shape();
+        let m = w_enc.cols();
         // Two steps down from the rounded difference: at most theta - eps whatever the rounding.
         let lo: Vec<f32> = theta
             .iter()
             .map(|&t| (t - eps).next_down().next_down())
             .collect();
-        let lists: Vec<(Vec<u32>, bool)> = pre
-            .par_chunks(n)
-            .zip(&self.bound[..pre.len() / n])
-            .map(|(approx, &e)| {
-                if !e.is_finite() {
-                    return ((0..n as u32).collect(), true);
-                }
-                let mut list = Vec::new();
-                scan_reaching(approx, b_enc, e, &lo, |j| list.push(j as u32));
-                (list, false)
-            })
-            .collect();
+        let lists = self.reaching(pre, b_enc, &lo);
         let values = exact_values(w_enc, b_enc, xc, &lists, m);
         let half = 0.5 * eps;
         window.clear();
@@ -364,18 +353,7 @@ impl Certified {
     ) -> Option<Vec<f32>> {
         let (n, m) = w_enc.shape();
         let lo = vec![0.0f32; n];
-        let lists: Vec<(Vec<u32>, bool)> = pre
-            .par_chunks(n)
-            .zip(&self.bound[..pre.len() / n])
-            .map(|(approx, &e)| {
-                if !e.is_finite() {
-                    return ((0..n as u32).collect(), true);
-                }
-                let mut list = Vec::new();
-                scan_reaching(approx, b_gate, e, &lo, |j| list.push(j as u32));
-                (list, false)
-            })
-            .collect();
+        let lists = self.reaching(pre, b_gate, &lo);
         if lists.iter().map(|(l, _)| l.len()).sum::<usize>() > max_open {
             return None;
         }
@@ -406,6 +384,24 @@ impl Certified {
             fallbacks: lists.iter().filter(|(_, f)| *f).count() as u64,
         });
         Some(u_slot)
+    }
+
+    /// Per row of the approximations `pre`, the latents with `fl(fl(s) + E) >= lo_j` (the
+    /// candidates of a threshold-like selection), or every latent where the row's bound is not
+    /// finite (a fallback).
+    fn reaching(&self, pre: &[f32], bias: &[f32], lo: &[f32]) -> Vec<(Vec<u32>, bool)> {
+        let n = bias.len();
+        pre.par_chunks(n)
+            .zip(&self.bound[..pre.len() / n])
+            .map(|(approx, &e)| {
+                if !e.is_finite() {
+                    return ((0..n as u32).collect(), true);
+                }
+                let mut list = Vec::new();
+                scan_reaching(approx, bias, e, lo, |j| list.push(j as u32));
+                (list, false)
+            })
+            .collect()
     }
 
     /// The entries of the candidates `lists` (exact `values`, flattened) that `keep` keeps into

@@ -8,11 +8,13 @@
 //! rows where its gate is open (every term of the loss is zero elsewhere).
 
 use super::grads::{
-    column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized, LossParts, Workspace,
+    add_norm_penalty_grad, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized,
+    LossParts, Workspace,
 };
 use super::params::{Grads, ParamId};
 use super::topk::{
-    code_sums_into, gather_sum_by_latent_blocks, group_slots_by_latent, visit_by_row_blocks,
+    code_sums_into, gather_sum_by_latent_blocks, group_slots_by_latent, mark_fired,
+    visit_by_row_blocks,
 };
 use super::Sae;
 use crate::linalg::simd;
@@ -127,15 +129,7 @@ pub fn gated_loss_grad(
     if sae.apply_b_dec_to_input {
         let mut du_sum = vec![0.0f32; n];
         column_sums(du, n, &mut du_sum);
-        let mut through = vec![0.0f32; m];
-        matmul(
-            &mut through,
-            MatRef::new(&du_sum, 1, n),
-            sae.w_enc.view(),
-            0.0,
-            Parallelism::Serial,
-        );
-        g.b_dec.iter_mut().zip(&through).for_each(|(a, v)| *a -= v);
+        subtract_through_encoder(sae, &du_sum, &mut g.b_dec);
     }
     ws.fired.clear();
     ws.fired
@@ -202,6 +196,18 @@ fn through_gate_and_magnitude(
         *d = dgate + scale[j] * dmag;
     }
     active
+}
+
+/// `b_dec`'s gradient through the encoder's input `x - b_dec`: subtracts `du_sum W_enc` (with
+/// `du_sum` the per-latent sums of `d loss / d u`).
+fn subtract_through_encoder(sae: &Sae, du_sum: &[f32], b_dec_grad: &mut [f32]) {
+    let mut through = vec![0.0f32; sae.d_in()];
+    let du = MatRef::new(du_sum, 1, du_sum.len());
+    matmul(&mut through, du, sae.w_enc.view(), 0.0, Parallelism::Serial);
+    b_dec_grad
+        .iter_mut()
+        .zip(&through)
+        .for_each(|(a, v)| *a -= v);
 }
 
 /// The parts of a gated step the sparse path reads besides the SAE.
@@ -305,33 +311,14 @@ impl SparseGated<'_> {
             simd::axpy_inline(ge, du, &xc[row * m..(row + 1) * m]);
         });
         drop(state);
-        // The penalty's decoder-norm term, as `decoder_grad` adds it.
-        let fired: Vec<bool> = {
-            let mut fired = vec![false; n];
-            for (&j, &v) in ws.topk.indices.iter().zip(&ws.topk.values) {
-                fired[j as usize] |= v > 0.0;
-            }
-            fired
-        };
-        for (j, gd) in g.w_dec.chunks_mut(m).enumerate() {
-            if norms[j] > 0.0 {
-                let s = l1_over_b * colsum[j] / norms[j];
-                gd.iter_mut()
-                    .zip(sae.w_dec.row(j))
-                    .for_each(|(gv, w)| *gv += s * w);
-            }
-        }
+        add_norm_penalty_grad(sae, &mut g.w_dec, &colsum, &norms, l1_over_b);
         *g.get_mut(ParamId::RMag) = g_rmag;
         *g.get_mut(ParamId::BMag) = g_bmag;
         column_sums(de, m, &mut g.b_dec);
         if sae.apply_b_dec_to_input {
-            let mut through = vec![0.0f32; m];
-            let du = MatRef::new(&du_sum, 1, n);
-            matmul(&mut through, du, sae.w_enc.view(), 0.0, Parallelism::Serial);
-            g.b_dec.iter_mut().zip(&through).for_each(|(a, v)| *a -= v);
+            subtract_through_encoder(sae, &du_sum, &mut g.b_dec);
         }
-        let active = ws.topk.values.iter().filter(|&&v| v > 0.0).count();
-        ws.fired = fired;
+        let active = mark_fired(ws, n);
         LossParts {
             loss: recon + penalty + aux,
             recon,

@@ -185,13 +185,27 @@ pub(crate) fn decoder_grad(
         par,
     );
     let inv_b = 1.0 / total as f32;
-    for j in 0..n {
-        if norms[j] > 0.0 {
-            let s = l1 * inv_b * colsum[j] / norms[j];
-            g.w_dec[j * m..(j + 1) * m]
-                .iter_mut()
+    add_norm_penalty_grad(sae, &mut g.w_dec, colsum, norms, l1 * inv_b);
+}
+
+/// Adds the decoder-norm penalty's gradient `l1/B colsum_j W_dec_j / ||W_dec_j||` (rows with a
+/// zero norm get none) to `w_dec_grad`, given `l1_over_b = l1/B`.
+pub(crate) fn add_norm_penalty_grad(
+    sae: &super::Sae,
+    w_dec_grad: &mut [f32],
+    colsum: &[f32],
+    norms: &[f32],
+    l1_over_b: f32,
+) {
+    use rayon::prelude::*;
+    w_dec_grad
+        .par_chunks_mut(sae.d_in().max(1))
+        .enumerate()
+        .filter(|(j, _)| norms[*j] > 0.0)
+        .for_each(|(j, gd)| {
+            let s = l1_over_b * colsum[j] / norms[j];
+            gd.iter_mut()
                 .zip(sae.w_dec.row(j))
                 .for_each(|(gv, w)| *gv += s * w);
-        }
-    }
+        });
 }

@@ -5,8 +5,8 @@
 //! rows where it fired, with the penalty's terms added.
 
 use super::grads::{
-    decoder_grad, decoder_norms, error_grad, l1_penalty, sized, subtract_encoder_path, LossParts,
-    Workspace,
+    add_norm_penalty_grad, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized,
+    subtract_encoder_path, LossParts, Workspace,
 };
 use super::params::Grads;
 use super::topk::{
@@ -165,26 +165,13 @@ fn sparse_relu_loss_grad(
     penalised_weight_grads(sae, ws, g, b, &per_code);
     let colsum = sized(&mut ws.colsum, n);
     code_sums_into(&ws.latent_start, &ws.by_latent, &ws.topk.values, colsum);
-    // The penalty's decoder-norm term, as `decoder_grad` adds it.
-    g.w_dec
-        .par_chunks_mut(m)
-        .enumerate()
-        .filter(|(j, _)| norms[*j] > 0.0)
-        .for_each(|(j, gd)| {
-            let s = l1 * inv_b * colsum[j] / norms[j];
-            gd.iter_mut()
-                .zip(sae.w_dec.row(j))
-                .for_each(|(gv, w)| *gv += s * w);
-        });
+    add_norm_penalty_grad(sae, &mut g.w_dec, colsum, &norms, l1 * inv_b);
     let penalty = l1_penalty(colsum, &norms, l1, total);
     let fired = &mut ws.fired;
     fired.clear();
     fired.extend(colsum.iter().map(|&c| c > 0.0));
     ws.norms = norms;
-    g.b_dec.fill(0.0);
-    for row in ws.de[..b * m].chunks_exact(m) {
-        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
+    column_sums(&ws.de[..b * m], m, &mut g.b_dec);
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
     LossParts {
         loss: recon + penalty,
