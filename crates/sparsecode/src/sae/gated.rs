@@ -3,9 +3,10 @@
 //! magnitude `pi_mag = exp(r_mag) u + b_mag` decides how much: `f = H(pi_gate) ReLU(pi_mag)`.
 //! Loss: `||x - x_hat||^2 + l1 sum_j ReLU(pi_gate_j) ||W_dec_j|| + ||x - x_hat_aux||^2`, where
 //! `x_hat_aux = ReLU(pi_gate) W_dec + b_dec` uses a frozen (detached) copy of the decoder so the
-//! auxiliary term trains only the gate. A dense encoder product; the rest on dense products, or,
-//! when at most [`super::relu::SPARSE_MAX_DENSITY`] of the gates are open, per latent over the
-//! rows where its gate is open (every term of the loss is zero elsewhere).
+//! auxiliary term trains only the gate. When at most [`super::relu::SPARSE_MAX_DENSITY`] of the
+//! gates can be open, the certified encoder finds them and their exact `u` without the dense
+//! product (`super::certified`), and everything after runs per latent over the rows where its
+//! gate is open (every term of the loss is zero elsewhere); otherwise dense products throughout.
 
 use super::grads::{
     add_norm_penalty_grad, column_sums, decoder_grad, decoder_norms, error_grad, l1_penalty, sized,
