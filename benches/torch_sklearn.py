@@ -12,6 +12,7 @@ Subcommands, each printing one JSON object:
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -129,6 +130,31 @@ def bert(a):
     print(json.dumps({"tokens_per_s": a.batch * a.context / statistics.median(times)}))
 
 
+def llama_gguf(a):
+    """SmolLM2 (a Llama GGUF) forward to block `layer` with Hugging Face transformers: the same
+    GGUF file, dequantised to f32 by transformers' GGUF support (PyPI's `gguf`), the blocks after
+    `layer` dropped so that both sides run the same blocks; random token ids."""
+    import statistics
+    import time
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(a.threads)
+    folder, name = os.path.split(os.path.abspath(a.model))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True, dtype=torch.float32).eval()
+    model.model.layers = model.model.layers[:a.layer + 1]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.context), generator=g)
+    times = []
+    with torch.inference_mode():
+        for i in range(a.repeats + 1):
+            t = time.perf_counter()
+            out = model.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+            _ = out.hidden_states[a.layer + 1]
+            if i > 0:
+                times.append(time.perf_counter() - t)
+    print(json.dumps({"tokens_per_s": a.batch * a.context / statistics.median(times)}))
+
+
 def supports(a):
     c1 = np.load(a.codes) != 0
     c2 = np.load(a.other) != 0
@@ -165,11 +191,15 @@ def main():
     b.add_argument("--model", required=True)
     for name, default in [("layer", 5), ("context", 129), ("batch", 8), ("repeats", 5), ("threads", 2)]:
         b.add_argument(f"--{name}", type=int, default=default)
+    lg = sub.add_parser("llama-gguf")
+    lg.add_argument("--model", required=True, help="the .gguf file")
+    for name, default in [("layer", 15), ("context", 129), ("batch", 8), ("repeats", 5), ("threads", 2)]:
+        lg.add_argument(f"--{name}", type=int, default=default)
     s = sub.add_parser("supports")
     s.add_argument("--codes", required=True)
     s.add_argument("--other", required=True)
     a = p.parse_args()
-    {"train": train, "encode": encode, "dictlearn": dictlearn, "objective": objective, "supports": supports, "bert": bert}[a.cmd](a)
+    {"train": train, "encode": encode, "dictlearn": dictlearn, "objective": objective, "supports": supports, "bert": bert, "llama-gguf": llama_gguf}[a.cmd](a)
 
 
 if __name__ == "__main__":

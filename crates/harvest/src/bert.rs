@@ -4,7 +4,7 @@
 
 use crate::assets::{self, Asset};
 use crate::error::CandleContext;
-use crate::tensor_ops::{attention_scores, gelu_erf, layer_norm, linear, softmax_last, transposed};
+use crate::fused::{self, attention, Heads, Keys, Linear};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, ResidualModel, Result};
 use candle_core::{DType, Device, Tensor};
@@ -23,24 +23,18 @@ struct BertConfig {
     hidden_act: String,
 }
 
-struct Dense {
-    wt: Tensor,
-    b: Tensor,
-}
-
 struct Norm {
-    w: Tensor,
-    b: Tensor,
+    w: Vec<f32>,
+    b: Vec<f32>,
 }
 
 struct Layer {
-    q: Dense,
-    k: Dense,
-    v: Dense,
-    attn_out: Dense,
+    /// Queries, keys and values in one product.
+    qkv: Linear,
+    attn_out: Linear,
     ln1: Norm,
-    inter: Dense,
-    out: Dense,
+    inter: Linear,
+    out: Linear,
     ln2: Norm,
 }
 
@@ -101,12 +95,10 @@ impl Bert {
             }
             x.to_dtype(DType::F32).ctx(name)
         };
-        let mut dense = |name: &str, out: usize, inp: usize| -> Result<Dense> {
+        let mut dense = |name: &str, out: usize, inp: usize| -> Result<Linear> {
             let w = take(&format!("{name}.weight"), &[out, inp])?;
-            Ok(Dense {
-                wt: transposed(&w).ctx(name)?,
-                b: take(&format!("{name}.bias"), &[out])?,
-            })
+            let b = take(&format!("{name}.bias"), &[out])?;
+            Linear::new(&w, Some(&b)).ctx(name)
         };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let ff = cfg.intermediate_size;
@@ -123,17 +115,16 @@ impl Bert {
             ]);
         }
         let mut norm = |name: &str| -> Result<Norm> {
+            let values = |t: Tensor| t.to_vec1::<f32>().ctx(name);
             Ok(Norm {
-                w: take(&format!("{name}.weight"), &[d])?,
-                b: take(&format!("{name}.bias"), &[d])?,
+                w: values(take(&format!("{name}.weight"), &[d])?)?,
+                b: values(take(&format!("{name}.bias"), &[d])?)?,
             })
         };
         for (i, [q, k, v, attn_out, inter, out]) in dense_layers.into_iter().enumerate() {
             let p = format!("encoder.layer.{i}");
             layers.push(Layer {
-                q,
-                k,
-                v,
+                qkv: Linear::concat(vec![q, k, v]),
                 attn_out,
                 ln1: norm(&format!("{p}.attention.output.LayerNorm"))?,
                 inter,
@@ -172,48 +163,51 @@ impl Bert {
     }
 
     /// Hidden states after layer `last` for sequences padded to one length; `valid[b]` tokens of
-    /// sequence `b` are real. Returns `[b, t, d]`.
-    fn run(&self, ids: &[Vec<u32>], valid: &[usize], last: usize) -> candle_core::Result<Tensor> {
+    /// sequence `b` are real. Returns row-major `[b * t, d]`.
+    fn run(&self, ids: &[Vec<u32>], valid: &[usize], last: usize) -> candle_core::Result<Vec<f32>> {
         let b = ids.len();
         let t = ids[0].len();
         let d = self.cfg.hidden_size;
         let nh = self.cfg.num_attention_heads;
-        let dh = d / nh;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let idx = Tensor::from_vec(flat, b * t, &self.device)?;
         let pos = Tensor::arange(0u32, t as u32, &self.device)?;
-        let x = self
+        let mut x: Vec<f32> = self
             .word
             .index_select(&idx, 0)?
             .reshape((b, t, d))?
             .broadcast_add(&self.position.index_select(&pos, 0)?)?
-            .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
-        let mut x = layer_norm(&x, &self.ln_emb.w, &self.ln_emb.b, self.cfg.layer_norm_eps)?;
-        let mask: Vec<f32> = valid
-            .iter()
-            .flat_map(|&n| (0..t).map(move |j| if j < n { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (b, 1, 1, t), &self.device)?;
-        let eps = self.cfg.layer_norm_eps;
+            .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?
+            .flatten_all()?
+            .to_vec1()?;
+        let eps = self.cfg.layer_norm_eps as f32;
+        fused::layer_norm(&mut x, &self.ln_emb.w, &self.ln_emb.b, eps);
+        let heads = Heads {
+            q: nh,
+            kv: nh,
+            dh: d / nh,
+        };
+        let rows = b * t;
+        let mut qkv = vec![0.0f32; rows * heads.width()];
+        let mut y = vec![0.0f32; rows * d];
+        let mut f = vec![0.0f32; rows * self.cfg.intermediate_size];
+        let mut scratch = Vec::new();
         for l in &self.layers[..=last] {
-            let heads = |p: &Dense| -> candle_core::Result<Tensor> {
-                linear(&x, &p.wt, Some(&p.b))?
-                    .reshape((b, t, nh, dh))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (heads(&l.q)?, heads(&l.k)?, heads(&l.v)?);
-            let att = attention_scores(&q, &k)?.broadcast_add(&mask)?;
-            let y = softmax_last(&att)?
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, t, d))?;
-            let y = linear(&y, &l.attn_out.wt, Some(&l.attn_out.b))?;
-            let h = layer_norm(&(y + &x)?, &l.ln1.w, &l.ln1.b, eps)?;
-            let f = gelu_erf(&linear(&h, &l.inter.wt, Some(&l.inter.b))?)?;
-            let f = linear(&f, &l.out.wt, Some(&l.out.b))?;
-            x = layer_norm(&(f + h)?, &l.ln2.w, &l.ln2.b, eps)?;
+            l.qkv.forward(&x, &mut qkv);
+            attention(
+                &qkv,
+                (b, t),
+                heads,
+                Keys::Valid(valid),
+                &mut y,
+                &mut scratch,
+            );
+            l.attn_out.accumulate(&y, &mut x);
+            fused::layer_norm(&mut x, &l.ln1.w, &l.ln1.b, eps);
+            l.inter.forward(&x, &mut f);
+            fused::gelu_erf(&mut f);
+            l.out.accumulate(&f, &mut x);
+            fused::layer_norm(&mut x, &l.ln2.w, &l.ln2.b, eps);
         }
         Ok(x)
     }
@@ -244,10 +238,10 @@ impl Bert {
             let x = self
                 .run(&ids, &valid, self.cfg.num_hidden_layers - 1)
                 .ctx("BERT forward")?;
-            let rows: Vec<Vec<Vec<f32>>> = x.to_vec3().ctx("reading BERT output")?;
-            for (r, n) in rows.iter().zip(&valid) {
-                let mut mean = vec![0.0f32; self.cfg.hidden_size];
-                for tok in &r[..*n] {
+            let d = self.cfg.hidden_size;
+            for (r, n) in x.chunks_exact(t * d).zip(&valid) {
+                let mut mean = vec![0.0f32; d];
+                for tok in r[..n * d].chunks_exact(d) {
                     mean.iter_mut().zip(tok).for_each(|(m, v)| *m += v);
                 }
                 let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
@@ -292,9 +286,7 @@ impl ResidualModel for Bert {
             });
         }
         let valid = vec![t; tokens.len()];
-        self.run(tokens, &valid, layer)
-            .and_then(|x| x.flatten_all()?.to_vec1())
-            .ctx("BERT forward")
+        self.run(tokens, &valid, layer).ctx("BERT forward")
     }
     fn name(&self) -> &str {
         "all-MiniLM-L6-v2"

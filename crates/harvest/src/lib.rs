@@ -23,6 +23,7 @@ pub mod corpus;
 pub mod decoder;
 mod error;
 pub mod first_letter;
+mod fused;
 pub mod gemma;
 pub mod gguf;
 pub mod harvest;

@@ -7,11 +7,9 @@
 //! permutes the query/key rows for its "interleaved pairs" rotary embedding, so RoPE here rotates
 //! adjacent pairs (x[2i], x[2i+1]).
 
-use crate::decoder::{self, capture, check_residual, check_tokens, GgufFile};
+use crate::decoder::{self, check_residual, check_tokens, GgufFile};
 use crate::error::CandleContext;
-use crate::tensor_ops::{
-    attention_scores, causal_mask, linear, rms_norm, softmax_last, transposed,
-};
+use crate::fused::{self, attention, Heads, Keys, Linear};
 use crate::tokenizer::{self, TextTokenizer};
 use crate::{Error, ResidualModel, Result};
 use candle_core::{Device, Tensor};
@@ -41,15 +39,14 @@ pub struct LlamaConfig {
 }
 
 struct Block {
-    attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
-    ffn_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    attn_norm: Vec<f32>,
+    /// Queries, keys and values in one product.
+    qkv: Linear,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    /// Gate and up projections in one product.
+    gate_up: Linear,
+    down: Linear,
 }
 
 /// The loaded model: f32 weights (projections stored transposed, `[in, out]`) and its tokenizer.
@@ -112,17 +109,22 @@ impl Llama {
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
-            let t = |w: Tensor| transposed(&w).ctx("transposing a weight");
+            let lin = |w: Tensor| Linear::new(&w, None).ctx("reading a weight");
+            let vec = |w: Tensor| w.to_vec1::<f32>().ctx("reading a norm");
             blocks.push(Block {
-                attn_norm: w.load(&p("attn_norm"), &[d])?,
-                wq: t(w.load(&p("attn_q"), &[d, d])?)?,
-                wk: t(w.load(&p("attn_k"), &[kv, d])?)?,
-                wv: t(w.load(&p("attn_v"), &[kv, d])?)?,
-                wo: t(w.load(&p("attn_output"), &[d, d])?)?,
-                ffn_norm: w.load(&p("ffn_norm"), &[d])?,
-                w_gate: t(w.load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
-                w_up: t(w.load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
-                w_down: t(w.load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
+                attn_norm: vec(w.load(&p("attn_norm"), &[d])?)?,
+                qkv: Linear::concat(vec![
+                    lin(w.load(&p("attn_q"), &[d, d])?)?,
+                    lin(w.load(&p("attn_k"), &[kv, d])?)?,
+                    lin(w.load(&p("attn_v"), &[kv, d])?)?,
+                ]),
+                wo: lin(w.load(&p("attn_output"), &[d, d])?)?,
+                ffn_norm: vec(w.load(&p("ffn_norm"), &[d])?)?,
+                gate_up: Linear::concat(vec![
+                    lin(w.load(&p("ffn_gate"), &[cfg.d_ff, d])?)?,
+                    lin(w.load(&p("ffn_up"), &[cfg.d_ff, d])?)?,
+                ]),
+                down: lin(w.load(&p("ffn_down"), &[d, cfg.d_ff])?)?,
             });
         }
         let out_norm = w.load("output_norm.weight", &[d])?;
@@ -145,106 +147,72 @@ impl Llama {
         &self.cfg
     }
 
-    fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let half = self.cfg.d_model / self.cfg.n_heads / 2;
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
-        for pos in 0..t {
-            for i in 0..half {
-                let freq = self
-                    .cfg
-                    .rope_base
-                    .powf(-(2.0 * i as f64) / (2 * half) as f64);
-                let a = pos as f64 * freq;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
+    fn heads(&self) -> Heads {
+        let c = &self.cfg;
+        Heads {
+            q: c.n_heads,
+            kv: c.n_kv_heads,
+            dh: c.d_model / c.n_heads,
         }
-        Ok((
-            Tensor::from_vec(cos, (t, half, 1), &self.device)?,
-            Tensor::from_vec(sin, (t, half, 1), &self.device)?,
-        ))
     }
 
-    /// Rotates adjacent pairs of `x` `[b, h, t, dh]` by position.
-    fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, h, t, dh) = x.dims4()?;
-        let x = x.reshape((b, h, t, dh / 2, 2))?;
-        let x0 = x.narrow(4, 0, 1)?;
-        let x1 = x.narrow(4, 1, 1)?;
-        let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
-        let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
-        Tensor::cat(&[r0, r1], 4)?.reshape((b, h, t, dh))
-    }
-
-    fn block(
+    /// Blocks `first..` (in order) on the residual `x` `[b * t, d]` of `b` sequences of `t`
+    /// tokens, updated in place; `after(i, x)` sees the residual after block `i`.
+    fn blocks_from(
         &self,
-        blk: &Block,
-        x: &Tensor,
-        mask: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let nh = self.cfg.n_heads;
-        let nkv = self.cfg.n_kv_heads;
-        let g = nh / nkv;
-        let dh = d / nh;
-        let h = rms_norm(x, &blk.attn_norm, self.cfg.rms_eps)?;
-        let heads = |w: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-            linear(&h, w, None)?
-                .reshape((b, t, n, dh))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = Self::rope(&heads(&blk.wq, nh)?, cos, sin)?;
-        let k = Self::rope(&heads(&blk.wk, nkv)?, cos, sin)?;
-        let v = heads(&blk.wv, nkv)?;
-        // Grouped-query attention without copying keys: the g query heads that share a key/value
-        // head are stacked along the time axis, [b, nkv, g * t, dh].
-        let q = q.reshape((b, nkv, g * t, dh))?;
-        let att = attention_scores(&q, &k)?;
-        let att = att.reshape((b, nkv, g, t, t))?.broadcast_add(mask)?;
-        let att = softmax_last(&att)?.reshape((b, nkv, g * t, t))?;
-        let y = att
-            .matmul(&v)?
-            .reshape((b, nh, t, dh))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, t, d))?;
-        let x = (x + linear(&y, &blk.wo, None)?)?;
-        let h = rms_norm(&x, &blk.ffn_norm, self.cfg.rms_eps)?;
-        let gate = linear(&h, &blk.w_gate, None)?.silu()?;
-        let up = linear(&h, &blk.w_up, None)?;
-        x + linear(&(gate * up)?, &blk.w_down, None)?
+        x: &mut [f32],
+        (b, t): (usize, usize),
+        blocks: std::ops::Range<usize>,
+        mut after: impl FnMut(usize, &[f32]),
+    ) {
+        let (rows, d, heads) = (b * t, self.cfg.d_model, self.heads());
+        let rope = fused::rope_tables(t, heads.dh, self.cfg.rope_base);
+        let eps = self.cfg.rms_eps as f32;
+        let mut h = vec![0.0f32; rows * d];
+        let mut qkv = vec![0.0f32; rows * heads.width()];
+        let mut y = vec![0.0f32; rows * d];
+        let mut gate_up = vec![0.0f32; rows * 2 * self.cfg.d_ff];
+        let mut f = vec![0.0f32; rows * self.cfg.d_ff];
+        let mut scratch = Vec::new();
+        for i in blocks {
+            let blk = &self.blocks[i];
+            fused::rms_norm(&mut h, x, &blk.attn_norm, eps);
+            blk.qkv.forward(&h, &mut qkv);
+            fused::rope(&mut qkv, t, heads, (&rope.0, &rope.1));
+            attention(&qkv, (b, t), heads, Keys::Causal, &mut y, &mut scratch);
+            blk.wo.accumulate(&y, x);
+            fused::rms_norm(&mut h, x, &blk.ffn_norm, eps);
+            blk.gate_up.forward(&h, &mut gate_up);
+            fused::swiglu(&mut f, &gate_up, self.cfg.d_ff);
+            blk.down.accumulate(&f, x);
+            after(i, x);
+        }
     }
 
-    /// Runs blocks `0..=last` on equally long sequences; returns the residual `[b, t, d]`.
-    fn run(&self, tokens: &[Vec<u32>], last: usize) -> Result<Tensor> {
+    /// Runs blocks `0..=last` on equally long sequences; returns the residual `[b * t, d]`.
+    fn run(&self, tokens: &[Vec<u32>], last: usize) -> Result<Vec<f32>> {
         Ok(self
             .run_capturing(tokens, &[last])?
             .pop()
             .expect("one layer asked, one returned"))
     }
 
-    /// One pass through blocks `0..=max(layers)` that keeps the residual `[b, t, d]` after each
+    /// One pass through blocks `0..=max(layers)` that keeps the residual `[b * t, d]` after each
     /// block of `layers`, in the order asked.
-    fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Tensor>> {
+    fn run_capturing(&self, tokens: &[Vec<u32>], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
         let (b, t) = check_tokens(tokens, self.cfg.vocab)?;
         let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
-        let go = || -> candle_core::Result<Vec<Tensor>> {
-            let ids = Tensor::from_vec(ids, b * t, &self.device)?;
-            let x = self
-                .embed
-                .index_select(&ids, 0)?
-                .reshape((b, t, self.cfg.d_model))?;
-            let mask = causal_mask(t, None, &self.device)?;
-            let (cos, sin) = self.rope_tables(t)?;
-            capture(x, layers, |i, x| {
-                self.block(&self.blocks[i], x, &mask, &cos, &sin)
-            })
-        };
-        go().ctx("llama forward")
+        let mut x: Vec<f32> = Tensor::from_vec(ids, b * t, &self.device)
+            .and_then(|ids| self.embed.index_select(&ids, 0)?.flatten_all()?.to_vec1())
+            .ctx("llama embedding")?;
+        let last = layers.iter().copied().max().unwrap_or(0);
+        let mut kept: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
+        self.blocks_from(&mut x, (b, t), 0..last + 1, |i, x| {
+            for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
+                *slot = x.to_vec();
+            }
+        });
+        Ok(kept)
     }
 
     /// The final norm and the unembedding of `x` `[b, t, d]` ([`decoder::head`]).
@@ -284,21 +252,20 @@ impl crate::CausalLm for Llama {
         crate::check_layer(self, layer)?;
         let d = self.cfg.d_model;
         check_residual(resid, (b, t), d)?;
+        let mut x = resid.to_vec();
+        self.blocks_from(&mut x, (b, t), layer + 1..self.cfg.n_layers, |_, _| {});
         let go = || -> candle_core::Result<Vec<f32>> {
-            let mut x = Tensor::from_slice(resid, (b, t, d), &self.device)?;
-            let mask = causal_mask(t, None, &self.device)?;
-            let (cos, sin) = self.rope_tables(t)?;
-            for blk in &self.blocks[layer + 1..] {
-                x = self.block(blk, &x, &mask, &cos, &sin)?;
-            }
+            let x = Tensor::from_vec(x, (b, t, d), &self.device)?;
             self.head(&x, last_only)?.flatten_all()?.to_vec1()
         };
         go().ctx("llama logits from a residual")
     }
     /// Next-token logits after the last position of each sequence, `[b][vocab]`.
     fn last_logits(&self, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (b, t) = check_tokens(tokens, self.cfg.vocab)?;
         let x = self.run(tokens, self.cfg.n_layers - 1)?;
-        self.head(&x, true)
+        Tensor::from_vec(x, (b, t, self.cfg.d_model), &self.device)
+            .and_then(|x| self.head(&x, true))
             .and_then(|l| l.to_vec2())
             .ctx("llama logits")
     }
@@ -339,7 +306,7 @@ impl ResidualModel for Llama {
     }
     fn residual(&self, tokens: &[Vec<u32>], layer: usize) -> Result<Vec<f32>> {
         crate::check_layer(self, layer)?;
-        decoder::rows(&self.run(tokens, layer)?)
+        self.run(tokens, layer)
     }
 
     /// One forward pass for every layer.
@@ -347,10 +314,7 @@ impl ResidualModel for Llama {
         for &l in layers {
             crate::check_layer(self, l)?;
         }
-        self.run_capturing(tokens, layers)?
-            .iter()
-            .map(decoder::rows)
-            .collect()
+        self.run_capturing(tokens, layers)
     }
 
     fn name(&self) -> &str {

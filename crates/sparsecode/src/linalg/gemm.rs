@@ -30,6 +30,26 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Views `rows x cols` values of `data` whose rows start `row_stride` apart (a column block of
+    /// a wider row-major matrix, e.g. one attention head). Panics if `data` is too short.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        let needed = match rows {
+            0 => 0,
+            r => (r - 1) * row_stride + cols,
+        };
+        assert!(
+            (rows <= 1 || cols <= row_stride) && data.len() >= needed,
+            "MatRef: strided view runs past the buffer"
+        );
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
     /// The transposed view.
     pub fn t(self) -> Self {
         MatRef {
