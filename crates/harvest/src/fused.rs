@@ -439,6 +439,22 @@ fn lanes(v: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     acc[0]
 }
 
+/// `sum v_i^2` in the fixed lane order of [`lanes`].
+#[inline(always)]
+fn lanes_of_squares(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut blocks = v.chunks_exact(16);
+    for b in &mut blocks {
+        for (a, x) in acc.iter_mut().zip(b) {
+            *a += x * x;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(blocks.remainder()) {
+        *a += x * x;
+    }
+    lanes(&acc, 0.0, |a, b| a + b)
+}
+
 /// e^x to within 3 ulp for x in [-87, 88] (clamped there: ~1.6e-38 below, ~1.7e38 above; NaN
 /// stays NaN). Written here because libm's scalar `expf` was 29% of MiniLM's attention once its
 /// products were fast, and this form vectorises: x = k ln 2 + r with k = round(x log2 e) (by
@@ -474,11 +490,12 @@ pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     x.par_chunks_mut(d * ROW_CHUNK).for_each(|c| {
         for r in c.chunks_exact_mut(d) {
             let n = d as f32;
-            let mean = r.iter().sum::<f32>() / n;
-            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let mean = lanes(r, 0.0, |a, b| a + b) / n;
+            r.iter_mut().for_each(|v| *v -= mean);
+            let var = lanes_of_squares(r) / n;
             let s = 1.0 / (var + eps).sqrt();
             for ((v, g), c) in r.iter_mut().zip(w).zip(b) {
-                *v = (*v - mean) * s * g + c;
+                *v = *v * s * g + c;
             }
         }
     });
@@ -492,7 +509,7 @@ pub fn rms_norm(dst: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
         .zip(x.par_chunks(d * ROW_CHUNK))
         .for_each(|(dc, xc)| {
             for (o, r) in dc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
-                let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let ms = lanes_of_squares(r) / d as f32;
                 let s = 1.0 / (ms + eps).sqrt();
                 for ((o, v), g) in o.iter_mut().zip(r).zip(w) {
                     *o = v * s * g;
