@@ -223,27 +223,44 @@ def write_reference(machine_line):
 
 
 def harvest_section(threads, repeats):
-    """Transformer forward throughput: MiniLM against Hugging Face transformers (same tokens
-    shape, alternating runs), SmolLM2 against the same-run f32 gemm (no PyTorch copy of the
-    GGUF weights exists offline)."""
+    """Transformer forward throughput against Hugging Face transformers on PyTorch, alternating
+    runs on the same random token ids shape: MiniLM from its safetensors, SmolLM2 from the same
+    GGUF file (transformers dequantises it through PyPI's `gguf`; its blocks after the harvested
+    one dropped so that both sides run the same blocks)."""
     minilm = os.path.join(ROOT, "assets", "minilm")
-    ours, theirs = [], []
-    for _ in range(repeats):
-        ours.append(run_json([SC, "--threads", str(threads), "bench", "harvest", "--model", "minilm", "--layer", "5", "--json"]))
-        theirs.append(run_json([PY, HELPER, "bert", "--model", minilm, "--layer", "5", "--threads", str(threads)])["tokens_per_s"])
-    o = statistics.median(r["tokens_per_s"] for r in ours)
-    t = statistics.median(theirs)
-    smol = [run_json([SC, "--threads", str(threads), "bench", "harvest", "--model", "smollm2", "--layer", "15", "--json"]) for _ in range(repeats)]
-    s_tok = statistics.median(r["tokens_per_s"] for r in smol)
-    s_util = statistics.median(r["utilisation"] for r in smol)
-    s_gemm = statistics.median(r["gemm_gflops"] for r in smol)
+    smollm2 = os.path.join(ROOT, "assets", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    rows = []
+    for name, spec, layer, helper in [
+        ("all-MiniLM-L6-v2 (BERT, d=384)", "minilm", 5, ["bert", "--model", minilm]),
+        ("SmolLM2-135M (Llama GGUF, d=576)", "smollm2", 15, ["llama-gguf", "--model", smollm2]),
+    ]:
+        ours, theirs = [], []
+        for _ in range(repeats):
+            ours.append(run_json([SC, "--threads", str(threads), "bench", "harvest", "--model", spec, "--layer", str(layer), "--json"]))
+            theirs.append(run_json([PY, HELPER] + helper + ["--layer", str(layer), "--threads", str(threads)])["tokens_per_s"])
+        o = statistics.median(r["tokens_per_s"] for r in ours)
+        t = statistics.median(theirs)
+        util = statistics.median(r["utilisation"] for r in ours)
+        rounds = " ".join(f"{a['tokens_per_s']:,.0f}/{b:,.0f}" for a, b in zip(ours, theirs))
+        rows.append(f"| {name} | {layer} | {o:,.0f} | {t:,.0f} | **{o / t:.2f}x** | {util:.2f} | {rounds} |")
+        print(rows[-1], flush=True)
     return [
         "", f"## Harvest: transformer forward to one layer, 8 contexts x 129 tokens ({datetime.date.today()})", "",
-        f"Median of {repeats} alternating runs, {threads} threads; random token ids. Reproduce with",
-        "`benches/run-comparison.sh --only-harvest` (needs `scripts/fetch-assets`).", "",
-        "| model | layer | sparsecode tokens/s | baseline | ratio |", "|---|---|---|---|---|",
-        f"| all-MiniLM-L6-v2 (BERT, d=384) | 5 (last) | {o:,.0f} | transformers (PyTorch) {t:,.0f} tokens/s | **{o / t:.2f}x** |",
-        f"| SmolLM2-135M (Llama GGUF, d=576) | 15 of 30 | {s_tok:,.0f} | same-run f32 gemm {s_gemm:.0f} GFLOP/s | **{s_util:.2f}** of gemm speed |",
+        f"{machine()}; {threads} threads on both sides, medians of {repeats} alternating rounds (each round",
+        "the median of 5 forwards after one warm-up), random token ids. `utilisation` is the forward's",
+        "multiply-adds per second over the same run's f32 gemm of [rows, d] x [d, 4d]. Reproduce with",
+        "`benches/run-comparison.sh --only-harvest` (needs `scripts/fetch-assets minilm smollm2`).", "",
+        "| model | layer | sparsecode tokens/s | transformers tokens/s | ratio | utilisation | rounds (ours/theirs) |",
+        "|---|---|---|---|---|---|---|",
+    ] + rows + [
+        "",
+        "The forwards run on plain buffers (`crates/harvest/src/fused.rs`): one product for queries, keys",
+        "and values, biases and residual updates folded into the gemm calls, AVX-512 attention kernels",
+        "per head, one pass per norm or activation. Where a MiniLM forward's time goes (`perf`, 2",
+        "threads, 2026-12-02): gemm micro-kernels and packing 65%, attention 10%, copies 5%, norms and",
+        "GELU 6%. Before them (candle tensor ops, 2026-11-25 on the AMD machine), MiniLM ran at 0.64x",
+        "transformers and SmolLM2 at 0.66 of the gemm's speed; on this machine the candle forward gave",
+        "5,100 MiniLM tokens/s against transformers' 9,000.",
     ]
 
 
