@@ -82,8 +82,8 @@ pub fn max_or_inf(a: f64, b: f64) -> f64 {
 /// and an even number of columns.
 #[derive(Clone, Debug, Default)]
 pub struct PackedRows {
-    data: Vec<u16>,
-    rows: usize,
+    pub(super) data: Vec<u16>,
+    pub(super) rows: usize,
     cols: usize,
     /// The largest norms over the rows.
     pub norms: RoundingNorms,
@@ -208,8 +208,15 @@ pub fn matmul_bf16(c: &mut [f32], x: &[u16], w: &PackedRows) {
         .par_chunks_mut(block * n)
         .zip(x.par_chunks(block * pairs * 2))
         .for_each(|(c, x)| {
-            // SAFETY: the CPU has AVX512F and AVX512_BF16 (asserted above).
-            unsafe { block_kernel(c, x, w, pairs) }
+            // AMX tiles take the whole 32-row groups where the CPU has them.
+            let done = match super::amx::fits(pairs) && super::amx::available() {
+                true => super::amx::block(c, x, w, pairs),
+                false => 0,
+            };
+            if done * pairs * 2 < x.len() {
+                // SAFETY: the CPU has AVX512F and AVX512_BF16 (asserted above).
+                unsafe { block_kernel(&mut c[done * n..], &x[done * pairs * 2..], w, pairs) }
+            }
         });
 }
 
@@ -376,6 +383,11 @@ mod tests {
             (12, 32, 64),
             (29, 70, 129),
             (100, 5, 2),
+            // Whole tile depths (pairs a multiple of 16): AMX tiles where the CPU has them, with
+            // row groups past the last 32 and a partial last panel left to the edges.
+            (32, 32, 32),
+            (70, 70, 64),
+            (1200, 40, 96),
         ] {
             let x: Vec<f32> = (0..rows * m).map(|_| rng.random_range(-2.0..2.0)).collect();
             let w: Vec<f32> = (0..n * m).map(|_| rng.random_range(-1.0..1.0)).collect();

@@ -1,6 +1,7 @@
 //! Dense and sparse kernels: the row-major [`Matrix`], GEMM through the `gemm` crate with an explicit
 //! [`Parallelism`] knob, per-row top-k selection, and small helpers (row norms, power iteration).
 
+mod amx;
 pub mod bf16;
 pub mod cholesky;
 mod gemm;
