@@ -86,7 +86,10 @@ impl TileConfig {
 /// * 2]`), every latent of `w`, into `c` (row stride `w.rows`); returns how many rows it did
 /// (the rest is the caller's). Panics unless [`available`] and [`fits`]`(pairs)`.
 pub fn block(c: &mut [f32], x: &[u16], w: &PackedRows, pairs: usize) -> usize {
-    assert!(available() && fits(pairs), "amx::block: no AMX or a partial tile depth");
+    assert!(
+        available() && fits(pairs),
+        "amx::block: no AMX or a partial tile depth"
+    );
     let n = w.rows;
     let rows = x.len() / (pairs * 2);
     let done = rows - rows % BLOCK_ROWS;
