@@ -109,50 +109,44 @@ def objective(a):
     print(json.dumps({"objective": 0.5 * float((r * r).sum()) + a.alpha * float(np.abs(c).sum())}))
 
 
-def bert(a):
-    """MiniLM (BERT) forward to one layer with Hugging Face transformers, on random token ids."""
-    import statistics
-    import time
+def forward_throughput(a, forward, vocab_size):
+    """Tokens per second of `forward(ids)` on random ids of shape (batch, context): the median of
+    `repeats` timed calls after one warm-up, in inference mode."""
     import torch
-    from transformers import BertModel
-    torch.set_num_threads(a.threads)
-    model = BertModel.from_pretrained(a.model, local_files_only=True).eval()
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.context), generator=g)
+    ids = torch.randint(0, vocab_size, (a.batch, a.context), generator=g)
     times = []
     with torch.inference_mode():
         for i in range(a.repeats + 1):
             t = time.perf_counter()
-            out = model(input_ids=ids, output_hidden_states=True)
-            _ = out.hidden_states[a.layer + 1]
+            forward(ids)
             if i > 0:
                 times.append(time.perf_counter() - t)
     print(json.dumps({"tokens_per_s": a.batch * a.context / statistics.median(times)}))
+
+
+def bert(a):
+    """MiniLM (BERT) forward to one layer with Hugging Face transformers, on random token ids."""
+    import torch
+    from transformers import BertModel
+    torch.set_num_threads(a.threads)
+    model = BertModel.from_pretrained(a.model, local_files_only=True).eval()
+    forward = lambda ids: model(input_ids=ids, output_hidden_states=True).hidden_states[a.layer + 1]
+    forward_throughput(a, forward, model.config.vocab_size)
 
 
 def llama_gguf(a):
     """SmolLM2 (a Llama GGUF) forward to block `layer` with Hugging Face transformers: the same
     GGUF file, dequantised to f32 by transformers' GGUF support (PyPI's `gguf`), the blocks after
     `layer` dropped so that both sides run the same blocks; random token ids."""
-    import statistics
-    import time
     import torch
     from transformers import AutoModelForCausalLM
     torch.set_num_threads(a.threads)
     folder, name = os.path.split(os.path.abspath(a.model))
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True, dtype=torch.float32).eval()
     model.model.layers = model.model.layers[:a.layer + 1]
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (a.batch, a.context), generator=g)
-    times = []
-    with torch.inference_mode():
-        for i in range(a.repeats + 1):
-            t = time.perf_counter()
-            out = model.model(input_ids=ids, output_hidden_states=True, use_cache=False)
-            _ = out.hidden_states[a.layer + 1]
-            if i > 0:
-                times.append(time.perf_counter() - t)
-    print(json.dumps({"tokens_per_s": a.batch * a.context / statistics.median(times)}))
+    forward = lambda ids: model.model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[a.layer + 1]
+    forward_throughput(a, forward, model.config.vocab_size)
 
 
 def supports(a):
