@@ -156,8 +156,8 @@ impl Llama {
         }
     }
 
-    /// Blocks `first..` (in order) on the residual `x` `[b * t, d]` of `b` sequences of `t`
-    /// tokens, updated in place; `after(i, x)` sees the residual after block `i`.
+    /// The blocks numbered `blocks`, in order, on the residual `x` `[b * t, d]` of `b` sequences
+    /// of `t` tokens, updated in place; `after(i, x)` sees the residual after block `i`.
     fn blocks_from(
         &self,
         x: &mut [f32],
