@@ -97,8 +97,9 @@ pub fn block(c: &mut [f32], x: &[u16], w: &PackedRows, pairs: usize) -> usize {
     if done == 0 || n == 0 {
         return done;
     }
-    // SAFETY: the CPU has AMX-BF16 and the process holds the tile state (`available`); the
-    // bounds of every tile load and store are checked in `panel_rows` against the slices.
+    // SAFETY: the CPU has AMX-BF16 and the process holds the tile state (`available`); `tiles`
+    // slices every tile's rows out of `x`, `w` and `c` (bounds-checked) before `panel_rows`
+    // reads or writes them.
     unsafe { tiles(c, x, w, pairs, done) };
     done
 }
