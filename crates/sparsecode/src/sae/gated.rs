@@ -135,13 +135,7 @@ pub fn gated_loss_grad(
     ws.fired.clear();
     ws.fired
         .extend((0..n).map(|j| f.chunks_exact(n).any(|r| r[j] > 0.0)));
-    LossParts {
-        loss: recon + penalty + aux,
-        recon,
-        sparsity: penalty + aux,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    LossParts::of_step(recon, penalty + aux, active, total)
 }
 
 /// The codes `f = H(gate) ReLU(mag)` into `f` and `ReLU(gate)` into `gate_relu`, from the
@@ -320,12 +314,6 @@ impl SparseGated<'_> {
             subtract_through_encoder(sae, &du_sum, &mut g.b_dec);
         }
         let active = mark_fired(ws, n);
-        LossParts {
-            loss: recon + penalty + aux,
-            recon,
-            sparsity: penalty + aux,
-            variance: 0.0,
-            l0: active as f64 / total as f64,
-        }
+        LossParts::of_step(recon, penalty + aux, active, total)
     }
 }

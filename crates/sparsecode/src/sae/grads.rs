@@ -21,6 +21,19 @@ pub struct LossParts {
 }
 
 impl LossParts {
+    /// What a loss function returns: the reconstruction term, the sparsity term (the loss
+    /// differentiated is their sum) and `active` non-zero codes over `total` samples; the
+    /// variance is filled in later by [`super::StepStats::finish`].
+    pub(crate) fn of_step(recon: f64, sparsity: f64, active: usize, total: usize) -> Self {
+        LossParts {
+            loss: recon + sparsity,
+            recon,
+            sparsity,
+            variance: 0.0,
+            l0: active as f64 / total as f64,
+        }
+    }
+
     /// Fraction of variance unexplained on this batch.
     pub fn fvu(&self) -> f64 {
         if self.variance > 0.0 {

@@ -117,11 +117,5 @@ pub fn mlp_loss_grad(
     *g.get_mut(ParamId::BHidden) = gbh;
     ws.fired.clear();
     ws.fired.extend(colsum.iter().map(|c| *c > 0.0));
-    LossParts {
-        loss: recon + penalty,
-        recon,
-        sparsity: penalty,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    LossParts::of_step(recon, penalty, active, total)
 }

@@ -103,13 +103,7 @@ pub fn relu_loss_grad(
     }
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
 
-    LossParts {
-        loss: recon + penalty,
-        recon,
-        sparsity: penalty,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    LossParts::of_step(recon, penalty, active, total)
 }
 
 /// Steps with at most this fraction of active codes run on the sparse path. At 768 x 16384,
@@ -173,11 +167,5 @@ fn sparse_relu_loss_grad(
     ws.norms = norms;
     column_sums(&ws.de[..b * m], m, &mut g.b_dec);
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
-    LossParts {
-        loss: recon + penalty,
-        recon,
-        sparsity: penalty,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    LossParts::of_step(recon, penalty, active, total)
 }

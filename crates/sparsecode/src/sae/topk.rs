@@ -341,13 +341,7 @@ pub fn sparse_loss_grad(
     }
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
     let active = mark_fired(ws, n);
-    LossParts {
-        loss: recon + aux_loss,
-        recon,
-        sparsity: aux_loss,
-        variance: 0.0,
-        l0: active as f64 / total as f64,
-    }
+    LossParts::of_step(recon, aux_loss, active, total)
 }
 
 /// Whether a selection can run through the certified encoder: a linear encoder's (every
