@@ -86,6 +86,13 @@ pub enum Error {
         /// What was stopped.
         what: String,
     },
+    /// The ranks of a distributed run disagree (their weights differ, or one was given other
+    /// inputs).
+    #[error("ranks disagree: {reason}")]
+    Ranks {
+        /// What differs, and between which ranks.
+        reason: String,
+    },
     /// An output that another live process is writing (its lock is held).
     #[error("{path}: in use by {holder}; wait for it to finish, or write elsewhere")]
     Locked {

@@ -37,6 +37,7 @@
 pub mod classify;
 pub mod coding;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod interrupt;

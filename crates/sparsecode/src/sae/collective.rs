@@ -78,7 +78,7 @@ impl StepStats {
 }
 
 /// The collective operations of a step: one implementation per way of splitting the batch.
-pub trait Collective {
+pub trait Collective: Send {
     /// Rows of the whole step, given this process's `local` rows.
     fn total_rows(&mut self, local: usize) -> usize;
 
@@ -90,6 +90,23 @@ pub trait Collective {
 
     /// Sums the gradients and statistics of every process into each process's buffers.
     fn reduce(&mut self, grads: &mut Grads, stats: &mut StepStats);
+
+    /// The rows of a `rows`-row batch this process computes (all of them in one process).
+    fn part(&self, rows: usize) -> std::ops::Range<usize> {
+        0..rows
+    }
+
+    /// True in every process when `flag` is true in any (a stop asked for in one process
+    /// stops all at the same step).
+    fn any(&mut self, flag: bool) -> bool {
+        flag
+    }
+
+    /// Checks that every process holds the same weights after `step`, comparing the digests
+    /// `digest` computes (not called in one process).
+    fn agree(&mut self, _step: u64, _digest: &dyn Fn() -> [u8; 32]) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// One process holds the whole batch: nothing to exchange.
@@ -109,7 +126,7 @@ impl Collective for SingleProcess {
 }
 
 /// The `count`-th largest of `values` in one process (0 when there are no more than `count`, or `count` is 0).
-fn kth_largest_local(values: &mut [f32], count: usize) -> f32 {
+pub(crate) fn kth_largest_local(values: &mut [f32], count: usize) -> f32 {
     if values.len() <= count || count == 0 {
         return 0.0;
     }

@@ -27,6 +27,7 @@ pub mod sparsify;
 mod topk;
 
 pub use certified::{CertifiedStats, EncoderPrecision};
+pub(crate) use collective::kth_largest_local;
 pub use collective::{Collective, SingleProcess, StepStats};
 pub use format::{detect, hook_layer, layer_of, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};

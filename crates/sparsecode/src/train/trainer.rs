@@ -172,6 +172,21 @@ pub fn train(
     resume: Option<TrainState>,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    train_with(cfg, data, fixed_decoder, resume, obs, &mut SingleProcess)
+}
+
+/// [`train`] as one process of several: `collective` says which rows of each batch this
+/// process computes and joins its part of every step to the others' (e.g.
+/// [`crate::distributed::DataParallel`]). Every process passes the same configuration, data and
+/// starting state, and ends with the same weights.
+pub fn train_with(
+    cfg: &CheckedConfig,
+    data: &dyn RowSource,
+    fixed_decoder: Option<&Matrix>,
+    resume: Option<TrainState>,
+    obs: &mut dyn Observer,
+    collective: &mut dyn Collective,
+) -> Result<TrainOutcome> {
     let shape = (
         usize::try_from(data.rows()).unwrap_or(usize::MAX),
         data.cols(),
@@ -209,7 +224,7 @@ pub fn train(
     // Every kernel of the run (and the batcher's prefetch) runs on the run's own pool.
     Parallelism::threads(cfg.threads).install(|| {
         let state = start_state(cfg, data, fixed_decoder, resume)?;
-        run(cfg, data, state, &mut SingleProcess, obs)
+        run(cfg, data, state, collective, obs)
     })
 }
 
@@ -299,8 +314,9 @@ fn run(
                 *d = *s >= cfg.dead_window;
             }
             let l1 = l1_schedule.at(step);
+            let part = collective.part(b);
             let inputs = StepInputs {
-                rows: &batch,
+                rows: &batch[part.start * d_in..part.end * d_in],
                 l1,
                 dead: &dead,
             };
@@ -317,6 +333,7 @@ fn run(
 
             let done = state.step == cfg.steps;
             if state.step.is_multiple_of(cfg.log_every) || done {
+                collective.agree(state.step, &|| digest(&state.sae))?;
                 let dead_now = state
                     .since_fired
                     .iter()
@@ -339,7 +356,7 @@ fn run(
                 obs.on_log(&rec)?;
                 last = Some(rec);
             }
-            let stop = obs.on_step(state.step) == Control::Stop && !done;
+            let stop = collective.any(obs.on_step(state.step) == Control::Stop) && !done;
             if cfg.checkpoint_every > 0
                 && (state.step.is_multiple_of(cfg.checkpoint_every) || stop)
                 && !done
@@ -366,6 +383,20 @@ fn run(
             certified: ws.certified_stats(),
         })
     })
+}
+
+/// A digest of the weights (the ranks of a distributed run compare them).
+fn digest(sae: &Sae) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    let mut bytes = Vec::with_capacity(16_384);
+    for (_, t) in sae.tensors() {
+        for chunk in t.chunks(4096) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            h.update(&bytes);
+        }
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Why the loss stopped being finite: inputs so large that their squares overflow f32 (then

@@ -1,0 +1,208 @@
+//! The distributed paths with ranks as threads ([`LocalGroup`]).
+
+use super::reduce::{any, or_bits, Reducer};
+use super::*;
+use crate::data::{generate, SynthConfig};
+use crate::train::{train, train_with, ArchConfig, NoObserver, TrainConfig, TrainOutcome};
+use crate::Matrix;
+
+/// Runs `f(rank's transport)` on every rank of a group of `size` threads, each inside a
+/// one-thread pool of its own (ranks sharing the library's pool of that size would wait for
+/// each other's turn on it while waiting for each other in the exchanges); results in rank
+/// order.
+pub(super) fn on_ranks<R: Send>(size: usize, f: impl Fn(&mut LocalGroup) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = LocalGroup::new(size)
+            .into_iter()
+            .map(|mut t| {
+                let f = &f;
+                s.spawn(move || {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap();
+                    pool.install(|| f(&mut t))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn parts_cover_the_rows_in_rank_order() {
+    for (rows, size) in [(10, 3), (4096, 2), (5, 8), (0, 2), (7, 1)] {
+        let parts: Vec<_> = (0..size).map(|r| part_of(rows, r, size)).collect();
+        assert_eq!(parts[0].start, 0);
+        assert_eq!(parts[size - 1].end, rows);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(parts.iter().all(|p| p.len() <= rows.div_ceil(size)));
+    }
+}
+
+#[test]
+fn sum_is_the_rank_order_sum_on_every_rank() {
+    for (size, n) in [(2, 7), (3, 1000), (4, 3), (1, 5)] {
+        let input = |r: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 31 + r * 17) % 13) as f32 * 0.1 + r as f32 * 1e-7)
+                .collect()
+        };
+        let got = on_ranks(size, |t| {
+            let mut v = input(t.rank());
+            Reducer::default().sum_f32(t, &mut v);
+            v
+        });
+        let mut expect = input(0);
+        for r in 1..size {
+            expect.iter_mut().zip(input(r)).for_each(|(a, b)| *a += b);
+        }
+        for v in &got {
+            assert_eq!(v, &expect, "size {size}");
+        }
+    }
+}
+
+#[test]
+fn flags_and_bits_are_or_ed() {
+    let got = on_ranks(3, |t| {
+        let mut bits: Vec<bool> = (0..20).map(|i| i % 3 == t.rank()).collect();
+        or_bits(t, &mut bits);
+        let last = t.rank() == 2;
+        (any(t, last), any(t, false), bits)
+    });
+    for (a, b, bits) in got {
+        assert!(a && !b);
+        assert!(bits.iter().all(|&f| f));
+    }
+}
+
+fn planted() -> Matrix {
+    generate(
+        &SynthConfig {
+            latents: 32,
+            dims: 12,
+            samples: 400,
+            test_samples: 0,
+            ..SynthConfig::e2(5)
+        },
+        None,
+    )
+    .unwrap()
+    .train
+    .activations
+}
+
+fn config(arch: ArchConfig) -> TrainConfig {
+    let mut c = TrainConfig::new(arch, 32, 40, 64, 3e-3, 3);
+    c.log_every = 10;
+    c.dead_window = 256;
+    c
+}
+
+fn weights(o: &TrainOutcome) -> Vec<f32> {
+    o.state
+        .sae
+        .tensors()
+        .into_iter()
+        .flat_map(|(_, t)| t.to_vec())
+        .collect()
+}
+
+fn data_parallel(cfg: &TrainConfig, x: &Matrix, size: usize) -> Vec<TrainOutcome> {
+    let checked = cfg.clone().check_for(x).unwrap();
+    on_ranks(size, |t| {
+        let mut dp = DataParallel::new(t);
+        train_with(&checked, x, None, None, &mut NoObserver, &mut dp).unwrap()
+    })
+}
+
+#[test]
+fn data_parallel_equals_one_process_and_repeats_exactly() {
+    let x = planted();
+    for arch in [
+        ArchConfig::TopK {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.1,
+        },
+        ArchConfig::BatchTopK {
+            k: 3,
+            aux_k: 4,
+            aux_coef: 0.1,
+        },
+        ArchConfig::Relu {
+            l1: 0.05,
+            l1_warmup_steps: 0,
+        },
+    ] {
+        let cfg = config(arch.clone());
+        let one = train(
+            &cfg.clone().check_for(&x).unwrap(),
+            &x,
+            None,
+            None,
+            &mut NoObserver,
+        )
+        .unwrap();
+        let two = data_parallel(&cfg, &x, 2);
+        let again = data_parallel(&cfg, &x, 2);
+        let three = data_parallel(&cfg, &x, 3);
+        for o in two.iter().chain(&again) {
+            assert_eq!(weights(o), weights(&two[0]), "{arch:?}: ranks and repeats");
+            assert_eq!(o.state.since_fired, two[0].state.since_fired);
+        }
+        for (name, runs) in [("2 ranks", &two), ("3 ranks", &three)] {
+            let (a, b) = (weights(&runs[0]), weights(&one));
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 2e-3 * scale,
+                "{arch:?} {name}: off by {worst} (scale {scale})"
+            );
+            let (la, lb) = (runs[0].last.as_ref().unwrap(), one.last.as_ref().unwrap());
+            assert!(
+                (la.loss - lb.loss).abs() <= 1e-3 * lb.loss,
+                "{arch:?} {name}: loss"
+            );
+            assert!(
+                (la.l0 - lb.l0).abs() <= 0.05 * lb.l0.max(1.0),
+                "{arch:?} {name}: l0"
+            );
+        }
+    }
+}
+
+/// A transport whose rank 1 reports other weights when they are compared.
+#[test]
+fn ranks_holding_other_weights_stop_with_an_error() {
+    let x = planted();
+    let cfg = config(ArchConfig::TopK {
+        k: 3,
+        aux_k: 0,
+        aux_coef: 0.0,
+    });
+    let checked = cfg.check_for(&x).unwrap();
+    let errors = on_ranks(2, |t| {
+        let rank = t.rank();
+        let mut dp = DataParallel::new(t);
+        // Rank 1 starts from other weights: its digest differs at the first comparison.
+        let mut state = crate::train::initial_state_for(&checked, &x).unwrap();
+        if rank == 1 {
+            state.sae.b_dec[0] += 1.0;
+        }
+        train_with(&checked, &x, None, Some(state), &mut NoObserver, &mut dp)
+            .err()
+            .map(|e| e.to_string())
+    });
+    for e in errors {
+        let e = e.expect("the run must stop");
+        assert!(e.contains("after step 10") && e.contains("[1]"), "{e}");
+    }
+}
