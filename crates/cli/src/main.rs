@@ -4,6 +4,7 @@
 
 mod commands;
 mod progress;
+mod ranks;
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +56,27 @@ enum Command {
     Inspect(commands::inspect::Args),
 }
 
+impl Command {
+    /// The command's name on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Synth(_) => "synth",
+            Command::Train(_) => "train",
+            Command::Encode(_) => "encode",
+            Command::Eval(_) => "eval",
+            Command::Demo(_) => "demo",
+            Command::Bench(_) => "bench",
+            Command::Store(_) => "store",
+            Command::Learn(_) => "learn",
+            Command::Experiment(_) => "experiment",
+            Command::Harvest(_) => "harvest",
+            Command::Dashboard(_) => "dashboard",
+            Command::Interp(_) => "interp",
+            Command::Inspect(_) => "inspect",
+        }
+    }
+}
+
 /// The most threads `--threads` accepts.
 const MAX_THREADS: usize = 1024;
 
@@ -77,12 +99,25 @@ fn main() {
         std::process::exit(2);
     }
     sparsecode::memory::set_limit(cli.memory_limit);
+    // MPI is initialised (and finalised) on this thread; the commands run on the pool below.
+    let ranks = match ranks::Ranks::init() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let transport = ranks.transport();
+    let single = match &cli.command {
+        Command::Train(_) => Ok(()),
+        _ => ranks.refuse_if_many(cli.command.name()),
+    };
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
     // library entry point it calls runs its kernels on a pool of the same size.
     let par = sparsecode::Parallelism::threads(threads);
-    let result = par.install(|| match cli.command {
+    let result = single.and_then(|()| par.install(|| match cli.command {
         Command::Synth(a) => commands::synth::run(a),
-        Command::Train(a) => commands::train::run(*a, threads),
+        Command::Train(a) => commands::train::run(*a, threads, transport),
         Command::Encode(a) => commands::encode::run(a, threads),
         Command::Eval(a) => commands::eval::run(a, threads),
         Command::Demo(a) => commands::demo::run(a, threads),
@@ -94,19 +129,19 @@ fn main() {
         Command::Dashboard(a) => commands::dashboard::run(a, threads),
         Command::Interp(a) => commands::interp::run(a, threads),
         Command::Inspect(a) => commands::inspect::run(a, threads),
-    });
+    }));
     match result {
         Ok(Outcome::Ok) => {}
         Ok(Outcome::GateFailed(why)) => {
             eprintln!("quality gate failed: {why}");
-            std::process::exit(1);
+            ranks.exit(1);
         }
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            std::process::exit(2);
+            ranks.exit(2);
         }
     }
 }

@@ -2,11 +2,12 @@
 
 use crate::progress::Progress;
 use crate::Outcome;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::MultiProgress;
+use sparsecode::distributed::{DataParallel, Transport};
 use sparsecode::sae::{EncoderInit, SaeFormat};
 use sparsecode::train::{
-    finish_job, train_job, ArchKind, BDecInit, CheckedConfig, Normalize, RunDir, RunJob,
+    finish_job, train_job, train_job_with, ArchKind, NoObserver, BDecInit, CheckedConfig, Normalize, RunDir, RunJob,
     TrainRequest, TrainState, TrainingData,
 };
 use std::path::PathBuf;
@@ -184,18 +185,28 @@ fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
     Ok(r)
 }
 
-pub fn run(a: Args, threads: usize) -> Result<Outcome> {
+/// Trains in this process, or with `ranks` as one rank of a data-parallel job (rank 0 writes
+/// the run folder; every rank reads the same data and checkpoint).
+pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
     if a.stream.model.is_some() {
+        if ranks.is_some() {
+            bail!("training on a model's streamed activations (--model) runs in one process; harvest a store and train on it with --store across ranks");
+        }
         return run_streamed(&a, threads);
     }
+    match ranks {
+        Some(mut t) if t.rank() > 0 => run_follower(&a, threads, t.as_mut()),
+        Some(mut t) => run_planned(&a, threads, Some(t.as_mut())),
+        None => run_planned(&a, threads, None),
+    }
+}
+
+/// Rank 0 of a job, or the only process: plans (or resumes) the run folder and writes it.
+fn run_planned(a: &Args, threads: usize, ranks: Option<&mut dyn Transport>) -> Result<Outcome> {
     let planned = match &a.resume {
         Some(path) => {
             let (dir, job, state) = RunDir::resume(path)?;
-            let mut data = match &job.source {
-                Some(source) => super::train_stream::reopen(source)?,
-                None => TrainingData::open(&job.data)?,
-            };
-            data.set_verify_reads(!a.no_verify);
+            let data = open_data(&job, a.no_verify)?;
             let checked = job.check_data(&data)?;
             (dir, job, checked, state, data)
         }
@@ -208,11 +219,50 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             let mut data = TrainingData::open(&path)?;
             data.set_verify_reads(!a.no_verify);
             let out = a.out.clone().context("missing --out")?;
-            let (dir, job, checked) = plan(&a, threads, &path, &data, &out)?;
+            let (dir, job, checked) = plan(a, threads, &path, &data, &out)?;
             (dir, job, checked, None, data)
         }
     };
-    train_planned(planned, None)
+    train_planned(planned, None, ranks)
+}
+
+/// A rank past 0: the same job and starting state as rank 0 (planned from the same flags, or
+/// read from the run folder without its lock), trained in step with the others; rank 0 alone
+/// writes.
+fn run_follower(a: &Args, threads: usize, ranks: &mut dyn Transport) -> Result<Outcome> {
+    let (job, checked, state, data) = match &a.resume {
+        Some(path) => {
+            let (job, state) = RunDir::peek(path)?;
+            let data = open_data(&job, a.no_verify)?;
+            let checked = job.check_data(&data)?;
+            (job, checked, state, data)
+        }
+        None => {
+            let path = a
+                .data
+                .clone()
+                .or(a.store.clone())
+                .context("missing --data or --store")?;
+            let mut data = TrainingData::open(&path)?;
+            data.set_verify_reads(!a.no_verify);
+            let (job, checked) =
+                RunJob::plan(&request(a, threads)?, &path, &data, a.dictionary.clone(), a.format)?;
+            (job, checked, None, data)
+        }
+    };
+    let mut dp = DataParallel::new(ranks);
+    train_job_with(&job, &checked, &data, state, &mut NoObserver, &mut dp)?;
+    Ok(Outcome::Ok)
+}
+
+/// The data a planned `job` trains on.
+fn open_data(job: &RunJob, no_verify: bool) -> Result<TrainingData> {
+    let mut data = match &job.source {
+        Some(source) => super::train_stream::reopen(source)?,
+        None => TrainingData::open(&job.data)?,
+    };
+    data.set_verify_reads(!no_verify);
+    Ok(data)
 }
 
 /// A new run of the flags' request on `data` (read from `path`) into `out`.
@@ -261,7 +311,7 @@ fn run_streamed(a: &Args, threads: usize) -> Result<Outcome> {
             .map(|p| {
                 let label = p.1.metadata["hook_name"].as_str().unwrap_or("").to_string();
                 let bar = several.then_some((&bars, label));
-                scope.spawn(move || train_planned(p, bar))
+                scope.spawn(move || train_planned(p, bar, None))
             })
             .collect();
         let mut first_error = None;
@@ -282,6 +332,7 @@ fn run_streamed(a: &Args, threads: usize) -> Result<Outcome> {
 fn train_planned(
     (mut run_dir, job, checked, resume_state, data): Planned,
     bars: Option<(&MultiProgress, String)>,
+    ranks: Option<&mut dyn Transport>,
 ) -> Result<Outcome> {
     let start_step = resume_state.as_ref().map_or(0, |s| s.step);
     if start_step > 0 {
@@ -293,7 +344,13 @@ fn train_planned(
             progress.bar = multi.add(progress.bar.clone());
             progress.bar.set_prefix(label);
         }
-        train_job(&job, &checked, &data, resume_state, &mut progress)?
+        match ranks {
+            Some(t) => {
+                let mut dp = DataParallel::new(t);
+                train_job_with(&job, &checked, &data, resume_state, &mut progress, &mut dp)?
+            }
+            None => train_job(&job, &checked, &data, resume_state, &mut progress)?,
+        }
     };
     let (dest, metrics) = finish_job(run_dir, &job, &data, &outcome, start_step)?;
     eprintln!(

@@ -81,6 +81,10 @@ impl Collective for DataParallel<'_> {
         *stats = sum;
     }
 
+    fn ranks(&self) -> usize {
+        self.transport.size()
+    }
+
     fn part(&self, rows: usize) -> std::ops::Range<usize> {
         part_of(rows, self.transport.rank(), self.transport.size())
     }

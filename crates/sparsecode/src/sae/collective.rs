@@ -91,6 +91,11 @@ pub trait Collective: Send {
     /// Sums the gradients and statistics of every process into each process's buffers.
     fn reduce(&mut self, grads: &mut Grads, stats: &mut StepStats);
 
+    /// Processes taking part in every step (1 here).
+    fn ranks(&self) -> usize {
+        1
+    }
+
     /// The rows of a `rows`-row batch this process computes (all of them in one process).
     fn part(&self, rows: usize) -> std::ops::Range<usize> {
         0..rows

@@ -4,13 +4,13 @@
 //! parses, calls these, and prints.
 
 use super::{
-    train, CheckedConfig, Observer, RunDir, RunJob, TrainOutcome, TrainRequest, TrainState,
+    train_with, CheckedConfig, Observer, RunDir, RunJob, TrainOutcome, TrainRequest, TrainState,
 };
 use crate::data::store::{Store, MANIFEST};
 use crate::data::RowSource;
 use crate::eval::{evaluate_sae, ReconMetrics};
 use crate::io::record::{fingerprint, fingerprint_str, provenance};
-use crate::sae::SaeFormat;
+use crate::sae::{Collective, SaeFormat, SingleProcess};
 use crate::{Error, Matrix, Parallelism, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -184,11 +184,23 @@ pub fn train_job(
     resume: Option<TrainState>,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
+    train_job_with(job, checked, data, resume, obs, &mut SingleProcess)
+}
+
+/// [`train_job`] as one process of several ([`train_with`]).
+pub fn train_job_with(
+    job: &RunJob,
+    checked: &CheckedConfig,
+    data: &TrainingData,
+    resume: Option<TrainState>,
+    obs: &mut dyn Observer,
+    collective: &mut dyn Collective,
+) -> Result<TrainOutcome> {
     let dict = match &job.dictionary {
         Some(p) => Some(crate::io::read_data(p)?),
         None => None,
     };
-    train(checked, data.rows(), dict.as_ref(), resume, obs)
+    train_with(checked, data.rows(), dict.as_ref(), resume, obs, collective)
 }
 
 /// Evaluates the trained SAE on (the first rows of) the data, writes it and the run record, and
@@ -213,6 +225,7 @@ pub fn finish_job(
         "samples_per_s": samples / outcome.seconds.max(1e-9),
     });
     record["certified_encoder"] = value(&outcome.certified);
+    record["ranks"] = json!(outcome.ranks);
     record["last_step"] = value(&outcome.last);
     record["metrics"] = value(&metrics);
     let dest = run_dir.finish(&sae, job.format, job.metadata.clone(), &record)?;

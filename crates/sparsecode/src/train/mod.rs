@@ -13,7 +13,7 @@ mod trainer;
 
 pub use adam::{Adam, AdamState, Update};
 pub use config::{ArchConfig, BDecInit, CheckedConfig, TrainConfig};
-pub use job::{finish_job, train_job, TrainingData};
+pub use job::{finish_job, train_job, train_job_with, TrainingData};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
 pub use request::{input_scale, topk_lr, ArchKind, Normalize, TrainRequest};
 pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};

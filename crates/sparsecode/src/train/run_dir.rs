@@ -60,6 +60,16 @@ pub struct RunDir {
     metrics: std::fs::File,
 }
 
+/// The finished folder's path `RUN` for `RUN` or `RUN.partial`.
+fn dest_of(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    PathBuf::from(
+        s.strip_suffix(RUN_PARTIAL_SUFFIX)
+            .unwrap_or(&s)
+            .trim_end_matches('/'),
+    )
+}
+
 fn partial_of(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(RUN_PARTIAL_SUFFIX);
@@ -98,16 +108,23 @@ impl RunDir {
         })
     }
 
+    /// The job and last checkpoint of the unfinished run at `path` (`RUN` or `RUN.partial`),
+    /// read without taking the run's lock or changing anything: how the other ranks of a
+    /// distributed run start, while rank 0 holds the folder through [`RunDir::resume`].
+    pub fn peek(path: &Path) -> Result<(RunJob, Option<TrainState>)> {
+        let partial = partial_of(&dest_of(path));
+        let job: RunJob = read_json(&partial.join(JOB_FILE))?;
+        let [samples, d_in] = job.data_shape;
+        job.config.clone().check(samples, d_in)?;
+        let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
+        Ok((job, state))
+    }
+
     /// Opens an unfinished run (`path` is `RUN` or `RUN.partial`) and loads its last checkpoint
     /// (None when it was killed before the first one). `metrics.jsonl` is cut back to the
     /// checkpoint so the finished log equals that of an uninterrupted run.
     pub fn resume(path: &Path) -> Result<(Self, RunJob, Option<TrainState>)> {
-        let s = path.to_string_lossy();
-        let dest = PathBuf::from(
-            s.strip_suffix(RUN_PARTIAL_SUFFIX)
-                .unwrap_or(&s)
-                .trim_end_matches('/'),
-        );
+        let dest = dest_of(path);
         let lock = crate::io::OutputLock::acquire(&dest)?;
         let partial = partial_of(&dest);
         if !partial.is_dir() {

@@ -46,6 +46,8 @@ pub struct TrainOutcome {
     pub input_scale: f32,
     /// What TopK's certified encoder selection computed exactly in this call.
     pub certified: crate::sae::CertifiedStats,
+    /// Processes that took part in every step (data-parallel ranks; 1 in one process).
+    pub ranks: usize,
 }
 
 impl TrainOutcome {
@@ -371,6 +373,7 @@ fn run(
                     seconds: started.elapsed().as_secs_f64(),
                     input_scale: cfg.input_scale,
                     certified: ws.certified_stats(),
+                    ranks: collective.ranks(),
                 });
             }
         }
@@ -381,6 +384,7 @@ fn run(
             seconds: started.elapsed().as_secs_f64(),
             input_scale: cfg.input_scale,
             certified: ws.certified_stats(),
+            ranks: collective.ranks(),
         })
     })
 }
