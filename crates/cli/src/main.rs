@@ -115,21 +115,23 @@ fn main() {
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
     // library entry point it calls runs its kernels on a pool of the same size.
     let par = sparsecode::Parallelism::threads(threads);
-    let result = single.and_then(|()| par.install(|| match cli.command {
-        Command::Synth(a) => commands::synth::run(a),
-        Command::Train(a) => commands::train::run(*a, threads, transport),
-        Command::Encode(a) => commands::encode::run(a, threads),
-        Command::Eval(a) => commands::eval::run(a, threads),
-        Command::Demo(a) => commands::demo::run(a, threads),
-        Command::Bench(a) => commands::bench::run(a, threads),
-        Command::Store(a) => commands::store::run(a),
-        Command::Learn(a) => commands::learn::run(a, threads),
-        Command::Experiment(a) => commands::experiment::run(a, threads),
-        Command::Harvest(a) => commands::harvest::run(a, threads),
-        Command::Dashboard(a) => commands::dashboard::run(a, threads),
-        Command::Interp(a) => commands::interp::run(a, threads),
-        Command::Inspect(a) => commands::inspect::run(a, threads),
-    }));
+    let result = single.and_then(|()| {
+        par.install(|| match cli.command {
+            Command::Synth(a) => commands::synth::run(a),
+            Command::Train(a) => commands::train::run(*a, threads, transport),
+            Command::Encode(a) => commands::encode::run(a, threads),
+            Command::Eval(a) => commands::eval::run(a, threads),
+            Command::Demo(a) => commands::demo::run(a, threads),
+            Command::Bench(a) => commands::bench::run(a, threads),
+            Command::Store(a) => commands::store::run(a),
+            Command::Learn(a) => commands::learn::run(a, threads),
+            Command::Experiment(a) => commands::experiment::run(a, threads),
+            Command::Harvest(a) => commands::harvest::run(a, threads),
+            Command::Dashboard(a) => commands::dashboard::run(a, threads),
+            Command::Interp(a) => commands::interp::run(a, threads),
+            Command::Inspect(a) => commands::inspect::run(a, threads),
+        })
+    });
     match result {
         Ok(Outcome::Ok) => {}
         Ok(Outcome::GateFailed(why)) => {

@@ -7,8 +7,8 @@ use indicatif::MultiProgress;
 use sparsecode::distributed::{DataParallel, Transport};
 use sparsecode::sae::{EncoderInit, SaeFormat};
 use sparsecode::train::{
-    finish_job, train_job, train_job_with, ArchKind, NoObserver, BDecInit, CheckedConfig, Normalize, RunDir, RunJob,
-    TrainRequest, TrainState, TrainingData,
+    finish_job, train_job, train_job_with, ArchKind, BDecInit, CheckedConfig, NoObserver,
+    Normalize, RunDir, RunJob, TrainRequest, TrainState, TrainingData,
 };
 use std::path::PathBuf;
 
@@ -245,8 +245,13 @@ fn run_follower(a: &Args, threads: usize, ranks: &mut dyn Transport) -> Result<O
                 .context("missing --data or --store")?;
             let mut data = TrainingData::open(&path)?;
             data.set_verify_reads(!a.no_verify);
-            let (job, checked) =
-                RunJob::plan(&request(a, threads)?, &path, &data, a.dictionary.clone(), a.format)?;
+            let (job, checked) = RunJob::plan(
+                &request(a, threads)?,
+                &path,
+                &data,
+                a.dictionary.clone(),
+                a.format,
+            )?;
             (job, checked, None, data)
         }
     };

@@ -1,0 +1,256 @@
+//! `train` under `mpirun` (feature `mpi`; CI installs Open MPI): two ranks on localhost.
+#![cfg(feature = "mpi")]
+
+mod common;
+use common::{fails, ok};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `mpirun -np ranks sparsecode --threads 1 ARGS`, as root and with more ranks than cores.
+fn mpirun(ranks: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(ranks.to_string())
+        .arg(env!("CARGO_BIN_EXE_sparsecode"))
+        .args(["--threads", "1"])
+        .args(args);
+    c
+}
+
+fn mpi_ok(ranks: usize, args: &[&str]) {
+    let o = mpirun(ranks, args).output().expect("mpirun runs");
+    assert!(
+        o.status.success(),
+        "mpirun -np {ranks} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Planted data: 6,000 rows of width 32 from 128 latents.
+fn planted(dir: &Path) -> PathBuf {
+    let out = dir.join("syn");
+    ok(&[
+        "synth",
+        "--latents",
+        "128",
+        "--dims",
+        "32",
+        "--active",
+        "4",
+        "--samples",
+        "6000",
+        "--test-samples",
+        "0",
+        "--seed",
+        "3",
+        "--out",
+        p(&out),
+    ]);
+    out.join("activations.npy")
+}
+
+fn train_args<'a>(data: &'a str, arch: &'a str, steps: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--arch",
+        arch,
+        "--k",
+        "4",
+        "--latents",
+        "128",
+        "--steps",
+        steps,
+        "--batch",
+        "512",
+        "--log-every",
+        "20",
+        "--checkpoint-every",
+        "50",
+        "--seed",
+        "1",
+        "--out",
+        out,
+    ]
+}
+
+/// The saved weights as floats (the safetensors header is the same for equal shapes).
+fn weights(run: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(run.join("sae_weights.safetensors")).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_ranks_equal_one_process_and_repeat_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    for arch in ["topk", "batchtopk"] {
+        let (one, two, again) = (
+            t.path().join(format!("{arch}-one")),
+            t.path().join(format!("{arch}-two")),
+            t.path().join(format!("{arch}-again")),
+        );
+        ok(&train_args(p(&data), arch, "200", p(&one)));
+        mpi_ok(2, &train_args(p(&data), arch, "200", p(&two)));
+        mpi_ok(2, &train_args(p(&data), arch, "200", p(&again)));
+        assert!(
+            weights(&two) == weights(&again),
+            "{arch}: a repeat at 2 ranks differs"
+        );
+        let (a, b) = (weights(&two), weights(&one));
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-3 * scale,
+            "{arch}: 2 ranks off by {worst} (scale {scale})"
+        );
+        let record = std::fs::read_to_string(two.join("run.json")).unwrap();
+        assert!(record.contains("\"ranks\": 2"), "{record}");
+    }
+}
+
+/// The child processes of `parent` (the ranks under mpirun).
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The parent pid is the 4th field, after the parenthesised command name.
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if after.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_resume_continues_it() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let (full, killed) = (t.path().join("full"), t.path().join("killed"));
+    let steps = "3000";
+    mpi_ok(2, &train_args(p(&data), "topk", steps, p(&full)));
+
+    let mut job = mpirun(2, &train_args(p(&data), "topk", steps, p(&killed)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = PathBuf::from(format!(
+        "{}.partial/checkpoint/state.json",
+        killed.display()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ckpt.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ranks = children(job.id());
+    assert!(ranks.len() >= 2, "mpirun's ranks: {ranks:?}");
+    // Kill the last-started rank (not rank 0 necessarily: any rank's death must end the job).
+    let victim = *ranks.iter().max().unwrap();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    let status = wait_for(&mut job, Duration::from_secs(30));
+    let Some(status) = status else {
+        let _ = job.kill();
+        panic!("the job still runs 30 s after a rank was killed");
+    };
+    assert!(!status.success(), "a job that lost a rank must fail");
+    assert!(!killed.exists(), "a killed run never looks finished");
+    // Resumed at the same number of ranks: the bytes of the uninterrupted run.
+    mpi_ok(2, &["train", "--resume", p(&killed)]);
+    assert!(
+        weights(&killed) == weights(&full),
+        "the resumed run differs"
+    );
+}
+
+#[test]
+fn resume_at_another_rank_count_continues_the_run() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let (two, mixed) = (t.path().join("two"), t.path().join("mixed"));
+    mpi_ok(2, &train_args(p(&data), "topk", "3000", p(&two)));
+    // One process trains to its first checkpoint and is killed there; two ranks finish it.
+    let mut child = common::bin()
+        .args(train_args(p(&data), "topk", "3000", p(&mixed)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = PathBuf::from(format!("{}.partial/checkpoint/state.json", mixed.display()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ckpt.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !mixed.exists(),
+        "killed before it finished (make the run longer)"
+    );
+    mpi_ok(2, &["train", "--resume", p(&mixed)]);
+    // Over thousands of steps rounding differences grow in the weights (the sums group
+    // differently at 1 and 2 ranks), so the run is compared by its logged losses: every step
+    // logged, each close to the 2-rank run's.
+    let (a, b) = (losses(&mixed), losses(&two));
+    assert_eq!(
+        a.iter().map(|r| r.0).collect::<Vec<_>>(),
+        b.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 0.02 * y, "step {step}: loss {x} vs {y}");
+    }
+}
+
+/// `(step, loss)` of every logged step.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn commands_that_do_not_run_across_ranks_refuse() {
+    let o = mpirun(2, &["demo"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("`demo` does not run across processes"),
+        "{err}"
+    );
+    let _ = fails;
+}
