@@ -1,6 +1,6 @@
 //! Data parallelism: every rank a slice of each step's batch, the same weights everywhere.
 
-use super::reduce::{any, gather_f64, or_bits, Reducer};
+use super::reduce::{any, gather_f32, gather_f64, or_bits, Reducer};
 use super::{part_of, Transport};
 use crate::sae::{Collective, Grads, StepStats};
 use crate::{Error, Result};
@@ -53,14 +53,7 @@ impl Collective for DataParallel<'_> {
     }
 
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        values.clear();
-        for b in self.transport.all_gather_bytes(&bytes) {
-            values.extend(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
-            );
-        }
+        gather_f32(self.transport, values);
         crate::sae::kth_largest_local(values, count)
     }
 

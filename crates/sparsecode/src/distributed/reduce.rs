@@ -62,6 +62,18 @@ pub fn gather_f64(t: &mut dyn Transport, values: &[f64]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Replaces `values` by every rank's values, in rank order.
+pub fn gather_f32(t: &mut dyn Transport, values: &mut Vec<f32>) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    values.clear();
+    for b in t.all_gather_bytes(&bytes) {
+        values.extend(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
+        );
+    }
+}
+
 /// True on every rank when `flag` is true on any.
 pub fn any(t: &mut dyn Transport, flag: bool) -> bool {
     t.all_gather_bytes(&[flag as u8])

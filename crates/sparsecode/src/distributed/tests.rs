@@ -206,3 +206,125 @@ fn ranks_holding_other_weights_stop_with_an_error() {
         assert!(e.contains("after step 10") && e.contains("[1]"), "{e}");
     }
 }
+
+/// The slots with a positive value of `codes`, as (row, global latent, value bits).
+fn entries(codes: &crate::linalg::TopK, offset: u32) -> Vec<(usize, u32, u32)> {
+    let k = codes.k;
+    let mut v: Vec<_> = (0..codes.values.len())
+        .filter(|&s| codes.values[s] > 0.0)
+        .map(|s| (s / k, codes.indices[s] + offset, codes.values[s].to_bits()))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn near(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * scale,
+            "{what}[{i}]: {x} vs {y} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn one_sharded_topk_step_selects_what_one_process_selects() {
+    use crate::sae::{sharded_topk_loss_grad, topk_loss_grad, AuxK, Grads, Workspace};
+    let x = planted();
+    let (rows, n, k) = (x.rows(), 32, 4);
+    let dead: Vec<bool> = (0..n).map(|j| j % 3 == 0).collect();
+    let cfg = config(ArchConfig::TopK {
+        k,
+        aux_k: 6,
+        aux_coef: 0.5,
+    });
+    let mut state = crate::train::initial_state_for(&cfg.check_for(&x).unwrap(), &x).unwrap();
+    // Biases that move the selection away from the tied initialisation's.
+    for (j, b) in state.sae.b_enc.iter_mut().enumerate() {
+        *b = ((j * 7) % 5) as f32 * 0.05 - 0.1;
+    }
+    let sae = &state.sae;
+    for (size, with_aux) in [(2, false), (3, true), (4, true)] {
+        fn aux(with_aux: bool, dead: &[bool]) -> Option<AuxK<'_>> {
+            with_aux.then_some(AuxK {
+                k_aux: 6,
+                coef: 0.5,
+                dead,
+            })
+        }
+        let (mut ws, mut g) = (Workspace::default(), Grads::like(sae));
+        let serial = crate::Parallelism::Serial;
+        let one = topk_loss_grad(
+            sae,
+            x.as_slice(),
+            rows,
+            k,
+            aux(with_aux, &dead),
+            &mut ws,
+            &mut g,
+            serial,
+        );
+        let reference = entries(&ws.topk, 0);
+        let shards = on_ranks(size, |t| {
+            let mut sh = LatentSharded::new(t, n);
+            let block = sh.block();
+            let local = block_of(sae, block.clone());
+            let (mut ws, mut gl) = (Workspace::default(), Grads::like(&local));
+            let a = aux(with_aux, &dead[block.clone()]);
+            let parts = sharded_topk_loss_grad(
+                &local,
+                x.as_slice(),
+                k,
+                a,
+                &mut sh,
+                &mut ws,
+                &mut gl,
+                serial,
+            );
+            (
+                block.clone(),
+                parts,
+                entries(&ws.topk, block.start as u32),
+                gl,
+            )
+        });
+        let mut union: Vec<_> = shards.iter().flat_map(|s| s.2.clone()).collect();
+        union.sort_unstable();
+        let first_difference = union.iter().zip(&reference).find(|(a, b)| a != b);
+        assert!(
+            union == reference,
+            "{size} shards select {} entries, one process {}; first difference {first_difference:?}",
+            union.len(),
+            reference.len()
+        );
+        for (block, parts, _, gl) in &shards {
+            let m = x.cols();
+            let what = format!("{size} shards, block {block:?}");
+            near(
+                &gl.w_dec,
+                &g.w_dec[block.start * m..block.end * m],
+                &format!("{what} w_dec"),
+            );
+            near(
+                &gl.w_enc,
+                &g.w_enc[block.start * m..block.end * m],
+                &format!("{what} w_enc"),
+            );
+            near(&gl.b_enc, &g.b_enc[block.clone()], &format!("{what} b_enc"));
+            near(&gl.b_dec, &g.b_dec, &format!("{what} b_dec"));
+            for (a, b, term) in [
+                (parts.recon, one.recon, "recon"),
+                (parts.sparsity, one.sparsity, "aux"),
+                (parts.l0, one.l0, "l0"),
+            ] {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{what} {term}: {a} vs {b}"
+                );
+            }
+        }
+        assert!(one.l0 > 0.0 && (!with_aux || one.sparsity > 0.0));
+    }
+}

@@ -91,6 +91,12 @@ pub trait Collective: Send {
     /// Sums the gradients and statistics of every process into each process's buffers.
     fn reduce(&mut self, grads: &mut Grads, stats: &mut StepStats);
 
+    /// This process's block of latents when the dictionary is split across processes (None:
+    /// this process holds every latent).
+    fn latent_shard(&mut self) -> Option<&mut dyn LatentShard> {
+        None
+    }
+
     /// Processes taking part in every step (1 here).
     fn ranks(&self) -> usize {
         1
@@ -111,6 +117,28 @@ pub trait Collective: Send {
     /// `digest` computes (not called in one process).
     fn agree(&mut self, _step: u64, _digest: &dyn Fn() -> [u8; 32]) -> crate::Result<()> {
         Ok(())
+    }
+}
+
+/// One block of a dictionary whose latents are split across processes (latent sharding):
+/// this process holds latents `offset..offset + d_sae` of `total_latents` and sees the whole
+/// batch; the exchanges a step needs with the other blocks' processes, each made by every
+/// process in the same order.
+pub trait LatentShard: Send {
+    /// Index of this block's first latent in the whole dictionary.
+    fn offset(&self) -> usize;
+    /// Latents in the whole dictionary.
+    fn total_latents(&self) -> usize;
+    /// Every block's `send`, in block order.
+    fn all_gather_bytes(&mut self, send: &[u8]) -> Vec<Vec<u8>>;
+    /// Replaces `values` by their element-wise sum over blocks (the same bits everywhere).
+    fn sum_f32(&mut self, values: &mut [f32]);
+    /// The sum of `count` over blocks.
+    fn sum_count(&mut self, count: u64) -> u64 {
+        self.all_gather_bytes(&count.to_le_bytes())
+            .iter()
+            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])))
+            .sum()
     }
 }
 

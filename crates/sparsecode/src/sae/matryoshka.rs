@@ -52,7 +52,7 @@ pub fn matryoshka_loss_grad(
         grad: &levels[..b * widths.len() * m],
         widths,
     };
-    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), Some(main), ws, g, par);
+    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), Some(main), (ws, g), None, par);
     // D_1 holds every level's error: b_dec's gradient.
     g.b_dec.fill(0.0);
     for row in levels[..b * widths.len() * m].chunks_exact(widths.len() * m) {

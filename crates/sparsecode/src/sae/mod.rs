@@ -23,12 +23,13 @@ mod model;
 mod params;
 mod relu;
 pub mod saelens;
+mod sharded;
 pub mod sparsify;
 mod topk;
 
 pub use certified::{CertifiedStats, EncoderPrecision};
 pub(crate) use collective::kth_largest_local;
-pub use collective::{Collective, SingleProcess, StepStats};
+pub use collective::{Collective, LatentShard, SingleProcess, StepStats};
 pub use format::{detect, hook_layer, layer_of, load, save, SaeFormat};
 pub use gated::{gated_loss_grad, Magnitude};
 pub use grads::{LossParts, Workspace};
@@ -38,6 +39,7 @@ pub use mlp::mlp_loss_grad;
 pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Sae};
 pub use params::{Grads, ParamId};
 pub use relu::relu_loss_grad;
+pub use sharded::{keep_global_top, sharded_topk_loss_grad};
 pub use topk::{sparse_loss_grad, topk_loss_grad, AuxK, Selection};
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! decoder is a gather-sum over the k active rows, and the weight gradients touch only the rows of
 //! latents that fired (or were used by AuxK) in the batch, accumulated per latent in parallel.
 
-use super::collective::Collective;
+use super::collective::{Collective, LatentShard};
 use super::grads::{sized, subtract_encoder_path, DenseAux, LossParts, Workspace};
 use super::params::Grads;
 use super::Sae;
@@ -168,7 +168,7 @@ fn dense_aux_backward(
 }
 
 /// Adds `sum_s val_bs W_dec[idx_bs]` to every row `b` of `out` (`[B, d_in]`).
-fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
+pub(super) fn gather_sum(sae: &Sae, codes: &TopK, out: &mut [f32]) {
     let m = sae.d_in();
     let k = codes.k;
     out.par_chunks_mut(m)
@@ -334,7 +334,7 @@ pub fn sparse_loss_grad(
     let b = pre_activations_as(sae, x, ws, certifiable(sae, selection), par);
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
-    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, ws, g, par);
+    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, (ws, g), None, par);
     g.b_dec.fill(0.0);
     for row in ws.de[..b * m].chunks_exact(m) {
         g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
@@ -375,7 +375,14 @@ pub(super) fn pre_activations_as(
 
 /// The top `k` of `ws.pre + b_enc` per row (over the latents `mask` keeps) into `out`: from the
 /// certified encoder's approximations when `ws.pre` holds them.
-fn select_top(sae: &Sae, b: usize, k: usize, mask: Option<&[bool]>, ws: &mut Workspace, aux: bool) {
+pub(super) fn select_top(
+    sae: &Sae,
+    b: usize,
+    k: usize,
+    mask: Option<&[bool]>,
+    ws: &mut Workspace,
+    aux: bool,
+) {
     let n = sae.d_sae();
     let out = if aux { &mut ws.aux } else { &mut ws.topk };
     let pre = &ws.pre[..b * n];
@@ -396,12 +403,12 @@ pub(super) fn auxk_and_weight_grads(
     aux: Option<AuxK<'_>>,
     (b, total): (usize, usize),
     main: Option<MainGrad<'_>>,
-    ws: &mut Workspace,
-    g: &mut Grads,
+    (ws, g): (&mut Workspace, &mut Grads),
+    shard: Option<&mut dyn LatentShard>,
     par: Parallelism,
 ) -> f64 {
     let m = sae.d_in();
-    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, par));
+    let aux = aux.and_then(|a| auxk_forward(sae, a, (b, total), ws, shard, par));
     // Dense AuxK computes its gradients with products; the sparse path joins the main slots.
     let sparse_aux = aux.is_some_and(|r| !r.dense);
     group_slots_by_latent(ws, sae.d_sae(), sparse_aux);
@@ -483,11 +490,18 @@ fn reconstruction_error_from(
     gather: fn(&Sae, &TopK, &mut [f32]),
 ) -> f64 {
     let m = sae.d_in();
-    let inv_b = 1.0 / total as f32;
     let xhat = sized(&mut ws.xhat, x.len());
     xhat.par_chunks_mut(m)
         .for_each(|r| r.copy_from_slice(&sae.b_dec));
     gather(sae, &ws.topk, xhat);
+    error_of_reconstruction(x, total, ws)
+}
+
+/// From the reconstruction `ws.xhat` of the rows `x`: `de = 2 (x_hat - x) / B` into `ws.de`;
+/// returns the squared error summed over these rows, divided by `B = total`.
+pub(super) fn error_of_reconstruction(x: &[f32], total: usize, ws: &mut Workspace) -> f64 {
+    let inv_b = 1.0 / total as f32;
+    let xhat = &ws.xhat[..x.len()];
     let de = sized(&mut ws.de, x.len());
     let mut recon = 0.0f64;
     for ((d, xh), xv) in de.iter_mut().zip(xhat.iter()).zip(x) {
@@ -515,9 +529,15 @@ fn auxk_forward(
     a: AuxK<'_>,
     (b, total): (usize, usize),
     ws: &mut Workspace,
+    mut shard: Option<&mut dyn LatentShard>,
     par: Parallelism,
 ) -> Option<AuxRun> {
-    let dead = a.dead.iter().filter(|d| **d).count();
+    let local_dead = a.dead.iter().filter(|d| **d).count();
+    // Sharded: the dead latents of every block compete for the k_aux slots of a row.
+    let dead = match shard.as_deref_mut() {
+        Some(s) => s.sum_count(local_dead as u64) as usize,
+        None => local_dead,
+    };
     let ka = a.k_aux.min(dead);
     if ka == 0 || a.coef <= 0.0 {
         return None;
@@ -525,11 +545,19 @@ fn auxk_forward(
     let m = sae.d_in();
     let inv_b = 1.0 / total as f32;
     let scale = (dead as f32 / a.k_aux as f32).min(1.0);
-    select_top(sae, b, ka, Some(a.dead), ws, true);
+    if local_dead > 0 {
+        select_top(sae, b, ka.min(local_dead), Some(a.dead), ws, true);
+    } else {
+        ws.aux = TopK::with_rows(b, 1);
+    }
+    if let Some(s) = shard.as_deref_mut() {
+        super::sharded::keep_global_top(s, &mut ws.aux, ka);
+    }
     // With few dead latents relative to k_aux, dense GEMMs over the dead subset beat the
     // gather/scatter.
+    // (Sharded, always the gather: a block may hold few or none of the dead latents.)
     #[allow(unused_mut)]
-    let mut dense = dead <= DENSE_AUX_RATIO * ka;
+    let mut dense = dead <= DENSE_AUX_RATIO * ka && shard.is_none();
     #[cfg(test)]
     if let Some(forced) = FORCE_DENSE_AUX.with(|f| f.get()) {
         dense = forced;
@@ -540,6 +568,9 @@ fn auxk_forward(
     } else {
         xhat.fill(0.0);
         gather_sum(sae, &ws.aux, xhat);
+    }
+    if let Some(s) = shard {
+        s.sum_f32(xhat);
     }
     let c = a.coef * scale;
     let mut loss = 0.0f64;

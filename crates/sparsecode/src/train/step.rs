@@ -8,8 +8,8 @@ use super::{Adam, ArchConfig, TrainConfig, TrainState, Update};
 use crate::linalg::normalize_rows;
 use crate::sae::{
     gated_loss_grad, jumprelu_loss_grad, matryoshka_loss_grad, mlp_loss_grad, relu_loss_grad,
-    sparse_loss_grad, topk_loss_grad, AuxK, Collective, Encoder, Grads, LossParts, Magnitude,
-    ParamId, Sae, Selection, StepStats, Workspace,
+    sharded_topk_loss_grad, sparse_loss_grad, topk_loss_grad, AuxK, Collective, Encoder, Grads,
+    LossParts, Magnitude, ParamId, Sae, Selection, StepStats, Workspace,
 };
 use crate::{Error, Matrix, Parallelism, Result};
 
@@ -68,7 +68,18 @@ fn loss_grad(
     Ok(match (&cfg.arch, &sae.encoder) {
         (ArchConfig::Relu { .. }, Encoder::Relu) => relu_loss_grad(sae, x, total, l1, ws, g, par),
         (&ArchConfig::TopK { k, aux_k, aux_coef }, Encoder::TopK { .. }) => {
-            topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par)
+            match collective.latent_shard() {
+                Some(shard) => {
+                    sharded_topk_loss_grad(sae, x, k, aux(aux_k, aux_coef), shard, ws, g, par)
+                }
+                None => topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par),
+            }
+        }
+        (arch, _) if collective.latent_shard().is_some() => {
+            return Err(Error::param(
+                "arch",
+                format!("{arch:?}: only TopK trains with its latents sharded across processes"),
+            ))
         }
         (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. }) => {
             let (selection, aux) = (Selection::Batch(k), aux(aux_k, aux_coef));
