@@ -109,7 +109,7 @@ fn main() {
     };
     let transport = ranks.transport();
     let single = match &cli.command {
-        Command::Train(_) => Ok(()),
+        Command::Train(_) | Command::Harvest(_) => Ok(()),
         _ => ranks.refuse_if_many(cli.command.name()),
     };
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
@@ -126,7 +126,7 @@ fn main() {
             Command::Store(a) => commands::store::run(a),
             Command::Learn(a) => commands::learn::run(a, threads),
             Command::Experiment(a) => commands::experiment::run(a, threads),
-            Command::Harvest(a) => commands::harvest::run(a, threads),
+            Command::Harvest(a) => commands::harvest::run(a, threads, transport),
             Command::Dashboard(a) => commands::dashboard::run(a, threads),
             Command::Interp(a) => commands::interp::run(a, threads),
             Command::Inspect(a) => commands::inspect::run(a, threads),

@@ -2,7 +2,7 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::{fails, ok};
+use common::ok;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -252,5 +252,80 @@ fn commands_that_do_not_run_across_ranks_refuse() {
         !o.status.success() && err.contains("`demo` does not run across processes"),
         "{err}"
     );
-    let _ = fails;
+}
+
+/// A harvest of MiniLM's layer 2 over the fetched Moby-Dick text into `out`, with `extra` flags.
+fn harvest_args(moby: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "harvest",
+        "--model",
+        "minilm",
+        "--layer",
+        "2",
+        "--context",
+        "32",
+        "--max-tokens",
+        "2048",
+        "--shard-contexts",
+        "8",
+        "--corpus",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(p(moby).into());
+    v.extend(["--out".to_string(), p(out).into()]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn manifest(store: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(store.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn harvest_parts_and_ranks_join_to_the_one_process_store() {
+    let (Some(_), Some(moby)) = (
+        common::asset("minilm/model.safetensors"),
+        common::asset("text/moby-dick"),
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (one, joined, ranked) = (
+        t.path().join("one"),
+        t.path().join("joined"),
+        t.path().join("ranked"),
+    );
+    let run_ok = |v: Vec<String>| ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    run_ok(harvest_args(&moby, &one, &[]));
+    // Job-array parts, joined by `store merge`.
+    let parts: Vec<PathBuf> = (0..3).map(|i| t.path().join(format!("part{i}"))).collect();
+    for (i, dir) in parts.iter().enumerate() {
+        run_ok(harvest_args(&moby, dir, &["--part", &format!("{i}/3")]));
+    }
+    ok(&[
+        "store",
+        "merge",
+        p(&parts[2]),
+        p(&parts[0]),
+        p(&parts[1]),
+        "--out",
+        p(&joined),
+    ]);
+    assert_eq!(
+        manifest(&joined),
+        manifest(&one),
+        "parts joined by store merge"
+    );
+    // Two ranks under mpirun.
+    let args = harvest_args(&moby, &ranked, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mpi_ok(2, &args);
+    assert_eq!(manifest(&ranked), manifest(&one), "two ranks under mpirun");
+    for s in manifest(&one)["shards"].as_array().unwrap() {
+        let f = s["file"].as_str().unwrap();
+        assert!(std::fs::read(one.join(f)).unwrap() == std::fs::read(ranked.join(f)).unwrap());
+    }
+    ok(&["store", "verify", p(&ranked)]);
 }

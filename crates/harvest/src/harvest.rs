@@ -39,10 +39,40 @@ pub struct HarvestConfig {
     pub max_tokens: Option<u64>,
     /// Seed of the context shuffle (which contexts a token budget takes, and their order).
     pub seed: u64,
+    /// Harvest only this part of the shards (a job array's task, or an MPI rank): joined with
+    /// the other parts by [`crate::merge::merge_parts`], the rows of a whole harvest.
+    pub part: Option<Part>,
     /// Threads of the forward passes (the run's own pool; candle's kernels run on it). Not part
     /// of the harvest's identity: a resume may use another count.
     #[serde(skip)]
     pub threads: usize,
+}
+
+/// Part `index` of `count` (0-based): shards `⌊index S/count⌋..⌊(index+1) S/count⌋` of a
+/// harvest of `S` shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// Which part, `0..count`.
+    pub index: usize,
+    /// Parts in all.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+    /// `i/P`, e.g. `0/4` for the first of four parts.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`: expected i/P with 0 <= i < P, e.g. 0/4");
+        let (i, p) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            p.trim().parse().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Part { index, count })
+    }
 }
 
 impl HarvestConfig {
@@ -163,7 +193,7 @@ fn harvest_on_pool(
         }
         store::sha256_hex(h.as_bytes())
     };
-    let identity = json!({
+    let mut identity = json!({
         "model": src.model.name(),
         "model_sha256": store::sha256_file(src.model_file)?,
         "layer": cfg.layer,
@@ -175,18 +205,28 @@ fn harvest_on_pool(
         "shard_contexts": cfg.shard_contexts,
         "corpus_sha256": corpus_hash,
     });
-    let mut progress = start_or_resume(dest, &identity)?;
     let n_shards = contexts.len().div_ceil(cfg.shard_contexts);
-    let resumed = (progress.shards.len() * cfg.shard_contexts).min(contexts.len());
+    let shards = match cfg.part {
+        Some(p) => {
+            identity["part"] = json!(p);
+            sparsecode::distributed::part_of(n_shards, p.index, p.count)
+        }
+        None => 0..n_shards,
+    };
+    // The contexts of these shards.
+    let first = shards.start * cfg.shard_contexts;
+    let end = (shards.end * cfg.shard_contexts).min(contexts.len());
+    let mut progress = start_or_resume(dest, &identity)?;
+    let resumed = (progress.shards.len() * cfg.shard_contexts).min(end - first);
     on_progress(&Progress {
         contexts_done: resumed,
-        contexts_total: contexts.len(),
+        contexts_total: end - first,
         resumed_from: resumed,
         context: cfg.context,
     });
     let started = std::time::Instant::now();
     let d = src.model.d_model();
-    for s in progress.shards.len()..n_shards {
+    for s in shards.start + progress.shards.len()..shards.end {
         let lo = s * cfg.shard_contexts;
         let hi = (lo + cfg.shard_contexts).min(contexts.len());
         let mut acts = Vec::with_capacity((hi - lo) * cfg.context * d);
@@ -208,8 +248,8 @@ fn harvest_on_pool(
         progress.token_shards.push(tokens);
         write_json_atomic(&dest.join(PROGRESS), &progress)?;
         on_progress(&Progress {
-            contexts_done: hi,
-            contexts_total: contexts.len(),
+            contexts_done: hi - first,
+            contexts_total: end - first,
             resumed_from: resumed,
             context: cfg.context,
         });
@@ -232,6 +272,9 @@ fn harvest_on_pool(
         "vocab_file": "vocab.json",
         "bos_token": src.tokenizer.bos(),
     });
+    if let Some(p) = cfg.part {
+        metadata["part"] = json!({ "index": p.index, "count": p.count, "shards": n_shards });
+    }
     if let (Some(m), Some(e)) = (metadata.as_object_mut(), extra.as_object()) {
         m.extend(e.clone());
     }
@@ -239,7 +282,7 @@ fn harvest_on_pool(
     let rows = manifest.rows;
     write_json_atomic(&dest.join(MANIFEST), &manifest)?;
     let _ = std::fs::remove_file(dest.join(PROGRESS));
-    let computed = (contexts.len() - resumed) * cfg.context;
+    let computed = (end - first - resumed) * cfg.context;
     Ok(Summary {
         store: dest.to_path_buf(),
         rows,
@@ -448,6 +491,7 @@ mod tests {
             max_tokens: None,
             seed: 7,
             threads: 2,
+            part: None,
         }
     }
 
@@ -594,5 +638,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not empty"), "{e}");
+    }
+
+    #[test]
+    fn parts_join_to_the_one_process_store() {
+        let t = tempfile::tempdir().unwrap();
+        let (c, model_file, tok, m) = fixture(t.path());
+        let src = Source {
+            model: &m,
+            tokenizer: &tok,
+            model_file: &model_file,
+            corpus: &c,
+        };
+        let whole = t.path().join("whole");
+        harvest(&src, &cfg(), &whole, &mut |_| {}).unwrap();
+        // 16 contexts in shards of 3: 6 shards, in 4 parts of 1 or 2.
+        let parts: Vec<PathBuf> = (0..4)
+            .map(|i| {
+                let dir = t.path().join(format!("part{i}"));
+                let part = Some(Part { index: i, count: 4 });
+                harvest(&src, &HarvestConfig { part, ..cfg() }, &dir, &mut |_| {}).unwrap();
+                dir
+            })
+            .collect();
+        let joined = t.path().join("joined");
+        // Every part is needed, once.
+        let e = crate::merge::merge_parts(&parts[..3], &joined)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has 4 parts; given parts [0, 1, 2]"), "{e}");
+        let twice = [
+            parts[0].clone(),
+            parts[0].clone(),
+            parts[2].clone(),
+            parts[3].clone(),
+        ];
+        assert!(crate::merge::merge_parts(&twice, &joined).is_err());
+        assert!(!joined.exists());
+        // Given in any order.
+        let shuffled = [
+            parts[2].clone(),
+            parts[0].clone(),
+            parts[3].clone(),
+            parts[1].clone(),
+        ];
+        let rows = crate::merge::merge_parts(&shuffled, &joined).unwrap();
+        assert_eq!(rows, 64);
+        let read = |dir: &Path| -> serde_json::Value { read_json(&dir.join(MANIFEST)).unwrap() };
+        assert_eq!(
+            read(&joined),
+            read(&whole),
+            "the joined manifest is the whole harvest's"
+        );
+        Store::open(&joined).unwrap().verify().unwrap();
+        for s in Store::open(&whole).unwrap().manifest().shards.iter() {
+            let a = std::fs::read(whole.join(&s.file)).unwrap();
+            assert_eq!(
+                a,
+                std::fs::read(joined.join(&s.file)).unwrap(),
+                "{}",
+                s.file
+            );
+        }
+        // A part of another harvest is refused.
+        let other = t.path().join("other");
+        let cfg_other = HarvestConfig {
+            seed: 8,
+            part: Some(Part { index: 3, count: 4 }),
+            ..cfg()
+        };
+        harvest(&src, &cfg_other, &other, &mut |_| {}).unwrap();
+        let mixed = [parts[0].clone(), parts[1].clone(), parts[2].clone(), other];
+        let e = crate::merge::merge_parts(&mixed, &t.path().join("mixed"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another harvest"), "{e}");
+        assert!("3/4".parse::<Part>().is_ok() && "4/4".parse::<Part>().is_err());
+        assert!("x".parse::<Part>().is_err() && "1/0".parse::<Part>().is_err());
     }
 }

@@ -28,6 +28,7 @@ pub mod gemma;
 pub mod gguf;
 pub mod harvest;
 pub mod llama;
+pub mod merge;
 pub mod models;
 pub mod splice;
 pub mod steer;

@@ -3,11 +3,12 @@
 
 use super::store::DTypeArg;
 use crate::Outcome;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use sparsecode::distributed::Transport;
 use sparsecode::io::write_json_atomic;
 use sparsecode_harvest::corpus::{InvalidUtf8, Utf8Report};
-use sparsecode_harvest::harvest::{self, HarvestConfig, Source};
+use sparsecode_harvest::harvest::{self, HarvestConfig, Part, Source};
 use sparsecode_harvest::models::Loaded;
 use std::path::PathBuf;
 
@@ -50,6 +51,10 @@ pub struct Args {
     /// Seed of the context shuffle.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Harvest only part i of P (0-based, e.g. 0/4: a job array's task), to be joined with the
+    /// others by `store merge`. Under mpirun/srun each rank takes its part and rank 0 joins them.
+    #[arg(long)]
+    part: Option<Part>,
     /// Output store folder (an interrupted harvest there is resumed).
     #[arg(long)]
     out: PathBuf,
@@ -88,7 +93,41 @@ fn warn_utf8(r: &Utf8Report) {
     }
 }
 
-pub fn run(a: Args, threads: usize) -> Result<Outcome> {
+/// Harvests into `--out`; with `ranks`, rank r harvests part r/P into `OUT.part-r-of-P` and
+/// rank 0 joins the parts into `--out` once every rank finished (rerun to resume).
+pub fn run(mut a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
+    let Some(mut t) = ranks else {
+        return harvest_one(&a, threads);
+    };
+    if a.part.is_some() {
+        bail!("--part splits a harvest into job-array tasks; under mpirun/srun every rank takes its own part");
+    }
+    let (rank, size) = (t.rank(), t.size());
+    let parts: Vec<PathBuf> = (0..size)
+        .map(|r| PathBuf::from(format!("{}.part-{r}-of-{size}", a.out.display())))
+        .collect();
+    let out = std::mem::replace(&mut a.out, parts[rank].clone());
+    a.part = Some(Part {
+        index: rank,
+        count: size,
+    });
+    // A part finished by an earlier run of the job is kept.
+    if !a.out.join(sparsecode::data::store::MANIFEST).exists() {
+        harvest_one(&a, threads)?;
+    }
+    t.all_gather_bytes(&[1]);
+    if rank == 0 {
+        let rows = sparsecode_harvest::merge::merge_parts(&parts, &out)?;
+        for p in &parts {
+            std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+        }
+        eprintln!("joined {size} parts into {}: {rows} rows", out.display());
+    }
+    t.all_gather_bytes(&[1]);
+    Ok(Outcome::Ok)
+}
+
+fn harvest_one(a: &Args, threads: usize) -> Result<Outcome> {
     let corpus = super::corpus_or_default(&a.corpus)?;
     let (model, file) = Loaded::load(&a.model)?;
     let cfg = HarvestConfig {
@@ -102,6 +141,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         max_tokens: a.max_tokens,
         threads,
         seed: a.seed,
+        part: a.part,
     };
     let src = Source {
         model: model.residual_model(),

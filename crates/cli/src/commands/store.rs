@@ -55,6 +55,16 @@ pub enum Which {
     },
     /// Recompute every shard's SHA-256 and compare with the manifest.
     Verify { store: PathBuf },
+    /// Join the parts of a harvest (`harvest --part i/P`) into one store: the rows of a harvest
+    /// made in one process.
+    Merge {
+        /// The part folders, each part once (any order).
+        #[arg(required = true, num_args = 1..)]
+        parts: Vec<PathBuf>,
+        /// The joined store (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,6 +133,14 @@ pub fn run(a: Args) -> Result<Outcome> {
                 println!("data     {:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
                 println!("metadata {}", m.metadata);
             }
+        }
+        Which::Merge { parts, out } => {
+            let rows = sparsecode_harvest::merge::merge_parts(&parts, &out)?;
+            eprintln!(
+                "wrote {}: {rows} rows from {} parts",
+                out.display(),
+                parts.len()
+            );
         }
         Which::Verify { store } => {
             let s = Store::open(&store)?;
