@@ -109,7 +109,7 @@ fn main() {
     };
     let transport = ranks.transport();
     let single = match &cli.command {
-        Command::Train(_) | Command::Harvest(_) => Ok(()),
+        Command::Train(_) | Command::Harvest(_) | Command::Bench(_) => Ok(()),
         _ => ranks.refuse_if_many(cli.command.name()),
     };
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
@@ -122,7 +122,7 @@ fn main() {
             Command::Encode(a) => commands::encode::run(a, threads),
             Command::Eval(a) => commands::eval::run(a, threads),
             Command::Demo(a) => commands::demo::run(a, threads),
-            Command::Bench(a) => commands::bench::run(a, threads),
+            Command::Bench(a) => commands::bench::run(a, threads, transport),
             Command::Store(a) => commands::store::run(a),
             Command::Learn(a) => commands::learn::run(a, threads),
             Command::Experiment(a) => commands::experiment::run(a, threads),

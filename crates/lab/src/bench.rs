@@ -7,7 +7,7 @@ use sparsecode::coding::{Basis, Coder};
 use sparsecode::linalg::matmul;
 use sparsecode::sae::EncoderPrecision;
 use sparsecode::train::{
-    initial_state_for, train, ArchConfig, Control, Observer, StepRecord, TrainConfig,
+    initial_state_for, train_with, ArchConfig, Control, Observer, StepRecord, TrainConfig,
 };
 use sparsecode::{Matrix, Parallelism, Result};
 use std::time::Instant;
@@ -26,6 +26,12 @@ pub struct BenchResult {
     /// Training benches: the median over the timed steps of the active latents per sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l0: Option<f64>,
+    /// Data-parallel benches: the processes that shared every batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
+    /// Data-parallel benches: bytes one rank sent to the others per step (the payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_sent_per_step: Option<f64>,
 }
 
 /// Median of a non-empty slice (NaN when empty).
@@ -104,6 +110,30 @@ pub fn bench_train(
     precision: EncoderPrecision,
     firing_rate: Option<f64>,
 ) -> Result<BenchResult> {
+    let mut one = sparsecode::sae::SingleProcess;
+    let shape = (dims, latents, batch);
+    bench_train_with(
+        arch,
+        shape,
+        (steps, warmup),
+        threads,
+        precision,
+        firing_rate,
+        &mut one,
+    )
+}
+
+/// [`bench_train`] as one process of several (`collective`, e.g. data-parallel ranks that
+/// split every batch of `batch` rows); `(dims, latents, batch)`, `(steps, warmup)`.
+pub fn bench_train_with(
+    arch: ArchConfig,
+    (dims, latents, batch): (usize, usize, usize),
+    (steps, warmup): (u64, u64),
+    threads: usize,
+    precision: EncoderPrecision,
+    firing_rate: Option<f64>,
+    collective: &mut dyn sparsecode::sae::Collective,
+) -> Result<BenchResult> {
     let x = random_data(batch, dims, 1)?;
     let mut cfg = TrainConfig::new(arch, latents, steps + warmup, batch, 1e-4, 0);
     cfg.threads = threads;
@@ -128,7 +158,7 @@ pub fn bench_train(
         }
         None => None,
     };
-    train(&checked, &x, None, start, &mut timer)?;
+    train_with(&checked, &x, None, start, &mut timer, collective)?;
     let med = median(&timer.times);
     Ok(BenchResult {
         samples_per_s: batch as f64 / (med / 1e3),
@@ -136,6 +166,8 @@ pub fn bench_train(
         step_ms: timer.times,
         peak_rss_mb: peak_rss_mb(),
         l0: Some(median(&timer.l0)),
+        ranks: None,
+        bytes_sent_per_step: None,
     })
 }
 
@@ -212,6 +244,8 @@ pub fn bench_encode(
         step_ms: times,
         peak_rss_mb: peak_rss_mb(),
         l0: None,
+        ranks: None,
+        bytes_sent_per_step: None,
     })
 }
 

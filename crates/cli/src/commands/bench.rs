@@ -5,8 +5,14 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use sparsecode::coding::{Coder, FistaParams, OmpParams};
 use sparsecode::data::store::{StoreDType, StoreWriter};
+use sparsecode::distributed::reduce::Metered;
+use sparsecode::distributed::{DataParallel, Transport};
+use sparsecode::sae::EncoderPrecision;
+use sparsecode::train::ArchConfig;
 use sparsecode::train::{ArchKind, TrainRequest};
-use sparsecode_lab::bench::{bench_encode, bench_encoder_product, bench_train, BenchResult};
+use sparsecode_lab::bench::{
+    bench_encode, bench_encoder_product, bench_train, bench_train_with, BenchResult,
+};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -126,8 +132,12 @@ fn report(r: &BenchResult, json: bool, what: String) -> Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         let l0 = r.l0.map(|l| format!(", L0 {l:.1}")).unwrap_or_default();
+        let ranks = match (r.ranks, r.bytes_sent_per_step) {
+            (Some(p), Some(b)) => format!(", {p} ranks sending {:.1} MB a step each", b / 1e6),
+            _ => String::new(),
+        };
         println!(
-            "{what}: {:.0} samples/s, median {:.2} ms over {} runs{l0}, peak RSS {:.0} MiB",
+            "{what}: {:.0} samples/s, median {:.2} ms over {} runs{l0}, peak RSS {:.0} MiB{ranks}",
             r.samples_per_s,
             r.step_ms_median,
             r.step_ms.len(),
@@ -135,6 +145,28 @@ fn report(r: &BenchResult, json: bool, what: String) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `bench train` as one data-parallel rank of `t`'s job: the step times and the bytes this
+/// rank sent per step.
+fn bench_ranks(
+    t: &mut dyn Transport,
+    arch: ArchConfig,
+    shape: (usize, usize, usize),
+    (steps, warmup): (u64, u64),
+    threads: usize,
+    (precision, rate): (EncoderPrecision, Option<f64>),
+) -> sparsecode::Result<BenchResult> {
+    let size = t.size();
+    let mut metered = Metered::new(t);
+    let mut r = {
+        let mut dp = DataParallel::new(&mut metered);
+        let counts = (steps, warmup);
+        bench_train_with(arch, shape, counts, threads, precision, rate, &mut dp)?
+    };
+    r.ranks = Some(size);
+    r.bytes_sent_per_step = Some(metered.sent as f64 / (steps + warmup) as f64);
+    Ok(r)
 }
 
 /// [`report`] of a training bench, with the encoder product's time and the step's ratio to it.
@@ -157,7 +189,12 @@ fn report_train(r: &BenchResult, product_ms: Option<f64>, json: bool, what: Stri
     Ok(())
 }
 
-pub fn run(a: Args, threads: usize) -> Result<Outcome> {
+/// Runs a bench; under mpirun/srun (`ranks`) only `bench train`, data parallel, with rank 0
+/// reporting.
+pub fn run(a: Args, threads: usize, mut ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
+    if ranks.is_some() && !matches!(a.which, Which::Train { .. }) {
+        anyhow::bail!("only `bench train` runs across processes (data parallel)");
+    }
     match a.which {
         Which::Train {
             arch,
@@ -185,18 +222,26 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             request.l1 = Some(1e-3);
             request.l0 = Some(1e-3);
             let arch = request.arch_config(dims)?;
-            let r = bench_train(
-                arch.clone(),
-                dims,
-                latents,
-                batch,
-                steps,
-                warmup.max(1),
-                threads,
-                encoder_precision.into(),
-                firing_rate,
-            )
+            let (shape, counts) = ((dims, latents, batch), (steps, warmup.max(1)));
+            let (precision, rate) = (encoder_precision.into(), firing_rate);
+            let r = match ranks.as_deref_mut() {
+                None => bench_train(
+                    arch.clone(),
+                    dims,
+                    latents,
+                    batch,
+                    steps,
+                    warmup.max(1),
+                    threads,
+                    precision,
+                    rate,
+                ),
+                Some(t) => bench_ranks(t, arch.clone(), shape, counts, threads, (precision, rate)),
+            }
             .context("bench train")?;
+            if ranks.as_ref().is_some_and(|t| t.rank() > 0) {
+                return Ok(Outcome::Ok);
+            }
             let product = encoder_product
                 .then(|| {
                     bench_encoder_product(dims, latents, batch, steps.max(1) as usize, threads)

@@ -59,6 +59,10 @@ impl LatentShard for LatentSharded<'_> {
         self.block.start
     }
 
+    fn len(&self) -> usize {
+        self.block.len()
+    }
+
     fn total_latents(&self) -> usize {
         self.latents
     }

@@ -8,7 +8,7 @@ mod observer;
 mod request;
 mod run_dir;
 mod schedule;
-mod step;
+pub(crate) mod step;
 mod trainer;
 
 pub use adam::{Adam, AdamState, Update};
@@ -19,7 +19,9 @@ pub use request::{input_scale, topk_lr, ArchKind, Normalize, TrainRequest};
 pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
 pub use step::{gradients, update, StepInputs};
-pub use trainer::{initial_state_for, train, train_with, TrainOutcome, TrainState};
+pub use trainer::{
+    initial_block_state, initial_state_for, train, train_with, TrainOutcome, TrainState,
+};
 
 #[cfg(test)]
 mod resume_test;

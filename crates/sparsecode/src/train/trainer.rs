@@ -60,6 +60,7 @@ impl TrainOutcome {
 }
 
 const STREAM_INIT: u64 = 1;
+const STREAM_BLOCK_INIT: u64 = 2;
 
 /// Geometric median of the rows by Weiszfeld's iteration, started at the mean.
 pub(crate) fn geometric_median(x: &Matrix) -> Vec<f32> {
@@ -134,26 +135,63 @@ pub(crate) fn initial_state(
         _ => {}
     }
     if cfg.biases {
-        let mut head = data.head(INIT_ROWS)?;
-        scale_rows(head.as_mut_slice(), cfg.input_scale);
-        sae.b_dec = match cfg.b_dec_init {
-            BDecInit::Zero => vec![0.0; d_in],
-            BDecInit::Mean => (0..d_in)
-                .map(|c| {
-                    ((0..head.rows()).map(|r| head.get(r, c) as f64).sum::<f64>()
-                        / head.rows() as f64) as f32
-                })
-                .collect(),
-            BDecInit::GeometricMedian => {
-                geometric_median(&head.slice_rows(0, head.rows().min(8192)))
-            }
-        };
+        sae.b_dec = initial_b_dec(cfg, data)?;
     }
     Ok(TrainState {
         adam: adam_for(cfg, &sae),
         sae,
         step: 0,
         since_fired: vec![0; cfg.latents],
+    })
+}
+
+/// The decoder bias a run starts from, from the first rows of the data.
+fn initial_b_dec(cfg: &TrainConfig, data: &dyn RowSource) -> Result<Vec<f32>> {
+    let d_in = data.cols();
+    let mut head = data.head(INIT_ROWS)?;
+    scale_rows(head.as_mut_slice(), cfg.input_scale);
+    Ok(match cfg.b_dec_init {
+        BDecInit::Zero => vec![0.0; d_in],
+        BDecInit::Mean => (0..d_in)
+            .map(|c| {
+                ((0..head.rows()).map(|r| head.get(r, c) as f64).sum::<f64>() / head.rows() as f64)
+                    as f32
+            })
+            .collect(),
+        BDecInit::GeometricMedian => geometric_median(&head.slice_rows(0, head.rows().min(8192))),
+    })
+}
+
+/// The block `latents` of a TopK dictionary initialised latent by latent, each latent's rows
+/// drawn from a stream of its own: any split into blocks makes the same dictionary, so a
+/// latent-sharded run starts (and can be checked) alike at every number of ranks. (A run in
+/// one process draws every latent from one stream, so it starts from another dictionary of
+/// the same law.)
+pub fn initial_block_state(
+    cfg: &TrainConfig,
+    data: &dyn RowSource,
+    latents: std::ops::Range<usize>,
+) -> Result<TrainState> {
+    let d_in = data.cols();
+    let activation = cfg.arch.activation();
+    let n = latents.len();
+    crate::memory::admit_array("the block's encoder and decoder", &[2, n, d_in], 4)?;
+    let mut sae = Sae::zeros(d_in, n, activation, None);
+    let base = sub_seed(cfg.seed, STREAM_BLOCK_INIT);
+    for (i, j) in latents.enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(sub_seed(base, j as u64));
+        let one = Sae::init(d_in, 1, activation, cfg.encoder_init, &mut rng);
+        sae.w_dec.row_mut(i).copy_from_slice(one.w_dec.row(0));
+        sae.w_enc.row_mut(i).copy_from_slice(one.w_enc.row(0));
+    }
+    if cfg.biases {
+        sae.b_dec = initial_b_dec(cfg, data)?;
+    }
+    Ok(TrainState {
+        adam: adam_for(cfg, &sae),
+        sae,
+        step: 0,
+        since_fired: vec![0; n],
     })
 }
 
@@ -225,7 +263,13 @@ pub fn train_with(
     }
     // Every kernel of the run (and the batcher's prefetch) runs on the run's own pool.
     Parallelism::threads(cfg.threads).install(|| {
-        let state = start_state(cfg, data, fixed_decoder, resume)?;
+        let block = collective
+            .latent_shard()
+            .map(|s| s.offset()..s.offset() + s.len());
+        let state = match (block, resume) {
+            (None, resume) => start_state(cfg, data, fixed_decoder, resume)?,
+            (Some(block), resume) => start_block(cfg, data, fixed_decoder, block, resume)?,
+        };
         run(cfg, data, state, collective, obs)
     })
 }
@@ -261,6 +305,34 @@ fn start_state(
             Ok(s)
         }
         None => initial_state(cfg, data, fixed_decoder),
+    }
+}
+
+/// A latent-sharded run's block `block`: `resume` (checked), or [`initial_block_state`].
+fn start_block(
+    cfg: &TrainConfig,
+    data: &dyn RowSource,
+    fixed_decoder: Option<&Matrix>,
+    block: std::ops::Range<usize>,
+    resume: Option<TrainState>,
+) -> Result<TrainState> {
+    if !matches!(cfg.arch, ArchConfig::TopK { .. }) || fixed_decoder.is_some() {
+        return Err(Error::param(
+            "arch",
+            "only TopK trains with its latents sharded across processes (and from its own initialisation, without --dictionary)",
+        ));
+    }
+    let (n, d_in) = (block.len(), data.cols());
+    match resume {
+        Some(s) if s.sae.d_in() != d_in || s.sae.d_sae() != n || s.since_fired.len() != n => {
+            Err(Error::shape(
+                "resumed block",
+                format!("latents {block:?} of width {d_in}"),
+                format!("{} latents of width {}", s.sae.d_sae(), s.sae.d_in()),
+            ))
+        }
+        Some(s) => Ok(s),
+        None => initial_block_state(cfg, data, block),
     }
 }
 
@@ -304,7 +376,7 @@ fn run(
     let plan = Plan::new(data, b, window, cfg.seed)?;
     std::thread::scope(|scope| {
         let mut batcher = Batcher::new(plan, data, Some(scope));
-        let mut dead = vec![false; cfg.latents];
+        let mut dead = vec![false; state.since_fired.len()];
         let mut last = None;
         obs.on_start(state.step, cfg.steps);
 
@@ -334,13 +406,18 @@ fn run(
             update(cfg, &mut state, &mut g, &stats, lr_now);
 
             let done = state.step == cfg.steps;
-            if state.step.is_multiple_of(cfg.log_every) || done {
+            if state.step.is_multiple_of(AGREE_EVERY) || done {
                 collective.agree(state.step, &|| digest(&state.sae))?;
-                let dead_now = state
+            }
+            if state.step.is_multiple_of(cfg.log_every) || done {
+                let mut dead_now = state
                     .since_fired
                     .iter()
                     .filter(|s| **s >= cfg.dead_window)
                     .count();
+                if let Some(shard) = collective.latent_shard() {
+                    dead_now = shard.sum_count(dead_now as u64) as usize;
+                }
                 let rec = StepRecord {
                     step: state.step,
                     loss: parts.loss,
@@ -388,6 +465,10 @@ fn run(
         })
     })
 }
+
+/// Steps between the ranks' comparisons of their weights (and at the last step): a digest of
+/// the weights costs about 10% of a 768 x 16384 step on one core.
+const AGREE_EVERY: u64 = 100;
 
 /// A digest of the weights (the ranks of a distributed run compare them).
 fn digest(sae: &Sae) -> [u8; 32] {
