@@ -159,33 +159,11 @@ fn a_killed_rank_ends_the_job_and_resume_continues_it() {
     let steps = "3000";
     mpi_ok(2, &train_args(p(&data), "topk", steps, p(&full)));
 
-    let mut job = mpirun(2, &train_args(p(&data), "topk", steps, p(&killed)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let ckpt = PathBuf::from(format!(
         "{}.partial/checkpoint/state.json",
         killed.display()
     ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ckpt.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ranks = children(job.id());
-    assert!(ranks.len() >= 2, "mpirun's ranks: {ranks:?}");
-    // Kill the last-started rank (not rank 0 necessarily: any rank's death must end the job).
-    let victim = *ranks.iter().max().unwrap();
-    Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status()
-        .unwrap();
-    let status = wait_for(&mut job, Duration::from_secs(30));
-    let Some(status) = status else {
-        let _ = job.kill();
-        panic!("the job still runs 30 s after a rank was killed");
-    };
-    assert!(!status.success(), "a job that lost a rank must fail");
+    kill_a_rank_after_a_checkpoint(&train_args(p(&data), "topk", steps, p(&killed)), &ckpt);
     assert!(!killed.exists(), "a killed run never looks finished");
     // Resumed at the same number of ranks: the bytes of the uninterrupted run.
     mpi_ok(2, &["train", "--resume", p(&killed)]);
@@ -328,4 +306,82 @@ fn harvest_parts_and_ranks_join_to_the_one_process_store() {
         assert!(std::fs::read(one.join(f)).unwrap() == std::fs::read(ranked.join(f)).unwrap());
     }
     ok(&["store", "verify", p(&ranked)]);
+}
+
+/// Starts `args` under `mpirun -np 2`, kills one rank once `run` has a block checkpoint, and
+/// checks that the job ends with an error.
+fn kill_a_rank_after_a_checkpoint(args: &[&str], ckpt: &Path) {
+    let mut job = mpirun(2, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ckpt.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The last-started rank (not rank 0 necessarily: any rank's death must end the job).
+    let victim = *children(job.id()).iter().max().expect("mpirun's ranks");
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    let Some(status) = wait_for(&mut job, Duration::from_secs(30)) else {
+        let _ = job.kill();
+        panic!("the job still runs 30 s after a rank was killed");
+    };
+    assert!(!status.success(), "a job that lost a rank must fail");
+}
+
+#[test]
+fn latent_sharded_training_resumes_exactly_and_only_at_its_rank_count() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let (one, full, killed) = (
+        t.path().join("one"),
+        t.path().join("full"),
+        t.path().join("killed"),
+    );
+    ok(&train_args(p(&data), "topk", "200", p(&one)));
+    let sharded = |steps: &'static str, out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = train_args(p(&data), "topk", steps, p(out))
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push("--shard-latents".into());
+        v
+    };
+    let run = |v: Vec<String>| mpi_ok(2, &v.iter().map(String::as_str).collect::<Vec<_>>());
+    run(sharded("200", &full));
+    // The whole dictionary, trained as well as in one process (another initialisation).
+    assert_eq!(weights(&full).len(), weights(&one).len());
+    let fvu = |run: &Path| -> f64 {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        r["metrics"]["fvu"].as_f64().unwrap()
+    };
+    assert!(
+        (fvu(&full) - fvu(&one)).abs() <= 0.1 * fvu(&one),
+        "fvu {} vs {}",
+        fvu(&full),
+        fvu(&one)
+    );
+    // Killed after a checkpoint and resumed: the uninterrupted bytes.
+    let (long_full, args) = (t.path().join("long"), sharded("3000", &killed));
+    run(sharded("3000", &long_full));
+    let ckpt = PathBuf::from(format!(
+        "{}.partial/blocks/1-of-2/checkpoint/state.json",
+        killed.display()
+    ));
+    kill_a_rank_after_a_checkpoint(&args.iter().map(String::as_str).collect::<Vec<_>>(), &ckpt);
+    // At another rank count it is refused; at its own it continues.
+    let resume = ["train", "--resume", p(&killed), "--shard-latents"];
+    let o = mpirun(3, &resume).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("mpirun -np 2"), "{err}");
+    mpi_ok(2, &resume);
+    assert!(
+        weights(&killed) == weights(&long_full),
+        "the resumed sharded run differs"
+    );
 }

@@ -14,6 +14,7 @@ pub mod learn;
 pub mod store;
 pub mod synth;
 pub mod train;
+pub mod train_sharded;
 pub mod train_stream;
 
 use anyhow::Result;

@@ -16,10 +16,10 @@ use std::path::PathBuf;
 pub struct Args {
     /// Activations, [samples, d_in] .npy (loaded into memory).
     #[arg(long, required_unless_present_any = ["resume", "store", "model"], conflicts_with_all = ["store", "model"])]
-    data: Option<PathBuf>,
+    pub(super) data: Option<PathBuf>,
     /// An activation store (`sparsecode store create`), streamed from disk.
     #[arg(long, conflicts_with = "model")]
-    store: Option<PathBuf>,
+    pub(super) store: Option<PathBuf>,
     #[command(flatten)]
     stream: super::train_stream::StreamArgs,
     /// Rows in the shuffle window when streaming a store.
@@ -92,7 +92,7 @@ pub struct Args {
     seed: u64,
     /// Start the decoder from this dictionary ([latents, d_in] .npy).
     #[arg(long)]
-    dictionary: Option<PathBuf>,
+    pub(super) dictionary: Option<PathBuf>,
     /// Keep the decoder fixed at --dictionary (known-dictionary setting).
     #[arg(long, requires = "dictionary")]
     freeze_decoder: bool,
@@ -112,24 +112,29 @@ pub struct Args {
     log_every: u64,
     /// Folder format of the finished SAE: saelens (every architecture) or sparsify (topk).
     #[arg(long, default_value = "saelens")]
-    format: SaeFormat,
+    pub(super) format: SaeFormat,
     /// Output run folder (written as RUN.partial until training finishes).
     #[arg(long, required_unless_present = "resume")]
-    out: Option<PathBuf>,
+    pub(super) out: Option<PathBuf>,
     /// Replace an existing run folder.
     #[arg(long)]
-    force: bool,
+    pub(super) force: bool,
     /// Do not check a store's chunk hashes as rows are read (they catch a corrupt shard at the
     /// first read of the damaged chunk; the check costs little next to training).
     #[arg(long)]
-    no_verify: bool,
+    pub(super) no_verify: bool,
     /// TopK's encoder products before its certified selection: auto (bfloat16 on CPUs with
     /// AVX512_BF16, else f32) or f32. Speed only: the selected latents and values are the same.
     #[arg(long, default_value = "auto")]
     encoder_precision: EncoderPrecisionArg,
+    /// Split the latents across the ranks of an MPI job (TopK): each rank holds a block of
+    /// latents with their Adam state and sees every batch, so the model may be larger than one
+    /// process's memory. Resume at the same number of ranks, with this flag.
+    #[arg(long)]
+    shard_latents: bool,
     /// Continue the killed run in this folder.
     #[arg(long, conflicts_with_all = ["data", "store", "model", "arch", "latents", "out"])]
-    resume: Option<PathBuf>,
+    pub(super) resume: Option<PathBuf>,
 }
 
 /// `--encoder-precision`.
@@ -149,7 +154,7 @@ impl From<EncoderPrecisionArg> for sparsecode::sae::EncoderPrecision {
 }
 
 /// The request the flags make; everything left out is the library's default.
-fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
+pub(super) fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
     let mut r = TrainRequest::new(
         a.arch.context("missing --arch")?,
         a.latents.context("missing --latents")?,
@@ -195,6 +200,8 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
         return run_streamed(&a, threads);
     }
     match ranks {
+        Some(mut t) if a.shard_latents => super::train_sharded::run(&a, threads, t.as_mut()),
+        None if a.shard_latents => bail!("--shard-latents splits the latents across the ranks of an MPI job: start it with mpirun -np P (P >= 2) or srun, from a build with --features mpi"),
         Some(mut t) if t.rank() > 0 => run_follower(&a, threads, t.as_mut()),
         Some(mut t) => run_planned(&a, threads, Some(t.as_mut())),
         None => run_planned(&a, threads, None),
@@ -261,7 +268,7 @@ fn run_follower(a: &Args, threads: usize, ranks: &mut dyn Transport) -> Result<O
 }
 
 /// The data a planned `job` trains on.
-fn open_data(job: &RunJob, no_verify: bool) -> Result<TrainingData> {
+pub(super) fn open_data(job: &RunJob, no_verify: bool) -> Result<TrainingData> {
     let mut data = match &job.source {
         Some(source) => super::train_stream::reopen(source)?,
         None => TrainingData::open(&job.data)?,

@@ -27,7 +27,7 @@ pub mod sharded;
 
 pub use data_parallel::DataParallel;
 pub use local::LocalGroup;
-pub use sharded::{block_of, LatentSharded};
+pub use sharded::{block_of, join_blocks, LatentSharded};
 
 /// The exchanges a group of ranks needs, each a collective call every rank makes.
 pub trait Transport: Send {

@@ -88,6 +88,9 @@ impl Transport for MpiTransport {
     }
 
     fn all_gather_bytes(&mut self, send: &[u8]) -> Vec<Vec<u8>> {
+        // Every message carries one leading byte: an empty Vec<u8>'s dangling pointer is 1,
+        // which Open MPI reads as MPI_IN_PLACE.
+        let send: Vec<u8> = std::iter::once(0).chain(send.iter().copied()).collect();
         let mut counts = vec![0i32; self.size];
         self.world
             .all_gather_into(&count(send.len(), "gather"), &mut counts[..]);
@@ -100,13 +103,14 @@ impl Transport for MpiTransport {
         let mut recv = vec![0u8; total];
         {
             let mut part = PartitionMut::new(&mut recv[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(send, &mut part);
+            self.world.all_gather_varcount_into(&send[..], &mut part);
         }
         let mut out = Vec::with_capacity(self.size);
         let mut at = 0;
         for &c in &counts {
-            out.push(recv[at..at + c.max(0) as usize].to_vec());
-            at += c.max(0) as usize;
+            let c = c.max(1) as usize;
+            out.push(recv[at + 1..at + c].to_vec());
+            at += c;
         }
         out
     }

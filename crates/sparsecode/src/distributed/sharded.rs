@@ -54,12 +54,42 @@ pub fn block_of(sae: &Sae, rows: Range<usize>) -> Sae {
     }
 }
 
+/// The whole SAE from its blocks, in latent order (the inverse of [`block_of`]).
+pub fn join_blocks(blocks: &[Sae]) -> Option<Sae> {
+    let first = blocks.first()?;
+    let d_in = first.d_in();
+    let cat = |f: &dyn Fn(&Sae) -> &[f32]| -> Vec<f32> {
+        blocks.iter().flat_map(|b| f(b).iter().copied()).collect()
+    };
+    let n: usize = blocks.iter().map(|b| b.d_sae()).sum();
+    let encoder = match &first.encoder {
+        Encoder::JumpRelu { .. } => Encoder::JumpRelu {
+            threshold: blocks
+                .iter()
+                .flat_map(|b| match &b.encoder {
+                    Encoder::JumpRelu { threshold } => threshold.clone(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        },
+        e => e.clone(),
+    };
+    Some(Sae {
+        encoder,
+        w_enc: crate::Matrix::from_vec(n, d_in, cat(&|b| b.w_enc.as_slice())).ok()?,
+        b_enc: cat(&|b| &b.b_enc),
+        w_dec: crate::Matrix::from_vec(n, d_in, cat(&|b| b.w_dec.as_slice())).ok()?,
+        b_dec: first.b_dec.clone(),
+        apply_b_dec_to_input: first.apply_b_dec_to_input,
+    })
+}
+
 impl LatentShard for LatentSharded<'_> {
     fn offset(&self) -> usize {
         self.block.start
     }
 
-    fn len(&self) -> usize {
+    fn latents(&self) -> usize {
         self.block.len()
     }
 

@@ -363,6 +363,22 @@ fn sharded_training_follows_one_process_from_the_same_start() {
     let start = crate::train::initial_state_for(&checked, &x).unwrap();
     let one = train(&checked, &x, None, Some(start.clone()), &mut NoObserver).unwrap();
     for size in [2, 3] {
+        let sharded = TrainConfig {
+            latent_shards: size,
+            ..cfg.clone()
+        };
+        let checked = sharded.check_for(&x).unwrap();
+        // A run that does not shard its latents refuses a sharded job, and the other way round.
+        let refused = on_ranks(size, |t| {
+            let mut sh = LatentSharded::new(t, 32);
+            let plain = cfg.clone().check_for(&x).unwrap();
+            train_with(&plain, &x, None, None, &mut NoObserver, &mut sh).unwrap_err()
+        });
+        assert!(
+            refused[0].to_string().contains("latent_shards"),
+            "{}",
+            refused[0]
+        );
         let runs = on_ranks(size, |t| {
             let mut sh = LatentSharded::new(t, 32);
             let sae = block_of(&start.sae, sh.block());

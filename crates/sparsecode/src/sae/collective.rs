@@ -128,7 +128,7 @@ pub trait LatentShard: Send {
     /// Index of this block's first latent in the whole dictionary.
     fn offset(&self) -> usize;
     /// Latents in this block.
-    fn len(&self) -> usize;
+    fn latents(&self) -> usize;
     /// Latents in the whole dictionary.
     fn total_latents(&self) -> usize;
     /// Every block's `send`, in block order.

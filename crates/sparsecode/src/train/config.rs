@@ -210,6 +210,11 @@ pub struct TrainConfig {
     /// setting only, the selection and every result are the same ([`crate::sae::EncoderPrecision`]).
     #[serde(default)]
     pub encoder_precision: crate::sae::EncoderPrecision,
+    /// Processes the latents are split across (latent sharding, TopK only; 1: every process
+    /// holds every latent). Each holds `latents / latent_shards` of them, so the memory checked
+    /// is a block's.
+    #[serde(default = "one")]
+    pub latent_shards: usize,
 }
 
 fn unit_scale() -> f32 {
@@ -303,6 +308,7 @@ impl TrainConfig {
             shuffle_rows: default_shuffle_rows(),
             input_scale: 1.0,
             encoder_precision: Default::default(),
+            latent_shards: 1,
         }
     }
 
@@ -419,6 +425,7 @@ impl TrainConfig {
                 self.check_k_and_aux(k, aux_k, aux_coef)?;
             }
         }
+        self.check_shards()?;
         self.admit(d_in)
     }
 
@@ -450,7 +457,29 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The SAE (weights, gradients, two Adam moments) and a batch's latent activations must fit.
+    /// Latent sharding: TopK only, every block at least one latent.
+    fn check_shards(&self) -> Result<()> {
+        let p = self.latent_shards;
+        if p == 0 || p > self.latents {
+            return Err(Error::param(
+                "latent_shards",
+                format!(
+                    "{p}: between 1 and the number of latents ({})",
+                    self.latents
+                ),
+            ));
+        }
+        if p > 1 && !matches!(self.arch, ArchConfig::TopK { .. }) {
+            return Err(Error::param(
+                "latent_shards",
+                "only TopK trains with its latents sharded across processes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SAE (weights, gradients, two Adam moments) and a batch's latent activations must fit
+    /// (a block's, when the latents are sharded).
     fn admit(&self, d_in: usize) -> Result<()> {
         use crate::memory::{admit, bytes_of};
         let what = "training (--latents x d_in weights with gradients and Adam moments, --batch x --latents activations, and an MLP encoder's --hidden layer alike)";
@@ -458,9 +487,10 @@ impl TrainConfig {
             ArchConfig::Mlp { hidden, .. } => hidden,
             _ => 0,
         };
+        let latents = self.latents.div_ceil(self.latent_shards.max(1));
         let parts = [
-            bytes_of(what, &[self.latents, d_in, 2 * 4], 4)?,
-            bytes_of(what, &[self.batch_size, self.latents, 3], 4)?,
+            bytes_of(what, &[latents, d_in, 2 * 4], 4)?,
+            bytes_of(what, &[self.batch_size, latents, 3], 4)?,
             // The hidden layer: [hidden, d_in] in, [latents, hidden] out, each x 4 buffers.
             bytes_of(what, &[hidden, d_in.saturating_add(self.latents), 4], 4)?,
             bytes_of(what, &[self.batch_size, hidden, 3], 4)?,

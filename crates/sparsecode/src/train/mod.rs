@@ -16,7 +16,7 @@ pub use config::{ArchConfig, BDecInit, CheckedConfig, TrainConfig};
 pub use job::{finish_job, train_job, train_job_with, TrainingData};
 pub use observer::{Control, NoObserver, Observer, StepRecord};
 pub use request::{input_scale, topk_lr, ArchKind, Normalize, TrainRequest};
-pub use run_dir::{RunDir, RunJob, RUN_PARTIAL_SUFFIX};
+pub use run_dir::{BlockCheckpoints, RunDir, RunJob, RUN_PARTIAL_SUFFIX};
 pub use schedule::Schedule;
 pub use step::{gradients, update, StepInputs};
 pub use trainer::{

@@ -159,6 +159,9 @@ pub struct TrainRequest {
     pub shuffle_rows: Option<u64>,
     /// How TopK's encoder products are approximated (speed only; default: the CPU's best).
     pub encoder_precision: Option<crate::sae::EncoderPrecision>,
+    /// Processes the latents are split across (TopK; default 1).
+    #[serde(default)]
+    pub latent_shards: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -202,6 +205,7 @@ impl TrainRequest {
             threads: 1,
             shuffle_rows: None,
             encoder_precision: None,
+            latent_shards: None,
         }
     }
 
@@ -245,6 +249,7 @@ impl TrainRequest {
         cfg.threads = self.threads;
         cfg.shuffle_rows = self.shuffle_rows.unwrap_or(cfg.shuffle_rows);
         cfg.encoder_precision = self.encoder_precision.unwrap_or_default();
+        cfg.latent_shards = self.latent_shards.unwrap_or(1);
         cfg.input_scale = match self.normalize {
             Normalize::None => 1.0,
             Normalize::ExpectedAverageOnlyIn => input_scale(data)?,

@@ -22,6 +22,9 @@ pub const RUN_PARTIAL_SUFFIX: &str = ".partial";
 const JOB_FILE: &str = "train_config.json";
 const METRICS_FILE: &str = "metrics.jsonl";
 const CKPT_DIR: &str = "checkpoint";
+const PREVIOUS_DIR: &str = "checkpoint.previous";
+const BLOCKS_DIR: &str = "blocks";
+const FINAL_FILE: &str = "final.safetensors";
 
 /// What a run trains on and how: enough to resume it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,7 +119,10 @@ impl RunDir {
         let job: RunJob = read_json(&partial.join(JOB_FILE))?;
         let [samples, d_in] = job.data_shape;
         job.config.clone().check(samples, d_in)?;
-        let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
+        let state = match job.config.latent_shards {
+            1 => load_checkpoint(&partial.join(CKPT_DIR), &job.config, job.config.latents)?,
+            _ => None,
+        };
         Ok((job, state))
     }
 
@@ -145,9 +151,28 @@ impl RunDir {
         // the checkpoint is sized by it.
         let [samples, d_in] = job.data_shape;
         job.config.clone().check(samples, d_in)?;
-        let state = load_checkpoint(&partial.join(CKPT_DIR), &job.config)?;
-        let step = state.as_ref().map(|s| s.step).unwrap_or(0);
-        let mpath = partial.join(METRICS_FILE);
+        let metrics = open_append(&partial.join(METRICS_FILE))?;
+        let mut dir = RunDir {
+            _lock: lock,
+            partial,
+            dest,
+            force: true,
+            metrics,
+        };
+        if job.config.latent_shards > 1 {
+            // Each rank loads its block ([`BlockCheckpoints`]); the log is cut back once the
+            // ranks agree on the step ([`RunDir::cut_log`]).
+            return Ok((dir, job, None));
+        }
+        let state = load_checkpoint(&dir.partial.join(CKPT_DIR), &job.config, job.config.latents)?;
+        dir.cut_log(state.as_ref().map(|s| s.step).unwrap_or(0))?;
+        Ok((dir, job, state))
+    }
+
+    /// Cuts `metrics.jsonl` back to the records up to `step` (the checkpoint a resumed run
+    /// continues from), so that the finished log equals that of an uninterrupted run.
+    pub fn cut_log(&mut self, step: u64) -> Result<()> {
+        let mpath = self.partial.join(METRICS_FILE);
         let kept: String = std::fs::read_to_string(&mpath)
             .unwrap_or_default()
             .lines()
@@ -159,18 +184,8 @@ impl RunDir {
             .map(|l| format!("{l}\n"))
             .collect();
         crate::io::write_atomic(&mpath, kept.as_bytes())?;
-        let metrics = open_append(&mpath)?;
-        Ok((
-            RunDir {
-                _lock: lock,
-                partial,
-                dest,
-                force: true,
-                metrics,
-            },
-            job,
-            state,
-        ))
+        self.metrics = open_append(&mpath)?;
+        Ok(())
     }
 
     /// The folder being written (`RUN.partial`).
@@ -189,9 +204,10 @@ impl RunDir {
     ) -> Result<PathBuf> {
         crate::sae::save(&self.partial, sae, format, metadata)?;
         write_json_atomic(&self.partial.join("run.json"), record)?;
-        let ck = self.partial.join(CKPT_DIR);
-        if ck.exists() {
-            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        for ck in [self.partial.join(CKPT_DIR), self.partial.join(BLOCKS_DIR)] {
+            if ck.exists() {
+                std::fs::remove_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+            }
         }
         drop(self.metrics);
         replace_dir(&self.partial, &self.dest, self.force)?;
@@ -219,14 +235,95 @@ impl Observer for RunDir {
     }
 
     fn on_checkpoint(&mut self, state: &TrainState) -> Result<()> {
-        // Build the new checkpoint beside the old one, then swap folders.
-        let tmp = self.partial.join(format!("{CKPT_DIR}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        write_checkpoint(&self.partial.join(CKPT_DIR), state)
+    }
+}
+
+/// Builds the checkpoint of `state` beside `dest`, then swaps folders.
+fn write_checkpoint(dest: &Path, state: &TrainState) -> Result<()> {
+    let tmp = dest.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    save_checkpoint(&tmp, state)?;
+    replace_dir(&tmp, dest, true)
+}
+
+/// The checkpoints of one rank's block of a latent-sharded run, in
+/// `RUN.partial/blocks/R-of-P/`: the newest and the one before it, so that a job killed while
+/// its ranks were writing still finds a step every block has.
+#[derive(Debug)]
+pub struct BlockCheckpoints {
+    dir: PathBuf,
+}
+
+impl BlockCheckpoints {
+    /// Rank `rank` of `ranks` of the run at `path` (`RUN` or `RUN.partial`).
+    pub fn new(path: &Path, rank: usize, ranks: usize) -> Self {
+        let partial = partial_of(&dest_of(path));
+        BlockCheckpoints {
+            dir: partial.join(BLOCKS_DIR).join(format!("{rank}-of-{ranks}")),
         }
-        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        save_checkpoint(&tmp, state)?;
-        replace_dir(&tmp, &self.partial.join(CKPT_DIR), true)
+    }
+
+    /// The steps this block has checkpoints of, newest first.
+    pub fn steps(&self) -> Result<Vec<u64>> {
+        let mut steps = Vec::new();
+        for name in [CKPT_DIR, PREVIOUS_DIR] {
+            let meta = self.dir.join(name).join("state.json");
+            if meta.exists() {
+                steps.push(read_json::<CheckpointMeta>(&meta)?.step);
+            }
+        }
+        Ok(steps)
+    }
+
+    /// This block's checkpoint at `step` (`latents` latents).
+    pub fn load(&self, cfg: &TrainConfig, latents: usize, step: u64) -> Result<TrainState> {
+        for name in [CKPT_DIR, PREVIOUS_DIR] {
+            let dir = self.dir.join(name);
+            if let Some(s) = load_checkpoint(&dir, cfg, latents)?.filter(|s| s.step == step) {
+                return Ok(s);
+            }
+        }
+        Err(Error::format(
+            &self.dir,
+            format!("no checkpoint of step {step} in this block"),
+        ))
+    }
+}
+
+impl BlockCheckpoints {
+    /// Writes the block's finished weights (`final.safetensors`) for rank 0 to join.
+    pub fn write_final(&self, sae: &Sae) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let all = flat_tensors("param.", sae.tensors());
+        let refs: Vec<(&str, Vec<usize>, &[f32])> = all
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
+            .collect();
+        write_tensors(&self.dir.join(FINAL_FILE), &refs, None)
+    }
+
+    /// The block's finished weights, `latents` of them.
+    pub fn read_final(&self, cfg: &TrainConfig, latents: usize, d_in: usize) -> Result<Sae> {
+        let path = self.dir.join(FINAL_FILE);
+        let mut map = read_tensors(&path)?;
+        let mut sae = Sae::zeros(d_in, latents, cfg.arch.activation(), None);
+        fill_from(&mut map, &path, "param.", sae.tensors_mut())?;
+        sae.validate(&path.display().to_string())?;
+        Ok(sae)
+    }
+}
+
+impl Observer for BlockCheckpoints {
+    fn on_checkpoint(&mut self, state: &TrainState) -> Result<()> {
+        let (newest, previous) = (self.dir.join(CKPT_DIR), self.dir.join(PREVIOUS_DIR));
+        if newest.exists() {
+            replace_dir(&newest, &previous, true)?;
+        }
+        write_checkpoint(&newest, state)
     }
 }
 
@@ -300,14 +397,14 @@ fn fill_from<'a>(
     Ok(())
 }
 
-fn load_checkpoint(dir: &Path, cfg: &TrainConfig) -> Result<Option<TrainState>> {
+/// The checkpoint in `dir` (None when there is none) of a model of `n` latents.
+fn load_checkpoint(dir: &Path, cfg: &TrainConfig, n: usize) -> Result<Option<TrainState>> {
     if !dir.is_dir() {
         return Ok(None);
     }
     let meta: CheckpointMeta = read_json(&dir.join("state.json"))?;
     let tpath = dir.join("state.safetensors");
     let mut map = read_tensors(&tpath)?;
-    let n = cfg.latents;
     if meta.since_fired.len() != n {
         return Err(Error::shape(
             format!("{}: since_fired", dir.display()),

@@ -262,10 +262,11 @@ pub fn train_with(
         ));
     }
     // Every kernel of the run (and the batcher's prefetch) runs on the run's own pool.
+    check_split(cfg, collective)?;
     Parallelism::threads(cfg.threads).install(|| {
         let block = collective
             .latent_shard()
-            .map(|s| s.offset()..s.offset() + s.len());
+            .map(|s| s.offset()..s.offset() + s.latents());
         let state = match (block, resume) {
             (None, resume) => start_state(cfg, data, fixed_decoder, resume)?,
             (Some(block), resume) => start_block(cfg, data, fixed_decoder, block, resume)?,
@@ -306,6 +307,24 @@ fn start_state(
         }
         None => initial_state(cfg, data, fixed_decoder),
     }
+}
+
+/// The configuration's latent sharding is the collective's.
+fn check_split(cfg: &TrainConfig, collective: &mut dyn Collective) -> Result<()> {
+    let ranks = collective.ranks();
+    let holds = match collective.latent_shard() {
+        Some(s) if cfg.latent_shards == ranks && s.total_latents() == cfg.latents => return Ok(()),
+        None if cfg.latent_shards == 1 => return Ok(()),
+        Some(_) => "holding blocks of latents",
+        None => "holding every latent",
+    };
+    Err(Error::param(
+        "latent_shards",
+        format!(
+            "the run splits its latents across {} process(es), and this job has {ranks} {holds}; a sharded run resumes at its number of ranks, with --shard-latents",
+            cfg.latent_shards
+        ),
+    ))
 }
 
 /// A latent-sharded run's block `block`: `resume` (checked), or [`initial_block_state`].
