@@ -108,11 +108,36 @@ fn mem_available() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// What the cgroup's memory limit leaves: cgroup v2 (`memory.max`), else the process's v1
+/// memory group (`memory.limit_in_bytes`, as HPC batch systems still set per job or rank).
 fn cgroup_left() -> Option<u64> {
     let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
-    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max" does not parse: no limit
-    let current: u64 = read("memory.current")?.trim().parse().ok()?;
-    Some(max.saturating_sub(current))
+    let v2 = || -> Option<u64> {
+        let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max" does not parse: no limit
+        let current: u64 = read("memory.current")?.trim().parse().ok()?;
+        Some(max.saturating_sub(current))
+    };
+    let v1 = || -> Option<u64> {
+        let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = groups.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then_some(path)
+        })?;
+        let limit: u64 = read(&format!("memory{path}/memory.limit_in_bytes"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let usage: u64 = read(&format!("memory{path}/memory.usage_in_bytes"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(limit.saturating_sub(usage))
+    };
+    v2().or_else(v1)
 }
 
 #[cfg(test)]

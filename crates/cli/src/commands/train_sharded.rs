@@ -8,6 +8,7 @@ use crate::progress::Progress;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use sparsecode::distributed::{join_blocks, part_of, LatentSharded, Transport};
+use sparsecode::sae::Sae;
 use sparsecode::train::{
     finish_job, train_job_with, BlockCheckpoints, CheckedConfig, Observer, RunDir, RunJob,
     StepRecord, TrainState, TrainingData,
@@ -130,13 +131,18 @@ pub fn run(a: &Args, threads: usize, t: &mut dyn Transport) -> Result<Outcome> {
     let Some(dir) = run_dir else {
         return Ok(Outcome::Ok);
     };
+    // Rank 0's block and Adam state go before the whole SAE is built (it may be most of the
+    // memory a rank has).
     let d_in = outcome.state.sae.d_in();
+    let mut whole = outcome;
+    whole.state.adam.state.m = Default::default();
+    whole.state.adam.state.v = Default::default();
+    whole.state.sae = Sae::zeros(d_in, 0, cfg.arch.activation(), None);
     let mut blocks = Vec::with_capacity(size);
     for r in 0..size {
         let b = BlockCheckpoints::new(&path, r, size);
         blocks.push(b.read_final(cfg, part_of(cfg.latents, r, size).len(), d_in)?);
     }
-    let mut whole = outcome;
     whole.state.sae = join_blocks(&blocks).context("joining the blocks")?;
     drop(blocks);
     let (dest, metrics) = finish_job(dir, &job, &data, &whole, start_step)?;

@@ -317,13 +317,18 @@ mod tests {
 
 /// Rows encoded at a time by [`evaluate_sae`].
 const EVAL_CHUNK: usize = 2048;
+/// Most dense code values [`evaluate_sae`] holds at once.
+const EVAL_CODES: usize = 1 << 26;
 
 /// [`evaluate`] for an SAE on `x`, in chunks of rows, so memory stays at one chunk of codes
 /// however wide the SAE (dense codes of 65k samples x 65k latents would need 16 GiB).
 pub fn evaluate_sae(sae: &crate::sae::Sae, x: &Matrix, par: crate::Parallelism) -> ReconMetrics {
     let mut stats = ReconStats::new(x.cols(), sae.d_sae());
-    for start in (0..x.rows()).step_by(EVAL_CHUNK) {
-        let chunk = x.slice_rows(start, (start + EVAL_CHUNK).min(x.rows()));
+    // The dense codes of a chunk stay near 256 MiB however wide the SAE (2048 rows up to 32768
+    // latents, fewer beyond).
+    let rows = (EVAL_CODES / sae.d_sae().max(1)).clamp(1, EVAL_CHUNK);
+    for start in (0..x.rows()).step_by(rows) {
+        let chunk = x.slice_rows(start, (start + rows).min(x.rows()));
         let codes = sae.encode_dense(&chunk, par);
         stats.add(&chunk, &sae.decode(&codes, par), &codes);
     }

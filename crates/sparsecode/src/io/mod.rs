@@ -9,7 +9,9 @@ pub mod npy;
 pub mod record;
 pub mod tensors;
 
-pub use atomic::{read_json, replace_dir, write_atomic, write_json_atomic, OutputDir};
+pub use atomic::{
+    read_json, replace_dir, write_atomic, write_atomic_with, write_json_atomic, OutputDir,
+};
 pub use fields::Fields;
 pub use lock::OutputLock;
 pub use map::map_file;

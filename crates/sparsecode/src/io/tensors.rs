@@ -1,7 +1,7 @@
 //! Named tensors in safetensors files: f32 in memory; f32/f16/bf16/f64 accepted on load.
 
 use crate::{Error, Result};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -14,26 +14,56 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// Writes `(name, shape, values)` triples as an f32 safetensors file, atomically.
+///
+/// Streamed: the header, then each tensor's values converted a chunk at a time, so writing
+/// takes a few MiB beside the tensors, not a copy of the file (the `safetensors` crate's
+/// serialiser builds the whole file in memory: twice a checkpoint's size, which does not fit
+/// beside a model trained near the memory limit). Tensors are laid out in the order given.
 pub fn write_tensors(
     path: &Path,
     tensors: &[(&str, Vec<usize>, &[f32])],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, shape.clone(), b)
-            .map_err(|e| Error::format(path, format!("tensor {name}: {e}")))?;
-        views.push((name.to_string(), view));
+    let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(m));
     }
-    let out = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
-    super::write_atomic(path, &out)
+    let mut offset = 0usize;
+    for (name, shape, v) in tensors {
+        if shape.iter().product::<usize>() != v.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor {name}: shape {shape:?} does not hold {} values",
+                    v.len()
+                ),
+            ));
+        }
+        let end = offset + 4 * v.len();
+        header.insert(
+            name.to_string(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut head = serde_json::to_vec(&header).map_err(|e| Error::format(path, e.to_string()))?;
+    // The data starts 8-byte aligned (the format allows trailing spaces in the header).
+    head.resize(head.len().next_multiple_of(8), b' ');
+    super::write_atomic_with(path, |w| {
+        use std::io::Write;
+        w.write_all(&(head.len() as u64).to_le_bytes())?;
+        w.write_all(&head)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for (_, _, v) in tensors {
+            for chunk in v.chunks(1 << 14) {
+                buf.clear();
+                buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+                w.write_all(&buf)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Reads every tensor of a safetensors file as f32.
