@@ -218,13 +218,7 @@ fn run_planned(a: &Args, threads: usize, ranks: Option<&mut dyn Transport>) -> R
             (dir, job, checked, state, data)
         }
         None => {
-            let path = a
-                .data
-                .clone()
-                .or(a.store.clone())
-                .context("missing --data or --store")?;
-            let mut data = TrainingData::open(&path)?;
-            data.set_verify_reads(!a.no_verify);
+            let (path, data) = open_flagged(a)?;
             let out = a.out.clone().context("missing --out")?;
             let (dir, job, checked) = plan(a, threads, &path, &data, &out)?;
             (dir, job, checked, None, data)
@@ -245,13 +239,7 @@ fn run_follower(a: &Args, threads: usize, ranks: &mut dyn Transport) -> Result<O
             (job, checked, state, data)
         }
         None => {
-            let path = a
-                .data
-                .clone()
-                .or(a.store.clone())
-                .context("missing --data or --store")?;
-            let mut data = TrainingData::open(&path)?;
-            data.set_verify_reads(!a.no_verify);
+            let (path, data) = open_flagged(a)?;
             let (job, checked) = RunJob::plan(
                 &request(a, threads)?,
                 &path,
@@ -265,6 +253,18 @@ fn run_follower(a: &Args, threads: usize, ranks: &mut dyn Transport) -> Result<O
     let mut dp = DataParallel::new(ranks);
     train_job_with(&job, &checked, &data, state, &mut NoObserver, &mut dp)?;
     Ok(Outcome::Ok)
+}
+
+/// The data `--data` or `--store` names, and its path.
+pub(super) fn open_flagged(a: &Args) -> Result<(PathBuf, TrainingData)> {
+    let path = a
+        .data
+        .clone()
+        .or(a.store.clone())
+        .context("missing --data or --store")?;
+    let mut data = TrainingData::open(&path)?;
+    data.set_verify_reads(!a.no_verify);
+    Ok((path, data))
 }
 
 /// The data a planned `job` trains on.

@@ -3,7 +3,7 @@
 //! and writes the log), trains its block, checkpoints it into `RUN.partial/blocks/R-of-P/`, and
 //! writes its finished block; rank 0 joins the blocks into the SAE and finishes the run.
 
-use super::train::{open_data, request, Args};
+use super::train::{open_data, open_flagged, request, Args};
 use crate::progress::Progress;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
@@ -45,14 +45,8 @@ fn plan(a: &Args, threads: usize, rank: usize, size: usize) -> Result<Planned> {
         let checked = job.check_data(&data)?;
         return Ok((job, checked, data, dir, path.clone()));
     }
-    let path = a
-        .data
-        .clone()
-        .or(a.store.clone())
-        .context("missing --data or --store")?;
+    let (path, data) = open_flagged(a)?;
     let out = a.out.clone().context("missing --out")?;
-    let mut data = TrainingData::open(&path)?;
-    data.set_verify_reads(!a.no_verify);
     let mut req = request(a, threads)?;
     req.latent_shards = Some(size);
     let (job, checked) = RunJob::plan(&req, &path, &data, a.dictionary.clone(), a.format)?;

@@ -134,14 +134,19 @@ pub(crate) fn initial_state(
         }
         _ => {}
     }
+    fresh_state(cfg, data, sae)
+}
+
+/// Step 0 of training `sae` (its decoder bias from the data when the run learns biases).
+fn fresh_state(cfg: &TrainConfig, data: &dyn RowSource, mut sae: Sae) -> Result<TrainState> {
     if cfg.biases {
         sae.b_dec = initial_b_dec(cfg, data)?;
     }
     Ok(TrainState {
         adam: adam_for(cfg, &sae),
+        since_fired: vec![0; sae.d_sae()],
         sae,
         step: 0,
-        since_fired: vec![0; cfg.latents],
     })
 }
 
@@ -184,15 +189,7 @@ pub fn initial_block_state(
         sae.w_dec.row_mut(i).copy_from_slice(one.w_dec.row(0));
         sae.w_enc.row_mut(i).copy_from_slice(one.w_enc.row(0));
     }
-    if cfg.biases {
-        sae.b_dec = initial_b_dec(cfg, data)?;
-    }
-    Ok(TrainState {
-        adam: adam_for(cfg, &sae),
-        sae,
-        step: 0,
-        since_fired: vec![0; n],
-    })
+    fresh_state(cfg, data, sae)
 }
 
 /// The state a run of `cfg` on `data` starts from (what [`train`] builds when not resuming): to
