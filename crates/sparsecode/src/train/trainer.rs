@@ -309,6 +309,15 @@ fn start_state(
 /// The configuration's latent sharding is the collective's.
 fn check_split(cfg: &TrainConfig, collective: &mut dyn Collective) -> Result<()> {
     let ranks = collective.ranks();
+    if collective.latent_shard().is_none() && cfg.batch_size < ranks {
+        return Err(Error::param(
+            "batch",
+            format!(
+                "{} rows split across {ranks} data-parallel processes: at least one row each",
+                cfg.batch_size
+            ),
+        ));
+    }
     let holds = match collective.latent_shard() {
         Some(s) if cfg.latent_shards == ranks && s.total_latents() == cfg.latents => return Ok(()),
         None if cfg.latent_shards == 1 => return Ok(()),
