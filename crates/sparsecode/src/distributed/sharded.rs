@@ -3,7 +3,7 @@
 //! and `b_dec` gradient are exchanged as [`crate::sae::sharded_topk_loss_grad`] describes,
 //! the rest of a step (weight gradients, Adam, the decoder-norm constraint) stays on the owner.
 
-use super::reduce::{gather_f32, Reducer};
+use super::reduce::Reducer;
 use super::{part_of, Transport};
 use crate::sae::{Collective, Encoder, Grads, LatentShard, Sae, StepStats};
 use std::ops::Range;
@@ -113,8 +113,7 @@ impl Collective for LatentSharded<'_> {
     }
 
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
-        gather_f32(self.transport, values);
-        crate::sae::kth_largest_local(values, count)
+        self.gathered_kth(values, count)
     }
 
     /// The gradients belong to their block and the loss terms are already the whole step's:

@@ -231,102 +231,106 @@ fn near(a: &[f32], b: &[f32], what: &str) {
 }
 
 #[test]
-fn one_sharded_topk_step_selects_what_one_process_selects() {
-    use crate::sae::{sharded_topk_loss_grad, topk_loss_grad, AuxK, Grads, Workspace};
+fn one_sharded_step_selects_what_one_process_selects() {
+    use crate::sae::{sharded_topk_loss_grad, sparse_loss_grad, AuxK, Grads, Selection};
+    use crate::sae::{SingleProcess, Workspace};
     let x = planted();
     let (rows, n, k) = (x.rows(), 32, 4);
     let dead: Vec<bool> = (0..n).map(|j| j % 3 == 0).collect();
-    let cfg = config(ArchConfig::TopK {
-        k,
-        aux_k: 6,
-        aux_coef: 0.5,
-    });
-    let mut state = crate::train::initial_state_for(&cfg.check_for(&x).unwrap(), &x).unwrap();
-    // Biases that move the selection away from the tied initialisation's.
-    for (j, b) in state.sae.b_enc.iter_mut().enumerate() {
-        *b = ((j * 7) % 5) as f32 * 0.05 - 0.1;
-    }
-    let sae = &state.sae;
-    for (size, with_aux) in [(2, false), (3, true), (4, true)] {
-        fn aux(with_aux: bool, dead: &[bool]) -> Option<AuxK<'_>> {
-            with_aux.then_some(AuxK {
-                k_aux: 6,
-                coef: 0.5,
-                dead,
-            })
+    let (aux_k, aux_coef) = (6, 0.5);
+    for arch in [
+        ArchConfig::TopK { k, aux_k, aux_coef },
+        ArchConfig::BatchTopK { k, aux_k, aux_coef },
+    ] {
+        let cfg = config(arch.clone());
+        let mut state = crate::train::initial_state_for(&cfg.check_for(&x).unwrap(), &x).unwrap();
+        // Biases that move the selection away from the tied initialisation's.
+        for (j, b) in state.sae.b_enc.iter_mut().enumerate() {
+            *b = ((j * 7) % 5) as f32 * 0.05 - 0.1;
         }
-        let (mut ws, mut g) = (Workspace::default(), Grads::like(sae));
-        let serial = crate::Parallelism::Serial;
-        let one = topk_loss_grad(
-            sae,
-            x.as_slice(),
-            rows,
-            k,
-            aux(with_aux, &dead),
-            &mut ws,
-            &mut g,
-            serial,
-        );
-        let reference = entries(&ws.topk, 0);
-        let shards = on_ranks(size, |t| {
-            let mut sh = LatentSharded::new(t, n);
-            let block = sh.block();
-            let local = block_of(sae, block.clone());
-            let (mut ws, mut gl) = (Workspace::default(), Grads::like(&local));
-            let a = aux(with_aux, &dead[block.clone()]);
-            let parts = sharded_topk_loss_grad(
-                &local,
+        let sae = &state.sae;
+        let selection = match arch {
+            ArchConfig::TopK { .. } => Selection::PerSample(k),
+            _ => Selection::Batch(k),
+        };
+        for (size, with_aux) in [(2, false), (3, true), (4, true)] {
+            let aux = |dead| {
+                with_aux.then_some(AuxK {
+                    k_aux: aux_k,
+                    coef: aux_coef,
+                    dead,
+                })
+            };
+            let (mut ws, mut g) = (Workspace::default(), Grads::like(sae));
+            let serial = crate::Parallelism::Serial;
+            let one = sparse_loss_grad(
+                sae,
                 x.as_slice(),
-                k,
-                a,
-                &mut sh,
+                rows,
+                selection,
+                aux(&dead),
+                &mut SingleProcess,
                 &mut ws,
-                &mut gl,
+                &mut g,
                 serial,
             );
-            (
-                block.clone(),
-                parts,
-                entries(&ws.topk, block.start as u32),
-                gl,
-            )
-        });
-        let mut union: Vec<_> = shards.iter().flat_map(|s| s.2.clone()).collect();
-        union.sort_unstable();
-        let first_difference = union.iter().zip(&reference).find(|(a, b)| a != b);
-        assert!(
-            union == reference,
-            "{size} shards select {} entries, one process {}; first difference {first_difference:?}",
-            union.len(),
-            reference.len()
-        );
-        for (block, parts, _, gl) in &shards {
-            let m = x.cols();
-            let what = format!("{size} shards, block {block:?}");
-            near(
-                &gl.w_dec,
-                &g.w_dec[block.start * m..block.end * m],
-                &format!("{what} w_dec"),
-            );
-            near(
-                &gl.w_enc,
-                &g.w_enc[block.start * m..block.end * m],
-                &format!("{what} w_enc"),
-            );
-            near(&gl.b_enc, &g.b_enc[block.clone()], &format!("{what} b_enc"));
-            near(&gl.b_dec, &g.b_dec, &format!("{what} b_dec"));
-            for (a, b, term) in [
-                (parts.recon, one.recon, "recon"),
-                (parts.sparsity, one.sparsity, "aux"),
-                (parts.l0, one.l0, "l0"),
-            ] {
-                assert!(
-                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                    "{what} {term}: {a} vs {b}"
+            let reference = entries(&ws.topk, 0);
+            let shards = on_ranks(size, |t| {
+                let mut sh = LatentSharded::new(t, n);
+                let block = sh.block();
+                let local = block_of(sae, block.clone());
+                let (mut ws, mut gl) = (Workspace::default(), Grads::like(&local));
+                let a = aux(&dead[block.clone()]);
+                let x = x.as_slice();
+                let parts = sharded_topk_loss_grad(
+                    &local, x, selection, a, &mut sh, &mut ws, &mut gl, serial,
                 );
+                (
+                    block.clone(),
+                    parts,
+                    entries(&ws.topk, block.start as u32),
+                    gl,
+                    ws.batch_threshold,
+                )
+            });
+            let mut union: Vec<_> = shards.iter().flat_map(|s| s.2.clone()).collect();
+            union.sort_unstable();
+            let first_difference = union.iter().zip(&reference).find(|(a, b)| a != b);
+            assert!(
+                union == reference,
+                "{arch:?}, {size} shards select {} entries, one process {}; first difference {first_difference:?}",
+                union.len(),
+                reference.len()
+            );
+            for (block, parts, _, gl, threshold) in &shards {
+                let m = x.cols();
+                let what = format!("{arch:?}, {size} shards, block {block:?}");
+                assert_eq!(threshold.to_bits(), ws.batch_threshold.to_bits(), "{what}");
+                near(
+                    &gl.w_dec,
+                    &g.w_dec[block.start * m..block.end * m],
+                    &format!("{what} w_dec"),
+                );
+                near(
+                    &gl.w_enc,
+                    &g.w_enc[block.start * m..block.end * m],
+                    &format!("{what} w_enc"),
+                );
+                near(&gl.b_enc, &g.b_enc[block.clone()], &format!("{what} b_enc"));
+                near(&gl.b_dec, &g.b_dec, &format!("{what} b_dec"));
+                for (a, b, term) in [
+                    (parts.recon, one.recon, "recon"),
+                    (parts.sparsity, one.sparsity, "aux"),
+                    (parts.l0, one.l0, "l0"),
+                ] {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{what} {term}: {a} vs {b}"
+                    );
+                }
             }
+            assert!(one.l0 > 0.0 && (!with_aux || one.sparsity > 0.0));
         }
-        assert!(one.l0 > 0.0 && (!with_aux || one.sparsity > 0.0));
     }
 }
 
@@ -353,67 +357,69 @@ fn a_sharded_dictionary_starts_alike_at_every_rank_count() {
 #[test]
 fn sharded_training_follows_one_process_from_the_same_start() {
     let x = planted();
-    let mut cfg = config(ArchConfig::TopK {
-        k: 3,
-        aux_k: 4,
-        aux_coef: 0.1,
-    });
-    cfg.steps = 30;
-    let checked = cfg.clone().check_for(&x).unwrap();
-    let start = crate::train::initial_state_for(&checked, &x).unwrap();
-    let one = train(&checked, &x, None, Some(start.clone()), &mut NoObserver).unwrap();
-    for size in [2, 3] {
-        let sharded = TrainConfig {
-            latent_shards: size,
-            ..cfg.clone()
-        };
-        let checked = sharded.check_for(&x).unwrap();
-        // A run that does not shard its latents refuses a sharded job, and the other way round.
-        let refused = on_ranks(size, |t| {
-            let mut sh = LatentSharded::new(t, 32);
-            let plain = cfg.clone().check_for(&x).unwrap();
-            train_with(&plain, &x, None, None, &mut NoObserver, &mut sh).unwrap_err()
-        });
-        assert!(
-            refused[0].to_string().contains("latent_shards"),
-            "{}",
-            refused[0]
-        );
-        let runs = on_ranks(size, |t| {
-            let mut sh = LatentSharded::new(t, 32);
-            let sae = block_of(&start.sae, sh.block());
-            let state = crate::train::TrainState {
-                adam: crate::train::step::adam_for(&cfg, &sae),
-                since_fired: start.since_fired[sh.block()].to_vec(),
-                sae,
-                step: 0,
+    let (k, aux_k, aux_coef) = (3, 4, 0.1);
+    for arch in [
+        ArchConfig::TopK { k, aux_k, aux_coef },
+        ArchConfig::BatchTopK { k, aux_k, aux_coef },
+    ] {
+        let mut cfg = config(arch);
+        cfg.steps = 30;
+        let checked = cfg.clone().check_for(&x).unwrap();
+        let start = crate::train::initial_state_for(&checked, &x).unwrap();
+        let one = train(&checked, &x, None, Some(start.clone()), &mut NoObserver).unwrap();
+        for size in [2, 3] {
+            let sharded = TrainConfig {
+                latent_shards: size,
+                ..cfg.clone()
             };
-            train_with(&checked, &x, None, Some(state), &mut NoObserver, &mut sh).unwrap()
-        });
-        let w_dec: Vec<f32> = runs
-            .iter()
-            .flat_map(|o| o.state.sae.w_dec.as_slice().to_vec())
-            .collect();
-        let reference = one.state.sae.w_dec.as_slice();
-        let worst = w_dec
-            .iter()
-            .zip(reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= 1e-3, "{size} blocks: decoders off by {worst}");
-        let (a, b) = (runs[0].last.as_ref().unwrap(), one.last.as_ref().unwrap());
-        assert!(
-            (a.loss - b.loss).abs() <= 1e-4 * b.loss,
-            "{size} blocks: loss {} vs {}",
-            a.loss,
-            b.loss
-        );
-        assert!((a.dead_fraction - b.dead_fraction).abs() < 1e-9);
-        for o in &runs {
-            assert_eq!(
-                o.state.sae.b_dec, runs[0].state.sae.b_dec,
-                "b_dec on every rank"
+            let checked = sharded.check_for(&x).unwrap();
+            // A run that does not shard its latents refuses a sharded job, and the other way round.
+            let refused = on_ranks(size, |t| {
+                let mut sh = LatentSharded::new(t, 32);
+                let plain = cfg.clone().check_for(&x).unwrap();
+                train_with(&plain, &x, None, None, &mut NoObserver, &mut sh).unwrap_err()
+            });
+            assert!(
+                refused[0].to_string().contains("latent_shards"),
+                "{}",
+                refused[0]
             );
+            let runs = on_ranks(size, |t| {
+                let mut sh = LatentSharded::new(t, 32);
+                let sae = block_of(&start.sae, sh.block());
+                let state = crate::train::TrainState {
+                    adam: crate::train::step::adam_for(&cfg, &sae),
+                    since_fired: start.since_fired[sh.block()].to_vec(),
+                    sae,
+                    step: 0,
+                };
+                train_with(&checked, &x, None, Some(state), &mut NoObserver, &mut sh).unwrap()
+            });
+            let w_dec: Vec<f32> = runs
+                .iter()
+                .flat_map(|o| o.state.sae.w_dec.as_slice().to_vec())
+                .collect();
+            let reference = one.state.sae.w_dec.as_slice();
+            let worst = w_dec
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-3, "{size} blocks: decoders off by {worst}");
+            let (a, b) = (runs[0].last.as_ref().unwrap(), one.last.as_ref().unwrap());
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-4 * b.loss,
+                "{size} blocks: loss {} vs {}",
+                a.loss,
+                b.loss
+            );
+            assert!((a.dead_fraction - b.dead_fraction).abs() < 1e-9);
+            for o in &runs {
+                assert_eq!(
+                    o.state.sae.b_dec, runs[0].state.sae.b_dec,
+                    "b_dec on every rank"
+                );
+            }
         }
     }
 }

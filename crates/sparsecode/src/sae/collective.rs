@@ -135,6 +135,20 @@ pub trait LatentShard: Send {
     fn all_gather_bytes(&mut self, send: &[u8]) -> Vec<Vec<u8>>;
     /// Replaces `values` by their element-wise sum over blocks (the same bits everywhere).
     fn sum_f32(&mut self, values: &mut [f32]);
+    /// The `count`-th largest of every block's `values` together (as
+    /// [`Collective::kth_largest`]).
+    fn gathered_kth(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        values.clear();
+        for b in self.all_gather_bytes(&bytes) {
+            values.extend(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
+            );
+        }
+        kth_largest_local(values, count)
+    }
+
     /// The sum of `count` over blocks.
     fn sum_count(&mut self, count: u64) -> u64 {
         self.all_gather_bytes(&count.to_le_bytes())

@@ -1,4 +1,4 @@
-//! TopK on a dictionary split by latents across processes (latent sharding).
+//! TopK and BatchTopK on a dictionary split by latents across processes (latent sharding).
 //!
 //! Each process holds a block of latents (their encoder and decoder rows) and the whole batch.
 //! A step: (1) each block's top `k` per row, with exact values (the certified encoder's
@@ -12,12 +12,12 @@
 //! over the dead latents of every block. Only the reconstruction's rounding differs from one
 //! process (a sum of partial sums), so gradients agree within float tolerance.
 
-use super::collective::LatentShard;
+use super::collective::{Collective, LatentShard};
 use super::grads::{sized, LossParts, Workspace};
 use super::params::Grads;
 use super::topk::{
     auxk_and_weight_grads, certifiable, error_of_reconstruction, gather_sum, mark_fired,
-    pre_activations_as, select_top, AuxK, Selection,
+    pre_activations_as, select_active, select_top, AuxK, Selection,
 };
 use super::Sae;
 use crate::linalg::TopK;
@@ -31,7 +31,7 @@ use rayon::prelude::*;
 pub fn sharded_topk_loss_grad(
     sae: &Sae,
     x: &[f32],
-    k: usize,
+    selection: Selection<'_>,
     aux: Option<AuxK<'_>>,
     shard: &mut dyn LatentShard,
     ws: &mut Workspace,
@@ -39,10 +39,16 @@ pub fn sharded_topk_loss_grad(
     par: Parallelism,
 ) -> LossParts {
     let (n, m) = sae.w_dec.shape();
-    let selection = Selection::PerSample(k);
     let b = pre_activations_as(sae, x, ws, certifiable(sae, selection), par);
-    select_top(sae, b, k.min(n), None, ws, false);
-    keep_global_top(shard, &mut ws.topk, k);
+    match selection {
+        Selection::PerSample(k) => {
+            select_top(sae, b, k.min(n), None, ws, false);
+            keep_global_top(shard, &mut ws.topk, k);
+        }
+        // BatchTopK: the threshold is the k·B-th largest over every block's values (gathered),
+        // so each block's entries above it are already the global selection's.
+        _ => select_active(sae, selection, (b, b), &mut BlockValues(shard), ws),
+    }
     let xhat = sized(&mut ws.xhat, x.len());
     xhat.fill(0.0);
     gather_sum(sae, &ws.topk, xhat);
@@ -70,6 +76,21 @@ pub fn sharded_topk_loss_grad(
     }
     let active = shard.sum_count(mark_fired(ws, n) as u64) as usize;
     LossParts::of_step(recon, aux_loss, active, b)
+}
+
+/// The collective of a block's selection: every block's values, gathered.
+struct BlockValues<'a>(&'a mut dyn LatentShard);
+
+impl Collective for BlockValues<'_> {
+    fn total_rows(&mut self, local: usize) -> usize {
+        local
+    }
+
+    fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
+        self.0.gathered_kth(values, count)
+    }
+
+    fn reduce(&mut self, _grads: &mut Grads, _stats: &mut super::StepStats) {}
 }
 
 /// Keeps in `codes` (this block's best slots per row, local indices) only the entries that are

@@ -210,7 +210,7 @@ pub struct TrainConfig {
     /// setting only, the selection and every result are the same ([`crate::sae::EncoderPrecision`]).
     #[serde(default)]
     pub encoder_precision: crate::sae::EncoderPrecision,
-    /// Processes the latents are split across (latent sharding, TopK only; 1: every process
+    /// Processes the latents are split across (latent sharding, TopK and BatchTopK; 1: every process
     /// holds every latent). Each holds `latents / latent_shards` of them, so the memory checked
     /// is a block's.
     #[serde(default = "one")]
@@ -457,7 +457,7 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Latent sharding: TopK only, every block at least one latent.
+    /// Latent sharding: TopK and BatchTopK only, every block at least one latent.
     fn check_shards(&self) -> Result<()> {
         let p = self.latent_shards;
         if p == 0 || p > self.latents {
@@ -469,10 +469,15 @@ impl TrainConfig {
                 ),
             ));
         }
-        if p > 1 && !matches!(self.arch, ArchConfig::TopK { .. }) {
+        if p > 1
+            && !matches!(
+                self.arch,
+                ArchConfig::TopK { .. } | ArchConfig::BatchTopK { .. }
+            )
+        {
             return Err(Error::param(
                 "latent_shards",
-                "only TopK trains with its latents sharded across processes",
+                "only TopK and BatchTopK train with their latents sharded across processes",
             ));
         }
         Ok(())

@@ -70,15 +70,23 @@ fn loss_grad(
         (&ArchConfig::TopK { k, aux_k, aux_coef }, Encoder::TopK { .. }) => {
             match collective.latent_shard() {
                 Some(shard) => {
-                    sharded_topk_loss_grad(sae, x, k, aux(aux_k, aux_coef), shard, ws, g, par)
+                    let (selection, aux) = (Selection::PerSample(k), aux(aux_k, aux_coef));
+                    sharded_topk_loss_grad(sae, x, selection, aux, shard, ws, g, par)
                 }
                 None => topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par),
             }
         }
+        (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. })
+            if collective.latent_shard().is_some() =>
+        {
+            let (selection, aux) = (Selection::Batch(k), aux(aux_k, aux_coef));
+            let shard = collective.latent_shard().ok_or_else(|| Error::param("arch", "unsharded"))?;
+            sharded_topk_loss_grad(sae, x, selection, aux, shard, ws, g, par)
+        }
         (arch, _) if collective.latent_shard().is_some() => {
             return Err(Error::param(
                 "arch",
-                format!("{arch:?}: only TopK trains with its latents sharded across processes"),
+                format!("{arch:?}: only TopK and BatchTopK train with their latents sharded across processes"),
             ))
         }
         (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. }) => {

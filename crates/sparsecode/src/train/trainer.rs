@@ -167,7 +167,7 @@ fn initial_b_dec(cfg: &TrainConfig, data: &dyn RowSource) -> Result<Vec<f32>> {
     })
 }
 
-/// The block `latents` of a TopK dictionary initialised latent by latent, each latent's rows
+/// The block `latents` of a dictionary initialised latent by latent, each latent's rows
 /// drawn from a stream of its own: any split into blocks makes the same dictionary, so a
 /// latent-sharded run starts (and can be checked) alike at every number of ranks. (A run in
 /// one process draws every latent from one stream, so it starts from another dictionary of
@@ -341,10 +341,14 @@ fn start_block(
     block: std::ops::Range<usize>,
     resume: Option<TrainState>,
 ) -> Result<TrainState> {
-    if !matches!(cfg.arch, ArchConfig::TopK { .. }) || fixed_decoder.is_some() {
+    if !matches!(
+        cfg.arch,
+        ArchConfig::TopK { .. } | ArchConfig::BatchTopK { .. }
+    ) || fixed_decoder.is_some()
+    {
         return Err(Error::param(
             "arch",
-            "only TopK trains with its latents sharded across processes (and from its own initialisation, without --dictionary)",
+            "only TopK and BatchTopK train with their latents sharded across processes (and from their own initialisation, without --dictionary)",
         ));
     }
     let (n, d_in) = (block.len(), data.cols());
