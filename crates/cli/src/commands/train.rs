@@ -127,9 +127,9 @@ pub struct Args {
     /// AVX512_BF16, else f32) or f32. Speed only: the selected latents and values are the same.
     #[arg(long, default_value = "auto")]
     encoder_precision: EncoderPrecisionArg,
-    /// Split the latents across the ranks of an MPI job (TopK): each rank holds a block of
-    /// latents with their Adam state and sees every batch, so the model may be larger than one
-    /// process's memory. Resume at the same number of ranks, with this flag.
+    /// Split the latents across the ranks of an MPI job (TopK, BatchTopK): each rank holds a
+    /// block of latents with their Adam state and sees every batch, so the model may be larger
+    /// than one process's memory. Resume at the same number of ranks, with this flag.
     #[arg(long)]
     shard_latents: bool,
     /// Continue the killed run in this folder.
