@@ -496,7 +496,7 @@ fn run(
 }
 
 /// Steps between the ranks' comparisons of their weights (and at the last step): a digest of
-/// the weights costs about 10% of a 768 x 16384 step on one core.
+/// a 768 x 16384 SAE's weights takes 30 ms on one core (Intel Xeon), 7% of a step.
 const AGREE_EVERY: u64 = 100;
 
 /// A digest of the weights (the ranks of a distributed run compare them).
