@@ -70,7 +70,13 @@ pub fn merge_parts(parts: &[PathBuf], dest: &Path) -> Result<u64> {
         .collect::<Result<Vec<_>>>()?;
     found.sort_by_key(|p| p.index);
     check_parts(&found)?;
-    let staging = dest.with_extension("merging");
+    // Beside `dest`, named after all of it (`with_extension` would give `acts.1` and `acts.2`
+    // the same staging folder).
+    let staging = {
+        let mut s = dest.as_os_str().to_owned();
+        s.push(".merging");
+        PathBuf::from(s)
+    };
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
