@@ -548,7 +548,13 @@ fn auxk_forward(
     if local_dead > 0 {
         select_top(sae, b, ka.min(local_dead), Some(a.dead), ws, true);
     } else {
-        ws.aux = TopK::with_rows(b, 1);
+        // No dead latent in this block: one inactive slot per row (buffers reused).
+        let aux = &mut ws.aux;
+        aux.k = 1;
+        aux.indices.clear();
+        aux.indices.resize(b, 0);
+        aux.values.clear();
+        aux.values.resize(b, 0.0);
     }
     if let Some(s) = shard.as_deref_mut() {
         super::sharded::keep_global_top(s, &mut ws.aux, ka);
