@@ -45,13 +45,6 @@ fn add_f64(s: &mut StepStats, v: &[f64]) {
 }
 
 impl Collective for DataParallel<'_> {
-    fn total_rows(&mut self, local: usize) -> usize {
-        gather_f64(self.transport, &[local as f64])
-            .iter()
-            .map(|v| v.first().copied().unwrap_or(0.0) as usize)
-            .sum()
-    }
-
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
         gather_f32(self.transport, values);
         crate::sae::kth_largest_local(values, count)

@@ -107,11 +107,6 @@ impl LatentShard for LatentSharded<'_> {
 }
 
 impl Collective for LatentSharded<'_> {
-    /// Every rank sees the whole batch.
-    fn total_rows(&mut self, local: usize) -> usize {
-        local
-    }
-
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
         self.gathered_kth(values, count)
     }

@@ -79,9 +79,6 @@ impl StepStats {
 
 /// The collective operations of a step: one implementation per way of splitting the batch.
 pub trait Collective: Send {
-    /// Rows of the whole step, given this process's `local` rows.
-    fn total_rows(&mut self, local: usize) -> usize;
-
     /// The `count`-th largest of all processes' `values` together (0 when there are no more
     /// than `count` of them, or `count` is 0). `values` may be reordered. A step may call it
     /// more than once (the certified BatchTopK asks for a lower bound first, retrying while it
@@ -163,10 +160,6 @@ pub trait LatentShard: Send {
 pub struct SingleProcess;
 
 impl Collective for SingleProcess {
-    fn total_rows(&mut self, local: usize) -> usize {
-        local
-    }
-
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
         kth_largest_local(values, count)
     }

@@ -82,10 +82,6 @@ pub fn sharded_topk_loss_grad(
 struct BlockValues<'a>(&'a mut dyn LatentShard);
 
 impl Collective for BlockValues<'_> {
-    fn total_rows(&mut self, local: usize) -> usize {
-        local
-    }
-
     fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
         self.0.gathered_kth(values, count)
     }

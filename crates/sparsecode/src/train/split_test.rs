@@ -9,17 +9,13 @@ use crate::data::{generate, SynthConfig};
 use crate::sae::{Collective, Grads, SingleProcess, StepStats, Workspace};
 use crate::{Matrix, Parallelism};
 
-/// One process's view of a batch split in two: it holds `local` rows of `total`, and the
-/// batch-level threshold is the one found over the whole batch.
+/// One process's view of a batch split in two: the batch-level threshold is the one found
+/// over the whole batch.
 struct HalfOf {
-    total: usize,
     threshold: f32,
 }
 
 impl Collective for HalfOf {
-    fn total_rows(&mut self, _local: usize) -> usize {
-        self.total
-    }
     fn kth_largest(&mut self, _values: &mut Vec<f32>, _count: usize) -> f32 {
         self.threshold
     }
@@ -29,7 +25,7 @@ impl Collective for HalfOf {
 fn step_of(
     cfg: &TrainConfig,
     state: &TrainState,
-    rows: &[f32],
+    (rows, total): (&[f32], usize),
     dead: &[bool],
     collective: &mut dyn Collective,
 ) -> (Grads, StepStats) {
@@ -38,6 +34,7 @@ fn step_of(
     let mut stats = StepStats::default();
     let inputs = StepInputs {
         rows,
+        total,
         l1: 0.05,
         dead,
     };
@@ -123,16 +120,21 @@ fn two_halves_summed_give_the_whole_batch_update() {
         // is zero up to rounding moves nothing, instead of a full step of either sign.
         cfg.adam_eps = 1e-3;
         let state = initial_state(&cfg, x, None).unwrap();
-        let (mut g_whole, mut whole) =
-            step_of(&cfg, &state, x.as_slice(), &dead, &mut SingleProcess);
+        let (mut g_whole, mut whole) = step_of(
+            &cfg,
+            &state,
+            (x.as_slice(), rows),
+            &dead,
+            &mut SingleProcess,
+        );
         whole.finish();
         let mut half = HalfOf {
-            total: rows,
             threshold: whole.batch_threshold,
         };
         let cut = rows / 2 * d;
-        let (mut g, mut stats) = step_of(&cfg, &state, &x.as_slice()[..cut], &dead, &mut half);
-        let (g2, stats2) = step_of(&cfg, &state, &x.as_slice()[cut..], &dead, &mut half);
+        let (mut g, mut stats) =
+            step_of(&cfg, &state, (&x.as_slice()[..cut], rows), &dead, &mut half);
+        let (g2, stats2) = step_of(&cfg, &state, (&x.as_slice()[cut..], rows), &dead, &mut half);
         g.add(&g2);
         stats.add(&stats2);
         stats.finish();

@@ -18,6 +18,8 @@ use crate::{Error, Matrix, Parallelism, Result};
 pub struct StepInputs<'a> {
     /// This process's rows of the step's batch (row-major, `d_in` wide).
     pub rows: &'a [f32],
+    /// Rows in the whole step's batch, over every process (every mean is taken over them).
+    pub total: usize,
     /// The L1 coefficient now (after its warm-up).
     pub l1: f32,
     /// Which latents count as dead (for AuxK).
@@ -25,7 +27,7 @@ pub struct StepInputs<'a> {
 }
 
 /// Phases 1 and 2 of a step: the loss and gradients of `inputs.rows` into `g`, and the step's
-/// statistics into `stats`, every mean taken over the total rows that `collective` reports.
+/// statistics into `stats`, every mean taken over the step's `inputs.total` rows.
 pub fn gradients(
     cfg: &TrainConfig,
     sae: &Sae,
@@ -35,9 +37,7 @@ pub fn gradients(
     par: Parallelism,
 ) -> Result<()> {
     let d_in = sae.d_in();
-    let local = inputs.rows.len() / d_in.max(1);
-    let total = collective.total_rows(local);
-    stats.parts = loss_grad(cfg, sae, inputs, total, collective, ws, g, par)?;
+    stats.parts = loss_grad(cfg, sae, inputs, collective, ws, g, par)?;
     stats.fired.clone_from(&ws.fired);
     stats.batch_threshold = ws.batch_threshold;
     stats.observe_rows(inputs.rows, d_in);
@@ -51,13 +51,17 @@ fn loss_grad(
     cfg: &TrainConfig,
     sae: &Sae,
     inputs: StepInputs<'_>,
-    total: usize,
     collective: &mut dyn Collective,
     ws: &mut Workspace,
     g: &mut Grads,
     par: Parallelism,
 ) -> Result<LossParts> {
-    let StepInputs { rows: x, l1, dead } = inputs;
+    let StepInputs {
+        rows: x,
+        total,
+        l1,
+        dead,
+    } = inputs;
     let aux = |aux_k: usize, coef: f32| {
         (aux_k > 0).then_some(AuxK {
             k_aux: aux_k,
@@ -65,29 +69,30 @@ fn loss_grad(
             dead,
         })
     };
+    // A block of a sharded dictionary (the configuration's check admits TopK and BatchTopK).
+    if let Some(shard) = collective.latent_shard() {
+        let (selection, aux) = match cfg.arch {
+            ArchConfig::TopK { k, aux_k, aux_coef } => {
+                (Selection::PerSample(k), aux(aux_k, aux_coef))
+            }
+            ArchConfig::BatchTopK { k, aux_k, aux_coef } => {
+                (Selection::Batch(k), aux(aux_k, aux_coef))
+            }
+            _ => {
+                return Err(Error::param(
+                    "latent_shards",
+                    "only TopK and BatchTopK shard their latents",
+                ))
+            }
+        };
+        return Ok(sharded_topk_loss_grad(
+            sae, x, selection, aux, shard, ws, g, par,
+        ));
+    }
     Ok(match (&cfg.arch, &sae.encoder) {
         (ArchConfig::Relu { .. }, Encoder::Relu) => relu_loss_grad(sae, x, total, l1, ws, g, par),
         (&ArchConfig::TopK { k, aux_k, aux_coef }, Encoder::TopK { .. }) => {
-            match collective.latent_shard() {
-                Some(shard) => {
-                    let (selection, aux) = (Selection::PerSample(k), aux(aux_k, aux_coef));
-                    sharded_topk_loss_grad(sae, x, selection, aux, shard, ws, g, par)
-                }
-                None => topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par),
-            }
-        }
-        (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. })
-            if collective.latent_shard().is_some() =>
-        {
-            let (selection, aux) = (Selection::Batch(k), aux(aux_k, aux_coef));
-            let shard = collective.latent_shard().ok_or_else(|| Error::param("arch", "unsharded"))?;
-            sharded_topk_loss_grad(sae, x, selection, aux, shard, ws, g, par)
-        }
-        (arch, _) if collective.latent_shard().is_some() => {
-            return Err(Error::param(
-                "arch",
-                format!("{arch:?}: only TopK and BatchTopK train with their latents sharded across processes"),
-            ))
+            topk_loss_grad(sae, x, total, k, aux(aux_k, aux_coef), ws, g, par)
         }
         (&ArchConfig::BatchTopK { k, aux_k, aux_coef }, Encoder::JumpRelu { .. }) => {
             let (selection, aux) = (Selection::Batch(k), aux(aux_k, aux_coef));

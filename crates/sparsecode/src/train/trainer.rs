@@ -341,14 +341,11 @@ fn start_block(
     block: std::ops::Range<usize>,
     resume: Option<TrainState>,
 ) -> Result<TrainState> {
-    if !matches!(
-        cfg.arch,
-        ArchConfig::TopK { .. } | ArchConfig::BatchTopK { .. }
-    ) || fixed_decoder.is_some()
-    {
+    // Which architectures shard is the configuration's check (`latent_shards`).
+    if fixed_decoder.is_some() {
         return Err(Error::param(
-            "arch",
-            "only TopK and BatchTopK train with their latents sharded across processes (and from their own initialisation, without --dictionary)",
+            "dictionary",
+            "a latent-sharded run starts from its own initialisation, not from a dictionary",
         ));
     }
     let (n, d_in) = (block.len(), data.cols());
@@ -420,6 +417,7 @@ fn run(
             let part = collective.part(b);
             let inputs = StepInputs {
                 rows: &batch[part.start * d_in..part.end * d_in],
+                total: b,
                 l1,
                 dead: &dead,
             };
