@@ -67,6 +67,14 @@ impl Collective for DataParallel<'_> {
         *stats = sum;
     }
 
+    fn sum_f64(&mut self, values: &mut [f64]) {
+        let all = gather_f64(self.transport, values);
+        values.fill(0.0);
+        for v in &all {
+            values.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+    }
+
     fn ranks(&self) -> usize {
         self.transport.size()
     }

@@ -94,6 +94,11 @@ pub trait Collective: Send {
         None
     }
 
+    /// Replaces `values` by their element-wise sum over every process, added in process order
+    /// (the same bits everywhere; nothing to do in one process). For counts a step needs
+    /// before its gradients, such as a Switch SAE's rows per expert.
+    fn sum_f64(&mut self, _values: &mut [f64]) {}
+
     /// Processes taking part in every step (1 here).
     fn ranks(&self) -> usize {
         1

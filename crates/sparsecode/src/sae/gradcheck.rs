@@ -673,3 +673,119 @@ fn matryoshka_gradients_identical_across_thread_counts() {
     };
     assert_eq!(at_threads(1, &sae, &f), at_threads(2, &sae, &f));
 }
+
+/// A Switch SAE with a non-zero router bias and logits spread enough that the probabilities
+/// differ (every term of the router's gradient matters).
+fn random_switch(d_in: usize, d_sae: usize, k: usize, experts: usize, seed: u64) -> Sae {
+    let mut sae = random_sae(d_in, d_sae, Activation::Switch { k, experts }, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
+    if let Encoder::Switch { router, .. } = &mut sae.encoder {
+        router.w.as_mut_slice().iter_mut().for_each(|v| *v *= 3.0);
+        router
+            .b
+            .iter_mut()
+            .for_each(|v| *v = 0.3 * Distribution::<f32>::sample(&StandardNormal, &mut rng));
+    }
+    sae
+}
+
+fn switch_step(
+    s: &Sae,
+    x: &[f32],
+    lb_coef: f32,
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
+    let Encoder::Switch { k, router } = &s.encoder else {
+        panic!("a Switch SAE")
+    };
+    let rows = x.len() / s.d_in();
+    switch_loss_grad(s, router, *k, x, rows, lb_coef, &mut SingleProcess, ws, g, par)
+}
+
+#[test]
+fn switch_gradient_matches_finite_differences() {
+    for (apply, experts, k, lb) in [(true, 3, 2, 0.5), (false, 2, 3, 0.5), (true, 4, 1, 0.0)] {
+        let mut sae = random_switch(5, 12, k, experts, 31);
+        sae.apply_b_dec_to_input = apply;
+        let x = batch(9, 5, 32);
+        let f = |s: &Sae, ws: &mut Workspace, g: &mut Grads| {
+            switch_step(s, &x, lb, ws, g, Parallelism::Serial)
+        };
+        let g = analytic(&sae, &f);
+        assert!(
+            g.get(ParamId::WRouter).unwrap().iter().any(|v| *v != 0.0),
+            "the router learns"
+        );
+        check(&sae, &g, &|s| via_library(s, &f));
+    }
+}
+
+#[test]
+fn a_switch_sae_routes_every_sample_to_one_expert_and_balances_a_fair_router_at_one() {
+    let sae = random_switch(6, 24, 3, 4, 40);
+    let x = batch(50, 6, 41);
+    let (mut ws, mut g) = (Workspace::default(), Grads::like(&sae));
+    let parts = switch_step(&sae, &x, 1.0, &mut ws, &mut g, Parallelism::Serial);
+    // Each sample's codes lie in one block of 6 latents.
+    for (r, idx) in ws.topk.indices.chunks(3).enumerate() {
+        let block = idx[0] / 6;
+        assert!(idx.iter().all(|j| j / 6 == block), "row {r}: {idx:?}");
+    }
+    // The balance term is at least s (E sum f P >= 1 only at a uniform router; here it is
+    // finite and positive) and reported as the sparsity part.
+    let s: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 50.0;
+    assert!(parts.sparsity > 0.0 && parts.sparsity < 4.0 * s, "{parts:?}");
+    assert!((parts.loss - parts.recon - parts.sparsity).abs() < 1e-9);
+    // A router with zero weights and bias is uniform: E sum_e f_e P_e = sum_e f_e = 1.
+    let mut fair = sae.clone();
+    if let Encoder::Switch { router, .. } = &mut fair.encoder {
+        router.w.as_mut_slice().fill(0.0);
+    }
+    let parts = switch_step(&fair, &x, 1.0, &mut ws, &mut g, Parallelism::Serial);
+    assert!((parts.sparsity - s).abs() < 1e-6 * s, "{} vs {s}", parts.sparsity);
+}
+
+#[test]
+fn a_switch_sae_with_one_expert_is_a_topk_sae() {
+    let switch = random_switch(7, 20, 4, 1, 50);
+    let mut topk = switch.clone();
+    topk.encoder = Encoder::TopK { k: 4 };
+    let x = batch(11, 7, 51);
+    let par = Parallelism::Serial;
+    let (mut ws, mut g) = (Workspace::default(), Grads::like(&switch));
+    let parts = switch_step(&switch, &x, 0.0, &mut ws, &mut g, par);
+    let (mut tws, mut tg) = (Workspace::default(), Grads::like(&topk));
+    let want = topk_loss_grad(&topk, &x, 11, 4, None, &mut tws, &mut tg, par);
+    assert_eq!(ws.topk.indices, tws.topk.indices);
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        for (i, (u, v)) in a.iter().zip(b).enumerate() {
+            assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{what}[{i}]: {u} vs {v}");
+        }
+    };
+    close(&ws.topk.values, &tws.topk.values, "codes");
+    assert!((parts.recon - want.recon).abs() <= 1e-6 * want.recon);
+    close(&g.w_enc, &tg.w_enc, "w_enc");
+    close(&g.w_dec, &tg.w_dec, "w_dec");
+    close(&g.b_enc, &tg.b_enc, "b_enc");
+    close(&g.b_dec, &tg.b_dec, "b_dec");
+    // One expert: the softmax is constant, the router gets no gradient.
+    assert!(g.get(ParamId::WRouter).unwrap().iter().all(|v| *v == 0.0));
+}
+
+#[test]
+fn a_switch_step_is_identical_at_any_thread_count() {
+    let sae = random_switch(16, 64, 4, 8, 60);
+    let x = batch(300, 16, 61);
+    let run = |threads: usize| {
+        let par = Parallelism::threads(threads);
+        let (mut ws, mut g) = (Workspace::default(), Grads::like(&sae));
+        let parts = par.install(|| switch_step(&sae, &x, 0.3, &mut ws, &mut g, par));
+        (parts.loss.to_bits(), ws.topk.indices.clone(), g)
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        assert!(run(t) == one, "{t} threads");
+    }
+}

@@ -76,6 +76,8 @@ pub struct Workspace {
     /// JumpReLU: the entries in the straight-through window, (row, latent, pre-activation), in
     /// row-major order.
     pub(crate) window: Vec<(u32, u32, f32)>,
+    /// Switch: the routing and its gradients.
+    pub(crate) switch: super::switch::SwitchScratch,
 }
 
 impl Workspace {

@@ -51,6 +51,7 @@ pub fn matryoshka_loss_grad(
     let main = MainGrad {
         grad: &levels[..b * widths.len() * m],
         widths,
+        row_scale: None,
     };
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), Some(main), (ws, g), None, par);
     // D_1 holds every level's error: b_dec's gradient.

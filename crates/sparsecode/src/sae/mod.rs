@@ -10,6 +10,8 @@
 //!   latents and `scale = min(1, dead / k_aux)` (AuxK, arXiv 2406.04093).
 //! - Matryoshka BatchTopK: BatchTopK codes, one reconstruction loss per nested prefix of the
 //!   latents (see [`matryoshka_loss_grad`]).
+//! - Switch: a router picks one block of latents per sample, TopK within it, codes scaled by
+//!   the router's probability, plus a load-balancing term (see [`switch_loss_grad`]).
 
 mod certified;
 mod collective;
@@ -25,6 +27,7 @@ mod relu;
 pub mod saelens;
 mod sharded;
 pub mod sparsify;
+mod switch;
 mod topk;
 
 pub use certified::{CertifiedStats, EncoderPrecision};
@@ -36,10 +39,11 @@ pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;
 pub use matryoshka::matryoshka_loss_grad;
 pub use mlp::mlp_loss_grad;
-pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Sae};
+pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Router, Sae};
 pub use params::{Grads, ParamId};
 pub use relu::relu_loss_grad;
 pub use sharded::{keep_global_top, sharded_topk_loss_grad};
+pub use switch::switch_loss_grad;
 pub use topk::{sparse_loss_grad, topk_loss_grad, AuxK, Selection};
 
 #[cfg(test)]

@@ -25,6 +25,14 @@ pub enum Activation {
     /// `exp(r_mag) * (xc W_enc^T) + b_mag` (then ReLU) decides how much ([`Sae::b_mag`],
     /// [`Sae::r_mag`]; `b_enc` is SAELens' `b_gate`).
     Gated,
+    /// Switch (arXiv 2410.08201): a router sends each sample to one of `experts` equal blocks
+    /// of latents, whose top `k` (then ReLU) are scaled by the router's probability.
+    Switch {
+        /// Active latents per sample.
+        k: usize,
+        /// Blocks of latents (each `d_sae / experts` wide).
+        experts: usize,
+    },
 }
 
 /// The first layer of an MLP encoder: `hidden = ReLU(xc W^T + b)`, then `W_enc` reads `hidden`.
@@ -34,6 +42,23 @@ pub struct HiddenLayer {
     pub w: Matrix,
     /// `[width]`.
     pub b: Vec<f32>,
+}
+
+/// A Switch SAE's router: sample `x` goes to the expert with the largest logit of
+/// `W (x - b)`, with probability the softmax of those logits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Router {
+    /// `[experts, d_in]`.
+    pub w: Matrix,
+    /// `[d_in]`, subtracted from the input before routing.
+    pub b: Vec<f32>,
+}
+
+impl Router {
+    /// Number of experts.
+    pub fn experts(&self) -> usize {
+        self.w.rows()
+    }
 }
 
 /// How the encoder is initialised from the (random, unit-row) decoder.
@@ -85,11 +110,20 @@ pub enum Encoder {
         /// The hidden layer.
         hidden: HiddenLayer,
     },
+    /// Switch: the router picks one block of `d_sae / experts` latents per sample; the top `k`
+    /// of that block's `x_c W_enc^T + b_enc`, then ReLU, times the router's probability.
+    Switch {
+        /// Active latents per sample.
+        k: usize,
+        /// The router.
+        router: Router,
+    },
 }
 
 impl Encoder {
-    /// The linear encoder with `activation` for `d_sae` latents, its own tensors zero.
-    pub fn linear(activation: Activation, d_sae: usize) -> Self {
+    /// The linear encoder with `activation` for `d_sae` latents of inputs `d_in` wide, its own
+    /// tensors zero.
+    pub fn linear(activation: Activation, d_in: usize, d_sae: usize) -> Self {
         match activation {
             Activation::Relu => Encoder::Relu,
             Activation::TopK { k } => Encoder::TopK { k },
@@ -99,6 +133,13 @@ impl Encoder {
             Activation::Gated => Encoder::Gated {
                 b_mag: vec![0.0; d_sae],
                 r_mag: vec![0.0; d_sae],
+            },
+            Activation::Switch { k, experts } => Encoder::Switch {
+                k,
+                router: Router {
+                    w: Matrix::zeros(experts, d_in),
+                    b: vec![0.0; d_in],
+                },
             },
         }
     }
@@ -112,6 +153,10 @@ impl Encoder {
             Encoder::Mlp { hidden } => vec![
                 (ParamId::WHidden, hidden.w.as_slice()),
                 (ParamId::BHidden, &hidden.b),
+            ],
+            Encoder::Switch { router, .. } => vec![
+                (ParamId::WRouter, router.w.as_slice()),
+                (ParamId::BRouter, &router.b),
             ],
         }
     }
@@ -128,6 +173,10 @@ impl Encoder {
                 (ParamId::WHidden, hidden.w.as_mut_slice()),
                 (ParamId::BHidden, &mut hidden.b),
             ],
+            Encoder::Switch { router, .. } => vec![
+                (ParamId::WRouter, router.w.as_mut_slice()),
+                (ParamId::BRouter, &mut router.b),
+            ],
         }
     }
 
@@ -138,6 +187,10 @@ impl Encoder {
             Encoder::TopK { k } => Activation::TopK { k: *k },
             Encoder::JumpRelu { .. } => Activation::JumpRelu,
             Encoder::Gated { .. } => Activation::Gated,
+            Encoder::Switch { k, router } => Activation::Switch {
+                k: *k,
+                experts: router.experts(),
+            },
         }
     }
 
@@ -188,8 +241,15 @@ impl Sae {
                 Matrix::from_fn(d_sae, d_in, |_, _| rng.random_range(-bound..=bound))
             }
         };
+        let mut encoder = Encoder::linear(activation, d_in, d_sae);
+        if let Encoder::Switch { router, .. } = &mut encoder {
+            // PyTorch's nn.Linear default, as arXiv 2410.08201's router.
+            let bound = 1.0 / (d_in as f32).sqrt();
+            let e = router.experts();
+            router.w = Matrix::from_fn(e, d_in, |_, _| rng.random_range(-bound..=bound));
+        }
         Sae {
-            encoder: Encoder::linear(activation, d_sae),
+            encoder,
             w_enc,
             b_enc: vec![0.0; d_sae],
             w_dec,
@@ -208,7 +268,7 @@ impl Sae {
                     b: vec![0.0; width],
                 },
             },
-            None => Encoder::linear(activation, d_sae),
+            None => Encoder::linear(activation, d_in, d_sae),
         };
         Sae {
             encoder,
@@ -233,6 +293,11 @@ impl Sae {
             _ => self.w_enc.as_mut_slice(),
         };
         first_layer.iter_mut().for_each(|v| *v *= s);
+        if let Encoder::Switch { router, .. } = &mut self.encoder {
+            // W_r (s x - b_r) = (s W_r) (x - b_r / s).
+            router.w.as_mut_slice().iter_mut().for_each(|v| *v *= s);
+            router.b.iter_mut().for_each(|v| *v /= s);
+        }
         self.w_dec.as_mut_slice().iter_mut().for_each(|v| *v /= s);
         self.b_dec.iter_mut().for_each(|v| *v /= s);
     }
@@ -332,6 +397,13 @@ impl Sae {
                 ));
             }
         }
+        if let Encoder::Switch { k, router } = &self.encoder {
+            check_experts(context, n, *k, router.experts())?;
+        }
+        let experts = match &self.encoder {
+            Encoder::Switch { router, .. } => router.experts(),
+            _ => 0,
+        };
         for (id, t) in self.tensors() {
             let want = match id {
                 ParamId::WEnc => n * width,
@@ -339,6 +411,8 @@ impl Sae {
                 ParamId::BDec => m,
                 ParamId::WHidden => width * m,
                 ParamId::BHidden => width,
+                ParamId::WRouter => experts * m,
+                ParamId::BRouter => m,
                 ParamId::BEnc | ParamId::Threshold | ParamId::BMag | ParamId::RMag => n,
             };
             if t.len() != want {
@@ -351,7 +425,7 @@ impl Sae {
             if let Some(i) = t.iter().position(|x| !x.is_finite()) {
                 let cols = match id {
                     ParamId::WEnc => width,
-                    ParamId::WDec | ParamId::WHidden => m,
+                    ParamId::WDec | ParamId::WHidden | ParamId::WRouter => m,
                     _ => 1,
                 };
                 return Err(Error::NonFinite {
@@ -363,6 +437,14 @@ impl Sae {
             }
         }
         Ok(())
+    }
+
+    /// Latents per expert of a Switch SAE (None for other encoders).
+    pub fn expert_width(&self) -> Option<usize> {
+        match &self.encoder {
+            Encoder::Switch { router, .. } => Some(self.d_sae() / router.experts().max(1)),
+            _ => None,
+        }
     }
 
     /// Fails unless `x` has `d_in` columns.
@@ -458,6 +540,9 @@ impl Sae {
         let n = self.d_sae();
         let mut xc = vec![0.0; x.len()];
         let mut pre = vec![0.0; rows * n];
+        if let Encoder::Switch { k, router } = &self.encoder {
+            return Codes::Sparse(super::switch::encode_codes(self, router, *k, x, par));
+        }
         if let &Encoder::TopK { k } = &self.encoder {
             // The selection training makes: certified from approximate products.
             let mut cert = super::certified::Certified::default();
@@ -508,8 +593,11 @@ impl Sae {
                 format!("a fraction in (0, 1], got {rate}"),
             ));
         }
-        if let Encoder::TopK { .. } = self.encoder {
-            return Err(Error::param("rate", "TopK sets how many latents fire by k"));
+        if let Encoder::TopK { .. } | Encoder::Switch { .. } = self.encoder {
+            return Err(Error::param(
+                "rate",
+                "TopK and Switch set how many latents fire by k",
+            ));
         }
         self.check_input(x, "rows for the firing rate")?;
         let (rows, n) = (x.rows(), self.d_sae());
@@ -564,6 +652,24 @@ impl Sae {
     pub fn reconstruct(&self, x: &Matrix, par: Parallelism) -> Matrix {
         self.decode(&self.encode_dense(x, par), par)
     }
+}
+
+/// A Switch SAE's shape: `experts` divides the latents, `k` at most an expert's latents.
+pub(crate) fn check_experts(context: &str, latents: usize, k: usize, experts: usize) -> Result<()> {
+    if experts == 0 || !latents.is_multiple_of(experts) {
+        return Err(Error::param(
+            "experts",
+            format!("{context}: {experts} experts must divide the {latents} latents into equal blocks"),
+        ));
+    }
+    let width = latents / experts;
+    if k == 0 || k > width {
+        return Err(Error::param(
+            "k",
+            format!("{context}: k = {k} must be in 1..={width} (the latents of one expert)"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

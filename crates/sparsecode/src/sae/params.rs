@@ -2,7 +2,7 @@
 //!
 //! Every SAE has four tensors (`w_enc`, `b_enc`, `w_dec`, `b_dec`); its [`super::Encoder`] adds
 //! its own (JumpReLU's `threshold`, the gated magnitude path's `b_mag` and `r_mag`, an MLP
-//! encoder's `w_hidden` and `b_hidden`). [`super::Sae::tensors`] lists them in one fixed order,
+//! encoder's `w_hidden` and `b_hidden`, a Switch SAE's router `w_router` and `b_router`). [`super::Sae::tensors`] lists them in one fixed order,
 //! and [`Grads`] holds one buffer per listed tensor: the gradients, Adam's two moments, the
 //! checkpoint and (later) the all-reduce all iterate over that one list. Adding a parameter to an
 //! architecture means adding it to its encoder variant and to [`super::Encoder::tensors`].
@@ -31,6 +31,10 @@ pub enum ParamId {
     WHidden,
     /// MLP encoder hidden bias `[width]`.
     BHidden,
+    /// Switch router rows `[experts, d_in]`.
+    WRouter,
+    /// Switch router input bias `[d_in]` (subtracted before routing).
+    BRouter,
 }
 
 impl ParamId {
@@ -46,6 +50,8 @@ impl ParamId {
             ParamId::RMag => "r_mag",
             ParamId::WHidden => "w_hidden",
             ParamId::BHidden => "b_hidden",
+            ParamId::WRouter => "w_router",
+            ParamId::BRouter => "b_router",
         }
     }
 
@@ -53,7 +59,7 @@ impl ParamId {
     pub fn is_bias(self) -> bool {
         matches!(
             self,
-            ParamId::BEnc | ParamId::BDec | ParamId::BMag | ParamId::BHidden
+            ParamId::BEnc | ParamId::BDec | ParamId::BMag | ParamId::BHidden | ParamId::BRouter
         )
     }
 }

@@ -5,10 +5,12 @@
 //! `activation_fn_str` and `activation_fn_kwargs.k`: both are read, both are written.
 //! MLP encoders are a sparsecode extension: architecture "mlp" with `d_hidden`, and tensors
 //! `W_hidden [d_in, d_hidden]`, `b_hidden [d_hidden]`, `W_enc [d_hidden, d_sae]`.
+//! Switch SAEs likewise: architecture "switch" with `k` and `experts`, and tensors
+//! `W_router [d_in, experts]` (stored like `W_enc`, input-major) and `b_router [d_in]`.
 
 use crate::io::tensors::{read_tensors, take, write_tensors};
 use crate::io::Fields;
-use crate::sae::{Activation, Encoder, HiddenLayer, Sae};
+use crate::sae::{Activation, Encoder, HiddenLayer, Router, Sae};
 use crate::{Error, Matrix, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -27,6 +29,10 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
     let e = sae.encoder_input_width();
     let w_enc_t = sae.w_enc.transpose();
     let hidden_t = sae.encoder.hidden().map(|h| h.w.transpose());
+    let router_t = match &sae.encoder {
+        Encoder::Switch { router, .. } => Some(router.w.transpose()),
+        _ => None,
+    };
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
         ("W_enc", vec![e, n], w_enc_t.as_slice()),
         ("W_dec", vec![n, m], sae.w_dec.as_slice()),
@@ -49,6 +55,11 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
             tensors.push(("W_hidden", vec![m, e], t));
             tensors.push(("b_hidden", vec![e], &hidden.b));
         }
+        Encoder::Switch { router, .. } => {
+            let t = router_t.as_ref().map_or(&[][..], |t| t.as_slice());
+            tensors.push(("W_router", vec![m, router.experts()], t));
+            tensors.push(("b_router", vec![m], &router.b));
+        }
     }
     write_tensors(&dir.join(WEIGHTS_FILE), &tensors, None)?;
     let (architecture, activation, kwargs) = match sae.encoder {
@@ -57,6 +68,7 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
         Encoder::TopK { k } => ("topk", "topk", json!({ "k": k })),
         Encoder::JumpRelu { .. } => ("jumprelu", "jumprelu", json!({})),
         Encoder::Gated { .. } => ("gated", "relu", json!({})),
+        Encoder::Switch { k, .. } => ("switch", "topk", json!({ "k": k })),
     };
     let mut cfg = json!({
         "architecture": architecture,
@@ -70,8 +82,13 @@ pub fn save(dir: &Path, sae: &Sae, metadata: Value) -> Result<()> {
         "activation_fn_kwargs": kwargs,
         "metadata": metadata,
     });
-    if let Encoder::TopK { k } = sae.encoder {
-        cfg["k"] = json!(k);
+    match &sae.encoder {
+        Encoder::TopK { k } => cfg["k"] = json!(k),
+        Encoder::Switch { k, router } => {
+            cfg["k"] = json!(k);
+            cfg["experts"] = json!(router.experts());
+        }
+        _ => {}
     }
     if sae.encoder.hidden().is_some() {
         cfg["d_hidden"] = json!(e);
@@ -101,10 +118,16 @@ pub fn load(dir: &Path) -> Result<Sae> {
         "topk" => Activation::TopK { k: topk_k(&f)? },
         "jumprelu" => Activation::JumpRelu,
         "gated" => Activation::Gated,
+        "switch" => Activation::Switch {
+            k: topk_k(&f)?,
+            experts: f.positive_usize("experts")?.ok_or_else(|| {
+                Error::format(&cfg_path, "switch architecture without 'experts'")
+            })?,
+        },
         other => {
             return Err(Error::format(
                 &cfg_path,
-                format!("architecture '{other}' is not supported (expected 'standard', 'topk', 'jumprelu', 'gated' or 'mlp')"),
+                format!("architecture '{other}' is not supported (expected 'standard', 'topk', 'jumprelu', 'gated', 'mlp' or 'switch')"),
             ))
         }
     };
@@ -152,6 +175,17 @@ pub fn load(dir: &Path) -> Result<Sae> {
             b_mag: take(&mut t, &wpath, "b_mag", &[d_sae])?,
             r_mag: take(&mut t, &wpath, "r_mag", &[d_sae])?,
         },
+        (Activation::Switch { k, experts }, None) => {
+            crate::sae::model::check_experts(&cfg_path.display().to_string(), d_sae, k, experts)?;
+            let w = take(&mut t, &wpath, "W_router", &[d_in, experts])?;
+            Encoder::Switch {
+                k,
+                router: Router {
+                    w: Matrix::from_vec(d_in, experts, w)?.transpose(),
+                    b: take(&mut t, &wpath, "b_router", &[d_in])?,
+                },
+            }
+        }
     };
     let mut sae = Sae {
         encoder,

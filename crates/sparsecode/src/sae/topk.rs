@@ -635,6 +635,9 @@ pub(super) struct MainGrad<'a> {
     pub(super) grad: &'a [f32],
     /// Increasing latent counts, the last `d_sae`.
     pub(super) widths: &'a [usize],
+    /// Per row, the factor from a pre-activation to its code (a Switch SAE's router
+    /// probability; None: 1).
+    pub(super) row_scale: Option<&'a [f32]>,
 }
 
 /// The per-latent sparse gradients of `W_dec`, `W_enc` and `b_enc` from the grouped slots: each
@@ -644,6 +647,7 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
     let main = MainGrad {
         grad: &ws.de[..b * sae.d_in()],
         widths: &[sae.d_sae()],
+        row_scale: None,
     };
     sparse_weight_grads_by_level(sae, ws, main, g, b, with_aux);
 }
@@ -779,9 +783,13 @@ fn sparse_weight_grads_by_level(
                     if val <= 0.0 {
                         continue;
                     }
-                    // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through x_c.
-                    let dv = simd::dot_inline(gr, wd);
+                    // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through
+                    // x_c, times the row's scale from pre-activation to code (main codes).
+                    let mut dv = simd::dot_inline(gr, wd);
                     simd::axpy_inline(gd, val, gr);
+                    if let (Some(scale), true) = (main.row_scale, e < main_slots) {
+                        dv *= scale[row];
+                    }
                     simd::axpy_inline(ge, dv, &xc[row * m..(row + 1) * m]);
                     sum_dv += dv;
                 }
