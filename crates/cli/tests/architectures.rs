@@ -36,7 +36,7 @@ fn every_architecture_trains_saves_and_evaluates() {
     let data = planted(t.path());
     let x = format!("{data}/activations.npy");
     let test = format!("{data}/test_activations.npy");
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         ("batchtopk", &["--k", "3"], "jumprelu"),
         (
             "matryoshka",
@@ -57,6 +57,7 @@ fn every_architecture_trains_saves_and_evaluates() {
         ),
         ("gated", &["--l1", "1.0"], "gated"),
         ("mlp", &["--l1", "0.3", "--hidden", "32"], "mlp"),
+        ("switch", &["--k", "3", "--experts", "2"], "switch"),
     ];
     for (arch, flags, saved_as) in cases {
         let run_dir = t.path().join(arch);
@@ -197,6 +198,31 @@ fn impossible_architecture_parameters_are_refused() {
         (
             &["--arch", "topk", "--k", "3", "--prefixes", "8,16"],
             "matryoshka",
+        ),
+        (&["--arch", "switch", "--k", "3"], "needs experts"),
+        (
+            &["--arch", "switch", "--k", "3", "--experts", "5"],
+            "5 experts must divide the 48 latents",
+        ),
+        (
+            &["--arch", "switch", "--k", "13", "--experts", "4"],
+            "the latents of one expert",
+        ),
+        (
+            &["--arch", "topk", "--k", "3", "--experts", "4"],
+            "experts belongs to switch",
+        ),
+        (
+            &[
+                "--arch",
+                "switch",
+                "--k",
+                "3",
+                "--experts",
+                "4",
+                "--lb-coef=-1",
+            ],
+            "lb_coef",
         ),
     ] {
         let mut args = vec![

@@ -212,6 +212,7 @@ fn describe(sae: &Sae) -> (&'static str, Option<usize>) {
         (Activation::TopK { k }, _) => ("topk", Some(k)),
         (Activation::JumpRelu, _) => ("jumprelu", None),
         (Activation::Gated, _) => ("gated", None),
+        (Activation::Switch { k, .. }, _) => ("switch", Some(k)),
     }
 }
 

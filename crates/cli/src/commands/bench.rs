@@ -19,8 +19,8 @@ use std::path::PathBuf;
 pub enum Which {
     /// Median time of an SAE training step.
     Train {
-        /// relu, topk, batchtopk, matryoshka (default prefixes), jumprelu, gated or mlp (hidden
-        /// layer as wide as the input).
+        /// relu, topk, batchtopk, matryoshka (default prefixes), jumprelu, gated, mlp (hidden
+        /// layer as wide as the input) or switch (--experts).
         #[arg(long)]
         arch: ArchKind,
         /// Input width M.
@@ -32,6 +32,9 @@ pub enum Which {
         /// Active latents (topk).
         #[arg(long, default_value_t = 32)]
         k: usize,
+        /// Experts of a Switch SAE (switch).
+        #[arg(long)]
+        experts: Option<usize>,
         #[arg(long, default_value_t = 4096)]
         batch: usize,
         /// Timed steps.
@@ -201,6 +204,7 @@ pub fn run(a: Args, threads: usize, mut ranks: Option<Box<dyn Transport>>) -> Re
             dims,
             latents,
             k,
+            experts,
             batch,
             steps,
             warmup,
@@ -211,7 +215,7 @@ pub fn run(a: Args, threads: usize, mut ranks: Option<Box<dyn Transport>>) -> Re
         } => {
             let top_kind = matches!(
                 arch,
-                ArchKind::Topk | ArchKind::Batchtopk | ArchKind::Matryoshka
+                ArchKind::Topk | ArchKind::Batchtopk | ArchKind::Matryoshka | ArchKind::Switch
             );
             if firing_rate.is_some() && top_kind {
                 anyhow::bail!("--firing-rate: {arch:?} sets its L0 by --k; give --k instead");
@@ -219,6 +223,7 @@ pub fn run(a: Args, threads: usize, mut ranks: Option<Box<dyn Transport>>) -> Re
             // Tiny penalties: the timing is of the step, not of a tuned run.
             let mut request = TrainRequest::new(arch, latents);
             request.k = Some(k);
+            request.experts = experts;
             request.l1 = Some(1e-3);
             request.l0 = Some(1e-3);
             let arch = request.arch_config(dims)?;

@@ -25,10 +25,10 @@ pub struct Args {
     /// Rows in the shuffle window when streaming a store.
     #[arg(long, default_value_t = 65_536)]
     shuffle_rows: u64,
-    /// relu, topk, batchtopk, matryoshka (BatchTopK), jumprelu, gated or mlp.
+    /// relu, topk, batchtopk, matryoshka (BatchTopK), jumprelu, gated, mlp or switch.
     #[arg(long, required_unless_present = "resume")]
     arch: Option<ArchKind>,
-    /// Active latents per sample (topk; the batch mean for batchtopk and matryoshka).
+    /// Active latents per sample (topk, switch; the batch mean for batchtopk and matryoshka).
     #[arg(long)]
     k: Option<usize>,
     /// L1 coefficient (relu, gated, mlp; default 3 on normalised inputs).
@@ -50,6 +50,13 @@ pub struct Args {
     /// ends the list; default latents/64,/16,/4).
     #[arg(long, value_delimiter = ',')]
     prefixes: Option<Vec<usize>>,
+    /// Experts of a Switch SAE: blocks of latents/experts latents, one chosen per sample by a
+    /// router (switch; required there).
+    #[arg(long)]
+    experts: Option<usize>,
+    /// Load-balancing coefficient of a Switch SAE (default 0.01).
+    #[arg(long)]
+    lb_coef: Option<f32>,
     /// Number of latents (d_sae).
     #[arg(long, required_unless_present = "resume")]
     latents: Option<usize>,
@@ -167,6 +174,8 @@ pub(super) fn request(a: &Args, threads: usize) -> Result<TrainRequest> {
     r.init_threshold = a.init_threshold;
     r.hidden = a.hidden;
     r.prefixes = a.prefixes.clone();
+    r.experts = a.experts;
+    r.lb_coef = a.lb_coef;
     r.aux_k = a.aux_k;
     r.aux_coef = a.aux_coef;
     r.steps = a.steps;

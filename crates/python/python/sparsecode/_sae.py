@@ -10,7 +10,7 @@ from ._arrays import as_matrix
 from ._base import BASES
 from ._store import ActivationStore
 
-_ARCHS = ("topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp")
+_ARCHS = ("topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp", "switch")
 
 
 class SparseAutoencoder(*BASES):
@@ -24,13 +24,21 @@ class SparseAutoencoder(*BASES):
 
     Parameters
     ----------
-    arch : {"topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp"}, default="topk"
+    arch : {"topk", "batchtopk", "matryoshka", "relu", "jumprelu", "gated", "mlp", "switch"}, default="topk"
         Architecture: TopK, BatchTopK or Matryoshka BatchTopK with AuxK, ReLU + L1 (SAELens
-        "standard"), JumpReLU with an L0 penalty, Gated, or an MLP encoder (ReLU + L1).
+        "standard"), JumpReLU with an L0 penalty, Gated, an MLP encoder (ReLU + L1), or a
+        Switch SAE (a router picks one of ``n_experts`` blocks of latents per sample, TopK
+        within it).
     n_latents : int, optional
         Latents (default: 4 x the number of features).
     k : int, optional
-        Active latents per sample (topk; the batch mean for batchtopk and matryoshka; default 8).
+        Active latents per sample (topk, switch; the batch mean for batchtopk and matryoshka;
+        default 8).
+    n_experts : int, optional
+        Blocks of latents a Switch SAE routes among (switch; must divide ``n_latents``;
+        default 8).
+    lb_coef : float, optional
+        Load-balancing coefficient of a Switch SAE (switch; library default 0.01).
     l1 : float, optional
         L1 coefficient on normalised inputs (relu, gated, mlp; library default 3.0).
     l0 : float, optional
@@ -95,6 +103,8 @@ class SparseAutoencoder(*BASES):
         arch="topk",
         n_latents=None,
         k=None,
+        n_experts=None,
+        lb_coef=None,
         l1=None,
         l0=None,
         aux_k=None,
@@ -115,6 +125,8 @@ class SparseAutoencoder(*BASES):
         self.arch = arch
         self.n_latents = n_latents
         self.k = k
+        self.n_experts = n_experts
+        self.lb_coef = lb_coef
         self.l1 = l1
         self.l0 = l0
         self.aux_k = aux_k
@@ -146,8 +158,13 @@ class SparseAutoencoder(*BASES):
             "threads": _threads(self.n_threads),
             "normalize": "expected_average_only_in" if self.normalize else "none",
         }
-        if self.arch in ("topk", "batchtopk", "matryoshka"):
+        if self.arch in ("topk", "batchtopk", "matryoshka", "switch"):
             req["k"] = _count("k", self.k if self.k is not None else 8)
+        if self.arch == "switch":
+            experts = self.n_experts if self.n_experts is not None else 8
+            req["experts"] = _count("n_experts", experts)
+            if self.lb_coef is not None:
+                req["lb_coef"] = _number("lb_coef", self.lb_coef, float)
         optional = {
             "l1": (self.l1, float),
             "l0": (self.l0, float),

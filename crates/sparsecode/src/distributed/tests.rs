@@ -137,6 +137,11 @@ fn data_parallel_equals_one_process_and_repeats_exactly() {
             l1: 0.05,
             l1_warmup_steps: 0,
         },
+        ArchConfig::Switch {
+            k: 3,
+            experts: 4,
+            lb_coef: 0.1,
+        },
     ] {
         let cfg = config(arch.clone());
         let one = train(

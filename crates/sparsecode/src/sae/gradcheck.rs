@@ -701,7 +701,18 @@ fn switch_step(
         panic!("a Switch SAE")
     };
     let rows = x.len() / s.d_in();
-    switch_loss_grad(s, router, *k, x, rows, lb_coef, &mut SingleProcess, ws, g, par)
+    switch_loss_grad(
+        s,
+        router,
+        *k,
+        x,
+        rows,
+        lb_coef,
+        &mut SingleProcess,
+        ws,
+        g,
+        par,
+    )
 }
 
 #[test]
@@ -736,7 +747,10 @@ fn a_switch_sae_routes_every_sample_to_one_expert_and_balances_a_fair_router_at_
     // The balance term is at least s (E sum f P >= 1 only at a uniform router; here it is
     // finite and positive) and reported as the sparsity part.
     let s: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 50.0;
-    assert!(parts.sparsity > 0.0 && parts.sparsity < 4.0 * s, "{parts:?}");
+    assert!(
+        parts.sparsity > 0.0 && parts.sparsity < 4.0 * s,
+        "{parts:?}"
+    );
     assert!((parts.loss - parts.recon - parts.sparsity).abs() < 1e-9);
     // A router with zero weights and bias is uniform: E sum_e f_e P_e = sum_e f_e = 1.
     let mut fair = sae.clone();
@@ -744,7 +758,11 @@ fn a_switch_sae_routes_every_sample_to_one_expert_and_balances_a_fair_router_at_
         router.w.as_mut_slice().fill(0.0);
     }
     let parts = switch_step(&fair, &x, 1.0, &mut ws, &mut g, Parallelism::Serial);
-    assert!((parts.sparsity - s).abs() < 1e-6 * s, "{} vs {s}", parts.sparsity);
+    assert!(
+        (parts.sparsity - s).abs() < 1e-6 * s,
+        "{} vs {s}",
+        parts.sparsity
+    );
 }
 
 #[test]
@@ -761,7 +779,10 @@ fn a_switch_sae_with_one_expert_is_a_topk_sae() {
     assert_eq!(ws.topk.indices, tws.topk.indices);
     let close = |a: &[f32], b: &[f32], what: &str| {
         for (i, (u, v)) in a.iter().zip(b).enumerate() {
-            assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{what}[{i}]: {u} vs {v}");
+            assert!(
+                (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                "{what}[{i}]: {u} vs {v}"
+            );
         }
     };
     close(&ws.topk.values, &tws.topk.values, "codes");

@@ -39,6 +39,7 @@ pub use grads::{LossParts, Workspace};
 pub use jumprelu::jumprelu_loss_grad;
 pub use matryoshka::matryoshka_loss_grad;
 pub use mlp::mlp_loss_grad;
+pub(crate) use model::check_experts;
 pub use model::{Activation, Codes, Encoder, EncoderInit, HiddenLayer, Router, Sae};
 pub use params::{Grads, ParamId};
 pub use relu::relu_loss_grad;

@@ -659,7 +659,9 @@ pub(crate) fn check_experts(context: &str, latents: usize, k: usize, experts: us
     if experts == 0 || !latents.is_multiple_of(experts) {
         return Err(Error::param(
             "experts",
-            format!("{context}: {experts} experts must divide the {latents} latents into equal blocks"),
+            format!(
+                "{context}: {experts} experts must divide the {latents} latents into equal blocks"
+            ),
         ));
     }
     let width = latents / experts;

@@ -214,7 +214,10 @@ pub fn switch_loss_grad(
     let b = x.len() / m;
     forward(sae, router, k, x, ws, par);
     let recon = reconstruction_error(sae, x, total, ws);
-    let (de, p_star) = (std::mem::take(&mut ws.de), std::mem::take(&mut ws.switch.p_star));
+    let (de, p_star) = (
+        std::mem::take(&mut ws.de),
+        std::mem::take(&mut ws.switch.p_star),
+    );
     let main = MainGrad {
         grad: &de[..b * m],
         widths: &[n],
@@ -284,7 +287,10 @@ fn router_grads(
             dh[expert[r] as usize] += through / p_star[r];
             let s: f32 = dh.iter().zip(p).map(|(d, p)| d * p).sum();
             dh.iter_mut().zip(p).for_each(|(d, p)| *d = p * (*d - s));
-            p.iter().zip(&sums[..e]).map(|(p, f)| *p as f64 * f).sum::<f64>()
+            p.iter()
+                .zip(&sums[..e])
+                .map(|(p, f)| *p as f64 * f)
+                .sum::<f64>()
         })
         .collect();
     // Summed in row order: the same bits for any thread count.

@@ -84,6 +84,25 @@ pub enum ArchConfig {
         #[serde(default)]
         l1_warmup_steps: u64,
     },
+    /// Switch SAE (arXiv 2410.08201): a router sends each sample to one of `experts` equal
+    /// blocks of latents, TopK within the block, codes scaled by the router's probability, and
+    /// the Switch Transformer's load-balancing loss (see [`crate::sae::switch_loss_grad`]).
+    Switch {
+        /// Active latents per sample.
+        k: usize,
+        /// Blocks of latents, one chosen per sample.
+        experts: usize,
+        /// Load-balancing coefficient (on `mean ||x||^2 * experts * sum_e f_e P_e`).
+        #[serde(default = "default_lb_coef")]
+        lb_coef: f32,
+    },
+}
+
+/// The Switch SAE's load-balancing coefficient by default (the paper's training code).
+pub const DEFAULT_LB_COEF: f32 = 0.01;
+
+fn default_lb_coef() -> f32 {
+    DEFAULT_LB_COEF
 }
 
 fn default_bandwidth() -> f32 {
@@ -107,6 +126,7 @@ impl ArchConfig {
             | ArchConfig::Matryoshka { .. }
             | ArchConfig::JumpRelu { .. } => Activation::JumpRelu,
             ArchConfig::Gated { .. } => Activation::Gated,
+            ArchConfig::Switch { k, experts, .. } => Activation::Switch { k, experts },
         }
     }
 
@@ -424,6 +444,14 @@ impl TrainConfig {
             | ArchConfig::BatchTopK { k, aux_k, aux_coef } => {
                 self.check_k_and_aux(k, aux_k, aux_coef)?;
             }
+            ArchConfig::Switch {
+                k,
+                experts,
+                lb_coef,
+            } => {
+                crate::sae::check_experts("switch", self.latents, k, experts)?;
+                require_non_negative("lb_coef", lb_coef as f64)?;
+            }
         }
         self.check_shards()?;
         self.admit(d_in)
@@ -493,9 +521,14 @@ impl TrainConfig {
             _ => 0,
         };
         let latents = self.latents.div_ceil(self.latent_shards.max(1));
+        // A Switch SAE computes one expert's latents per sample.
+        let computed = match self.arch {
+            ArchConfig::Switch { experts, .. } => latents / experts.max(1),
+            _ => latents,
+        };
         let parts = [
             bytes_of(what, &[latents, d_in, 2 * 4], 4)?,
-            bytes_of(what, &[self.batch_size, latents, 3], 4)?,
+            bytes_of(what, &[self.batch_size, computed, 3], 4)?,
             // The hidden layer: [hidden, d_in] in, [latents, hidden] out, each x 4 buffers.
             bytes_of(what, &[hidden, d_in.saturating_add(self.latents), 4], 4)?,
             bytes_of(what, &[self.batch_size, hidden, 3], 4)?,

@@ -39,6 +39,8 @@ pub enum ArchKind {
     Gated,
     /// MLP encoder.
     Mlp,
+    /// Switch: a router picks one block of latents per sample, TopK within it.
+    Switch,
 }
 
 /// How inputs are scaled before training.
@@ -100,6 +102,12 @@ pub struct TrainRequest {
     /// is appended when the list stops short of it.
     #[serde(default)]
     pub prefixes: Option<Vec<usize>>,
+    /// Blocks of latents a router chooses among (switch; required there).
+    #[serde(default)]
+    pub experts: Option<usize>,
+    /// Load-balancing coefficient (switch; default 0.01).
+    #[serde(default)]
+    pub lb_coef: Option<f32>,
     /// Dead latents used by AuxK (topk, batchtopk; 0 disables).
     #[serde(default)]
     pub aux_k: Option<usize>,
@@ -185,6 +193,8 @@ impl TrainRequest {
             init_threshold: None,
             hidden: None,
             prefixes: None,
+            experts: None,
+            lb_coef: None,
             aux_k: None,
             aux_coef: None,
             steps: None,
@@ -301,6 +311,19 @@ impl TrainRequest {
                 format!("prefix sizes belong to matryoshka, not {:?}", self.arch),
             ));
         }
+        let switch_only = [
+            ("experts", self.experts.is_some()),
+            ("lb_coef", self.lb_coef.is_some()),
+        ];
+        if let Some((name, _)) = switch_only
+            .iter()
+            .find(|(_, given)| *given && self.arch != ArchKind::Switch)
+        {
+            return Err(Error::param(
+                *name,
+                format!("{name} belongs to switch, not {:?}", self.arch),
+            ));
+        }
         Ok(match self.arch {
             ArchKind::Relu => ArchConfig::Relu {
                 l1,
@@ -332,6 +355,13 @@ impl TrainRequest {
                 l1,
                 hidden: self.hidden.unwrap_or(d_in),
                 l1_warmup_steps: self.l1_warmup_steps,
+            },
+            ArchKind::Switch => ArchConfig::Switch {
+                k: need_k("switch")?,
+                experts: self.experts.ok_or_else(|| {
+                    Error::param("experts", "`switch` needs experts (blocks of latents)")
+                })?,
+                lb_coef: self.lb_coef.unwrap_or(super::config::DEFAULT_LB_COEF),
             },
         })
     }

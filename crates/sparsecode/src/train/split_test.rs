@@ -1,5 +1,5 @@
 //! Data parallelism in miniature: the two halves of a batch, computed separately (BatchTopK's
-//! threshold taken over the whole batch) and summed, give the whole batch's gradients and
+//! threshold and a Switch SAE's rows per expert taken over the whole batch) and summed, give the whole batch's gradients and
 //! statistics, and therefore its update, for every architecture.
 
 use super::step::{gradients, update, StepInputs};
@@ -9,10 +9,11 @@ use crate::data::{generate, SynthConfig};
 use crate::sae::{Collective, Grads, SingleProcess, StepStats, Workspace};
 use crate::{Matrix, Parallelism};
 
-/// One process's view of a batch split in two: the batch-level threshold is the one found
-/// over the whole batch.
+/// One process's view of a batch split in two: the batch-level threshold and sums are the
+/// ones found over the whole batch.
 struct HalfOf {
     threshold: f32,
+    sums: Vec<f64>,
 }
 
 impl Collective for HalfOf {
@@ -20,6 +21,25 @@ impl Collective for HalfOf {
         self.threshold
     }
     fn reduce(&mut self, _grads: &mut Grads, _stats: &mut StepStats) {}
+    fn sum_f64(&mut self, values: &mut [f64]) {
+        values.copy_from_slice(&self.sums);
+    }
+}
+
+/// The whole batch in one process, keeping what it summed.
+#[derive(Default)]
+struct Whole {
+    sums: Vec<f64>,
+}
+
+impl Collective for Whole {
+    fn kth_largest(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
+        SingleProcess.kth_largest(values, count)
+    }
+    fn reduce(&mut self, _grads: &mut Grads, _stats: &mut StepStats) {}
+    fn sum_f64(&mut self, values: &mut [f64]) {
+        self.sums = values.to_vec();
+    }
 }
 
 fn step_of(
@@ -95,6 +115,11 @@ fn architectures() -> Vec<ArchConfig> {
             hidden: 16,
             l1_warmup_steps: 0,
         },
+        ArchConfig::Switch {
+            k: 3,
+            experts: 4,
+            lb_coef: 0.5,
+        },
     ]
 }
 
@@ -120,16 +145,12 @@ fn two_halves_summed_give_the_whole_batch_update() {
         // is zero up to rounding moves nothing, instead of a full step of either sign.
         cfg.adam_eps = 1e-3;
         let state = initial_state(&cfg, x, None).unwrap();
-        let (mut g_whole, mut whole) = step_of(
-            &cfg,
-            &state,
-            (x.as_slice(), rows),
-            &dead,
-            &mut SingleProcess,
-        );
+        let mut one = Whole::default();
+        let (mut g_whole, mut whole) = step_of(&cfg, &state, (x.as_slice(), rows), &dead, &mut one);
         whole.finish();
         let mut half = HalfOf {
             threshold: whole.batch_threshold,
+            sums: one.sums,
         };
         let cut = rows / 2 * d;
         let (mut g, mut stats) =

@@ -8,8 +8,8 @@ use super::{Adam, ArchConfig, TrainConfig, TrainState, Update};
 use crate::linalg::normalize_rows;
 use crate::sae::{
     gated_loss_grad, jumprelu_loss_grad, matryoshka_loss_grad, mlp_loss_grad, relu_loss_grad,
-    sharded_topk_loss_grad, sparse_loss_grad, topk_loss_grad, AuxK, Collective, Encoder, Grads,
-    LossParts, Magnitude, ParamId, Sae, Selection, StepStats, Workspace,
+    sharded_topk_loss_grad, sparse_loss_grad, switch_loss_grad, topk_loss_grad, AuxK, Collective,
+    Encoder, Grads, LossParts, Magnitude, ParamId, Sae, Selection, StepStats, Workspace,
 };
 use crate::{Error, Matrix, Parallelism, Result};
 
@@ -119,6 +119,9 @@ fn loss_grad(
         }
         (ArchConfig::Mlp { .. }, Encoder::Mlp { hidden }) => {
             mlp_loss_grad(sae, hidden, x, total, l1, ws, g, par)
+        }
+        (&ArchConfig::Switch { lb_coef, .. }, Encoder::Switch { k, router }) => {
+            switch_loss_grad(sae, router, *k, x, total, lb_coef, collective, ws, g, par)
         }
         (arch, encoder) => {
             return Err(Error::param(

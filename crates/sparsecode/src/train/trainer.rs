@@ -141,6 +141,10 @@ pub(crate) fn initial_state(
 fn fresh_state(cfg: &TrainConfig, data: &dyn RowSource, mut sae: Sae) -> Result<TrainState> {
     if cfg.biases {
         sae.b_dec = initial_b_dec(cfg, data)?;
+        if let Encoder::Switch { router, .. } = &mut sae.encoder {
+            // The router centres its input where the decoder does (arXiv 2410.08201).
+            router.b.clone_from(&sae.b_dec);
+        }
     }
     Ok(TrainState {
         adam: adam_for(cfg, &sae),
