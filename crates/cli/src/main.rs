@@ -109,7 +109,11 @@ fn main() {
     };
     let transport = ranks.transport();
     let single = match &cli.command {
-        Command::Train(_) | Command::Harvest(_) | Command::Bench(_) => Ok(()),
+        Command::Train(_)
+        | Command::Harvest(_)
+        | Command::Bench(_)
+        | Command::Encode(_)
+        | Command::Eval(_) => Ok(()),
         _ => ranks.refuse_if_many(cli.command.name()),
     };
     // The one thread knob: the command runs on a pool of exactly this many threads, and every
@@ -119,8 +123,8 @@ fn main() {
         par.install(|| match cli.command {
             Command::Synth(a) => commands::synth::run(a),
             Command::Train(a) => commands::train::run(*a, threads, transport),
-            Command::Encode(a) => commands::encode::run(a, threads),
-            Command::Eval(a) => commands::eval::run(a, threads),
+            Command::Encode(a) => commands::encode::run(a, threads, transport),
+            Command::Eval(a) => commands::eval::run(a, threads, transport),
             Command::Demo(a) => commands::demo::run(a, threads),
             Command::Bench(a) => commands::bench::run(a, threads, transport),
             Command::Store(a) => commands::store::run(a),

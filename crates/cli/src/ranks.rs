@@ -54,7 +54,7 @@ impl Ranks {
     /// write the same outputs).
     pub fn refuse_if_many(&self, command: &str) -> Result<()> {
         if self.size > 1 {
-            bail!("`{command}` does not run across processes; start it without mpirun/srun (`train`, `harvest` and `bench train` do)");
+            bail!("`{command}` does not run across processes; start it without mpirun/srun (`train`, `harvest`, `encode`, `eval` and `bench train` do)");
         }
         Ok(())
     }

@@ -385,3 +385,76 @@ fn latent_sharded_training_resumes_exactly_and_only_at_its_rank_count() {
         "the resumed sharded run differs"
     );
 }
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn encode_and_eval_split_the_rows_across_ranks() {
+    let t = tempfile::tempdir().unwrap();
+    let data = planted(t.path());
+    let run = t.path().join("sae");
+    ok(&train_args(p(&data), "topk", "100", p(&run)));
+    // Encode: the codes of 3 ranks are the bytes of one process's.
+    let (one, three) = (t.path().join("one.npy"), t.path().join("three.npy"));
+    let encode = |out: &Path| {
+        let args = [
+            "encode",
+            "--sae",
+            p(&run),
+            "--data",
+            p(&data),
+            "--out",
+            p(out),
+        ];
+        args.map(str::to_string)
+    };
+    let args = encode(&one);
+    ok(&args.each_ref().map(String::as_str));
+    let args = encode(&three);
+    mpi_ok(3, &args.each_ref().map(String::as_str));
+    assert!(std::fs::read(&one).unwrap() == std::fs::read(&three).unwrap());
+    let record = json_of(&std::fs::read_to_string(three.with_extension("json")).unwrap());
+    assert_eq!(record["ranks"], 3);
+    assert_eq!(record["codes"]["shape"], serde_json::json!([6000, 128]));
+    // An existing output is refused, and left as it was.
+    let before = std::fs::read(&three).unwrap();
+    let o = mpirun(2, &args.each_ref().map(String::as_str))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+    assert!(std::fs::read(&three).unwrap() == before);
+    // Eval: the joined sums give one process's metrics.
+    let eval = ["eval", "--sae", p(&run), "--data", p(&data), "--json"];
+    let whole = json_of(&ok(&eval));
+    let o = mpirun(2, &eval).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let split = json_of(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(split["ranks"], 2);
+    assert_eq!(split["samples"], whole["samples"]);
+    for key in [
+        "mse",
+        "fvu",
+        "l0",
+        "dead_fraction",
+        "l1",
+        "cosine",
+        "l2_ratio",
+    ] {
+        let (a, b) = (split[key].as_f64().unwrap(), whole[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{key}: {a} vs {b}"
+        );
+    }
+    assert_eq!(split["density_histogram"], whole["density_histogram"]);
+    // Against a planted truth eval runs in one process.
+    let truth = data.parent().unwrap();
+    let mut with_truth = eval.to_vec();
+    with_truth.extend(["--truth", p(truth)]);
+    let o = mpirun(2, &with_truth).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--truth"), "{err}");
+}

@@ -1,10 +1,13 @@
 //! `sparsecode encode`: sparse codes from an SAE (its encoder, or ITO on its decoder) or from a
-//! dictionary (FISTA, ISTA, OMP).
+//! dictionary (FISTA, ISTA, OMP). Under mpirun/srun each rank encodes its share of the rows
+//! (every coder codes rows independently) into one shared output file.
 
 use crate::Outcome;
 use anyhow::{bail, Result};
 use serde_json::json;
 use sparsecode::coding::{Basis, Coder, FistaParams, OmpParams};
+use sparsecode::distributed::{part_of, reduce::gather_f64, Transport};
+use sparsecode::io::npy::{NpyMap, SharedNpy};
 use sparsecode::{Matrix, Parallelism};
 use std::path::{Path, PathBuf};
 
@@ -67,14 +70,18 @@ fn coder(a: &Args, basis: Basis<'_>) -> Result<Coder> {
     Ok(Coder::named(name, fista, omp)?)
 }
 
-pub fn run(a: Args, threads: usize) -> Result<Outcome> {
-    let par = Parallelism::threads(threads);
-    // One writer of the codes file, held to the end; also removes a killed run's temp files.
-    let _lock = sparsecode::io::OutputLock::acquire(&a.out)?;
-    // The record beside it too: a killed run's `.CODES.json.tmp-*` goes with the next writer.
-    let _record_lock = sparsecode::io::OutputLock::acquire(&a.out.with_extension("json"))?;
+/// The output's locks: one writer of the codes file and of the record beside it, held to the
+/// end (they also remove a killed run's temporary files).
+type Locks = (sparsecode::io::OutputLock, sparsecode::io::OutputLock);
+
+/// Locks `--out` and its record and checks that they may be written.
+fn claim_output(a: &Args) -> Result<Locks> {
+    let locks = (
+        sparsecode::io::OutputLock::acquire(&a.out)?,
+        sparsecode::io::OutputLock::acquire(&a.out.with_extension("json"))?,
+    );
     if a.out.is_dir() {
-        anyhow::bail!(
+        bail!(
             "{}: is a folder; --out names the codes .npy file",
             a.out.display()
         );
@@ -85,7 +92,26 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         }
         .into());
     }
-    let x = super::read_data(&a.data)?;
+    Ok(locks)
+}
+
+/// What the codes came out as, for the record and the closing line.
+struct Coded {
+    rows: usize,
+    latents: usize,
+    /// Non-zero codes over all rows.
+    nonzero: f64,
+    seconds: f64,
+    ranks: usize,
+}
+
+/// Encodes in this process, or with `ranks` as one rank of a job that splits the rows.
+pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
+    let par = Parallelism::threads(threads);
+    let locks = match ranks.as_ref().map_or(0, |t| t.rank()) {
+        0 => Some(claim_output(&a)?),
+        _ => None,
+    };
     let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
     let dict = a.dictionary.as_deref().map(super::read_data).transpose()?;
     let basis = match (&sae, &dict) {
@@ -94,27 +120,112 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         (None, None) => bail!("give --sae or --dictionary"),
     };
     let coder = coder(&a, basis)?;
+    let coded = match ranks {
+        None => encode_whole(&a, &coder, basis, par)?,
+        Some(mut t) => encode_part(&a, &coder, basis, t.as_mut(), par)?,
+    };
+    if locks.is_some() {
+        write_record(&a, &coder, &coded, threads)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Every row in this process.
+fn encode_whole(a: &Args, coder: &Coder, basis: Basis<'_>, par: Parallelism) -> Result<Coded> {
+    let x = super::read_data(&a.data)?;
     let started = std::time::Instant::now();
     let codes = coder.encode(basis, &x, par)?;
     let seconds = started.elapsed().as_secs_f64();
     write_codes(&a.out, &codes)?;
-    // The record beside the codes: CODES.npy -> CODES.json.
+    Ok(Coded {
+        rows: codes.rows(),
+        latents: codes.cols(),
+        nonzero: nonzero(&codes),
+        seconds,
+        ranks: 1,
+    })
+}
+
+/// This rank's rows `⌊rS/P⌋..⌊(r+1)S/P⌋`, written into the file rank 0 made at full size
+/// beside `--out` and moves there once every rank has written.
+fn encode_part(
+    a: &Args,
+    coder: &Coder,
+    basis: Basis<'_>,
+    t: &mut dyn Transport,
+    par: Parallelism,
+) -> Result<Coded> {
+    let data = NpyMap::open(&a.data)?;
+    let (samples, _) = data.matrix_shape()?;
+    let latents = match basis {
+        Basis::Sae(s) => s.d_sae(),
+        Basis::Dictionary(d) => d.rows(),
+    };
+    let rows = part_of(samples, t.rank(), t.size());
+    let x = data.read_rows(rows.start, rows.end)?;
+    let started = std::time::Instant::now();
+    let codes = coder.encode(basis, &x, par)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let made = match t.rank() {
+        0 => Some(SharedNpy::create(&a.out, samples, latents)?),
+        _ => None,
+    };
+    let name = made
+        .as_ref()
+        .map_or(Vec::new(), |f| path_bytes(f.temp_path()));
+    let names = t.all_gather_bytes(&name);
+    let file = SharedNpy::open(bytes_path(&names[0]), samples, latents);
+    file.write_rows(rows.start, &codes)?;
+    // After this gather every rank has written (and synced) its rows.
+    let all = gather_f64(t, &[nonzero(&codes), seconds]);
+    if let Some(made) = made {
+        made.commit(&a.out)?;
+    }
+    Ok(Coded {
+        rows: samples,
+        latents,
+        nonzero: all.iter().map(|v| v[0]).sum(),
+        seconds: all.iter().map(|v| v[1]).fold(0.0, f64::max),
+        ranks: t.size(),
+    })
+}
+
+fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn bytes_path(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+fn nonzero(codes: &Matrix) -> f64 {
+    codes.as_slice().iter().filter(|v| **v != 0.0).count() as f64
+}
+
+/// The record beside the codes (CODES.npy -> CODES.json) and the closing line.
+fn write_record(a: &Args, coder: &Coder, c: &Coded, threads: usize) -> Result<()> {
+    let l0 = match c.rows {
+        0 => f64::NAN,
+        rows => c.nonzero / rows as f64,
+    };
     let mut record = sparsecode::io::record::provenance("encode");
     record["method"] = json!(coder.name());
     record["coder"] = serde_json::to_value(coder)?;
     record["inputs"] = json!({ "sae": a.sae, "dictionary": a.dictionary, "data": a.data });
     record["params"] = json!({ "lambda": a.lambda, "nonneg": a.nonneg, "max_iter": a.max_iter, "tol": a.tol, "k": a.k, "residual_tol": a.residual_tol, "threads": threads });
-    record["codes"] = json!({ "path": a.out, "shape": [codes.rows(), codes.cols()], "l0": sparsecode::eval::l0(&codes) });
-    record["seconds"] = json!(seconds);
+    record["codes"] = json!({ "path": a.out, "shape": [c.rows, c.latents], "l0": l0 });
+    record["seconds"] = json!(c.seconds);
+    record["ranks"] = json!(c.ranks);
     sparsecode::io::write_json_atomic(&a.out.with_extension("json"), &record)?;
     eprintln!(
-        "wrote {}: codes [{}, {}], L0 {:.2}",
+        "wrote {}: codes [{}, {}], L0 {l0:.2}",
         a.out.display(),
-        codes.rows(),
-        codes.cols(),
-        sparsecode::eval::l0(&codes)
+        c.rows,
+        c.latents,
     );
-    Ok(Outcome::Ok)
+    Ok(())
 }
 
 fn write_codes(path: &Path, codes: &Matrix) -> Result<()> {

@@ -1,13 +1,15 @@
 //! `sparsecode eval`: reconstruction, sparsity and, against planted ground truth, code and
 //! dictionary recovery (and feature absorption when the truth has a hierarchy), streamed over
-//! the samples (memory does not grow with their number).
+//! the samples (memory does not grow with their number). Under mpirun/srun each rank evaluates
+//! its share of the samples and rank 0 joins the sums (reconstruction and sparsity metrics).
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use sparsecode::distributed::{part_of, reduce::gather_f64, Transport};
 use sparsecode::eval::{
-    dictionary_metrics, evaluate_streamed, mcc_of, AbsorptionCounter, CodeSource,
-    DEFAULT_ABSORPTION_COS, HUNGARIAN_MAX,
+    dictionary_metrics, evaluate_streamed, mcc_of, reconstruction_of_rows, reconstructs,
+    AbsorptionCounter, CodeSource, ReconMetrics, ReconStats, DEFAULT_ABSORPTION_COS, HUNGARIAN_MAX,
 };
 use sparsecode::io::npy::NpyMap;
 use sparsecode::Parallelism;
@@ -78,9 +80,12 @@ fn open(path: &Path) -> Result<NpyMap> {
     Ok(NpyMap::open(path)?)
 }
 
-pub fn run(a: Args, threads: usize) -> Result<Outcome> {
+pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
     let Some(data_path) = a.data.clone() else {
+        if ranks.is_some() {
+            bail!("--model: evaluation in the model runs in one process; start it without mpirun/srun");
+        }
         let sae = a.sae.as_deref().context("--model needs --sae RUN")?;
         return super::eval_spliced::run(sae, &a.spliced, a.json, threads);
     };
@@ -106,6 +111,12 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         },
         (None, None) => bail!("give --sae RUN or --codes FILE"),
     };
+    if let Some(mut t) = ranks {
+        if a.truth.is_some() {
+            bail!("--truth: evaluation against a planted truth runs in one process; start it without mpirun/srun");
+        }
+        return eval_part(&data, &source, t.as_mut(), a.json, par);
+    }
     let truth_codes = match (&a.truth, &a.truth_codes) {
         (None, _) => None,
         (Some(_), Some(p)) => Some(open(p)?),
@@ -129,22 +140,7 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
         absorption.as_mut(),
         par,
     )?;
-    let rec = &r.recon;
-    let mut out = json!({
-        "samples": rec.samples,
-        "latents": match &source {
-            CodeSource::Sae(sae) | CodeSource::Ito(sae, _) => sae.d_sae(),
-            CodeSource::File { codes, .. } => codes.matrix_shape()?.1,
-        },
-        "mse": r.reconstructed.then_some(rec.mse),
-        "fvu": r.reconstructed.then_some(rec.fvu),
-        "l0": rec.l0,
-        "dead_fraction": rec.dead_fraction,
-        "l1": rec.l1,
-        "cosine": r.reconstructed.then_some(rec.cosine),
-        "l2_ratio": r.reconstructed.then_some(rec.l2_ratio),
-        "density_histogram": rec.density,
-    });
+    let mut out = recon_json(&r.recon, r.reconstructed, latents_of(&source)?);
     let mut gate = None;
     if let Some(c) = &r.correlation {
         let (mcc, matching) = mcc_of(c, a.hungarian_max);
@@ -169,12 +165,70 @@ pub fn run(a: Args, threads: usize) -> Result<Outcome> {
             }
         }
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        print_table(&out);
-    }
+    print(&out, a.json)?;
     Ok(gate.map(Outcome::GateFailed).unwrap_or(Outcome::Ok))
+}
+
+/// This rank's samples `⌊rS/P⌋..⌊(r+1)S/P⌋`; rank 0 joins every rank's sums (in rank order)
+/// and reports.
+fn eval_part(
+    data: &NpyMap,
+    source: &CodeSource,
+    t: &mut dyn Transport,
+    json: bool,
+    par: Parallelism,
+) -> Result<Outcome> {
+    let (samples, d_in) = data.matrix_shape()?;
+    let latents = latents_of(source)?;
+    let rows = part_of(samples, t.rank(), t.size());
+    let part = reconstruction_of_rows(data, source, rows, par)?;
+    let all = gather_f64(t, &part.to_values());
+    if t.rank() > 0 {
+        return Ok(Outcome::Ok);
+    }
+    let mut sum = ReconStats::new(d_in, latents);
+    for (r, values) in all.iter().enumerate() {
+        let stats = ReconStats::from_values(d_in, latents, values)
+            .with_context(|| format!("rank {r} sent sums of another shape"))?;
+        sum.merge(&stats);
+    }
+    let mut out = recon_json(&sum.metrics(), reconstructs(source), latents);
+    out["ranks"] = json!(t.size());
+    print(&out, json)?;
+    Ok(Outcome::Ok)
+}
+
+/// Latents of the codes `source` gives.
+fn latents_of(source: &CodeSource) -> Result<usize> {
+    Ok(match source {
+        CodeSource::Sae(sae) | CodeSource::Ito(sae, _) => sae.d_sae(),
+        CodeSource::File { codes, .. } => codes.matrix_shape()?.1,
+    })
+}
+
+/// The reconstruction and sparsity metrics as reported (error metrics only with a decoder).
+fn recon_json(rec: &ReconMetrics, reconstructed: bool, latents: usize) -> Value {
+    json!({
+        "samples": rec.samples,
+        "latents": latents,
+        "mse": reconstructed.then_some(rec.mse),
+        "fvu": reconstructed.then_some(rec.fvu),
+        "l0": rec.l0,
+        "dead_fraction": rec.dead_fraction,
+        "l1": rec.l1,
+        "cosine": reconstructed.then_some(rec.cosine),
+        "l2_ratio": reconstructed.then_some(rec.l2_ratio),
+        "density_histogram": rec.density,
+    })
+}
+
+fn print(out: &Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(out)?);
+    } else {
+        print_table(out);
+    }
+    Ok(())
 }
 
 /// An absorption counter for the pairs of `TRUTH/hierarchy.json`, when the truth has one.

@@ -189,13 +189,7 @@ impl ReconStats {
                 .zip(x.row(r).iter().zip(&mean))
                 .for_each(|(q, (v, mu))| *q += (*v as f64 - mu).powi(2));
         }
-        let (na, nb) = (self.rows as f64, rows as f64);
-        let n = na + nb;
-        for d in 0..x.cols() {
-            let delta = mean[d] - self.mean[d];
-            self.mean[d] += delta * nb / n;
-            self.m2[d] += m2[d] + delta * delta * na * nb / n;
-        }
+        self.merge_moments(&mean, &m2, rows as u64);
         for r in 0..codes.rows() {
             for (f, v) in self.fired.iter_mut().zip(codes.row(r)) {
                 if *v != 0.0 {
@@ -209,6 +203,77 @@ impl ReconStats {
             self.add_alignment(x.row(r), x_hat.row(r));
         }
         self.rows += rows as u64;
+    }
+
+    /// Folds in `rows` samples of mean `mean` and centred sum of squares `m2` (Chan's merge;
+    /// `self.rows` is not changed).
+    fn merge_moments(&mut self, mean: &[f64], m2: &[f64], rows: u64) {
+        let (na, nb) = (self.rows as f64, rows as f64);
+        let n = na + nb;
+        if rows == 0 {
+            return;
+        }
+        for d in 0..self.mean.len() {
+            let delta = mean[d] - self.mean[d];
+            self.mean[d] += delta * nb / n;
+            self.m2[d] += m2[d] + delta * delta * na * nb / n;
+        }
+    }
+
+    /// Adds the sums of other samples (another process's part of the same evaluation).
+    pub fn merge(&mut self, other: &ReconStats) {
+        self.merge_moments(&other.mean, &other.m2, other.rows);
+        self.err += other.err;
+        self.active += other.active;
+        self.fired
+            .iter_mut()
+            .zip(&other.fired)
+            .for_each(|(a, b)| *a += b);
+        self.l1 += other.l1;
+        self.nonzero += other.nonzero;
+        self.cosine += other.cosine;
+        self.l2_ratio += other.l2_ratio;
+        self.rows += other.rows;
+    }
+
+    /// The sums as numbers to send between processes (counts are exact below 2^53).
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = vec![
+            self.rows as f64,
+            self.err,
+            self.active as f64,
+            self.l1,
+            self.nonzero as f64,
+            self.cosine,
+            self.l2_ratio,
+        ];
+        v.extend(&self.mean);
+        v.extend(&self.m2);
+        v.extend(self.fired.iter().map(|c| *c as f64));
+        v
+    }
+
+    /// The inverse of [`ReconStats::to_values`] for data of width `d_in` and `latents` codes
+    /// (None when `v` has another length).
+    pub fn from_values(d_in: usize, latents: usize, v: &[f64]) -> Option<Self> {
+        let [rows, err, active, l1, nonzero, cosine, l2_ratio, rest @ ..] = v else {
+            return None;
+        };
+        if rest.len() != 2 * d_in + latents {
+            return None;
+        }
+        Some(ReconStats {
+            rows: *rows as u64,
+            mean: rest[..d_in].to_vec(),
+            m2: rest[d_in..2 * d_in].to_vec(),
+            err: *err,
+            active: *active as u64,
+            fired: rest[2 * d_in..].iter().map(|c| *c as u64).collect(),
+            l1: *l1,
+            nonzero: *nonzero as u64,
+            cosine: *cosine,
+            l2_ratio: *l2_ratio,
+        })
     }
 
     fn add_alignment(&mut self, x: &[f32], x_hat: &[f32]) {
@@ -268,6 +333,49 @@ mod tests {
         assert!((m.cosine - 0.5).abs() < 1e-12, "{m:?}");
         assert!((m.l2_ratio - 0.75).abs() < 1e-12, "{m:?}");
         assert!((m.l1 - 2.0).abs() < 1e-12, "{m:?}");
+    }
+
+    #[test]
+    fn merged_parts_give_the_metrics_of_the_whole() {
+        let x = Matrix::standard_normal(50, 3, 1);
+        let mut x_hat = x.clone();
+        x_hat.as_mut_slice().iter_mut().for_each(|v| *v *= 0.7);
+        let mut codes = Matrix::standard_normal(50, 4, 2);
+        codes
+            .as_mut_slice()
+            .iter_mut()
+            .for_each(|v| *v = v.max(0.0));
+        let want = evaluate(&x, &x_hat, &codes);
+        let part = |a: usize, b: usize| {
+            let rows = |m: &Matrix| {
+                let c = m.cols();
+                Matrix::from_vec(b - a, c, m.as_slice()[a * c..b * c].to_vec()).unwrap()
+            };
+            let mut s = ReconStats::new(3, 4);
+            s.add(&rows(&x), &rows(&x_hat), &rows(&codes));
+            // Through the values a process sends.
+            ReconStats::from_values(3, 4, &s.to_values()).unwrap()
+        };
+        let mut merged = part(0, 17);
+        merged.merge(&part(17, 17));
+        merged.merge(&part(17, 50));
+        let got = merged.metrics();
+        assert_eq!(got.samples, 50);
+        assert_eq!((got.l0, got.dead_fraction), (want.l0, want.dead_fraction));
+        assert_eq!(got.density, want.density);
+        for (a, b) in [
+            (got.fvu, want.fvu),
+            (got.mse, want.mse),
+            (got.l1, want.l1),
+            (got.cosine, want.cosine),
+            (got.l2_ratio, want.l2_ratio),
+        ] {
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "{got:?} vs {want:?}"
+            );
+        }
+        assert!(ReconStats::from_values(3, 4, &[1.0; 5]).is_none());
     }
 
     #[test]

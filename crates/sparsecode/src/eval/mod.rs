@@ -27,4 +27,4 @@ pub use metrics::{
 pub use probe::{
     balanced_accuracy, f1, top_mean_difference, BalancedLogistic, MultiProbe, MultiProbeParams,
 };
-pub use streamed::{evaluate_streamed, CodeSource, Streamed};
+pub use streamed::{evaluate_streamed, reconstruction_of_rows, reconstructs, CodeSource, Streamed};

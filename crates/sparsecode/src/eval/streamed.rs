@@ -46,9 +46,57 @@ pub fn evaluate_streamed(
     data: &NpyMap,
     source: &CodeSource,
     truth: Option<&NpyMap>,
-    mut absorption: Option<&mut super::AbsorptionCounter>,
+    absorption: Option<&mut super::AbsorptionCounter>,
     par: Parallelism,
 ) -> Result<Streamed> {
+    let samples = data.matrix_shape()?.0;
+    let (stats, corr) = stream(data, source, truth, absorption, 0..samples, par)?;
+    Ok(Streamed {
+        recon: stats.metrics(),
+        reconstructed: reconstructs(source),
+        correlation: corr.map(|c| c.abs_correlation()),
+    })
+}
+
+/// The reconstruction and sparsity sums of the samples `rows` of `data` through `source`: one
+/// process's part of an evaluation split across processes, the parts joined by
+/// [`ReconStats::merge`].
+pub fn reconstruction_of_rows(
+    data: &NpyMap,
+    source: &CodeSource,
+    rows: std::ops::Range<usize>,
+    par: Parallelism,
+) -> Result<ReconStats> {
+    let samples = data.matrix_shape()?.0;
+    if rows.start > rows.end || rows.end > samples {
+        return Err(Error::param(
+            "rows",
+            format!("{rows:?} is not within the {samples} samples"),
+        ));
+    }
+    Ok(stream(data, source, None, None, rows, par)?.0)
+}
+
+/// Whether `source` has a decoder (an SAE, or codes with a dictionary).
+pub fn reconstructs(source: &CodeSource) -> bool {
+    !matches!(
+        source,
+        CodeSource::File {
+            dictionary: None,
+            ..
+        }
+    )
+}
+
+/// Streams the samples `rows` of `data` through `source` a chunk at a time.
+fn stream(
+    data: &NpyMap,
+    source: &CodeSource,
+    truth: Option<&NpyMap>,
+    mut absorption: Option<&mut super::AbsorptionCounter>,
+    rows: std::ops::Range<usize>,
+    par: Parallelism,
+) -> Result<(ReconStats, Option<CodeCorrelation>)> {
     let (samples, d_in) = data.matrix_shape()?;
     let latents = check_source(source, data)?;
     let n_true = match truth {
@@ -62,8 +110,8 @@ pub fn evaluate_streamed(
     };
     let per_row = (latents + n_true + 2 * d_in).max(1) * 4;
     let chunk = (CHUNK_BYTES / per_row).clamp(64, 8192);
-    for start in (0..samples).step_by(chunk) {
-        let end = (start + chunk).min(samples);
+    for start in rows.clone().step_by(chunk) {
+        let end = (start + chunk).min(rows.end);
         let x = data.read_rows(start, end)?;
         let (codes, x_hat) = codes_of(source, &x, start, end, par)?;
         stats.add(&x, x_hat.as_ref().unwrap_or(&x), &codes);
@@ -75,17 +123,7 @@ pub fn evaluate_streamed(
             }
         }
     }
-    Ok(Streamed {
-        recon: stats.metrics(),
-        reconstructed: !matches!(
-            source,
-            CodeSource::File {
-                dictionary: None,
-                ..
-            }
-        ),
-        correlation: corr.map(|c| c.abs_correlation()),
-    })
+    Ok((stats, corr))
 }
 
 /// The number of code latents, after checking the source against the data's shape.

@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn tmp_sibling(path: &Path, tag: &str) -> PathBuf {
+pub(crate) fn tmp_sibling(path: &Path, tag: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

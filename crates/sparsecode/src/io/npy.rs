@@ -9,7 +9,7 @@
 //! as a dev-dependency: `tests/npy_interop.rs` checks both readers and writers against each other.
 
 use crate::{Error, Matrix, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -406,9 +406,137 @@ pub fn write_matrix(path: &Path, m: &Matrix) -> Result<()> {
     super::write_atomic(path, &to_npy_bytes(&[m.rows(), m.cols()], m.as_slice()))
 }
 
+/// An f32 `[rows, cols]` `.npy` file that several processes fill, each its own rows, on a file
+/// system they share: made at full size under a temporary name beside its destination by one
+/// process ([`SharedNpy::create`]), opened by that name by the others ([`SharedNpy::open`]),
+/// and moved into place by the first once every part is written ([`SharedNpy::commit`]), so
+/// the destination holds the whole file or is untouched.
+#[derive(Debug)]
+pub struct SharedNpy {
+    tmp: PathBuf,
+    data_offset: u64,
+    rows: usize,
+    cols: usize,
+}
+
+impl SharedNpy {
+    /// Creates the temporary file for `dest`: the header, then `rows x cols` zeros (a sparse
+    /// file until written).
+    pub fn create(dest: &Path, rows: usize, cols: usize) -> Result<Self> {
+        let header = to_npy_header("<f4", &[rows, cols]);
+        let bytes = (rows as u64)
+            .checked_mul(cols as u64)
+            .and_then(|v| v.checked_mul(4))
+            .and_then(|v| v.checked_add(header.len() as u64))
+            .ok_or_else(|| {
+                Error::shape(
+                    dest.display().to_string(),
+                    "a size below 2^64 bytes",
+                    format!("[{rows}, {cols}] f32"),
+                )
+            })?;
+        let tmp = super::atomic::tmp_sibling(dest, "tmp");
+        let made = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &header)?;
+            f.set_len(bytes)
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        Ok(Self::open(tmp, rows, cols))
+    }
+
+    /// The file another process created for `[rows, cols]` under the temporary name `tmp`.
+    pub fn open(tmp: PathBuf, rows: usize, cols: usize) -> Self {
+        let data_offset = to_npy_header("<f4", &[rows, cols]).len() as u64;
+        SharedNpy {
+            tmp,
+            data_offset,
+            rows,
+            cols,
+        }
+    }
+
+    /// The temporary name (for the other processes).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Writes `m` as rows `first..first + m.rows()` and syncs them to disk.
+    pub fn write_rows(&self, first: usize, m: &Matrix) -> Result<()> {
+        if m.cols() != self.cols
+            || first
+                .checked_add(m.rows())
+                .is_none_or(|end| end > self.rows)
+        {
+            return Err(Error::shape(
+                self.tmp.display().to_string(),
+                format!("rows within {} of width {}", self.rows, self.cols),
+                format!("rows {first}.. of [{}, {}]", m.rows(), m.cols()),
+            ));
+        }
+        use std::os::unix::fs::FileExt;
+        let written = (|| {
+            let f = std::fs::OpenOptions::new().write(true).open(&self.tmp)?;
+            let row_bytes = self.cols as u64 * 4;
+            // A few MB at a time: the part's codes are not copied whole.
+            let per_chunk = ((4 << 20) / row_bytes.max(1)).max(1) as usize;
+            for start in (0..m.rows()).step_by(per_chunk) {
+                let end = (start + per_chunk).min(m.rows());
+                let values = &m.as_slice()[start * self.cols..end * self.cols];
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let at = self.data_offset + (first + start) as u64 * row_bytes;
+                f.write_all_at(&bytes, at)?;
+            }
+            f.sync_data()
+        })();
+        written.map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    /// Moves the finished file to `dest` (after every process's [`SharedNpy::write_rows`]).
+    pub fn commit(self, dest: &Path) -> Result<()> {
+        let done = std::fs::File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.tmp, dest));
+        done.map_err(|e| Error::io(dest, e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_npy_filled_in_parts_is_the_file_written_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let m = Matrix::standard_normal(37, 5, 4);
+        let whole = t.path().join("whole.npy");
+        write_matrix(&whole, &m).unwrap();
+        let dest = t.path().join("parts.npy");
+        let first = SharedNpy::create(&dest, 37, 5).unwrap();
+        let other = SharedNpy::open(first.temp_path().to_path_buf(), 37, 5);
+        let rows = |a: usize, b: usize| {
+            Matrix::from_vec(b - a, 5, m.as_slice()[a * 5..b * 5].to_vec()).unwrap()
+        };
+        other.write_rows(20, &rows(20, 37)).unwrap();
+        first.write_rows(0, &rows(0, 20)).unwrap();
+        assert!(
+            !dest.exists(),
+            "nothing at the destination before the commit"
+        );
+        assert!(first.write_rows(30, &rows(0, 8)).is_err(), "past the end");
+        assert!(
+            first.write_rows(0, &Matrix::zeros(2, 4)).is_err(),
+            "wrong width"
+        );
+        first.commit(&dest).unwrap();
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+    }
 
     fn header_bytes(dict: &str, major: u8) -> Vec<u8> {
         let mut out = MAGIC.to_vec();

@@ -714,6 +714,33 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_input_scale_routes_and_encodes_raw_inputs_as_the_scaled_ones() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let act = Activation::Switch { k: 2, experts: 3 };
+        let mut sae = Sae::init(5, 12, act, EncoderInit::FanInUniform, &mut rng);
+        let s = 0.05f32;
+        if let Encoder::Switch { router, .. } = &mut sae.encoder {
+            router.b = vec![0.02, -0.01, 0.03, 0.0, 0.01];
+        }
+        sae.b_dec = vec![0.01, 0.0, -0.02, 0.01, 0.005];
+        let x = Matrix::standard_normal(40, 5, 13);
+        let mut scaled = x.clone();
+        scaled.as_mut_slice().iter_mut().for_each(|v| *v *= s);
+        let mut folded = sae.clone();
+        folded.fold_input_scale(s);
+        let par = Parallelism::Serial;
+        let (Codes::Sparse(a), Codes::Sparse(b)) =
+            (folded.encode(&x, par), sae.encode(&scaled, par))
+        else {
+            panic!("sparse codes")
+        };
+        assert_eq!(a.indices, b.indices, "the same experts and latents");
+        for (u, v) in a.values.iter().zip(&b.values) {
+            assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "{u} vs {v}");
+        }
+    }
+
+    #[test]
     fn encoding_borrowed_rows_equals_encoding_a_matrix() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let x = Matrix::standard_normal(9, 5, 3);

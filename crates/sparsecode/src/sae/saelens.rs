@@ -250,6 +250,7 @@ mod tests {
             (Activation::JumpRelu, false),
             (Activation::Gated, false),
             (Activation::Relu, true),
+            (Activation::Switch { k: 1, experts: 7 }, false),
         ];
         for (act, mlp) in archs {
             let mut sae = Sae::init(5, 7, act, EncoderInit::FanInUniform, &mut rng);
