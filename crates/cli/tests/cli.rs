@@ -805,3 +805,87 @@ fn learn_recovers_a_planted_dictionary_and_rejects_bad_parameters() {
     ]);
     assert!(e.contains("`lambda`"), "{e}");
 }
+
+#[test]
+fn encode_and_eval_read_a_store_as_they_read_its_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let d = synth(t.path(), "data", "12");
+    let x = d.join("activations.npy");
+    let run_dir = t.path().join("run");
+    ok(&[
+        "train",
+        "--data",
+        p(&x),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--latents",
+        "24",
+        "--steps",
+        "50",
+        "--seed",
+        "1",
+        "--out",
+        p(&run_dir),
+    ]);
+    let store = t.path().join("store");
+    ok(&[
+        "store",
+        "create",
+        "--from",
+        p(&x),
+        "--shard-rows",
+        "300",
+        "--out",
+        p(&store),
+    ]);
+    let (a, b) = (t.path().join("a.npy"), t.path().join("b.npy"));
+    ok(&[
+        "encode",
+        "--sae",
+        p(&run_dir),
+        "--data",
+        p(&x),
+        "--out",
+        p(&a),
+    ]);
+    ok(&[
+        "encode",
+        "--sae",
+        p(&run_dir),
+        "--store",
+        p(&store),
+        "--out",
+        p(&b),
+    ]);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    let eval =
+        |flag: &str, src: &Path| json(&ok(&["eval", "--sae", p(&run_dir), flag, p(src), "--json"]));
+    assert_eq!(eval("--data", &x), eval("--store", &store));
+    // Against a planted truth a store needs its codes named.
+    let r = run(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--store",
+        p(&store),
+        "--truth",
+        p(&d),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--truth-codes"));
+    let with_codes = json(&ok(&[
+        "eval",
+        "--sae",
+        p(&run_dir),
+        "--store",
+        p(&store),
+        "--truth",
+        p(&d),
+        "--truth-codes",
+        p(&d.join("codes.npy")),
+        "--json",
+    ]));
+    assert!(with_codes["code_mcc"].is_number(), "{with_codes}");
+}

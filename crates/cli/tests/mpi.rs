@@ -450,6 +450,42 @@ fn encode_and_eval_split_the_rows_across_ranks() {
         );
     }
     assert_eq!(split["density_histogram"], whole["density_histogram"]);
+    // The same rows as a store of 6 shards: parts that cross shard boundaries.
+    let store = t.path().join("store");
+    ok(&[
+        "store",
+        "create",
+        "--from",
+        p(&data),
+        "--shard-rows",
+        "1000",
+        "--out",
+        p(&store),
+    ]);
+    let from_store = ["eval", "--sae", p(&run), "--store", p(&store), "--json"];
+    let o = mpirun(3, &from_store).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let split = json_of(&String::from_utf8_lossy(&o.stdout));
+    for key in ["samples", "l0", "dead_fraction", "density_histogram"] {
+        assert_eq!(split[key], whole[key], "{key}");
+    }
+    let (a, b) = (
+        split["fvu"].as_f64().unwrap(),
+        whole["fvu"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-9 * b, "fvu {a} vs {b}");
+    let stored = t.path().join("stored.npy");
+    let args = [
+        "encode",
+        "--sae",
+        p(&run),
+        "--store",
+        p(&store),
+        "--out",
+        p(&stored),
+    ];
+    mpi_ok(2, &args);
+    assert!(std::fs::read(&one).unwrap() == std::fs::read(&stored).unwrap());
     // Against a planted truth eval runs in one process.
     let truth = data.parent().unwrap();
     let mut with_truth = eval.to_vec();

@@ -120,6 +120,26 @@ def test_every_architecture_trains_saves_and_loads_back(planted, tmp_path, arch)
     np.testing.assert_array_equal(csr.toarray(), sae.transform(x))
 
 
+def test_switch_routes_among_experts_and_round_trips(planted, tmp_path):
+    x, _, _ = planted(n_samples=1000)
+    sae = SparseAutoencoder(arch="switch", n_latents=32, k=3, n_experts=2, n_steps=300, n_threads=2)
+    sae.fit(x)
+    assert sae.config_["arch"] == {"type": "switch", "k": 3, "experts": 2, "lb_coef": 0.01}
+    assert sae.score(x) > 0.3, sae.score(x)
+    codes = sae.transform(x)
+    # Each sample's active latents lie in one expert's block of 16.
+    for row in codes[:50]:
+        blocks = {j // 16 for j in np.flatnonzero(row)}
+        assert len(blocks) <= 1, blocks
+    sae.save(tmp_path / "sw")
+    back = SparseAutoencoder.load(tmp_path / "sw", n_threads=2)
+    np.testing.assert_array_equal(back.transform(x), codes)
+    with pytest.raises(ValueError, match="experts"):
+        SparseAutoencoder(arch="switch", n_latents=32, k=3, n_experts=5, n_steps=5).fit(x)
+    with pytest.raises(ValueError, match="n_experts"):
+        SparseAutoencoder(arch="switch", n_latents=32, k=3, n_experts=0, n_steps=5).fit(x)
+
+
 def test_matryoshka_prefixes_are_resolved_and_checked(planted):
     x, _, _ = planted(n_samples=500)
     sae = SparseAutoencoder(arch="matryoshka", n_latents=32, k=3, prefixes=[4, 16], n_steps=20)

@@ -3,11 +3,12 @@
 //! (every coder codes rows independently) into one shared output file.
 
 use crate::Outcome;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sparsecode::coding::{Basis, Coder, FistaParams, OmpParams};
+use sparsecode::data::{rows_of, RowSource};
 use sparsecode::distributed::{part_of, reduce::gather_f64, Transport};
-use sparsecode::io::npy::{NpyMap, SharedNpy};
+use sparsecode::io::npy::SharedNpy;
 use sparsecode::{Matrix, Parallelism};
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,14 @@ pub struct Args {
     #[arg(long)]
     method: Option<String>,
     /// Data [samples, d_in] .npy.
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    data: Option<PathBuf>,
+    /// An activation store (`sparsecode harvest`, `store create`) as the data.
     #[arg(long)]
-    data: PathBuf,
+    store: Option<PathBuf>,
+    /// Do not check the store's chunk hashes as rows are read.
+    #[arg(long, requires = "store")]
+    no_verify: bool,
     /// L1 weight (fista, ista, ito).
     #[arg(long, default_value_t = 0.01)]
     lambda: f32,
@@ -120,9 +127,11 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
         (None, None) => bail!("give --sae or --dictionary"),
     };
     let coder = coder(&a, basis)?;
+    let data = super::open_samples(a.data.as_deref(), a.store.as_deref(), !a.no_verify)?
+        .context("give --data or --store")?;
     let coded = match ranks {
-        None => encode_whole(&a, &coder, basis, par)?,
-        Some(mut t) => encode_part(&a, &coder, basis, t.as_mut(), par)?,
+        None => encode_whole(&a, &coder, basis, data.as_ref(), par)?,
+        Some(mut t) => encode_part(&a, &coder, basis, data.as_ref(), t.as_mut(), par)?,
     };
     if locks.is_some() {
         write_record(&a, &coder, &coded, threads)?;
@@ -131,8 +140,14 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
 }
 
 /// Every row in this process.
-fn encode_whole(a: &Args, coder: &Coder, basis: Basis<'_>, par: Parallelism) -> Result<Coded> {
-    let x = super::read_data(&a.data)?;
+fn encode_whole(
+    a: &Args,
+    coder: &Coder,
+    basis: Basis<'_>,
+    data: &dyn RowSource,
+    par: Parallelism,
+) -> Result<Coded> {
+    let x = rows_of(data, 0..data.rows())?;
     let started = std::time::Instant::now();
     let codes = coder.encode(basis, &x, par)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -152,17 +167,17 @@ fn encode_part(
     a: &Args,
     coder: &Coder,
     basis: Basis<'_>,
+    data: &dyn RowSource,
     t: &mut dyn Transport,
     par: Parallelism,
 ) -> Result<Coded> {
-    let data = NpyMap::open(&a.data)?;
-    let (samples, _) = data.matrix_shape()?;
+    let samples = usize::try_from(data.rows())?;
     let latents = match basis {
         Basis::Sae(s) => s.d_sae(),
         Basis::Dictionary(d) => d.rows(),
     };
     let rows = part_of(samples, t.rank(), t.size());
-    let x = data.read_rows(rows.start, rows.end)?;
+    let x = rows_of(data, rows.start as u64..rows.end as u64)?;
     let started = std::time::Instant::now();
     let codes = coder.encode(basis, &x, par)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -213,7 +228,8 @@ fn write_record(a: &Args, coder: &Coder, c: &Coded, threads: usize) -> Result<()
     let mut record = sparsecode::io::record::provenance("encode");
     record["method"] = json!(coder.name());
     record["coder"] = serde_json::to_value(coder)?;
-    record["inputs"] = json!({ "sae": a.sae, "dictionary": a.dictionary, "data": a.data });
+    record["inputs"] =
+        json!({ "sae": a.sae, "dictionary": a.dictionary, "data": a.data, "store": a.store });
     record["params"] = json!({ "lambda": a.lambda, "nonneg": a.nonneg, "max_iter": a.max_iter, "tol": a.tol, "k": a.k, "residual_tol": a.residual_tol, "threads": threads });
     record["codes"] = json!({ "path": a.out, "shape": [c.rows, c.latents], "l0": l0 });
     record["seconds"] = json!(c.seconds);

@@ -6,12 +6,12 @@
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use sparsecode::data::RowSource;
 use sparsecode::distributed::{part_of, reduce::gather_f64, Transport};
 use sparsecode::eval::{
     dictionary_metrics, evaluate_streamed, mcc_of, reconstruction_of_rows, reconstructs,
     AbsorptionCounter, CodeSource, ReconMetrics, ReconStats, DEFAULT_ABSORPTION_COS, HUNGARIAN_MAX,
 };
-use sparsecode::io::npy::NpyMap;
 use sparsecode::Parallelism;
 use std::path::{Path, PathBuf};
 
@@ -32,8 +32,14 @@ pub struct Args {
     #[arg(long, requires = "codes")]
     dictionary: Option<PathBuf>,
     /// Data [samples, d_in] .npy.
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    #[arg(long, required_unless_present_any = ["model", "store"], conflicts_with_all = ["model", "store"])]
     data: Option<PathBuf>,
+    /// An activation store (`sparsecode harvest`, `store create`) as the data, streamed.
+    #[arg(long, conflicts_with = "model")]
+    store: Option<PathBuf>,
+    /// Do not check the store's chunk hashes as rows are read.
+    #[arg(long, requires = "store")]
+    no_verify: bool,
     #[command(flatten)]
     spliced: super::eval_spliced::SplicedArgs,
     /// Folder written by `sparsecode synth`: its dictionary.npy and the codes that made --data.
@@ -72,24 +78,19 @@ fn truth_codes_path(truth: &Path, data: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Opens a `.npy` file through a memory map (nothing is read until evaluated).
-fn open(path: &Path) -> Result<NpyMap> {
-    if !path.exists() {
-        bail!("{}: no such file", path.display());
-    }
-    Ok(NpyMap::open(path)?)
-}
+use super::open_npy as open;
 
 pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result<Outcome> {
     let par = Parallelism::threads(threads);
-    let Some(data_path) = a.data.clone() else {
+    let samples = super::open_samples(a.data.as_deref(), a.store.as_deref(), !a.no_verify)?;
+    let Some(data) = samples else {
         if ranks.is_some() {
             bail!("--model: evaluation in the model runs in one process; start it without mpirun/srun");
         }
         let sae = a.sae.as_deref().context("--model needs --sae RUN")?;
         return super::eval_spliced::run(sae, &a.spliced, a.json, threads);
     };
-    let data = open(&data_path)?;
+    let data = data.as_ref();
     let sae = a.sae.as_deref().map(sparsecode::sae::load).transpose()?;
     let codes = a.codes.as_deref().map(open).transpose()?;
     let dictionary = a.dictionary.as_deref().map(super::read_data).transpose()?;
@@ -115,12 +116,15 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
         if a.truth.is_some() {
             bail!("--truth: evaluation against a planted truth runs in one process; start it without mpirun/srun");
         }
-        return eval_part(&data, &source, t.as_mut(), a.json, par);
+        return eval_part(data, &source, t.as_mut(), a.json, par);
     }
     let truth_codes = match (&a.truth, &a.truth_codes) {
         (None, _) => None,
         (Some(_), Some(p)) => Some(open(p)?),
-        (Some(truth), None) => Some(open(&truth_codes_path(truth, &data_path)?)?),
+        (Some(truth), None) => match &a.data {
+            Some(data_path) => Some(open(&truth_codes_path(truth, data_path)?)?),
+            None => bail!("--truth with --store: name the true codes with --truth-codes FILE"),
+        },
     };
     let d_hat = sae.as_ref().map(|s| &s.w_dec).or(dictionary.as_ref());
     let d_true = match &a.truth {
@@ -134,7 +138,7 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
         _ => None,
     };
     let r = evaluate_streamed(
-        &data,
+        data,
         &source,
         truth_codes.as_ref(),
         absorption.as_mut(),
@@ -172,13 +176,13 @@ pub fn run(a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Result
 /// This rank's samples `⌊rS/P⌋..⌊(r+1)S/P⌋`; rank 0 joins every rank's sums (in rank order)
 /// and reports.
 fn eval_part(
-    data: &NpyMap,
+    data: &dyn RowSource,
     source: &CodeSource,
     t: &mut dyn Transport,
     json: bool,
     par: Parallelism,
 ) -> Result<Outcome> {
-    let (samples, d_in) = data.matrix_shape()?;
+    let (samples, d_in) = (usize::try_from(data.rows())?, data.cols());
     let latents = latents_of(source)?;
     let rows = part_of(samples, t.rank(), t.size());
     let part = reconstruction_of_rows(data, source, rows, par)?;

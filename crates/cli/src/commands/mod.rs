@@ -21,6 +21,34 @@ use anyhow::Result;
 use sparsecode::Matrix;
 use std::path::Path;
 
+/// Opens a 2-D `.npy` file through a memory map (nothing is read until used).
+pub fn open_npy(path: &Path) -> Result<sparsecode::io::npy::NpyMap> {
+    if !path.exists() {
+        anyhow::bail!("{}: no such file", path.display());
+    }
+    let m = sparsecode::io::npy::NpyMap::open(path)?;
+    m.matrix_shape()?;
+    Ok(m)
+}
+
+/// The samples a command reads: a `.npy` matrix (`--data`) or an activation store (`--store`,
+/// its chunk hashes checked as rows are read when `verify`); None when neither is given.
+pub fn open_samples(
+    data: Option<&Path>,
+    store: Option<&Path>,
+    verify: bool,
+) -> Result<Option<Box<dyn sparsecode::data::RowSource>>> {
+    if let Some(path) = data {
+        return Ok(Some(Box::new(open_npy(path)?)));
+    }
+    let Some(dir) = store else {
+        return Ok(None);
+    };
+    let mut store = sparsecode::data::store::Store::open(dir)?;
+    store.set_verify_reads(verify);
+    Ok(Some(Box::new(store)))
+}
+
 /// Reads a `.npy` data matrix (the library's errors name the file and the problem).
 pub fn read_data(path: &Path) -> Result<Matrix> {
     if !path.exists() {

@@ -9,7 +9,7 @@ pub mod stream;
 pub mod synth;
 pub mod tokens;
 
-pub use stream::{Batcher, Plan, RowSource};
+pub use stream::{rows_of, Batcher, Plan, RowSource};
 pub use synth::{
     generate, Correlation, Hierarchy, Magnitude, Support, SynthConfig, SynthData, SynthSplit,
 };

@@ -86,6 +86,67 @@ impl RowSource for Store {
     }
 }
 
+/// A 2-D `.npy` file as one shard (its rows read through the map, non-finite values refused).
+impl RowSource for crate::io::npy::NpyMap {
+    fn rows(&self) -> u64 {
+        self.matrix_shape().map_or(0, |s| s.0 as u64)
+    }
+    fn cols(&self) -> usize {
+        self.matrix_shape().map_or(0, |s| s.1)
+    }
+    fn shard_rows(&self) -> Vec<u64> {
+        vec![RowSource::rows(self)]
+    }
+    fn read(&self, _shard: usize, start: u64, out: &mut [f32]) -> Result<()> {
+        let (rows, cols) = self.matrix_shape()?;
+        let first = usize::try_from(start).unwrap_or(usize::MAX);
+        let end = first.saturating_add(out.len() / cols.max(1));
+        if end > rows {
+            return Err(Error::shape(
+                self.describe(),
+                format!("rows within its {rows}"),
+                format!("rows {first}..{end}"),
+            ));
+        }
+        out.copy_from_slice(self.read_rows(first, end)?.as_slice());
+        Ok(())
+    }
+    fn head(&self, n: u64) -> Result<Matrix> {
+        let rows = self.matrix_shape()?.0;
+        self.read_rows(0, (n.min(rows as u64)) as usize)
+    }
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
+/// Rows `range` of `source` (over its shards, in order) as one matrix.
+pub fn rows_of(source: &dyn RowSource, range: std::ops::Range<u64>) -> Result<Matrix> {
+    let total = source.rows();
+    if range.start > range.end || range.end > total {
+        return Err(Error::shape(
+            source.describe(),
+            format!("rows within its {total}"),
+            format!("rows {range:?}"),
+        ));
+    }
+    let d = source.cols();
+    let n = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    crate::memory::admit_array("rows read", &[n, d], 4)?;
+    let mut out = vec![0.0f32; n * d];
+    let (mut first, mut done) = (0u64, 0usize);
+    for (shard, rows) in source.shard_rows().into_iter().enumerate() {
+        let (a, b) = (range.start.max(first), range.end.min(first + rows));
+        if a < b {
+            let len = (b - a) as usize;
+            source.read(shard, a - first, &mut out[done * d..(done + len) * d])?;
+            done += len;
+        }
+        first += rows;
+    }
+    Matrix::from_vec(n, d, out)
+}
+
 fn mix(seed: u64, stream: u64) -> u64 {
     crate::seed::sub_seed(seed, stream)
 }
@@ -374,6 +435,27 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn rows_of_reads_a_range_across_shards_and_refuses_one_past_the_end() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("s");
+        let mut w = StoreWriter::create(&dir, 2, StoreDType::F32, 7, false).unwrap();
+        let data: Vec<f32> = (0..30).flat_map(|i| [i as f32, -(i as f32)]).collect();
+        w.push(&data, "t").unwrap();
+        w.finish(serde_json::Value::Null).unwrap();
+        let store = Store::open(&dir).unwrap();
+        let m = rows_of(&store, 5..23).unwrap();
+        assert_eq!(m.as_slice(), &data[10..46], "rows 5..23 over shards 0-3");
+        assert_eq!(rows_of(&store, 9..9).unwrap().rows(), 0);
+        assert!(rows_of(&store, 20..31).is_err());
+        // A .npy file reads as one shard.
+        let npy = t.path().join("x.npy");
+        crate::io::write_matrix(&npy, &Matrix::from_vec(30, 2, data.clone()).unwrap()).unwrap();
+        let map = crate::io::npy::NpyMap::open(&npy).unwrap();
+        assert_eq!(rows_of(&map, 5..23).unwrap(), m);
+        assert!(rows_of(&map, 0..31).is_err());
     }
 
     #[test]

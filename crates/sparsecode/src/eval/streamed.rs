@@ -1,9 +1,10 @@
-//! Evaluation of files of any length: data, codes and true codes are read through memory maps
-//! a chunk of samples at a time and folded into [`ReconStats`] and [`CodeCorrelation`], so that
+//! Evaluation of data of any length (a `.npy` file or an activation store, any
+//! [`RowSource`]): data, codes and true codes are read a chunk of samples at a time and folded into [`ReconStats`] and [`CodeCorrelation`], so that
 //! memory is bounded by the matrices being matched (and one chunk), not by the number of
 //! samples. This is what `sparsecode eval` runs.
 
 use super::{CodeCorrelation, ReconMetrics, ReconStats};
+use crate::data::{rows_of, RowSource};
 use crate::io::npy::NpyMap;
 use crate::sae::Sae;
 use crate::{Error, Matrix, Parallelism, Result};
@@ -43,13 +44,13 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// (`[samples, n_true]`) when given, and counting absorption into `absorption` when given (it
 /// needs `truth`).
 pub fn evaluate_streamed(
-    data: &NpyMap,
+    data: &dyn RowSource,
     source: &CodeSource,
     truth: Option<&NpyMap>,
     absorption: Option<&mut super::AbsorptionCounter>,
     par: Parallelism,
 ) -> Result<Streamed> {
-    let samples = data.matrix_shape()?.0;
+    let samples = row_count(data);
     let (stats, corr) = stream(data, source, truth, absorption, 0..samples, par)?;
     Ok(Streamed {
         recon: stats.metrics(),
@@ -62,12 +63,12 @@ pub fn evaluate_streamed(
 /// process's part of an evaluation split across processes, the parts joined by
 /// [`ReconStats::merge`].
 pub fn reconstruction_of_rows(
-    data: &NpyMap,
+    data: &dyn RowSource,
     source: &CodeSource,
     rows: std::ops::Range<usize>,
     par: Parallelism,
 ) -> Result<ReconStats> {
-    let samples = data.matrix_shape()?.0;
+    let samples = row_count(data);
     if rows.start > rows.end || rows.end > samples {
         return Err(Error::param(
             "rows",
@@ -90,14 +91,14 @@ pub fn reconstructs(source: &CodeSource) -> bool {
 
 /// Streams the samples `rows` of `data` through `source` a chunk at a time.
 fn stream(
-    data: &NpyMap,
+    data: &dyn RowSource,
     source: &CodeSource,
     truth: Option<&NpyMap>,
     mut absorption: Option<&mut super::AbsorptionCounter>,
     rows: std::ops::Range<usize>,
     par: Parallelism,
 ) -> Result<(ReconStats, Option<CodeCorrelation>)> {
-    let (samples, d_in) = data.matrix_shape()?;
+    let (samples, d_in) = (row_count(data), data.cols());
     let latents = check_source(source, data)?;
     let n_true = match truth {
         Some(t) => same_rows(t, samples)?,
@@ -112,7 +113,7 @@ fn stream(
     let chunk = (CHUNK_BYTES / per_row).clamp(64, 8192);
     for start in rows.clone().step_by(chunk) {
         let end = (start + chunk).min(rows.end);
-        let x = data.read_rows(start, end)?;
+        let x = rows_of(data, start as u64..end as u64)?;
         let (codes, x_hat) = codes_of(source, &x, start, end, par)?;
         stats.add(&x, x_hat.as_ref().unwrap_or(&x), &codes);
         if let (Some(acc), Some(t)) = (corr.as_mut(), truth) {
@@ -127,11 +128,11 @@ fn stream(
 }
 
 /// The number of code latents, after checking the source against the data's shape.
-fn check_source(source: &CodeSource, data: &NpyMap) -> Result<usize> {
-    let (samples, d_in) = data.matrix_shape()?;
+fn check_source(source: &CodeSource, data: &dyn RowSource) -> Result<usize> {
+    let (samples, d_in) = (row_count(data), data.cols());
     match source {
         CodeSource::Sae(sae) | CodeSource::Ito(sae, _) if sae.d_in() != d_in => Err(Error::shape(
-            data.path().display().to_string(),
+            data.describe(),
             format!("{} columns (the SAE's d_in)", sae.d_in()),
             format!("{d_in} columns"),
         )),
@@ -150,6 +151,12 @@ fn check_source(source: &CodeSource, data: &NpyMap) -> Result<usize> {
             Ok(n)
         }
     }
+}
+
+/// The rows of `data` as an index (a source of more rows than addressable is cut there: it
+/// could not be read anyway).
+fn row_count(data: &dyn RowSource) -> usize {
+    usize::try_from(data.rows()).unwrap_or(usize::MAX)
 }
 
 /// Columns of `m`, which must have `samples` rows.

@@ -439,14 +439,6 @@ impl Sae {
         Ok(())
     }
 
-    /// Latents per expert of a Switch SAE (None for other encoders).
-    pub fn expert_width(&self) -> Option<usize> {
-        match &self.encoder {
-            Encoder::Switch { router, .. } => Some(self.d_sae() / router.experts().max(1)),
-            _ => None,
-        }
-    }
-
     /// Fails unless `x` has `d_in` columns.
     pub fn check_input(&self, x: &Matrix, context: &str) -> Result<()> {
         if x.cols() != self.d_in() {
@@ -537,12 +529,13 @@ impl Sae {
     }
 
     fn encode_on_pool(&self, x: &[f32], rows: usize, par: Parallelism) -> Codes {
+        if let Encoder::Switch { k, router } = &self.encoder {
+            // Only the routed experts' pre-activations: no [rows, d_sae] buffer.
+            return Codes::Sparse(super::switch::encode_codes(self, router, *k, x, par));
+        }
         let n = self.d_sae();
         let mut xc = vec![0.0; x.len()];
         let mut pre = vec![0.0; rows * n];
-        if let Encoder::Switch { k, router } = &self.encoder {
-            return Codes::Sparse(super::switch::encode_codes(self, router, *k, x, par));
-        }
         if let &Encoder::TopK { k } = &self.encoder {
             // The selection training makes: certified from approximate products.
             let mut cert = super::certified::Certified::default();
