@@ -8,6 +8,7 @@
 //! topology, so it promises neither).
 
 use super::Transport;
+use crate::io::le;
 
 /// Buffers for [`Reducer::sum_f32`], kept between steps.
 #[derive(Debug, Default)]
@@ -51,26 +52,18 @@ impl Reducer {
 
 /// Every rank's `values`, in rank order.
 pub fn gather_f64(t: &mut dyn Transport, values: &[f64]) -> Vec<Vec<f64>> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    t.all_gather_bytes(&bytes)
+    t.all_gather_bytes(&le::f64_bytes(values))
         .iter()
-        .map(|b| {
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect()
-        })
+        .map(|b| le::f64s(b).collect())
         .collect()
 }
 
 /// Replaces `values` by every rank's values, in rank order.
 pub fn gather_f32(t: &mut dyn Transport, values: &mut Vec<f32>) {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let all = t.all_gather_bytes(&le::f32_bytes(values));
     values.clear();
-    for b in t.all_gather_bytes(&bytes) {
-        values.extend(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
-        );
+    for b in &all {
+        values.extend(le::f32s(b));
     }
 }
 

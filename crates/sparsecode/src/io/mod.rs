@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod fields;
+pub mod le;
 pub mod lock;
 pub mod map;
 pub mod npy;

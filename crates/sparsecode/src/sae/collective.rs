@@ -140,13 +140,10 @@ pub trait LatentShard: Send {
     /// The `count`-th largest of every block's `values` together (as
     /// [`Collective::kth_largest`]).
     fn gathered_kth(&mut self, values: &mut Vec<f32>, count: usize) -> f32 {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let all = self.all_gather_bytes(&crate::io::le::f32_bytes(values));
         values.clear();
-        for b in self.all_gather_bytes(&bytes) {
-            values.extend(
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
-            );
+        for b in &all {
+            values.extend(crate::io::le::f32s(b));
         }
         kth_largest_local(values, count)
     }
@@ -155,7 +152,7 @@ pub trait LatentShard: Send {
     fn sum_count(&mut self, count: u64) -> u64 {
         self.all_gather_bytes(&count.to_le_bytes())
             .iter()
-            .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])))
+            .map(|b| crate::io::le::leading_u64(b))
             .sum()
     }
 }

@@ -105,8 +105,8 @@ pub fn keep_global_top(shard: &mut dyn LatentShard, codes: &mut TopK, k: usize) 
     let blocks: Vec<(usize, &[u8])> = all
         .iter()
         .map(|b| {
-            let kb = u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])) as usize;
-            (kb, &b[8..])
+            let kb = crate::io::le::leading_u64(b) as usize;
+            (kb, b.get(8..).unwrap_or_default())
         })
         .collect();
     let mut row_best: Vec<(f32, u32)> = Vec::new();
