@@ -10,9 +10,7 @@ use sparsecode::distributed::{DataParallel, Transport};
 use sparsecode::sae::EncoderPrecision;
 use sparsecode::train::ArchConfig;
 use sparsecode::train::{ArchKind, TrainRequest};
-use sparsecode_lab::bench::{
-    bench_encode, bench_encoder_product, bench_train, bench_train_with, BenchResult,
-};
+use sparsecode_lab::bench::{bench_encode, bench_encoder_product, bench_train_with, BenchResult};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -230,16 +228,14 @@ pub fn run(a: Args, threads: usize, mut ranks: Option<Box<dyn Transport>>) -> Re
             let (shape, counts) = ((dims, latents, batch), (steps, warmup.max(1)));
             let (precision, rate) = (encoder_precision.into(), firing_rate);
             let r = match ranks.as_deref_mut() {
-                None => bench_train(
+                None => bench_train_with(
                     arch.clone(),
-                    dims,
-                    latents,
-                    batch,
-                    steps,
-                    warmup.max(1),
+                    shape,
+                    counts,
                     threads,
                     precision,
                     rate,
+                    &mut sparsecode::sae::SingleProcess,
                 ),
                 Some(t) => bench_ranks(t, arch.clone(), shape, counts, threads, (precision, rate)),
             }

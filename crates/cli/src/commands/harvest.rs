@@ -115,7 +115,7 @@ pub fn run(mut a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Re
     if !a.out.join(sparsecode::data::store::MANIFEST).exists() {
         harvest_one(&a, threads)?;
     }
-    t.all_gather_bytes(&[1]);
+    sparsecode::distributed::reduce::barrier(t.as_mut());
     if rank == 0 {
         let rows = sparsecode_harvest::merge::merge_parts(&parts, &out)?;
         for p in &parts {
@@ -123,7 +123,7 @@ pub fn run(mut a: Args, threads: usize, ranks: Option<Box<dyn Transport>>) -> Re
         }
         eprintln!("joined {size} parts into {}: {rows} rows", out.display());
     }
-    t.all_gather_bytes(&[1]);
+    sparsecode::distributed::reduce::barrier(t.as_mut());
     Ok(Outcome::Ok)
 }
 

@@ -121,7 +121,7 @@ pub fn run(a: &Args, threads: usize, t: &mut dyn Transport) -> Result<Outcome> {
     };
     block.write_final(&outcome.state.sae)?;
     // Every block written before rank 0 reads them.
-    t.all_gather_bytes(&[1]);
+    sparsecode::distributed::reduce::barrier(t);
     let Some(dir) = run_dir else {
         return Ok(Outcome::Ok);
     };

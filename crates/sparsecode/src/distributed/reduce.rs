@@ -67,6 +67,12 @@ pub fn gather_f32(t: &mut dyn Transport, values: &mut Vec<f32>) {
     }
 }
 
+/// Returns on every rank once every rank has called it (what one rank wrote to a shared file
+/// system before is there for the others after).
+pub fn barrier(t: &mut dyn Transport) {
+    t.all_gather_bytes(&[]);
+}
+
 /// True on every rank when `flag` is true on any.
 pub fn any(t: &mut dyn Transport, flag: bool) -> bool {
     t.all_gather_bytes(&[flag as u8])
