@@ -114,19 +114,30 @@ pub(crate) fn subtract_encoder_path(sae: &super::Sae, g: &mut Grads, tmp: &mut V
     if !sae.apply_b_dec_to_input {
         return;
     }
-    let (n, m) = sae.w_enc.shape();
-    let through = sized(tmp, m);
-    crate::linalg::matmul(
-        through,
-        crate::linalg::MatRef::new(&g.b_enc, 1, n),
-        sae.w_enc.view(),
-        0.0,
-        crate::Parallelism::Serial,
-    );
+    let through = encoder_path(sae, &g.b_enc, tmp);
     g.b_dec
         .iter_mut()
         .zip(through.iter())
         .for_each(|(a, v)| *a -= v);
+}
+
+/// `db_enc W_enc` into `tmp` (`[d_in]`): the encoder's part of `b_dec`'s gradient, negated
+/// (a latent-sharded block sums its part with the other blocks' before subtracting).
+pub(crate) fn encoder_path<'a>(
+    sae: &super::Sae,
+    b_enc_grad: &[f32],
+    tmp: &'a mut Vec<f32>,
+) -> &'a mut [f32] {
+    let (n, m) = sae.w_enc.shape();
+    let through = sized(tmp, m);
+    crate::linalg::matmul(
+        through,
+        crate::linalg::MatRef::new(b_enc_grad, 1, n),
+        sae.w_enc.view(),
+        0.0,
+        crate::Parallelism::Serial,
+    );
+    through
 }
 
 /// Column sums of a row-major `[rows, n]` matrix into `out`.

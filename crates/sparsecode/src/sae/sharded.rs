@@ -13,7 +13,7 @@
 //! process (a sum of partial sums), so gradients agree within float tolerance.
 
 use super::collective::{Collective, LatentShard};
-use super::grads::{sized, LossParts, Workspace};
+use super::grads::{encoder_path, sized, LossParts, Workspace};
 use super::params::Grads;
 use super::topk::{
     auxk_and_weight_grads, certifiable, error_of_reconstruction, gather_sum, mark_fired,
@@ -63,14 +63,7 @@ pub fn sharded_topk_loss_grad(
     }
     // b_dec also enters every block's encoder through x - b_dec: the blocks' paths summed.
     if sae.apply_b_dec_to_input {
-        let through = sized(&mut ws.tmp_m, m);
-        crate::linalg::matmul(
-            through,
-            crate::linalg::MatRef::new(&g.b_enc, 1, n),
-            sae.w_enc.view(),
-            0.0,
-            Parallelism::Serial,
-        );
+        let through = encoder_path(sae, &g.b_enc, &mut ws.tmp_m);
         shard.sum_f32(through);
         g.b_dec.iter_mut().zip(&*through).for_each(|(a, v)| *a -= v);
     }
