@@ -292,18 +292,14 @@ impl BlockCheckpoints {
             format!("no checkpoint of step {step} in this block"),
         ))
     }
-}
 
-impl BlockCheckpoints {
     /// Writes the block's finished weights (`final.safetensors`) for rank 0 to join.
     pub fn write_final(&self, sae: &Sae) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let all = flat_tensors("param.", sae.tensors());
-        let refs: Vec<(&str, Vec<usize>, &[f32])> = all
-            .iter()
-            .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
-            .collect();
-        write_tensors(&self.dir.join(FINAL_FILE), &refs, None)
+        write_flat(
+            &self.dir.join(FINAL_FILE),
+            &flat_tensors("param.", sae.tensors()),
+        )
     }
 
     /// The block's finished weights, `latents` of them.
@@ -346,6 +342,15 @@ fn flat_tensors<'a>(
         .collect()
 }
 
+/// Writes [`flat_tensors`]' entries as one safetensors file.
+fn write_flat(path: &Path, all: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
+    let refs: Vec<(&str, Vec<usize>, &[f32])> = all
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
+        .collect();
+    write_tensors(path, &refs, None)
+}
+
 fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
     let mut all = flat_tensors("param.", s.sae.tensors());
     for (prefix, moments) in [("adam_m.", &s.adam.state.m), ("adam_v.", &s.adam.state.v)] {
@@ -354,11 +359,7 @@ fn save_checkpoint(dir: &Path, s: &TrainState) -> Result<()> {
             moments.named().into_iter().map(|(id, v)| (id, &v[..])),
         ));
     }
-    let refs: Vec<(&str, Vec<usize>, &[f32])> = all
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.clone(), *c))
-        .collect();
-    write_tensors(&dir.join("state.safetensors"), &refs, None)?;
+    write_flat(&dir.join("state.safetensors"), &all)?;
     write_json_atomic(
         &dir.join("state.json"),
         &CheckpointMeta {
