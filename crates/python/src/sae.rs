@@ -204,15 +204,15 @@ fn csr_parts(codes: &Codes) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
     (data, indices, indptr)
 }
 
-/// The architecture name and `k` of a model, as the Python estimator spells them.
-fn describe(sae: &Sae) -> (&'static str, Option<usize>) {
+/// The architecture name, `k` and experts of a model, as the Python estimator spells them.
+fn describe(sae: &Sae) -> (&'static str, Option<usize>, Option<usize>) {
     match (sae.activation(), sae.encoder.hidden().is_some()) {
-        (_, true) => ("mlp", None),
-        (Activation::Relu, _) => ("relu", None),
-        (Activation::TopK { k }, _) => ("topk", Some(k)),
-        (Activation::JumpRelu, _) => ("jumprelu", None),
-        (Activation::Gated, _) => ("gated", None),
-        (Activation::Switch { k, .. }, _) => ("switch", Some(k)),
+        (_, true) => ("mlp", None, None),
+        (Activation::Relu, _) => ("relu", None, None),
+        (Activation::TopK { k }, _) => ("topk", Some(k), None),
+        (Activation::JumpRelu, _) => ("jumprelu", None, None),
+        (Activation::Gated, _) => ("gated", None, None),
+        (Activation::Switch { k, experts }, _) => ("switch", Some(k), Some(experts)),
     }
 }
 
@@ -367,11 +367,12 @@ impl SaeCore {
         self.state.as_ref().map_or(0, |s| s.step)
     }
 
-    /// `(d_in, n_latents, arch, k)` of the model.
-    fn shape(&self) -> PyResult<(usize, usize, &'static str, Option<usize>)> {
+    /// `(d_in, n_latents, arch, k, n_experts)` of the model.
+    #[allow(clippy::type_complexity)]
+    fn shape(&self) -> PyResult<(usize, usize, &'static str, Option<usize>, Option<usize>)> {
         let sae = self.model()?;
-        let (arch, k) = describe(sae);
-        Ok((sae.d_in(), sae.d_sae(), arch, k))
+        let (arch, k, experts) = describe(sae);
+        Ok((sae.d_in(), sae.d_sae(), arch, k, experts))
     }
 
     /// The resolved training configuration as JSON (None before the first fit).
@@ -414,11 +415,12 @@ impl SaeCore {
             )));
         }
         let sae = py.detach(|| sparsecode::sae::load(&path)).map_err(to_py)?;
-        let (arch, k) = describe(&sae);
+        let (arch, k, experts) = describe(&sae);
         let mut request: TrainRequest = serde_json::from_value(serde_json::json!({
             "arch": arch,
             "latents": sae.d_sae(),
             "k": k,
+            "experts": experts,
         }))
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         request.threads = par(n_threads).count();

@@ -134,6 +134,7 @@ def test_switch_routes_among_experts_and_round_trips(planted, tmp_path):
     sae.save(tmp_path / "sw")
     back = SparseAutoencoder.load(tmp_path / "sw", n_threads=2)
     np.testing.assert_array_equal(back.transform(x), codes)
+    assert back.get_params()["n_experts"] == 2 and back.k == 3
     with pytest.raises(ValueError, match="experts"):
         SparseAutoencoder(arch="switch", n_latents=32, k=3, n_experts=5, n_steps=5).fit(x)
     with pytest.raises(ValueError, match="n_experts"):

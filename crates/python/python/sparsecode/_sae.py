@@ -328,8 +328,8 @@ class SparseAutoencoder(*BASES):
         ``partial_fit`` refuses it and ``fit`` trains a new model with its parameters.
         """
         core = _native.SaeCore.load(os.fspath(path), n_threads)
-        d_in, n_latents, arch, k = core.shape()
-        est = cls(arch=arch, n_latents=n_latents, k=k, n_threads=n_threads)
+        d_in, n_latents, arch, k, n_experts = core.shape()
+        est = cls(arch=arch, n_latents=n_latents, k=k, n_experts=n_experts, n_threads=n_threads)
         est._core = core
         est._loaded = True
         est.n_features_in_ = d_in
