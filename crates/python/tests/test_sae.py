@@ -124,7 +124,9 @@ def test_switch_routes_among_experts_and_round_trips(planted, tmp_path):
     x, _, _ = planted(n_samples=1000)
     sae = SparseAutoencoder(arch="switch", n_latents=32, k=3, n_experts=2, n_steps=300, n_threads=2)
     sae.fit(x)
-    assert sae.config_["arch"] == {"type": "switch", "k": 3, "experts": 2, "lb_coef": 0.01}
+    arch = sae.config_["arch"]
+    assert (arch["type"], arch["k"], arch["experts"], arch["lb_coef"]) == ("switch", 3, 2, 0.01)
+    assert arch["aux_k"] == 8  # AuxK within the routed expert: min(256, n_features / 2)
     assert sae.score(x) > 0.3, sae.score(x)
     codes = sae.transform(x)
     # Each sample's active latents lie in one expert's block of 16.

@@ -141,6 +141,8 @@ fn data_parallel_equals_one_process_and_repeats_exactly() {
             k: 3,
             experts: 4,
             lb_coef: 0.1,
+            aux_k: 4,
+            aux_coef: 0.1,
         },
     ] {
         let cfg = config(arch.clone());

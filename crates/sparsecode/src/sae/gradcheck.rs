@@ -697,6 +697,17 @@ fn switch_step(
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
+    switch_step_aux(s, x, (lb_coef, None), ws, g, par)
+}
+
+fn switch_step_aux(
+    s: &Sae,
+    x: &[f32],
+    terms: (f32, Option<AuxK<'_>>),
+    ws: &mut Workspace,
+    g: &mut Grads,
+    par: Parallelism,
+) -> LossParts {
     let Encoder::Switch { k, router } = &s.encoder else {
         panic!("a Switch SAE")
     };
@@ -707,7 +718,7 @@ fn switch_step(
         *k,
         x,
         rows,
-        lb_coef,
+        terms,
         &mut SingleProcess,
         ws,
         g,
@@ -731,6 +742,95 @@ fn switch_gradient_matches_finite_differences() {
         );
         check(&sae, &g, &|s| via_library(s, &f));
     }
+}
+
+#[test]
+fn switch_auxk_gradient_matches_finite_differences_and_stays_in_the_expert() {
+    let (d, n, rows, experts, ka) = (5, 12, 9, 3, 2);
+    let l = n / experts;
+    let sae = random_switch(d, n, 2, experts, 35);
+    let x = batch(rows, d, 36);
+    let dead: Vec<bool> = (0..n).map(|j| j % 3 != 0).collect();
+    let aux = AuxK {
+        k_aux: ka,
+        coef: 0.7,
+        dead: &dead,
+    };
+    let run = |s: &Sae, aux: Option<AuxK<'_>>, ws: &mut Workspace, g: &mut Grads| {
+        switch_step_aux(s, &x, (0.2, aux), ws, g, Parallelism::Serial)
+    };
+    let (mut ws, mut g) = (Workspace::default(), Grads::like(&sae));
+    let with = run(&sae, Some(aux), &mut ws, &mut g);
+    let without = run(
+        &sae,
+        None,
+        &mut Workspace::default(),
+        &mut Grads::like(&sae),
+    );
+    assert!(with.sparsity > without.sparsity, "AuxK adds to the loss");
+    // Every AuxK code is a dead latent of its row's expert (the main codes' block).
+    for r in 0..rows {
+        let block = ws.topk.indices[r * 2] as usize / l;
+        for s in r * ka..(r + 1) * ka {
+            let j = ws.aux.indices[s] as usize;
+            if ws.aux.values[s] > 0.0 {
+                assert!(dead[j] && j / l == block, "row {r}: aux latent {j}");
+            }
+        }
+    }
+    // AuxK's target, the residual, is detached: its gradient (with minus without) is checked
+    // against a naive AuxK within each row's expert whose target is the base model's residual.
+    let with_aux = analytic(&sae, &|s, ws, g| run(s, Some(aux), ws, g));
+    let base = analytic(&sae, &|s, ws, g| run(s, None, ws, g));
+    let mut aux_grad = Grads::like(&sae);
+    for (id, t) in aux_grad.named_mut() {
+        let (a, b) = (with_aux.get(id).unwrap(), base.get(id).unwrap());
+        t.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(v, (p, q))| *v = p - q);
+    }
+    let xm = crate::Matrix::from_vec(rows, d, x.clone()).unwrap();
+    let rec = sae.reconstruct(&xm, Parallelism::Serial);
+    let residual: Vec<f32> = x.iter().zip(rec.as_slice()).map(|(a, b)| a - b).collect();
+    let scale = (dead.iter().filter(|v| **v).count() as f64 / ka as f64).min(1.0);
+    let naive_aux = |s: &Sae| {
+        let Encoder::Switch { router, .. } = &s.encoder else {
+            panic!("switch")
+        };
+        let (mut sig, mut loss) = (Vec::new(), 0.0f64);
+        for r in 0..rows {
+            let xr = &x[r * d..(r + 1) * d];
+            let logit = |e: usize| -> f32 {
+                (0..d)
+                    .map(|i| router.w.get(e, i) * (xr[i] - router.b[i]))
+                    .sum()
+            };
+            let e = (0..experts).fold(0, |best, e| if logit(e) > logit(best) { e } else { best });
+            let mut pre: Vec<(f32, usize)> = (e * l..(e + 1) * l)
+                .filter(|j| dead[*j])
+                .map(|j| {
+                    let v: f32 = (0..d)
+                        .map(|i| (xr[i] - s.b_dec[i]) * s.w_enc.get(j, i))
+                        .sum();
+                    (v + s.b_enc[j], j)
+                })
+                .collect();
+            pre.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut rec = vec![0.0f32; d];
+            for &(v, j) in pre.iter().take(ka) {
+                sig.push(j as u32 * 2 + (v > 0.0) as u32);
+                (0..d).for_each(|i| rec[i] += v.max(0.0) * s.w_dec.get(j, i));
+            }
+            let res = &residual[r * d..(r + 1) * d];
+            loss += rec
+                .iter()
+                .zip(res)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>();
+        }
+        (0.7 * scale * loss / rows as f64, sig)
+    };
+    check(&sae, &aux_grad, &naive_aux);
 }
 
 #[test]

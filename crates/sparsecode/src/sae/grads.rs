@@ -78,6 +78,12 @@ pub struct Workspace {
     pub(crate) window: Vec<(u32, u32, f32)>,
     /// Switch: the routing and its gradients.
     pub(crate) switch: super::switch::SwitchScratch,
+    /// Per row, the factor from a pre-activation to its code (a Switch SAE's router
+    /// probability), applied to the main codes' encoder gradients; empty: 1.
+    pub(crate) code_scale: Vec<f32>,
+    /// `aux` already holds AuxK's selection (a Switch SAE chooses within each row's expert);
+    /// the AuxK step that uses it clears this.
+    pub(crate) aux_given: bool,
 }
 
 impl Workspace {

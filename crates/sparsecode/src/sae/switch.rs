@@ -14,8 +14,10 @@
 //!   Transformer's load-balancing term, `f_e` the fraction of the step's samples routed to `e`
 //!   (a count: no gradient), `P_e = 1/B sum_b p_be`, `s = 1/B sum_b ||x_b||^2` so that the term
 //!   is in the reconstruction's units (on inputs normalised to `E||x||^2 = d_in`, `s = d_in`,
-//!   as in the paper's training code), `lambda` the coefficient. There is no AuxK term (as in
-//!   the paper's training).
+//!   as in the paper's training code), `lambda` the coefficient;
+//! - AuxK when asked (arXiv 2406.04093; the paper's training code has it switched off): each
+//!   row's top `k_aux` dead latents *of its own expert* (pre-activations, not scaled by `p`)
+//!   reconstruct the residual as for TopK, so a dead latent is revived by its expert's tokens.
 //!
 //! Backward, with `de_b = 2 (x_hat_b - x_b) / B`:
 //! - `dW_dec_j = sum_b z_bj de_b`, `db_dec = sum_b de_b` (plus the encoder path below);
@@ -33,9 +35,9 @@
 use super::collective::Collective;
 use super::grads::{sized, subtract_encoder_path, LossParts, Workspace};
 use super::params::{Grads, ParamId};
-use super::topk::{auxk_and_weight_grads, mark_fired, reconstruction_error, MainGrad};
+use super::topk::{auxk_and_weight_grads, mark_fired, reconstruction_error, AuxK};
 use super::{Router, Sae};
-use crate::linalg::{matmul, topk_row_shifted, MatRef};
+use crate::linalg::{matmul, topk_row, topk_row_shifted, MatRef};
 use crate::Parallelism;
 use rayon::prelude::*;
 
@@ -48,8 +50,6 @@ pub struct SwitchScratch {
     probs: Vec<f32>,
     /// Each row's expert.
     expert: Vec<u32>,
-    /// Each row's probability of its expert.
-    p_star: Vec<f32>,
     /// The rows grouped by expert (in row order within an expert).
     order: Vec<u32>,
     /// Where each expert's rows start in `order`, and the end.
@@ -76,18 +76,24 @@ pub(super) fn forward(
     let m = sae.d_in();
     let b = x.len() / m.max(1);
     sae.center(x, sized(&mut ws.xc, b * m));
-    route(router, x, &mut ws.switch, par);
+    // Each row's probability of its expert: the factor from pre-activation to code.
+    route(router, x, (&mut ws.switch, &mut ws.code_scale), par);
     group_by_expert(&mut ws.switch, router.experts(), b);
     expert_codes(sae, k, b, ws, par);
-    let (values, p_star) = (&mut ws.topk.values, &ws.switch.p_star);
+    let (values, p_star) = (&mut ws.topk.values, &ws.code_scale);
     values
         .par_chunks_mut(k)
         .zip(p_star.par_iter())
         .for_each(|(v, p)| v.iter_mut().for_each(|z| *z *= p));
 }
 
-/// Router probabilities, each row's expert and its probability.
-fn route(router: &Router, x: &[f32], sw: &mut SwitchScratch, par: Parallelism) {
+/// Router probabilities, each row's expert and (into `p_star`) its probability.
+fn route(
+    router: &Router,
+    x: &[f32],
+    (sw, p_star): (&mut SwitchScratch, &mut Vec<f32>),
+    par: Parallelism,
+) {
     let (e, m) = router.w.shape();
     let b = x.len() / m.max(1);
     let u = sized(&mut sw.routed_in, b * m);
@@ -97,9 +103,9 @@ fn route(router: &Router, x: &[f32], sw: &mut SwitchScratch, par: Parallelism) {
     let h = sized(&mut sw.probs, b * e);
     matmul(h, MatRef::new(u, b, m), router.w.view().t(), 0.0, par);
     sw.expert.resize(b, 0);
-    sw.p_star.resize(b, 0.0);
+    p_star.resize(b, 0.0);
     h.par_chunks_mut(e)
-        .zip(sw.expert.par_iter_mut().zip(sw.p_star.par_iter_mut()))
+        .zip(sw.expert.par_iter_mut().zip(p_star.par_iter_mut()))
         .for_each(|(row, (ex, ps))| {
             let mut at = 0;
             for (i, &v) in row.iter().enumerate() {
@@ -194,9 +200,10 @@ pub(super) fn encode_codes(
 }
 
 /// Loss and gradients of a Switch SAE (see the module docs) on the rows `x` of a step of
-/// `total` rows; `lb_coef` is the load-balancing coefficient `lambda`. The rows per expert and
-/// the squared norms are summed over every process by `collective` (the balance term is the
-/// whole step's). Gradients are written into `g`; `ws.fired` receives which latents fired.
+/// `total` rows; `lb_coef` is the load-balancing coefficient `lambda`, `aux` AuxK within each
+/// row's expert. The rows per expert and the squared norms are summed over every process by
+/// `collective` (the balance term is the whole step's). Gradients are written into `g`;
+/// `ws.fired` receives which latents fired.
 #[allow(clippy::too_many_arguments)]
 pub fn switch_loss_grad(
     sae: &Sae,
@@ -204,7 +211,7 @@ pub fn switch_loss_grad(
     k: usize,
     x: &[f32],
     total: usize,
-    lb_coef: f32,
+    (lb_coef, aux): (f32, Option<AuxK<'_>>),
     collective: &mut dyn Collective,
     ws: &mut Workspace,
     g: &mut Grads,
@@ -214,25 +221,64 @@ pub fn switch_loss_grad(
     let b = x.len() / m;
     forward(sae, router, k, x, ws, par);
     let recon = reconstruction_error(sae, x, total, ws);
-    let (de, p_star) = (
-        std::mem::take(&mut ws.de),
-        std::mem::take(&mut ws.switch.p_star),
-    );
-    let main = MainGrad {
-        grad: &de[..b * m],
-        widths: &[n],
-        row_scale: Some(&p_star),
-    };
-    auxk_and_weight_grads(sae, None, (b, total), Some(main), (ws, g), None, par);
-    (ws.de, ws.switch.p_star) = (de, p_star);
+    // Before AuxK reuses the reconstruction's buffer.
+    let balance = router_grads(sae, router, x, total, lb_coef, collective, ws, g, par);
+    if let Some(a) = aux {
+        let dead = a.dead.iter().filter(|d| **d).count();
+        let ka = a.k_aux.min(dead);
+        if ka > 0 && a.coef > 0.0 {
+            select_dead_in_expert(sae, a.dead, ka, b, ws);
+            ws.aux_given = true;
+        }
+    }
+    // The weight gradients scale each code's by ws.code_scale.
+    let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, (ws, g), None, par);
     g.b_dec.fill(0.0);
     for row in ws.de[..b * m].chunks_exact(m) {
         g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     }
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
-    let balance = router_grads(sae, router, x, total, lb_coef, collective, ws, g, par);
     let active = mark_fired(ws, n);
-    LossParts::of_step(recon, balance, active, total)
+    LossParts::of_step(recon, balance + aux_loss, active, total)
+}
+
+/// AuxK's codes: each row's `ka` largest pre-activations (bias added, ReLU) among the dead
+/// latents of its own expert, into `ws.aux` with indices over the whole dictionary; a row whose
+/// expert has fewer dead latents fills its other slots with inactive (zero) codes.
+fn select_dead_in_expert(sae: &Sae, dead: &[bool], ka: usize, b: usize, ws: &mut Workspace) {
+    let sw = &ws.switch;
+    let l = sae.d_sae() / (sw.starts.len() - 1);
+    let pre = &ws.pre[..b * l];
+    let out = &mut ws.aux;
+    out.k = ka;
+    out.indices.resize(b * ka, 0);
+    out.values.resize(b * ka, 0.0);
+    out.indices
+        .par_chunks_mut(ka)
+        .zip(out.values.par_chunks_mut(ka))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(scratch, values, latents): &mut (Vec<(f32, u32)>, Vec<f32>, Vec<u32>),
+             (r, (idx, val))| {
+                let (q, e) = (sw.pos[r] as usize, sw.expert[r] as usize);
+                values.clear();
+                latents.clear();
+                for j in e * l..(e + 1) * l {
+                    if dead[j] {
+                        values.push(pre[q * l + j - e * l] + sae.b_enc[j]);
+                        latents.push(j as u32);
+                    }
+                }
+                let kr = ka.min(values.len());
+                idx.fill((e * l) as u32);
+                val.fill(0.0);
+                if kr > 0 {
+                    topk_row(values, kr, scratch, &mut idx[..kr], &mut val[..kr]);
+                    idx[..kr].iter_mut().for_each(|i| *i = latents[*i as usize]);
+                }
+            },
+        );
 }
 
 /// The router's gradients (reconstruction and load balance) into `g`; returns the balance
@@ -269,7 +315,7 @@ fn router_grads(
     let (xhat, de) = (&ws.xhat[..b * m], &ws.de[..b * m]);
     let dh = sized(&mut sw.dh, b * e);
     let probs = &sw.probs[..b * e];
-    let (expert, p_star) = (&sw.expert, &sw.p_star);
+    let (expert, p_star) = (&sw.expert, &ws.code_scale);
     let per_row: Vec<f64> = dh
         .par_chunks_mut(e)
         .zip(probs.par_chunks(e))

@@ -532,6 +532,7 @@ fn auxk_forward(
     mut shard: Option<&mut dyn LatentShard>,
     par: Parallelism,
 ) -> Option<AuxRun> {
+    let given = std::mem::take(&mut ws.aux_given);
     let local_dead = a.dead.iter().filter(|d| **d).count();
     // Sharded: the dead latents of every block compete for the k_aux slots of a row.
     let dead = match shard.as_deref_mut() {
@@ -545,7 +546,9 @@ fn auxk_forward(
     let m = sae.d_in();
     let inv_b = 1.0 / total as f32;
     let scale = (dead as f32 / a.k_aux as f32).min(1.0);
-    if local_dead > 0 {
+    if given {
+        // The caller chose (a Switch SAE: within each row's expert).
+    } else if local_dead > 0 {
         select_top(sae, b, ka.min(local_dead), Some(a.dead), ws, true);
     } else {
         // No dead latent in this block: one inactive slot per row (buffers reused).
@@ -647,7 +650,7 @@ fn sparse_weight_grads(sae: &Sae, ws: &Workspace, g: &mut Grads, b: usize, with_
     let main = MainGrad {
         grad: &ws.de[..b * sae.d_in()],
         widths: &[sae.d_sae()],
-        row_scale: None,
+        row_scale: (!ws.code_scale.is_empty()).then(|| &ws.code_scale[..b]),
     };
     sparse_weight_grads_by_level(sae, ws, main, g, b, with_aux);
 }

@@ -95,6 +95,12 @@ pub enum ArchConfig {
         /// Load-balancing coefficient (on `mean ||x||^2 * experts * sum_e f_e P_e`).
         #[serde(default = "default_lb_coef")]
         lb_coef: f32,
+        /// Dead latents of a row's expert used by AuxK (0 disables AuxK, as the paper trains).
+        #[serde(default = "default_aux_k")]
+        aux_k: usize,
+        /// AuxK coefficient.
+        #[serde(default = "default_aux_coef")]
+        aux_coef: f32,
     },
 }
 
@@ -448,9 +454,12 @@ impl TrainConfig {
                 k,
                 experts,
                 lb_coef,
+                aux_k,
+                aux_coef,
             } => {
                 crate::sae::check_experts("switch", self.latents, k, experts)?;
                 require_non_negative("lb_coef", lb_coef as f64)?;
+                self.check_k_and_aux(k, aux_k, aux_coef)?;
             }
         }
         self.check_shards()?;

@@ -108,7 +108,7 @@ pub struct TrainRequest {
     /// Load-balancing coefficient (switch; default 0.01).
     #[serde(default)]
     pub lb_coef: Option<f32>,
-    /// Dead latents used by AuxK (topk, batchtopk; 0 disables).
+    /// Dead latents used by AuxK (topk, batchtopk, matryoshka, switch; 0 disables).
     #[serde(default)]
     pub aux_k: Option<usize>,
     /// AuxK coefficient.
@@ -362,6 +362,8 @@ impl TrainRequest {
                     Error::param("experts", "`switch` needs experts (blocks of latents)")
                 })?,
                 lb_coef: self.lb_coef.unwrap_or(super::config::DEFAULT_LB_COEF),
+                aux_k,
+                aux_coef,
             },
         })
     }

@@ -119,6 +119,8 @@ fn architectures() -> Vec<ArchConfig> {
             k: 3,
             experts: 4,
             lb_coef: 0.5,
+            aux_k: 4,
+            aux_coef: 0.5,
         },
     ]
 }

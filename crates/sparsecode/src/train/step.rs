@@ -120,8 +120,17 @@ fn loss_grad(
         (ArchConfig::Mlp { .. }, Encoder::Mlp { hidden }) => {
             mlp_loss_grad(sae, hidden, x, total, l1, ws, g, par)
         }
-        (&ArchConfig::Switch { lb_coef, .. }, Encoder::Switch { k, router }) => {
-            switch_loss_grad(sae, router, *k, x, total, lb_coef, collective, ws, g, par)
+        (
+            &ArchConfig::Switch {
+                lb_coef,
+                aux_k,
+                aux_coef,
+                ..
+            },
+            Encoder::Switch { k, router },
+        ) => {
+            let terms = (lb_coef, aux(aux_k, aux_coef));
+            switch_loss_grad(sae, router, *k, x, total, terms, collective, ws, g, par)
         }
         (arch, encoder) => {
             return Err(Error::param(
