@@ -45,8 +45,7 @@ class SparseAutoencoder(*BASES):
         L0 coefficient (jumprelu; library default 0.1).
     aux_k : int, optional
         Dead latents AuxK uses (topk, batchtopk, matryoshka; switch: within each sample's
-        expert; default
-        ``min(256, n_features / 2)``; 0 off).
+        expert; default ``min(256, n_features / 2)``; 0 off).
     hidden : int, optional
         Hidden width of the MLP encoder (mlp; default ``n_features``).
     prefixes : sequence of int, optional
