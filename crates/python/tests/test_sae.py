@@ -126,7 +126,7 @@ def test_switch_routes_among_experts_and_round_trips(planted, tmp_path):
     sae.fit(x)
     arch = sae.config_["arch"]
     assert (arch["type"], arch["k"], arch["experts"], arch["lb_coef"]) == ("switch", 3, 2, 0.01)
-    assert arch["aux_k"] == 8  # AuxK within the routed expert: min(256, n_features / 2)
+    assert arch["aux_k"] == 0  # AuxK off unless asked, as the paper trains
     assert sae.score(x) > 0.3, sae.score(x)
     codes = sae.transform(x)
     # Each sample's active latents lie in one expert's block of 16.

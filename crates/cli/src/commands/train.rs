@@ -81,7 +81,7 @@ pub struct Args {
     /// Linear L1 warm-up, in steps (relu).
     #[arg(long, default_value_t = 0)]
     l1_warmup: u64,
-    /// Dead latents used by the AuxK loss (topk, batchtopk, matryoshka; switch: of each token's expert; 0 disables). Default: min(256, d_in / 2).
+    /// Dead latents used by the AuxK loss (topk, batchtopk, matryoshka; 0 disables). Default: min(256, d_in / 2); switch: of each token's expert, default 0.
     #[arg(long)]
     aux_k: Option<usize>,
     /// AuxK coefficient (default 1/32).

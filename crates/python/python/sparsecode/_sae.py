@@ -44,8 +44,8 @@ class SparseAutoencoder(*BASES):
     l0 : float, optional
         L0 coefficient (jumprelu; library default 0.1).
     aux_k : int, optional
-        Dead latents AuxK uses (topk, batchtopk, matryoshka; switch: within each sample's
-        expert; default ``min(256, n_features / 2)``; 0 off).
+        Dead latents AuxK uses (topk, batchtopk, matryoshka: default
+        ``min(256, n_features / 2)``; switch: within each sample's expert, default 0; 0 off).
     hidden : int, optional
         Hidden width of the MLP encoder (mlp; default ``n_features``).
     prefixes : sequence of int, optional

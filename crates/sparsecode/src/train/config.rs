@@ -95,8 +95,10 @@ pub enum ArchConfig {
         /// Load-balancing coefficient (on `mean ||x||^2 * experts * sum_e f_e P_e`).
         #[serde(default = "default_lb_coef")]
         lb_coef: f32,
-        /// Dead latents of a row's expert used by AuxK (0 disables AuxK, as the paper trains).
-        #[serde(default = "default_aux_k")]
+        /// Dead latents of a row's expert used by AuxK (0, the default, disables AuxK, as the
+        /// paper trains; on MiniLM activations it revived few latents and changed the FVU by
+        /// under 0.2%, BENCHMARKS.md).
+        #[serde(default)]
         aux_k: usize,
         /// AuxK coefficient.
         #[serde(default = "default_aux_coef")]

@@ -362,7 +362,8 @@ impl TrainRequest {
                     Error::param("experts", "`switch` needs experts (blocks of latents)")
                 })?,
                 lb_coef: self.lb_coef.unwrap_or(super::config::DEFAULT_LB_COEF),
-                aux_k,
+                // Off unless asked: within an expert it measured no better (BENCHMARKS.md).
+                aux_k: self.aux_k.unwrap_or(0),
                 aux_coef,
             },
         })
