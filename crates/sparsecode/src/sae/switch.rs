@@ -65,14 +65,7 @@ pub struct SwitchScratch {
 /// The forward pass of the rows `x`: `ws.xc` the centred rows, `ws.switch` the routing,
 /// `ws.pre` the chosen experts' pre-activations (rows in expert order, `L` each, without
 /// bias), `ws.topk` the codes `z` with latent indices over the whole dictionary.
-pub(super) fn forward(
-    sae: &Sae,
-    router: &Router,
-    k: usize,
-    x: &[f32],
-    ws: &mut Workspace,
-    par: Parallelism,
-) {
+fn forward(sae: &Sae, router: &Router, k: usize, x: &[f32], ws: &mut Workspace, par: Parallelism) {
     let m = sae.d_in();
     let b = x.len() / m.max(1);
     sae.center(x, sized(&mut ws.xc, b * m));
@@ -186,7 +179,7 @@ fn expert_codes(sae: &Sae, k: usize, b: usize, ws: &mut Workspace, par: Parallel
         });
 }
 
-/// The codes of `rows` rows `x` (inference: the training step's forward).
+/// The codes of the row-major rows `x` (inference: the training step's forward).
 pub(super) fn encode_codes(
     sae: &Sae,
     router: &Router,
