@@ -33,9 +33,9 @@
 //! not depend on threads) and each expert's rows go through one product with its block.
 
 use super::collective::Collective;
-use super::grads::{sized, subtract_encoder_path, LossParts, Workspace};
+use super::grads::{sized, LossParts, Workspace};
 use super::params::{Grads, ParamId};
-use super::topk::{auxk_and_weight_grads, mark_fired, reconstruction_error, AuxK};
+use super::topk::{auxk_and_weight_grads, b_dec_grad, mark_fired, reconstruction_error, AuxK};
 use super::{Router, Sae};
 use crate::linalg::{matmul, topk_row, topk_row_shifted, MatRef};
 use crate::Parallelism;
@@ -226,11 +226,7 @@ pub fn switch_loss_grad(
     }
     // The weight gradients scale each code's by ws.code_scale.
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, (ws, g), None, par);
-    g.b_dec.fill(0.0);
-    for row in ws.de[..b * m].chunks_exact(m) {
-        g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
-    subtract_encoder_path(sae, g, &mut ws.tmp_m);
+    b_dec_grad(sae, b, ws, g);
     let active = mark_fired(ws, n);
     LossParts::of_step(recon, balance + aux_loss, active, total)
 }

@@ -330,18 +330,25 @@ pub fn sparse_loss_grad(
     g: &mut Grads,
     par: Parallelism,
 ) -> LossParts {
-    let (n, m) = sae.w_dec.shape();
+    let n = sae.d_sae();
     let b = pre_activations_as(sae, x, ws, certifiable(sae, selection), par);
     select_active(sae, selection, (b, total), collective, ws);
     let recon = reconstruction_error(sae, x, total, ws);
     let aux_loss = auxk_and_weight_grads(sae, aux, (b, total), None, (ws, g), None, par);
+    b_dec_grad(sae, b, ws, g);
+    let active = mark_fired(ws, n);
+    LossParts::of_step(recon, aux_loss, active, total)
+}
+
+/// `b_dec`'s gradient from the reconstruction error `ws.de` of `b` rows: its column sums, less
+/// the encoder's path through `x - b_dec`.
+pub(super) fn b_dec_grad(sae: &Sae, b: usize, ws: &mut Workspace, g: &mut Grads) {
+    let m = sae.d_in();
     g.b_dec.fill(0.0);
     for row in ws.de[..b * m].chunks_exact(m) {
         g.b_dec.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     }
     subtract_encoder_path(sae, g, &mut ws.tmp_m);
-    let active = mark_fired(ws, n);
-    LossParts::of_step(recon, aux_loss, active, total)
 }
 
 /// Whether a selection can run through the certified encoder: a linear encoder's (every
