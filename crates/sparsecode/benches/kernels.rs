@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rand::SeedableRng;
 use sparsecode::coding::{fista, omp, FistaParams, OmpParams};
 use sparsecode::data::{generate, Magnitude, Support, SynthConfig};
+use sparsecode::linalg::int16::{self, IntRows};
 use sparsecode::linalg::{matmul, topk_row, MatRef};
 use sparsecode::sae::{
     relu_loss_grad, topk_loss_grad, Activation, Encoder, EncoderInit, Grads, Sae, Workspace,
@@ -42,6 +43,22 @@ fn bench_gemm(c: &mut Criterion) {
                             0.0,
                             Parallelism::threads(t),
                         )
+                    })
+                })
+            },
+        );
+        // The certified TopK encoder's approximation on AVX2: both operands rounded to 16-bit
+        // integers (packing included, as a step pays it), the sums exact.
+        g.bench_with_input(
+            BenchmarkId::new("int16 incl. packing (ours)", threads),
+            &threads,
+            |bch, _| {
+                let (mut xq, mut wq) = (IntRows::default(), IntRows::default());
+                p.install(|| {
+                    bch.iter(|| {
+                        int16::pack_rows(a.as_slice(), k, &mut xq);
+                        int16::pack_panels(b.as_slice(), n, k, &mut wq);
+                        int16::matmul_int16(&mut out, &xq, &wq)
                     })
                 })
             },

@@ -41,7 +41,8 @@ pub enum Which {
         /// Untimed steps first.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
-        /// TopK's encoder products: auto (bfloat16 where the CPU has AVX512_BF16) or f32.
+        /// TopK's encoder products: auto (bfloat16 where the CPU has AVX512_BF16, 16-bit integers
+        /// on AVX2 without AVX-512), int16 or f32.
         #[arg(long, default_value = "auto")]
         encoder_precision: super::train::EncoderPrecisionArg,
         /// Also time the step's dense f32 encoder product alone (the same GEMM, same threads).

@@ -131,7 +131,8 @@ pub struct Args {
     #[arg(long)]
     pub(super) no_verify: bool,
     /// TopK's encoder products before its certified selection: auto (bfloat16 on CPUs with
-    /// AVX512_BF16, else f32) or f32. Speed only: the selected latents and values are the same.
+    /// AVX512_BF16, 16-bit integers on AVX2 without AVX-512, else f32), int16 or f32. Speed only:
+    /// the selected latents and values are the same.
     #[arg(long, default_value = "auto")]
     encoder_precision: EncoderPrecisionArg,
     /// Split the latents across the ranks of an MPI job (TopK, BatchTopK): each rank holds a
@@ -148,6 +149,7 @@ pub struct Args {
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum EncoderPrecisionArg {
     Auto,
+    Int16,
     F32,
 }
 
@@ -155,6 +157,7 @@ impl From<EncoderPrecisionArg> for sparsecode::sae::EncoderPrecision {
     fn from(a: EncoderPrecisionArg) -> Self {
         match a {
             EncoderPrecisionArg::Auto => Self::Auto,
+            EncoderPrecisionArg::Int16 => Self::Int16,
             EncoderPrecisionArg::F32 => Self::F32,
         }
     }

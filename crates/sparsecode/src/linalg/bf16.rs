@@ -58,7 +58,8 @@ pub struct RoundingNorms {
 }
 
 impl RoundingNorms {
-    fn max(self, o: RoundingNorms) -> RoundingNorms {
+    /// Each norm the larger of the two (infinite when either is NaN).
+    pub(super) fn max(self, o: RoundingNorms) -> RoundingNorms {
         RoundingNorms {
             value: max_or_inf(self.value, o.value),
             rounded: max_or_inf(self.rounded, o.rounded),

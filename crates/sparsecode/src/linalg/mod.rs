@@ -5,6 +5,7 @@ mod amx;
 pub mod bf16;
 pub mod cholesky;
 mod gemm;
+pub mod int16;
 mod matrix;
 mod pool;
 mod power;

@@ -4,7 +4,8 @@
 //! `v_j = fl(dot(W_enc[j], x_c) + b_j)` with [`simd::dot`]'s fixed order, then the `k` largest
 //! (ties to the lower index, ReLU after). Computing all of them costs a dense f32 product; here
 //! the product is computed approximately (bfloat16 inputs on AVX512_BF16, see
-//! [`crate::linalg::bf16`]; the f32 GEMM elsewhere), a per-sample bound `E` on the distance from
+//! [`crate::linalg::bf16`]; 16-bit integers on AVX2, see [`crate::linalg::int16`]; the f32 GEMM
+//! elsewhere), a per-sample bound `E` on the distance from
 //! the approximation to the reference is derived, and only the latents that can still be in the
 //! top `k` are computed exactly.
 //!
@@ -44,6 +45,8 @@
 //!   the largest residual and rounded norms over the latents ([`crate::linalg::bf16`]'s module
 //!   docs; `γ_2M`, not `γ_M`, so that the bound holds whatever rounding `vdpbf16ps`'s additions
 //!   use, up to 2u each);
+//! - 16-bit integers: the same with `γ_2` (one rounding of the exact integer sum, by at most
+//!   `2u` in any rounding mode) in place of `γ_2M` ([`crate::linalg::int16`]'s module docs);
 //! - f32 GEMM: `|a - w·x| <= γ W X`;
 //! - the bias additions round each side by at most `u` of a magnitude below
 //!   `S = max|b| + W X (1 + γ) + E_dot`.
@@ -54,6 +57,7 @@
 
 use super::collective::Collective;
 use crate::linalg::bf16::{self, PackedRows, RoundingNorms};
+use crate::linalg::int16::{self, IntRows};
 use crate::linalg::{simd, topk_row, BestK, TopK};
 use crate::{Matrix, Parallelism};
 use rayon::prelude::*;
@@ -62,11 +66,47 @@ use rayon::prelude::*;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderPrecision {
-    /// bfloat16 products where the CPU has AVX512_BF16, else f32.
+    /// bfloat16 products where the CPU has AVX512_BF16; else 16-bit integer products where it
+    /// has AVX2 but not AVX-512 (whose f32 GEMM is as fast, unmeasured); else the f32 GEMM.
     #[default]
     Auto,
+    /// 16-bit integer products ([`crate::linalg::int16`]: AVX2, or a portable loop with the
+    /// same result).
+    Int16,
     /// The f32 GEMM (the certified selection still applies).
     F32,
+}
+
+/// The approximation [`Certified::approximate`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Approximation {
+    Bf16,
+    Int16,
+    F32,
+}
+
+impl EncoderPrecision {
+    fn approximation(self) -> Approximation {
+        match self {
+            EncoderPrecision::Auto if bf16::available() => Approximation::Bf16,
+            EncoderPrecision::Auto if int16::available() && !wide_vectors() => Approximation::Int16,
+            EncoderPrecision::Int16 => Approximation::Int16,
+            _ => Approximation::F32,
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512 (then its f32 GEMM does 16 multiply-adds per instruction, as
+/// the 256-bit integer kernel does).
+fn wide_vectors() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Candidate counts of the certified selections since the workspace was made.
@@ -97,6 +137,8 @@ pub struct Certified {
     xb: Vec<u16>,
     xn: Vec<RoundingNorms>,
     w: PackedRows,
+    xi: IntRows,
+    wi: IntRows,
     /// Per row, the bound `E` on `|s_j - v_j|` over every latent.
     bound: Vec<f32>,
     pub(crate) stats: CertifiedStats,
@@ -144,21 +186,36 @@ impl Certified {
         let max_b = b_enc
             .iter()
             .fold(0.0f64, |a, &b| bf16::max_or_inf(a, (b as f64).abs()));
-        let use_bf16 = self.precision == EncoderPrecision::Auto && bf16::available();
+        let kind = self.precision.approximation();
         par.install(|| {
-            let wn = if use_bf16 {
-                bf16::pack_panels(w_enc.as_slice(), n, m, &mut self.w);
-                bf16::pack_rows(xc, m, &mut self.xb, &mut self.xn);
-                bf16::matmul_bf16(&mut pre[..rows * n], &self.xb, &self.w);
-                self.w.norms.value
-            } else {
-                let (a, b) = (crate::linalg::MatRef::new(xc, rows, m), w_enc.view().t());
-                crate::linalg::matmul(pre, a, b, 0.0, par);
-                max_row_norm(w_enc)
+            // The largest |w|, and each row's rounding norms against the rounded weights'.
+            let (wn, w) = match kind {
+                Approximation::Bf16 => {
+                    bf16::pack_panels(w_enc.as_slice(), n, m, &mut self.w);
+                    bf16::pack_rows(xc, m, &mut self.xb, &mut self.xn);
+                    bf16::matmul_bf16(&mut pre[..rows * n], &self.xb, &self.w);
+                    (self.w.norms.value, self.w.norms)
+                }
+                Approximation::Int16 => {
+                    int16::pack_panels(w_enc.as_slice(), n, m, &mut self.wi);
+                    int16::pack_rows(xc, m, &mut self.xi);
+                    int16::matmul_int16(&mut pre[..rows * n], &self.xi, &self.wi);
+                    (self.wi.norms[0].value, self.wi.norms[0])
+                }
+                Approximation::F32 => {
+                    let (a, b) = (crate::linalg::MatRef::new(xc, rows, m), w_enc.view().t());
+                    crate::linalg::matmul(pre, a, b, 0.0, par);
+                    (max_row_norm(w_enc), RoundingNorms::default())
+                }
             };
-            let w = self.w.norms;
+            // Both rounded products are `ŵ·x̂` up to their sums' rounding: γ_2M of |ŵ||x̂| for
+            // bfloat16's f32 additions, one conversion of the exact integer sum for int16.
+            let (xn, sum_error) = match kind {
+                Approximation::Bf16 => (&self.xn[..], g2),
+                Approximation::Int16 => (&self.xi.norms[..], gamma(2)),
+                Approximation::F32 => (&[][..], 0.0),
+            };
             self.bound.resize(rows, 0.0);
-            let xn = &self.xn;
             self.bound
                 .par_iter_mut()
                 .zip(xc.par_chunks(m.max(1)))
@@ -171,14 +228,15 @@ impl Certified {
                         .sqrt()
                         * (1.0 + 1e-6);
                     let reference = g * wn * xnorm;
-                    let approx = if use_bf16 {
-                        let xr = xn[r];
-                        w.residual * xr.value
-                            + wn * xr.residual
-                            + w.residual * xr.residual
-                            + g2 * w.rounded * xr.rounded
-                    } else {
-                        g * wn * xnorm
+                    let approx = match kind {
+                        Approximation::F32 => g * wn * xnorm,
+                        _ => {
+                            let xr = xn[r];
+                            w.residual * xr.value
+                                + wn * xr.residual
+                                + w.residual * xr.residual
+                                + sum_error * w.rounded * xr.rounded
+                        }
                     };
                     let e_dot = reference + approx + tiny;
                     let s = max_b + wn * xnorm * (1.0 + g) + e_dot;
@@ -781,6 +839,12 @@ fn round_down(v: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PRECISIONS: [EncoderPrecision; 3] = [
+        EncoderPrecision::Auto,
+        EncoderPrecision::Int16,
+        EncoderPrecision::F32,
+    ];
     use crate::sae::{Activation, EncoderInit, Sae};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -921,7 +985,7 @@ mod tests {
             let sae = random_sae(m, n, m as u64);
             let xc = inputs(rows, m, n as u64);
             let (want, want_t) = batch_reference(&sae, &xc, k);
-            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            for precision in PRECISIONS {
                 for threads in [1, 2, 3] {
                     let what = format!("{m}x{n} k {k} {precision:?} {threads} threads");
                     let (got, t, stats) = certified_batch(&sae, &xc, k, precision, threads);
@@ -946,7 +1010,7 @@ mod tests {
         let (want, want_t) = batch_reference(&sae, &xc, 16);
         assert_eq!(want_t, 0.0);
         assert!(want.values.iter().any(|&v| v > 0.0));
-        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+        for precision in PRECISIONS {
             let (got, t, _) = certified_batch(&sae, &xc, 16, precision, 2);
             assert_same(&got, &want, &format!("{precision:?}"));
             assert_eq!(t, 0.0);
@@ -986,7 +1050,7 @@ mod tests {
             let sae = random_sae(m, n, m as u64);
             let xc = inputs(rows, m, n as u64);
             let want = reference(&sae, &xc, k, None);
-            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            for precision in PRECISIONS {
                 for threads in [1, 2, 3] {
                     let (got, _) = certified(&sae, &xc, k, None, precision, threads);
                     assert_same(
@@ -1005,7 +1069,7 @@ mod tests {
         let xc = inputs(25, 48, 4);
         let mask: Vec<bool> = (0..700).map(|j| j % 3 != 1 && j < 650).collect();
         let want = reference(&sae, &xc, 16, Some(&mask));
-        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+        for precision in PRECISIONS {
             let (got, _) = certified(&sae, &xc, 16, Some(&mask), precision, 2);
             assert_same(&got, &want, &format!("{precision:?}"));
         }
@@ -1024,7 +1088,7 @@ mod tests {
         let xc = inputs(30, 40, 6);
         for k in [1, 2, 6, 13] {
             let want = reference(&sae, &xc, k, None);
-            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            for precision in PRECISIONS {
                 let (got, _) = certified(&sae, &xc, k, None, precision, 2);
                 assert_same(&got, &want, &format!("k {k} {precision:?}"));
             }
@@ -1034,20 +1098,92 @@ mod tests {
     #[test]
     fn the_bound_prunes_and_non_finite_rows_fall_back() {
         let sae = random_sae(256, 4096, 7);
-        let mut xc = inputs(64, 256, 8);
-        let (_, stats) = certified(&sae, &xc, 32, None, EncoderPrecision::Auto, 2);
-        assert_eq!((stats.rows, stats.fallbacks), (64, 0));
-        // On random directions a few hundred latents of 4,096 stay candidates, not all.
-        assert!(stats.exact < 64 * 4096 / 8, "{stats:?}");
-        xc[5 * 256 + 3] = f32::INFINITY;
-        let want = reference(&sae, &xc, 32, None);
-        let (got, stats) = certified(&sae, &xc, 32, None, EncoderPrecision::Auto, 2);
-        assert_same(&got, &want, "row with an infinity");
-        assert_eq!(stats.fallbacks, 1);
+        for precision in [EncoderPrecision::Auto, EncoderPrecision::Int16] {
+            let mut xc = inputs(64, 256, 8);
+            let (_, stats) = certified(&sae, &xc, 32, None, precision, 2);
+            assert_eq!((stats.rows, stats.fallbacks), (64, 0), "{precision:?}");
+            // On random directions a few hundred latents of 4,096 stay candidates, not all.
+            assert!(stats.exact < 64 * 4096 / 8, "{precision:?} {stats:?}");
+            xc[5 * 256 + 3] = f32::INFINITY;
+            let want = reference(&sae, &xc, 32, None);
+            let (got, stats) = certified(&sae, &xc, 32, None, precision, 2);
+            assert_same(&got, &want, "row with an infinity");
+            assert_eq!(stats.fallbacks, 1, "{precision:?}");
+        }
     }
 
-    /// A trained SAE: the run with bfloat16 approximations is bit-identical to the run with f32
-    /// ones (the selection is the same, so is everything after it), and its selection on held-out
+    /// Every approximate value lies within its row's bound of the reference, for every
+    /// approximation, on random rows and on rows built to make the 16-bit rounding's error as
+    /// large as Cauchy-Schwarz allows (weights of equal magnitude, every input half a step from
+    /// an integer on the weights' side), where the error reaches ~0.98 of the bound's `|w| |e_x|`
+    /// term: leaving that term out fails this test.
+    #[test]
+    fn approximations_lie_within_the_bound() {
+        let (m, n, rows) = (96, 40, 24);
+        let mut sae = random_sae(m, n, 21);
+        let sign = |j: usize, i: usize| {
+            if (i * 7 + j * 3) % 5 < 2 {
+                -1.0f32
+            } else {
+                1.0
+            }
+        };
+        for j in 0..n / 2 {
+            for i in 0..m {
+                sae.w_enc.row_mut(j)[i] = 0.25 * sign(j, i);
+            }
+        }
+        let mut xc = inputs(rows, m, 22);
+        // Rows 0..n/2 against latent r: integer steps of s = 2^-11 (the row's largest value,
+        // 1.5, needs 2^-11 at Q = 4729 for 96 columns), each input at +-0.49 s off its integer.
+        let s = 2f32.powi(-11);
+        assert_eq!(int16::limit(m), 4729);
+        for r in 0..n / 2 {
+            let x = &mut xc[r * m..(r + 1) * m];
+            for (i, v) in x.iter_mut().enumerate() {
+                let q = ((i * 37 + r) % 1001) as f32 + 300.0;
+                *v = s * (q + 0.49 * sign(r, i));
+            }
+            x[0] = 1.5;
+        }
+        for precision in PRECISIONS {
+            let mut c = Certified {
+                precision,
+                ..Default::default()
+            };
+            let mut pre = vec![0.0; rows * n];
+            c.approximate(
+                &sae.w_enc,
+                &sae.b_enc,
+                &xc,
+                &mut pre,
+                Parallelism::threads(2),
+            );
+            let mut worst = 0.0f64;
+            for r in 0..rows {
+                let x = &xc[r * m..(r + 1) * m];
+                for j in 0..n {
+                    let v = simd::dot(sae.w_enc.row(j), x) + sae.b_enc[j];
+                    let approx = pre[r * n + j] + sae.b_enc[j];
+                    let e = c.bound[r];
+                    assert!(
+                        (approx - v).abs() <= e,
+                        "{precision:?} row {r} latent {j}: {approx} vs {v}, bound {e}"
+                    );
+                    worst = worst.max(((approx - v).abs() / e) as f64);
+                }
+            }
+            if precision == EncoderPrecision::Int16 {
+                assert!(
+                    worst > 0.9,
+                    "the adversarial rows reach {worst} of the bound"
+                );
+            }
+        }
+    }
+
+    /// A trained SAE: the runs with bfloat16 (where the CPU has it) and 16-bit integer
+    /// approximations are bit-identical to the run with f32 ones (the selection is the same, so is everything after it), and its selection on held-out
     /// rows is the reference's.
     #[test]
     fn trained_runs_are_identical_whatever_the_approximation() {
@@ -1081,9 +1217,12 @@ mod tests {
         };
         let (auto, f32) = (
             run(EncoderPrecision::Auto, top_k.clone()),
-            run(EncoderPrecision::F32, top_k),
+            run(EncoderPrecision::F32, top_k.clone()),
         );
         assert_eq!(auto.state.sae, f32.state.sae);
+        let int16 = run(EncoderPrecision::Int16, top_k);
+        assert_eq!(int16.state.sae, f32.state.sae, "int16");
+        assert!(int16.certified.exact < int16.certified.rows * 1024 / 8);
         let batch = ArchConfig::BatchTopK {
             k: 8,
             aux_k: 32,
@@ -1091,9 +1230,11 @@ mod tests {
         };
         let (batch_auto, batch_f32) = (
             run(EncoderPrecision::Auto, batch.clone()),
-            run(EncoderPrecision::F32, batch),
+            run(EncoderPrecision::F32, batch.clone()),
         );
         assert_eq!(batch_auto.state, batch_f32.state, "BatchTopK");
+        let batch_int16 = run(EncoderPrecision::Int16, batch);
+        assert_eq!(batch_int16.state, batch_f32.state, "BatchTopK int16");
         let c = batch_auto.certified;
         assert!(c.rows >= 150 * 256 && c.exact < c.rows * 1024 / 4, "{c:?}");
         assert!(
@@ -1158,7 +1299,7 @@ mod tests {
             for eps in [0.05f32, 0.4] {
                 let (want, want_window) = threshold_reference(&sae, &xc, &theta, eps);
                 assert!(!want_window.is_empty() || n < 100);
-                for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+                for precision in PRECISIONS {
                     for threads in [1, 3] {
                         let what = format!("{m}x{n} eps {eps} {precision:?} {threads} threads");
                         let par = Parallelism::threads(threads);
@@ -1221,7 +1362,7 @@ mod tests {
             .collect();
         let open: usize = want.iter().map(Vec::len).sum();
         assert!(open > rows && open * 4 < rows * n, "{open}");
-        for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+        for precision in PRECISIONS {
             let mut c = Certified {
                 precision,
                 ..Default::default()
@@ -1324,7 +1465,7 @@ mod tests {
             }
             let xc = inputs(9, 40, 12);
             let want = reference(&sae, &xc, 6, None);
-            for precision in [EncoderPrecision::Auto, EncoderPrecision::F32] {
+            for precision in PRECISIONS {
                 let (got, stats) = certified(&sae, &xc, 6, None, precision, 2);
                 assert_same(&got, &want, &format!("NaN {which} {precision:?}"));
                 assert_eq!(stats.fallbacks, 9, "{which} {precision:?}");
