@@ -51,7 +51,7 @@ def train_pair(arch, m, n, k, b, steps, threads, repeats):
 
 
 def topk_section(shapes, steps, threads, repeats):
-    """TopK steps: ours with the certified bfloat16 encoder and with f32 approximations, the
+    """TopK steps: ours with the certified reduced-precision encoder and with f32 approximations, the
     dense f32 encoder product alone, dense PyTorch and sparsify-style PyTorch; alternating runs."""
     runs = {"auto": [], "f32": [], "product": [], "torch": [], "sparsify": []}
     rows = []
@@ -73,9 +73,9 @@ def topk_section(shapes, steps, threads, repeats):
         print(rows[-1], flush=True)
     return [
         "",
-        f"## TopK with the certified bfloat16 encoder ({datetime.date.today()})",
+        f"## TopK with the certified reduced-precision encoder ({datetime.date.today()})",
         "",
-        f"{machine()}; {threads} threads on both sides; step medians in ms over {repeats} alternating rounds (the rounds in brackets), each round the median of {steps} timed steps after 2 warm-up steps. `auto` is the certified encoder (bfloat16 products where the CPU has AVX512_BF16), `f32` the same selection from f32 GEMM approximations, `product` the dense f32 encoder product alone (`bench train --encoder-product`: the bound exact f32 sets); PyTorch dense is `torch.topk` and a scatter into a dense decoder, sparsify-style decodes with `F.embedding_bag` over the k active rows. Reproduce with `benches/run-comparison.sh --only-topk`.",
+        f"{machine()}; {threads} threads on both sides; step medians in ms over {repeats} alternating rounds (the rounds in brackets), each round the median of {steps} timed steps after 2 warm-up steps. `auto` is the certified encoder (bfloat16 products where the CPU has AVX512_BF16, 16-bit integer products on AVX2 without AVX-512), `f32` the same selection from f32 GEMM approximations, `product` the dense f32 encoder product alone (`bench train --encoder-product`: the bound exact f32 sets); PyTorch dense is `torch.topk` and a scatter into a dense decoder, sparsify-style decodes with `F.embedding_bag` over the k active rows. Reproduce with `benches/run-comparison.sh --only-topk`.",
         "",
         "| shape | auto ms | f32 ms | f32 product ms | PyTorch dense ms | PyTorch sparsify-style ms | vs dense | vs sparsify-style | step / product |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -303,7 +303,7 @@ def main():
         print(f"updated {a.out}")
         return
     if a.only_topk:
-        splice(a.out, "## TopK with the certified bfloat16 encoder", topk_section(shapes, steps, t, r))
+        splice(a.out, "## TopK with the certified reduced-precision encoder", topk_section(shapes, steps, t, r))
         print(f"updated {a.out}")
         return
     if a.only_harvest:

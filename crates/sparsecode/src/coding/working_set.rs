@@ -53,7 +53,10 @@ pub(crate) fn solve(
             if let Some(z0) = init {
                 z.copy_from_slice(z0.row(r));
             }
-            simd::run(|| solve_row(z, cr, &g, p, sc))
+            simd::run(
+                #[inline(always)]
+                || solve_row(z, cr, &g, p, sc),
+            )
         })
         .collect();
     let iters = stats.iter().map(|s| s.0).max().unwrap_or(0);

@@ -149,7 +149,12 @@ pub fn pack_rows(x: &[f32], cols: usize, out: &mut Vec<u16>, norms: &mut Vec<Rou
     out.par_chunks_mut(stride.max(1))
         .zip(x.par_chunks(cols.max(1)))
         .zip(norms.par_iter_mut())
-        .for_each(|((o, r), n)| *n = super::simd::run(|| round_row(r, o)));
+        .for_each(|((o, r), n)| {
+            *n = super::simd::run(
+                #[inline(always)]
+                || round_row(r, o),
+            )
+        });
 }
 
 /// Rounds and packs the rows of `w` (`[rows, cols]`) for [`matmul_bf16`].
@@ -171,7 +176,10 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut PackedRows) {
                 let r = p * NR + l;
                 if r < rows {
                     let src = &w[r * cols..(r + 1) * cols];
-                    most = most.max(super::simd::run(|| round_row(src, &mut row)));
+                    most = most.max(super::simd::run(
+                        #[inline(always)]
+                        || round_row(src, &mut row),
+                    ));
                 } else {
                     row.fill(0);
                 }

@@ -169,7 +169,12 @@ pub fn pack_rows(x: &[f32], cols: usize, out: &mut IntRows) {
         .par_chunks_mut(stride.max(1))
         .zip(x.par_chunks(cols.max(1)))
         .zip(out.scales.par_iter_mut().zip(out.norms.par_iter_mut()))
-        .for_each(|((o, r), (s, n))| (*s, *n) = super::simd::run(|| round_row(r, q, o)));
+        .for_each(|((o, r), (s, n))| {
+            (*s, *n) = super::simd::run(
+                #[inline(always)]
+                || round_row(r, q, o),
+            )
+        });
 }
 
 /// Rounds and packs the rows of `w` (`[rows, cols]`) in panels; `out.norms` holds one entry, the
@@ -195,7 +200,10 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut IntRows) {
                 let r = p * NR + l;
                 if r < rows {
                     let src = &w[r * cols..(r + 1) * cols];
-                    let (s, n) = super::simd::run(|| round_row(src, q, &mut row));
+                    let (s, n) = super::simd::run(
+                        #[inline(always)]
+                        || round_row(src, q, &mut row),
+                    );
                     *scale = s;
                     most = most.max(n);
                 } else {

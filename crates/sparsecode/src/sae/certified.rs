@@ -577,16 +577,19 @@ fn scan_at_least(
     mut f: impl FnMut(usize),
 ) {
     let eligible = |j: usize| mask.is_none_or(|m| m[j]);
-    simd::run(|| {
-        for j0 in (0..b_enc.len()).step_by(BLOCK) {
-            let end = (j0 + BLOCK).min(b_enc.len());
-            if block_clears(approx, b_enc, mask, j0..end, bar, true) {
-                (j0..end)
-                    .filter(|&j| eligible(j) && approx[j] + b_enc[j] >= bar)
-                    .for_each(&mut f);
+    simd::run(
+        #[inline(always)]
+        || {
+            for j0 in (0..b_enc.len()).step_by(BLOCK) {
+                let end = (j0 + BLOCK).min(b_enc.len());
+                if block_clears(approx, b_enc, mask, j0..end, bar, true) {
+                    (j0..end)
+                        .filter(|&j| eligible(j) && approx[j] + b_enc[j] >= bar)
+                        .for_each(&mut f);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Calls `f` with every latent of one row whose `fl(fl(approx + b_enc) + bound)` is at or above
@@ -595,29 +598,32 @@ fn scan_at_least(
 #[inline(always)]
 fn scan_reaching(approx: &[f32], b_enc: &[f32], bound: f32, lo: &[f32], mut f: impl FnMut(usize)) {
     let reaches = |j: usize| (approx[j] + b_enc[j]) + bound >= lo[j];
-    simd::run(|| {
-        for j0 in (0..b_enc.len()).step_by(BLOCK) {
-            let end = (j0 + BLOCK).min(b_enc.len());
-            let r = j0..end;
-            let any = match (
-                <&[f32; BLOCK]>::try_from(&approx[r.clone()]),
-                <&[f32; BLOCK]>::try_from(&b_enc[r.clone()]),
-                <&[f32; BLOCK]>::try_from(&lo[r]),
-            ) {
-                (Ok(a), Ok(b), Ok(l)) => {
-                    let mut hit = [false; BLOCK];
-                    for i in 0..BLOCK {
-                        hit[i] = (a[i] + b[i]) + bound >= l[i];
+    simd::run(
+        #[inline(always)]
+        || {
+            for j0 in (0..b_enc.len()).step_by(BLOCK) {
+                let end = (j0 + BLOCK).min(b_enc.len());
+                let r = j0..end;
+                let any = match (
+                    <&[f32; BLOCK]>::try_from(&approx[r.clone()]),
+                    <&[f32; BLOCK]>::try_from(&b_enc[r.clone()]),
+                    <&[f32; BLOCK]>::try_from(&lo[r]),
+                ) {
+                    (Ok(a), Ok(b), Ok(l)) => {
+                        let mut hit = [false; BLOCK];
+                        for i in 0..BLOCK {
+                            hit[i] = (a[i] + b[i]) + bound >= l[i];
+                        }
+                        hit.iter().fold(false, |h, &x| h | x)
                     }
-                    hit.iter().fold(false, |h, &x| h | x)
+                    _ => true,
+                };
+                if any {
+                    (j0..end).filter(|&j| reaches(j)).for_each(&mut f);
                 }
-                _ => true,
-            };
-            if any {
-                (j0..end).filter(|&j| reaches(j)).for_each(&mut f);
             }
-        }
-    });
+        },
+    );
 }
 
 /// The latents of one row that can be in its reference top `k` (in increasing order), and
@@ -642,19 +648,24 @@ fn candidates(
     let mut list = Vec::new();
     let kth = kth_block_maximum(approx, b_enc, k, mask, maxima);
     let kth = kth.or_else(|| {
-        simd::run(|| {
-            let mut best = BestK::new(heap, k);
-            for j0 in (0..n).step_by(BLOCK) {
-                let end = (j0 + BLOCK).min(n);
-                let bar = best.bar().unwrap_or(f32::NEG_INFINITY);
-                if best.bar().is_none() || block_clears(approx, b_enc, mask, j0..end, bar, false) {
-                    for j in (j0..end).filter(|&j| eligible(j)) {
-                        best.offer(value(j), j as u32);
+        simd::run(
+            #[inline(always)]
+            || {
+                let mut best = BestK::new(heap, k);
+                for j0 in (0..n).step_by(BLOCK) {
+                    let end = (j0 + BLOCK).min(n);
+                    let bar = best.bar().unwrap_or(f32::NEG_INFINITY);
+                    if best.bar().is_none()
+                        || block_clears(approx, b_enc, mask, j0..end, bar, false)
+                    {
+                        for j in (j0..end).filter(|&j| eligible(j)) {
+                            best.offer(value(j), j as u32);
+                        }
                     }
                 }
-            }
-            best.bar()
-        })
+                best.bar()
+            },
+        )
     });
     if let Some(t) = kth.and_then(|b| below(b, 2.0 * bound as f64)) {
         scan_at_least(approx, b_enc, mask, t, |j| list.push(j as u32));
@@ -678,12 +689,15 @@ fn kth_block_maximum(
 ) -> Option<f32> {
     let n = b_enc.len();
     maxima.clear();
-    simd::run(|| {
-        for j0 in (0..n).step_by(BLOCK) {
-            let end = (j0 + BLOCK).min(n);
-            maxima.push(block_max(approx, b_enc, mask, j0..end));
-        }
-    });
+    simd::run(
+        #[inline(always)]
+        || {
+            for j0 in (0..n).step_by(BLOCK) {
+                let end = (j0 + BLOCK).min(n);
+                maxima.push(block_max(approx, b_enc, mask, j0..end));
+            }
+        },
+    );
     maxima.retain(|v| v.is_finite());
     if k == 0 || maxima.len() < k {
         return None;
@@ -802,12 +816,15 @@ fn exact_values(
         .par_chunks_mut(4096)
         .zip(sorted.par_chunks(4096))
         .for_each(|(v, s)| {
-            simd::run(|| {
-                for (v, &(j, r, _)) in v.iter_mut().zip(s) {
-                    let x = &xc[r as usize * m..(r as usize + 1) * m];
-                    *v = simd::dot_inline(w_enc.row(j as usize), x) + b_enc[j as usize];
-                }
-            })
+            simd::run(
+                #[inline(always)]
+                || {
+                    for (v, &(j, r, _)) in v.iter_mut().zip(s) {
+                        let x = &xc[r as usize * m..(r as usize + 1) * m];
+                        *v = simd::dot_inline(w_enc.row(j as usize), x) + b_enc[j as usize];
+                    }
+                },
+            )
         });
     let mut values = vec![0.0f32; total];
     for (&(_, _, p), &v) in sorted.iter().zip(&by_latent) {

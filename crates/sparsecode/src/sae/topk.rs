@@ -193,15 +193,18 @@ pub(super) fn gather_sum_by_latent_blocks(w_dec: &Matrix, codes: &TopK, out: &mu
             .zip(codes.indices.par_chunks(k).zip(codes.values.par_chunks(k)))
             .zip(next.par_iter_mut())
             .for_each(|((row, (idx, val)), at)| {
-                simd::run(|| {
-                    while *at < k && idx[*at] < j1 {
-                        let (j, v) = (idx[*at], val[*at]);
-                        *at += 1;
-                        if v > 0.0 {
-                            simd::axpy_inline(row, v, w_dec.row(j as usize));
+                simd::run(
+                    #[inline(always)]
+                    || {
+                        while *at < k && idx[*at] < j1 {
+                            let (j, v) = (idx[*at], val[*at]);
+                            *at += 1;
+                            if v > 0.0 {
+                                simd::axpy_inline(row, v, w_dec.row(j as usize));
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
     }
 }
@@ -720,17 +723,20 @@ pub(super) fn visit_by_row_blocks<S: Send>(
             .zip(next.par_iter_mut())
             .enumerate()
             .for_each(|(j, (state, at))| {
-                simd::run(|| {
-                    while *at < start[j + 1] {
-                        let e = by[*at as usize] as usize;
-                        let row = e / k;
-                        if row >= r1 {
-                            break;
+                simd::run(
+                    #[inline(always)]
+                    || {
+                        while *at < start[j + 1] {
+                            let e = by[*at as usize] as usize;
+                            let row = e / k;
+                            if row >= r1 {
+                                break;
+                            }
+                            *at += 1;
+                            visit(j, state, row, e);
                         }
-                        *at += 1;
-                        visit(j, state, row, e);
-                    }
-                })
+                    },
+                )
             });
     }
 }
@@ -779,31 +785,34 @@ fn sparse_weight_grads_by_level(
             let wd = sae.w_dec.row(j);
             let level = main.widths.partition_point(|&w| w <= j);
             let mut sum_dv = 0.0f32;
-            simd::run(|| {
-                for &e in slots {
-                    let e = e as usize;
-                    let (row, val, gr) = if e < main_slots {
-                        let row = e / k;
-                        let at = (row * levels + level) * m;
-                        (row, topk.values[e], &main.grad[at..at + m])
-                    } else {
-                        let s = e - main_slots;
-                        (s / ka, auxc.values[s], &dea[s / ka * m..(s / ka + 1) * m])
-                    };
-                    if val <= 0.0 {
-                        continue;
+            simd::run(
+                #[inline(always)]
+                || {
+                    for &e in slots {
+                        let e = e as usize;
+                        let (row, val, gr) = if e < main_slots {
+                            let row = e / k;
+                            let at = (row * levels + level) * m;
+                            (row, topk.values[e], &main.grad[at..at + m])
+                        } else {
+                            let s = e - main_slots;
+                            (s / ka, auxc.values[s], &dea[s / ka * m..(s / ka + 1) * m])
+                        };
+                        if val <= 0.0 {
+                            continue;
+                        }
+                        // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through
+                        // x_c, times the row's scale from pre-activation to code (main codes).
+                        let mut dv = simd::dot_inline(gr, wd);
+                        simd::axpy_inline(gd, val, gr);
+                        if let (Some(scale), true) = (main.row_scale, e < main_slots) {
+                            dv *= scale[row];
+                        }
+                        simd::axpy_inline(ge, dv, &xc[row * m..(row + 1) * m]);
+                        sum_dv += dv;
                     }
-                    // d loss / d code = grad_b . W_dec[j]; it flows to the encoder row through
-                    // x_c, times the row's scale from pre-activation to code (main codes).
-                    let mut dv = simd::dot_inline(gr, wd);
-                    simd::axpy_inline(gd, val, gr);
-                    if let (Some(scale), true) = (main.row_scale, e < main_slots) {
-                        dv *= scale[row];
-                    }
-                    simd::axpy_inline(ge, dv, &xc[row * m..(row + 1) * m]);
-                    sum_dv += dv;
-                }
-            });
+                },
+            );
             *gb = sum_dv;
         });
 }
