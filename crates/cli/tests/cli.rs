@@ -262,6 +262,50 @@ fn killed_run_resumes_to_identical_weights() {
     assert!(fails(&["train", "--resume", p(&killed)]).contains("already finished"));
 }
 
+/// `--encoder-precision` changes only how the certified TopK encoder computes its candidates:
+/// training with 16-bit integer, automatic and f32 approximations writes the same weights, byte
+/// for byte (a selection that differed anywhere in 300 steps would change them).
+#[test]
+fn every_encoder_precision_trains_the_same_weights() {
+    let t = tempfile::tempdir().unwrap();
+    let d = synth(t.path(), "data", "64");
+    let x = d.join("activations.npy");
+    let weights: Vec<Vec<u8>> = ["int16", "auto", "f32"]
+        .iter()
+        .map(|precision| {
+            let out = t.path().join(precision);
+            ok(&[
+                "train",
+                "--data",
+                p(&x),
+                "--arch",
+                "topk",
+                "--k",
+                "4",
+                "--latents",
+                "256",
+                "--steps",
+                "300",
+                "--batch",
+                "128",
+                "--encoder-precision",
+                precision,
+                "--out",
+                p(&out),
+            ]);
+            std::fs::read(out.join("sae_weights.safetensors")).unwrap()
+        })
+        .collect();
+    assert!(
+        weights[0] == weights[2],
+        "int16 and f32 approximations differ"
+    );
+    assert!(
+        weights[1] == weights[2],
+        "auto and f32 approximations differ"
+    );
+}
+
 fn write(path: &Path, bytes: &[u8]) -> String {
     std::fs::write(path, bytes).unwrap();
     p(path).to_string()
