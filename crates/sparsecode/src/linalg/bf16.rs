@@ -183,10 +183,7 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut PackedRows) {
                 } else {
                     row.fill(0);
                 }
-                for (q, pair) in row.chunks_exact(2).enumerate() {
-                    let at = (q * NR + l) * 2;
-                    panel[at..at + 2].copy_from_slice(pair);
-                }
+                interleave_pairs(&row, panel, l, NR);
             }
             most
         })
@@ -194,6 +191,15 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut PackedRows) {
     out.norms = norms
         .into_iter()
         .fold(RoundingNorms::default(), RoundingNorms::max);
+}
+
+/// Writes `row` as lane `lane` of a panel of `lanes` rows stored pair of columns by pair of
+/// columns (`[pairs][lanes][2]`): the layout of the bfloat16 and integer micro-kernels.
+pub(super) fn interleave_pairs<T: Copy>(row: &[T], panel: &mut [T], lane: usize, lanes: usize) {
+    for (q, pair) in row.chunks_exact(2).enumerate() {
+        let at = (q * lanes + lane) * 2;
+        panel[at..at + 2].copy_from_slice(pair);
+    }
 }
 
 /// `c[r][j] = Σ x̂[r] ŵ[j]` for every row `r` of `x` (packed by [`pack_rows`] from `cols` columns)

@@ -210,10 +210,7 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut IntRows) {
                     row.fill(0);
                     *scale = 0.0;
                 }
-                for (k, pair) in row.chunks_exact(2).enumerate() {
-                    let at = (k * NR + l) * 2;
-                    panel[at..at + 2].copy_from_slice(pair);
-                }
+                super::bf16::interleave_pairs(&row, panel, l, NR);
             }
             most
         })
