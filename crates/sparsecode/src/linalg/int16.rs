@@ -34,7 +34,7 @@
 //! result does not depend on the order of the sum: the AVX2 kernel and the portable loop return
 //! the same bits.
 
-use super::bf16::RoundingNorms;
+use super::bf16::{rounding_norms, RoundingNorms};
 use std::ops::Range;
 
 /// Latents per micro-panel: two registers of 8 32-bit lanes, each lane a pair of columns.
@@ -81,8 +81,17 @@ pub struct IntRows {
     pub(super) scales: Vec<f32>,
     rows: usize,
     cols: usize,
-    /// Per row (of `X`), or the largest over the rows (of `W`): `|v|`, `|v̂|`, `|v - v̂|`.
+    /// Per row: `|v|`, `|v̂|`, `|v - v̂|`.
     pub norms: Vec<RoundingNorms>,
+}
+
+impl IntRows {
+    /// The largest of each norm over the rows (infinite when any is NaN).
+    pub fn largest_norms(&self) -> RoundingNorms {
+        self.norms
+            .iter()
+            .fold(RoundingNorms::default(), |a, &b| a.max(b))
+    }
 }
 
 /// The scale of a row whose largest magnitude is `most`, or `None` outside the admitted range.
@@ -128,32 +137,16 @@ fn round_row(row: &[f32], q: i32, out: &mut [i16]) -> (f32, RoundingNorms) {
             },
         );
     };
-    let inv = 1.0 / s; // exact: a power of two in range
-                       // Eight independent f64 accumulators per sum, so that the sums vectorize.
-    const L: usize = 8;
-    let (mut v2, mut r2, mut e2) = ([0.0f64; L], [0.0f64; L], [0.0f64; L]);
-    for (o, v) in out.chunks_mut(L).zip(row.chunks(L)) {
-        for (i, (o, &v)) in o.iter_mut().zip(v).enumerate() {
-            // Round to nearest even by adding and removing 1.5 * 2^23 (exact for |y| <= 2^22,
-            // and |v / s| <= Q < 2^15 here): `round_ties_even` compiled to a call of libm's rintf.
-            let n = ((v * inv) + MAGIC) - MAGIC;
-            *o = n as i16;
-            let r = n * s;
-            let e = v - r; // exact (module docs)
-            v2[i] += (v as f64) * (v as f64);
-            r2[i] += (r as f64) * (r as f64);
-            e2[i] += (e as f64) * (e as f64);
-        }
-    }
-    out[row.len()..].fill(0);
-    // f64 sums of at most 2^32 squares are within 2^-20 relative: round up by that much.
-    let up = |s: [f64; L]| s.iter().sum::<f64>().sqrt() * (1.0 + 1e-6);
-    let norms = RoundingNorms {
-        value: up(v2),
-        rounded: up(r2),
-        residual: up(e2),
+    // Exact: a power of two in range.
+    let inv = 1.0 / s;
+    // Round to nearest even by adding and removing 1.5 * 2^23 (exact for |y| <= 2^22, and
+    // |v / s| <= Q < 2^15 here): `round_ties_even` compiled to a call of libm's rintf. The
+    // residual v - n s is exact (module docs).
+    let to_int = |v: f32| {
+        let n = ((v * inv) + MAGIC) - MAGIC;
+        (n as i16, n * s)
     };
-    (s, norms)
+    (s, rounding_norms(row, out, to_int))
 }
 
 /// Rounds the rows of `x` (`[rows, cols]`) into `out` (row by row, each row's norms kept).
@@ -179,8 +172,7 @@ pub fn pack_rows(x: &[f32], cols: usize, out: &mut IntRows) {
         });
 }
 
-/// Rounds and packs the rows of `w` (`[rows, cols]`) in panels; `out.norms` holds one entry, the
-/// largest norms over the rows.
+/// Rounds and packs the rows of `w` (`[rows, cols]`) in panels (padding rows: scale and norms 0).
 pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut IntRows) {
     use rayon::prelude::*;
     let pairs = cols.div_ceil(2);
@@ -190,37 +182,34 @@ pub fn pack_panels(w: &[f32], rows: usize, cols: usize, out: &mut IntRows) {
     out.cols = cols;
     out.data.resize(panels * pairs * NR * 2, 0);
     out.scales.resize(panels * NR, 0.0);
-    let norms: Vec<RoundingNorms> = out
-        .data
+    out.norms.resize(panels * NR, RoundingNorms::default());
+    out.data
         .par_chunks_mut((pairs * NR * 2).max(1))
         .zip(out.scales.par_chunks_mut(NR))
+        .zip(out.norms.par_chunks_mut(NR))
         .enumerate()
-        .map(|(p, (panel, scales))| {
-            let mut row = vec![0i16; pairs * 2];
-            let mut most = RoundingNorms::default();
-            for (l, scale) in scales.iter_mut().enumerate() {
-                let r = p * NR + l;
-                if r < rows {
-                    let src = &w[r * cols..(r + 1) * cols];
-                    let (s, n) = super::simd::run(
-                        #[inline(always)]
-                        || round_row(src, q, &mut row),
-                    );
-                    *scale = s;
-                    most = most.max(n);
-                } else {
-                    row.fill(0);
-                    *scale = 0.0;
+        .for_each_init(
+            || vec![0i16; pairs * 2],
+            |row, (p, ((panel, scales), norms))| {
+                for (l, (scale, norm)) in scales.iter_mut().zip(norms).enumerate() {
+                    let r = p * NR + l;
+                    (*scale, *norm) = match r < rows {
+                        true => {
+                            let src = &w[r * cols..(r + 1) * cols];
+                            super::simd::run(
+                                #[inline(always)]
+                                || round_row(src, q, row),
+                            )
+                        }
+                        false => {
+                            row.fill(0);
+                            (0.0, RoundingNorms::default())
+                        }
+                    };
+                    super::bf16::interleave_pairs(row, panel, l, NR);
                 }
-                super::bf16::interleave_pairs(&row, panel, l, NR);
-            }
-            most
-        })
-        .collect();
-    let most = norms
-        .into_iter()
-        .fold(RoundingNorms::default(), RoundingNorms::max);
-    out.norms = vec![most];
+            },
+        );
 }
 
 /// `c[r][j] = ŵ_j·x̂_r` for every row `r` of `x` (packed by [`pack_rows`]) and every row `j` of `w`

@@ -188,49 +188,58 @@ impl Certified {
             .fold(0.0f64, |a, &b| bf16::max_or_inf(a, (b as f64).abs()));
         let kind = self.precision.approximation();
         par.install(|| {
-            // The largest |w|, and each row's rounding norms against the rounded weights'.
-            let (wn, w) = match kind {
+            // The largest rounding norms of the weights, each row's, and the error of the sums
+            // of the rounded products `ŵ·x̂`: γ_2M of |ŵ||x̂| for bfloat16's f32 additions, one
+            // conversion of the exact integer sum for int16 (None: the f32 GEMM).
+            let (w, xn, sum_error) = match kind {
                 Approximation::Bf16 => {
                     bf16::pack_panels(w_enc.as_slice(), n, m, &mut self.w);
                     bf16::pack_rows(xc, m, &mut self.xb, &mut self.xn);
                     bf16::matmul_bf16(&mut pre[..rows * n], &self.xb, &self.w);
-                    (self.w.norms.value, self.w.norms)
+                    (self.w.norms, &self.xn[..], Some(g2))
                 }
                 Approximation::Int16 => {
                     int16::pack_panels(w_enc.as_slice(), n, m, &mut self.wi);
                     int16::pack_rows(xc, m, &mut self.xi);
                     int16::matmul_int16(&mut pre[..rows * n], &self.xi, &self.wi);
-                    (self.wi.norms[0].value, self.wi.norms[0])
+                    (self.wi.largest_norms(), &self.xi.norms[..], Some(gamma(2)))
                 }
                 Approximation::F32 => {
                     let (a, b) = (crate::linalg::MatRef::new(xc, rows, m), w_enc.view().t());
                     crate::linalg::matmul(pre, a, b, 0.0, par);
-                    (max_row_norm(w_enc), RoundingNorms::default())
+                    let value = max_row_norm(w_enc);
+                    (
+                        RoundingNorms {
+                            value,
+                            ..Default::default()
+                        },
+                        &[][..],
+                        None,
+                    )
                 }
             };
-            // Both rounded products are `ŵ·x̂` up to their sums' rounding: γ_2M of |ŵ||x̂| for
-            // bfloat16's f32 additions, one conversion of the exact integer sum for int16.
-            let (xn, sum_error) = match kind {
-                Approximation::Bf16 => (&self.xn[..], g2),
-                Approximation::Int16 => (&self.xi.norms[..], gamma(2)),
-                Approximation::F32 => (&[][..], 0.0),
-            };
+            let wn = w.value;
             self.bound.resize(rows, 0.0);
             self.bound
                 .par_iter_mut()
                 .zip(xc.par_chunks(m.max(1)))
                 .enumerate()
                 .for_each(|(r, (e, x))| {
-                    let xnorm = x
-                        .iter()
-                        .map(|&v| (v as f64) * (v as f64))
-                        .sum::<f64>()
-                        .sqrt()
-                        * (1.0 + 1e-6);
+                    // |x|: the packer's where it rounded the row, else summed here.
+                    let xnorm = match sum_error {
+                        Some(_) => xn[r].value,
+                        None => {
+                            x.iter()
+                                .map(|&v| (v as f64) * (v as f64))
+                                .sum::<f64>()
+                                .sqrt()
+                                * (1.0 + 1e-6)
+                        }
+                    };
                     let reference = g * wn * xnorm;
-                    let approx = match kind {
-                        Approximation::F32 => g * wn * xnorm,
-                        _ => {
+                    let approx = match sum_error {
+                        None => g * wn * xnorm,
+                        Some(sum_error) => {
                             let xr = xn[r];
                             w.residual * xr.value
                                 + wn * xr.residual
