@@ -32,6 +32,13 @@ pub const NR: usize = 32;
 /// vector registers).
 const MR: usize = 12;
 
+/// Rows of `X` per block of the vector kernels (this one's and [`super::int16`]'s): their
+/// reduced-precision inputs stay in L2 (288 KB at M = 768) while every panel streams past them.
+/// Measured with the AVX-512 kernel at 768 x 16384 x batch 4096 on a 2-core AMD EPYC (Zen 4,
+/// 1 MB of L2 a core), alternating runs: 1,152 rows (1.7 MB) 270-290 ms, 192 rows 251-273.
+pub(super) const BLOCK_ROWS: usize = 192;
+const _: () = assert!(BLOCK_ROWS.is_multiple_of(MR), "whole micro-tiles per block");
+
 /// Whether this CPU runs [`matmul_bf16`].
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -233,19 +240,17 @@ pub fn matmul_bf16(c: &mut [f32], x: &[u16], w: &PackedRows) {
         return;
     }
     let amx = super::amx::fits(pairs) && super::amx::available();
-    // Blocks of rows whose bfloat16 inputs stay in L2 while every panel streams past them:
-    // 192 rows (288 KB at M = 768) for the AVX-512 kernel, where 1,152 rows (1.7 MB, more than
-    // the 1 MB L2 of a Zen 4 core) ran 768 x 16384 x batch 4096 in 270-290 ms against 251-273
-    // (2-core AMD EPYC, alternating runs); the AMX tiles keep the 1,152 they were measured with.
-    let block = if amx { 96 * MR } else { 16 * MR }.min(rows.next_multiple_of(MR));
+    // The AMX tiles keep the 1,152-row blocks they were measured with (on Intel).
+    let block = if amx { 96 * MR } else { BLOCK_ROWS }.min(rows.next_multiple_of(MR));
     c[..rows * n]
         .par_chunks_mut(block * n)
         .zip(x.par_chunks(block * pairs * 2))
         .for_each(|(c, x)| {
             // AMX tiles take the whole 32-row groups where the CPU has them.
-            let done = match amx {
-                true => super::amx::block(c, x, w, pairs),
-                false => 0,
+            let done = if amx {
+                super::amx::block(c, x, w, pairs)
+            } else {
+                0
             };
             if done * pairs * 2 < x.len() {
                 // SAFETY: the CPU has AVX512F and AVX512_BF16 (asserted above).

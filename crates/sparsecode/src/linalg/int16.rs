@@ -34,7 +34,7 @@
 //! result does not depend on the order of the sum: the AVX2 kernel and the portable loop return
 //! the same bits.
 
-use super::bf16::{rounding_norms, RoundingNorms};
+use super::bf16::{rounding_norms, RoundingNorms, BLOCK_ROWS};
 use std::ops::Range;
 
 /// Latents per micro-panel: two registers of 8 32-bit lanes, each lane a pair of columns.
@@ -42,6 +42,7 @@ pub const NR: usize = 16;
 /// Rows of `X` per micro-tile (12 accumulators, 2 panel registers and a broadcast: 15 of the 16
 /// vector registers).
 const MR: usize = 6;
+const _: () = assert!(BLOCK_ROWS.is_multiple_of(MR), "whole micro-tiles per block");
 /// `1.5 * 2^23`: adding and subtracting it rounds an f32 of magnitude below 2^22 to an integer.
 const MAGIC: f32 = 12582912.0;
 /// Scales are powers of two with exponents in this range (see the module docs).
@@ -226,9 +227,7 @@ pub fn matmul_int16(c: &mut [f32], x: &IntRows, w: &IntRows) {
         return;
     }
     let fast = available();
-    // Blocks of rows whose integers stay in L2 (192 x 768 x 2 B = 288 KB) while every panel
-    // streams past them.
-    let block = (32 * MR).min(rows.next_multiple_of(MR));
+    let block = BLOCK_ROWS.min(rows.next_multiple_of(MR));
     c[..rows * n]
         .par_chunks_mut(block * n)
         .zip(x.data.par_chunks(block * pairs * 2))
