@@ -636,13 +636,14 @@ fn scan_reaching(approx: &[f32], b_enc: &[f32], bound: f32, lo: &[f32], mut f: i
 }
 
 /// The latents of one row that can be in its reference top `k` (in increasing order), and
-/// whether the bound failed to prune (then every eligible latent). Two passes over the row in
-/// blocks of 16: a value `t0` at most the k-th best approximate value (the k-th largest of the
-/// blocks' maxima: k blocks hold a value at or above it), then the latents within twice the bound
-/// below `t0`, each block skipped unless one of its values clears the bar (one vector compare).
-/// The proof in the module docs needs only `t <= s_(k) - 2E`. (The exact k-th value by a heap
-/// cost 21% of a 384 x 6144 step, the maxima about 5%; one branchy pass with a running bar cost
-/// 5.6 ns a value, 190 ms of a 768 x 16384 step.)
+/// whether the bound failed to prune (then every eligible latent). Two passes over the row: a
+/// value `t0` at most the k-th best approximate value (the k-th largest of the maxima of
+/// disjoint groups of 16 latents, [`group_maxima`]: k groups hold a value at or above it), then
+/// the latents within twice the bound below `t0`, in blocks of 16, each block skipped unless one
+/// of its values clears the bar (one vector compare). The proof in the module docs needs only
+/// `t <= s_(k) - 2E`. (The exact k-th value by a heap cost 21% of a 384 x 6144 step, the maxima
+/// about 5%; one branchy pass with a running bar cost 5.6 ns a value, 190 ms of a 768 x 16384
+/// step.)
 fn candidates(
     approx: &[f32],
     b_enc: &[f32],
@@ -655,7 +656,7 @@ fn candidates(
     let eligible = |j: usize| mask.is_none_or(|m| m[j]);
     let value = |j: usize| approx[j] + b_enc[j];
     let mut list = Vec::new();
-    let kth = kth_block_maximum(approx, b_enc, k, mask, maxima);
+    let kth = kth_group_maximum(approx, b_enc, k, mask, maxima);
     let kth = kth.or_else(|| {
         simd::run(
             #[inline(always)]
@@ -686,26 +687,19 @@ fn candidates(
     (all, true)
 }
 
-/// The k-th largest of the maxima of the eligible `approx + b_enc` over the row's blocks of
-/// [`BLOCK`] (a lower bound on the row's k-th largest value), or None when fewer than `k` blocks
-/// have a finite maximum.
-fn kth_block_maximum(
+/// The k-th largest of the maxima of the eligible `approx + b_enc` over the row's groups (see
+/// [`group_maxima`]; a lower bound on the row's k-th largest value: k disjoint groups hold a
+/// value at or above it), or None when fewer than `k` groups have a finite maximum.
+fn kth_group_maximum(
     approx: &[f32],
     b_enc: &[f32],
     k: usize,
     mask: Option<&[bool]>,
     maxima: &mut Vec<f32>,
 ) -> Option<f32> {
-    let n = b_enc.len();
-    maxima.clear();
     simd::run(
         #[inline(always)]
-        || {
-            for j0 in (0..n).step_by(BLOCK) {
-                let end = (j0 + BLOCK).min(n);
-                maxima.push(block_max(approx, b_enc, mask, j0..end));
-            }
-        },
+        || group_maxima(approx, b_enc, mask, maxima),
     );
     maxima.retain(|v| v.is_finite());
     if k == 0 || maxima.len() < k {
@@ -715,40 +709,67 @@ fn kth_block_maximum(
     Some(*maxima.select_nth_unstable_by(at, f32::total_cmp).1)
 }
 
-/// The largest eligible `approx + b_enc` over `range` (-inf when none), branch-free over a whole
-/// block (fixed-size arrays, as in [`block_clears`]).
+/// The maxima of the eligible `approx + b_enc` (-inf where none) over disjoint groups of the
+/// row: the row's whole vectors of [`BLOCK`] lanes go in chunks of [`BLOCK`] vectors, each chunk
+/// with one group per lane (its strided latents), and the last `n % BLOCK` latents form one
+/// chunk more; so a chunk's maxima are a running vector maximum, with no horizontal reduction
+/// per block (which cost as much as the rest of the candidate passes together at 384 x 6144).
 #[inline(always)]
-fn block_max(
-    approx: &[f32],
-    b_enc: &[f32],
-    mask: Option<&[bool]>,
-    range: std::ops::Range<usize>,
-) -> f32 {
-    let eligible = |j: usize| mask.is_none_or(|m| m[j]);
-    let scalar = |r: std::ops::Range<usize>| {
-        r.filter(|&j| eligible(j))
-            .map(|j| approx[j] + b_enc[j])
-            .fold(f32::NEG_INFINITY, f32::max)
-    };
-    let (Ok(a), Ok(b)) = (
-        <&[f32; BLOCK]>::try_from(&approx[range.clone()]),
-        <&[f32; BLOCK]>::try_from(&b_enc[range.clone()]),
-    ) else {
-        return scalar(range);
-    };
-    let mut v = [0.0f32; BLOCK];
-    for i in 0..BLOCK {
-        v[i] = a[i] + b[i];
-    }
-    if let Some(m) = mask {
-        let Ok(m) = <&[bool; BLOCK]>::try_from(&m[range.clone()]) else {
-            return scalar(range);
-        };
-        for i in 0..BLOCK {
-            v[i] = if m[i] { v[i] } else { f32::NEG_INFINITY };
+fn group_maxima(approx: &[f32], b_enc: &[f32], mask: Option<&[bool]>, out: &mut Vec<f32>) {
+    let n = b_enc.len();
+    out.clear();
+    let (av, at) = approx[..n].as_chunks::<BLOCK>();
+    let (bv, bt) = b_enc.as_chunks::<BLOCK>();
+    match mask {
+        None => {
+            for (ca, cb) in av.chunks(BLOCK).zip(bv.chunks(BLOCK)) {
+                let mut g = [f32::NEG_INFINITY; BLOCK];
+                for (a, b) in ca.iter().zip(cb) {
+                    for i in 0..BLOCK {
+                        g[i] = larger(g[i], a[i] + b[i]);
+                    }
+                }
+                out.extend_from_slice(&g);
+            }
+        }
+        Some(mask) => {
+            let (mv, _) = mask.as_chunks::<BLOCK>();
+            let chunks = av.chunks(BLOCK).zip(bv.chunks(BLOCK)).zip(mv.chunks(BLOCK));
+            for ((ca, cb), cm) in chunks {
+                let mut g = [f32::NEG_INFINITY; BLOCK];
+                for ((a, b), m) in ca.iter().zip(cb).zip(cm) {
+                    for i in 0..BLOCK {
+                        let v = if m[i] { a[i] + b[i] } else { f32::NEG_INFINITY };
+                        g[i] = larger(g[i], v);
+                    }
+                }
+                out.extend_from_slice(&g);
+            }
         }
     }
-    v.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y))
+    if !at.is_empty() {
+        let tail = n - at.len();
+        let eligible = |j: usize| mask.is_none_or(|m| m[j]);
+        let mut g = [f32::NEG_INFINITY; BLOCK];
+        for ((i, a), b) in at.iter().enumerate().zip(bt) {
+            if eligible(tail + i) {
+                g[i] = a + b;
+            }
+        }
+        out.extend_from_slice(&g);
+    }
+}
+
+/// `v` where it is above `g`, else `g` (a NaN `v` never is). Written as a select, not
+/// `f32::max`: LLVM vectorises a loop of `max` across the vectors as a reduction, with gathers,
+/// where this stays one vector compare and blend per vector.
+#[inline(always)]
+fn larger(g: f32, v: f32) -> f32 {
+    if v > g {
+        v
+    } else {
+        g
+    }
 }
 
 /// Values per block of [`candidates`]' passes: one AVX-512 register.
