@@ -713,7 +713,8 @@ fn kth_group_maximum(
 /// row: the row's whole vectors of [`BLOCK`] lanes go in chunks of [`BLOCK`] vectors, each chunk
 /// with one group per lane (its strided latents), and the last `n % BLOCK` latents form one
 /// chunk more; so a chunk's maxima are a running vector maximum, with no horizontal reduction
-/// per block (which cost as much as the rest of the candidate passes together at 384 x 6144).
+/// per block (maxima of 16 consecutive latents each: the candidates phase of a 384 x 6144 step
+/// took 24 ms with them, 16 with these groups).
 #[inline(always)]
 fn group_maxima(approx: &[f32], b_enc: &[f32], mask: Option<&[bool]>, out: &mut Vec<f32>) {
     let n = b_enc.len();
