@@ -638,12 +638,12 @@ fn scan_reaching(approx: &[f32], b_enc: &[f32], bound: f32, lo: &[f32], mut f: i
 /// The latents of one row that can be in its reference top `k` (in increasing order), and
 /// whether the bound failed to prune (then every eligible latent). Two passes over the row: a
 /// value `t0` at most the k-th best approximate value (the k-th largest of the maxima of
-/// disjoint groups of 16 latents, [`group_maxima`]: k groups hold a value at or above it), then
-/// the latents within twice the bound below `t0`, in blocks of 16, each block skipped unless one
-/// of its values clears the bar (one vector compare). The proof in the module docs needs only
-/// `t <= s_(k) - 2E`. (The exact k-th value by a heap cost 21% of a 384 x 6144 step, the maxima
-/// about 5%; one branchy pass with a running bar cost 5.6 ns a value, 190 ms of a 768 x 16384
-/// step.)
+/// disjoint groups of at most 16 latents, [`group_maxima`]: k groups hold a value at or above
+/// it), then the latents within twice the bound below `t0`, in blocks of 16, each block skipped
+/// unless one of its values clears the bar (one vector compare). The proof in the module docs
+/// needs only `t <= s_(k) - 2E`. (The exact k-th value by a heap cost 21% of a 384 x 6144 step,
+/// the maxima about 5%; one branchy pass with a running bar cost 5.6 ns a value, 190 ms of a
+/// 768 x 16384 step.)
 fn candidates(
     approx: &[f32],
     b_enc: &[f32],
